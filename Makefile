@@ -1,0 +1,46 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: install demo test lint typecheck unit bench-smoke bench docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the demo on a local store (ARGS="--users 100000 --root /tmp/recs" to change it).
+demo: $(STAMP)
+	$(BIN)/sharedrec demo $(ARGS)
+
+## Everything CI runs: lint, types, unit tests, benchmark smoke run, docs build.
+test: lint typecheck unit bench-smoke docs
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+bench-smoke: $(STAMP)
+	$(BIN)/pytest -q benchmarks --smoke --benchmark-disable-gc --benchmark-min-rounds=3
+
+## The full benchmark run (manual; minutes, several GB of disk).
+bench: $(STAMP)
+	$(BIN)/pytest benchmarks --benchmark-json=benchmarks/results/latest.json $(ARGS)
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

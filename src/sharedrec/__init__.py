@@ -1,0 +1,66 @@
+"""sharedrec: share precomputed recommendations through one volume.
+
+Batch jobs publish immutable versions (ranked lists, embeddings) to a store on local
+disk or a mounted EFS/NFS volume; services open the live version in constant time and
+answer lookups from memory-mapped chunks.
+
+Example:
+    >>> import sharedrec  # doctest: +SKIP
+    >>> store = sharedrec.open("/mnt/recs")
+    >>> store.publish_ranked("home", keys=users, items=items, scores=scores)
+    >>> store.reader().get("home", 42, k=10).items
+"""
+
+from __future__ import annotations
+
+from sharedrec.errors import (
+    ConcurrentPublishError,
+    CorruptVersion,
+    InvalidInput,
+    KeyNotFound,
+    PublishRejected,
+    SharedrecError,
+    StoreNotFound,
+    UnknownCollection,
+    UnsupportedLocation,
+    VersionNotFound,
+)
+from sharedrec.format import CollectionSpec, Manifest
+from sharedrec.store import Store, VersionInfo, open
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CollectionSpec",
+    "ConcurrentPublishError",
+    "CorruptVersion",
+    "Draft",
+    "InvalidInput",
+    "KeyNotFound",
+    "Manifest",
+    "PublishRejected",
+    "RankedList",
+    "Reader",
+    "SharedrecError",
+    "Store",
+    "StoreNotFound",
+    "UnknownCollection",
+    "UnsupportedLocation",
+    "VersionInfo",
+    "VersionNotFound",
+    "__version__",
+    "open",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Reader and Draft pull in their modules only when asked for, keeping import light.
+    if name in ("Reader", "RankedList"):
+        from sharedrec import reader
+
+        return getattr(reader, name)
+    if name == "Draft":
+        from sharedrec.publish import Draft
+
+        return Draft
+    raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")

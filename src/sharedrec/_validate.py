@@ -1,0 +1,328 @@
+"""Input checks and normalisation for publishing: user arrays in, plain typed arrays out.
+
+Every check raises :class:`~sharedrec.errors.InvalidInput` naming the collection, the
+argument and (where there is one) the first offending row or key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from sharedrec.errors import InvalidInput
+
+__all__ = ["Keys", "Ranked", "normalize_keys", "normalize_ranked", "normalize_vectors"]
+
+ITEM_PAD = -1
+"""Stored after the end of every list; item ids must be non-negative."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Validated keys: int64 values, or str keys encoded as UTF-8."""
+
+    kind: Literal["int64", "str"]
+    ints: NDArray[np.int64] | None
+    encoded: list[bytes] | None
+
+    def __len__(self) -> int:
+        return len(self.ints) if self.ints is not None else len(self.encoded or ())
+
+    def describe(self, row: int) -> str:
+        """The key of input row ``row``, for messages."""
+        if self.ints is not None:
+            return f"key {int(self.ints[row])}"
+        assert self.encoded is not None
+        return f"key {self.encoded[row].decode()!r}"
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Validated ranked lists: padded 2-D arrays plus the length of every list."""
+
+    items: NDArray[np.signedinteger[Any]]
+    scores: NDArray[np.floating[Any]]
+    lengths: NDArray[np.int32]
+
+
+def normalize_keys(collection: str, keys: object) -> Keys:
+    """Check keys: 1-D, non-empty, all int64 or all str, no duplicates."""
+    where = f"collection {collection!r}: keys"
+    if isinstance(keys, str | bytes):
+        raise InvalidInput(f"{where} must be a sequence of keys, not a single {type(keys).__name__}")
+    array = np.asarray(keys) if not isinstance(keys, np.ndarray) else keys
+    if array.ndim != 1:
+        raise InvalidInput(f"{where} must be 1-D; got shape {array.shape}")
+    if array.size == 0:
+        raise InvalidInput(f"{where} are empty: a collection needs at least one key")
+    if array.dtype.kind in "iu":
+        if array.dtype.kind == "u" and int(array.max()) > np.iinfo(np.int64).max:
+            raise InvalidInput(f"{where} exceed the int64 range (max {int(array.max())})")
+        ints = array.astype("<i8", copy=False)
+        ordered = np.sort(ints)
+        dup = np.flatnonzero(ordered[1:] == ordered[:-1])
+        if dup.size:
+            raise InvalidInput(
+                f"{where} contain duplicates ({dup.size} repeated, first {int(ordered[dup[0]])}): "
+                "each key may appear once"
+            )
+        return Keys("int64", ints, None)
+    if array.dtype.kind == "U" or (
+        array.dtype.kind == "O" and all(isinstance(key, str) for key in array.tolist())
+    ):
+        text: list[str] = array.tolist()
+        encoded = [key.encode() for key in text]
+        if len(set(encoded)) != len(encoded):
+            seen: set[bytes] = set()
+            first = next(key for key in encoded if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+            raise InvalidInput(
+                f"{where} contain duplicates (first {first.decode()!r}): each key may appear once"
+            )
+        return Keys("str", None, encoded)
+    raise InvalidInput(f"{where} must be integers (stored as int64) or str; got dtype {array.dtype}")
+
+
+def _as_items(where: str, items: NDArray[Any]) -> NDArray[np.signedinteger[Any]]:
+    kind, size = items.dtype.kind, items.dtype.itemsize
+    if kind not in "iu" or items.dtype == np.bool_:
+        raise InvalidInput(f"{where} must be integer item ids (int32 or int64); got dtype {items.dtype}")
+    if (kind == "i" and size <= 4) or (kind == "u" and size <= 2):
+        return items.astype("<i4", copy=False)
+    if kind == "u" and items.size and int(items.max()) > np.iinfo(np.int64).max:
+        raise InvalidInput(f"{where} exceed the int64 range")
+    return items.astype("<i8", copy=False)
+
+
+def _as_scores(where: str, scores: NDArray[Any]) -> NDArray[np.floating[Any]]:
+    kind = scores.dtype.kind
+    if kind == "f":
+        return scores.astype("<f8" if scores.dtype.itemsize == 8 else "<f4", copy=False)
+    if kind in "iu" and scores.dtype != np.bool_:
+        return scores.astype("<f8")
+    raise InvalidInput(f"{where} must be real numbers (float32 or float64); got dtype {scores.dtype}")
+
+
+def normalize_ranked(
+    collection: str,
+    keys: Keys,
+    items: object,
+    scores: object,
+    *,
+    lengths: ArrayLike | None,
+    pad: int | None,
+    sort: bool,
+    top_k: int | None,
+) -> Ranked:
+    """Check ranked lists given padded (2-D) or ragged (one sequence per key)."""
+    where = f"collection {collection!r}"
+    n = len(keys)
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise InvalidInput(f"{where}: top_k must be a positive int; got {top_k!r}")
+    items_2d = _maybe_2d(items)
+    if items_2d is not None:
+        scores_2d = _maybe_2d(scores)
+        if scores_2d is None or scores_2d.shape != items_2d.shape:
+            shape = getattr(scores_2d, "shape", None) or f"ragged ({type(scores).__name__})"
+            raise InvalidInput(
+                f"{where}: items have shape {items_2d.shape} but scores have shape {shape}; "
+                "give both as (n_keys, k) arrays"
+            )
+        if items_2d.shape[0] != n:
+            raise InvalidInput(f"{where}: {n} keys but {items_2d.shape[0]} rows of items; one row per key")
+        item_arr = _as_items(f"{where}: items", items_2d)
+        score_arr = _as_scores(f"{where}: scores", scores_2d)
+        length_arr = _lengths(where, item_arr, lengths, pad)
+    else:
+        if lengths is not None or pad is not None:
+            raise InvalidInput(f"{where}: lengths= and pad= apply to 2-D items only, not ragged lists")
+        item_arr, score_arr, length_arr = _from_ragged(where, n, items, scores)
+    if top_k is not None and top_k < item_arr.shape[1]:
+        item_arr, score_arr = item_arr[:, :top_k], score_arr[:, :top_k]
+        length_arr = np.minimum(length_arr, top_k).astype(np.int32)
+    # Work on copies from here: the padding written below must not touch the caller's arrays.
+    item_arr, score_arr = item_arr.copy(), score_arr.copy()
+    valid = np.arange(item_arr.shape[1]) < length_arr[:, None]
+    _check_values(where, keys, item_arr, score_arr, valid)
+    if sort:
+        _sort_rows(item_arr, score_arr, valid)
+    else:
+        _check_sorted(where, keys, score_arr, valid)
+    item_arr[~valid] = ITEM_PAD
+    score_arr[~valid] = np.nan
+    if item_arr.shape[1] == 0:  # every list empty: keep one padded column so rows have a width
+        item_arr = np.full((n, 1), ITEM_PAD, dtype=item_arr.dtype)
+        score_arr = np.full((n, 1), np.nan, dtype=score_arr.dtype)
+    return Ranked(item_arr, score_arr, length_arr)
+
+
+def _maybe_2d(value: object) -> NDArray[Any] | None:
+    if isinstance(value, np.ndarray):
+        return value if value.ndim == 2 else None
+    if isinstance(value, Sequence) and value and all(isinstance(row, Sequence | np.ndarray) for row in value):
+        first = len(value[0])
+        if all(len(row) == first for row in value) and first > 0:
+            array = np.asarray(value)
+            return array if array.ndim == 2 and array.dtype.kind in "iuf" else None
+    return None
+
+
+def _lengths(
+    where: str, items: NDArray[Any], lengths: ArrayLike | None, pad: int | None
+) -> NDArray[np.int32]:
+    n, width = items.shape
+    if lengths is not None and pad is not None:
+        raise InvalidInput(f"{where}: give lengths= or pad=, not both")
+    if lengths is not None:
+        arr = np.asarray(lengths)
+        if arr.shape != (n,) or arr.dtype.kind not in "iu":
+            raise InvalidInput(
+                f"{where}: lengths must be {n} integers (one per key); got dtype {arr.dtype} "
+                f"with shape {arr.shape}"
+            )
+        bad = np.flatnonzero((arr < 0) | (arr > width))
+        if bad.size:
+            raise InvalidInput(
+                f"{where}: lengths must lie in 0..{width}; row {int(bad[0])} has {int(arr[bad[0]])}"
+            )
+        return arr.astype(np.int32)
+    if pad is None:
+        return np.full(n, width, dtype=np.int32)
+    is_pad = items == pad
+    first: NDArray[np.int32] = np.where(is_pad.any(axis=1), is_pad.argmax(axis=1), width).astype(np.int32)
+    after = np.arange(width) >= first[:, None]
+    bad = np.flatnonzero((after & ~is_pad).any(axis=1))
+    if bad.size:
+        raise InvalidInput(
+            f"{where}: row {int(bad[0])} has items after the pad value {pad}; "
+            "padding must fill the end of a row"
+        )
+    return first
+
+
+def _from_ragged(
+    where: str, n: int, items: object, scores: object
+) -> tuple[NDArray[np.signedinteger[Any]], NDArray[np.floating[Any]], NDArray[np.int32]]:
+    if not isinstance(items, Sequence | np.ndarray) or not isinstance(scores, Sequence | np.ndarray):
+        raise InvalidInput(
+            f"{where}: items and scores must be 2-D arrays or sequences of 1-D lists; got "
+            f"{type(items).__name__} and {type(scores).__name__}"
+        )
+    if len(items) != n or len(scores) != n:
+        raise InvalidInput(
+            f"{where}: {n} keys but {len(items)} item lists and {len(scores)} score lists; one list per key"
+        )
+    item_rows = [np.asarray(row) for row in items]
+    score_rows = [np.asarray(row) for row in scores]
+    for i, (item_row, score_row) in enumerate(zip(item_rows, score_rows, strict=True)):
+        if item_row.ndim != 1 or item_row.shape != score_row.shape:
+            raise InvalidInput(
+                f"{where}: list {i} has items of shape {item_row.shape} and scores of shape "
+                f"{score_row.shape}; each list needs one score per item"
+            )
+    length_arr = np.fromiter((len(row) for row in item_rows), dtype=np.int32, count=n)
+    width = int(length_arr.max())
+    item_dtype = np.result_type(*[row.dtype for row in item_rows if row.size] or [np.dtype(np.int32)])
+    score_dtype = np.result_type(*[row.dtype for row in score_rows if row.size] or [np.dtype(np.float32)])
+    # Check dtypes before allocating, so str or float ids fail with the dtype in the message.
+    _as_items(f"{where}: items", np.empty(0, dtype=item_dtype))
+    _as_scores(f"{where}: scores", np.empty(0, dtype=score_dtype))
+    item_arr = np.full((n, width), ITEM_PAD, dtype=item_dtype)
+    score_arr = np.zeros((n, width), dtype=score_dtype)
+    for i, (item_row, score_row) in enumerate(zip(item_rows, score_rows, strict=True)):
+        item_arr[i, : len(item_row)] = item_row
+        score_arr[i, : len(score_row)] = score_row
+    return (
+        _as_items(f"{where}: items", item_arr),
+        _as_scores(f"{where}: scores", score_arr),
+        length_arr,
+    )
+
+
+def _check_values(
+    where: str,
+    keys: Keys,
+    items: NDArray[Any],
+    scores: NDArray[Any],
+    valid: NDArray[np.bool_],
+) -> None:
+    bad = np.flatnonzero((valid & ~np.isfinite(scores)).any(axis=1))
+    if bad.size:
+        raise InvalidInput(
+            f"{where}: scores must be finite; {bad.size} lists hold NaN or inf, first at row "
+            f"{int(bad[0])} ({keys.describe(int(bad[0]))})"
+        )
+    bad = np.flatnonzero((valid & (items < 0)).any(axis=1))
+    if bad.size:
+        raise InvalidInput(
+            f"{where}: item ids must be >= 0 (-1 marks padding); first negative at row "
+            f"{int(bad[0])} ({keys.describe(int(bad[0]))}); use pad= or lengths= for padded rows"
+        )
+
+
+def _check_sorted(where: str, keys: Keys, scores: NDArray[Any], valid: NDArray[np.bool_]) -> None:
+    if scores.shape[1] < 2:
+        return
+    rising = (scores[:, 1:] > scores[:, :-1]) & valid[:, 1:]
+    bad = np.flatnonzero(rising.any(axis=1))
+    if bad.size:
+        raise InvalidInput(
+            f"{where}: lists must be in descending score order; {bad.size} are not, first at "
+            f"row {int(bad[0])} ({keys.describe(int(bad[0]))}). Pass sort=True to sort them, "
+            "or negate the scores if lower means better"
+        )
+
+
+def _sort_rows(items: NDArray[Any], scores: NDArray[Any], valid: NDArray[np.bool_]) -> None:
+    order = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
+    items[...] = np.take_along_axis(items, order, axis=1)
+    scores[...] = np.take_along_axis(scores, order, axis=1)
+
+
+def normalize_vectors(collection: str, keys: Keys, vectors: object) -> NDArray[np.floating[Any]]:
+    """Check vectors: a (n_keys, dim) array of finite floats."""
+    where = f"collection {collection!r}: vectors"
+    array = np.asarray(vectors)
+    if array.ndim != 2 or array.shape[0] != len(keys) or array.shape[1] == 0:
+        raise InvalidInput(f"{where} must have shape ({len(keys)}, dim) (one row per key); got {array.shape}")
+    if array.dtype.kind != "f":
+        raise InvalidInput(f"{where} must be floating point (float16/32/64); got dtype {array.dtype}")
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        raise InvalidInput(
+            f"{where} must be finite; {bad.size} rows hold NaN or inf, first at row "
+            f"{int(bad[0])} ({keys.describe(int(bad[0]))})"
+        )
+    return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
+
+def normalize_default(
+    collection: str, default: tuple[ArrayLike, ArrayLike], width: int, sort: bool
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Check the list served for unknown keys: like one ranked list, at most ``width`` long."""
+    where = f"collection {collection!r}: default"
+    try:
+        items, scores = default
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{where} must be a pair (items, scores)") from None
+    item_arr, score_arr = np.asarray(items), np.asarray(scores)
+    if item_arr.ndim != 1 or item_arr.shape != score_arr.shape or item_arr.size == 0:
+        raise InvalidInput(
+            f"{where} items and scores must be 1-D of the same non-zero length; got "
+            f"{item_arr.shape} and {score_arr.shape}"
+        )
+    fake = Keys("str", None, [b"<default>"])
+    ranked = normalize_ranked(
+        collection,
+        fake,
+        item_arr[None, :],
+        score_arr[None, :],
+        lengths=None,
+        pad=None,
+        sort=sort,
+        top_k=width,
+    )
+    return ranked.items[0], ranked.scores[0]

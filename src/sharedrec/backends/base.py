@@ -1,0 +1,80 @@
+"""The small protocol every storage backend implements.
+
+Paths are relative to the store root and use ``/``. Everything above this protocol
+(publishing, reading, version management) is backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+__all__ = ["Backend", "PointerMoved"]
+
+
+class PointerMoved(Exception):
+    """Raised by :meth:`Backend.swap_pointer` when the pointer is not what the writer read.
+
+    The store turns it into :class:`~sharedrec.errors.ConcurrentPublishError`.
+    """
+
+    def __init__(self, current: bytes | None) -> None:
+        super().__init__("the pointer was moved by another writer")
+        self.current = current
+
+
+class Backend(Protocol):
+    """Storage under one store root."""
+
+    @property
+    def location(self) -> str:
+        """The root as the user gave it, for messages."""
+        ...
+
+    def read_bytes(self, path: str) -> bytes:
+        """Read a whole file; raise ``FileNotFoundError`` when it does not exist."""
+        ...
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Write a file so that readers see either nothing or all of ``data``, durably."""
+        ...
+
+    def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
+        """Replace the pointer file atomically, if its content still equals ``expected``.
+
+        ``expected=None`` means the file must not exist yet. Raise
+        :class:`~sharedrec.errors.ConcurrentPublishError` when another writer moved it.
+        """
+        ...
+
+    def listdir(self, path: str) -> list[str]:
+        """Names directly under ``path``; empty when ``path`` does not exist."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether a file or folder exists at ``path``."""
+        ...
+
+    def remove_tree(self, path: str) -> None:
+        """Delete ``path`` and everything under it; no error when it is already gone."""
+        ...
+
+    def walk_files(self, path: str) -> Iterator[tuple[str, int]]:
+        """Yield ``(path relative to path, size)`` of every file under ``path``, sorted."""
+        ...
+
+    def open_read(self, path: str) -> Any:
+        """Open a file for streaming binary reads (a context manager with ``read(n)``)."""
+        ...
+
+    def sync_tree(self, path: str) -> None:
+        """Make every file and folder under ``path`` durable before the manifest is written."""
+        ...
+
+    def zarr_store(self, path: str) -> Any:
+        """A zarr v3 store rooted at ``path``, for writing a version."""
+        ...
+
+    def local_path(self, path: str) -> str | None:
+        """The POSIX path of ``path`` if it can be memory-mapped directly, else ``None``."""
+        ...

@@ -1,0 +1,141 @@
+"""Local disk and mounted network file systems (AWS EFS, NFS).
+
+One code path for both, written to the rules a network file system needs: data and
+metadata are fsynced before anything points at them, files are replaced by
+``os.replace`` of a fsynced temporary file in the same folder followed by a fsync of the
+folder, and the pointer is always read with open+read (close-to-open consistency on NFS),
+never judged by ``stat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sharedrec.backends.base import PointerMoved
+from sharedrec.errors import StoreNotFound
+
+__all__ = ["PosixBackend"]
+
+_LOCK = ".sharedrec.lock"
+
+
+class PosixBackend:
+    """A store root on a POSIX path."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool) -> None:
+        self.root = Path(root).expanduser().absolute()
+        if not self.root.is_dir():
+            if not create:
+                raise StoreNotFound(
+                    f"no store at {self.root}: the folder does not exist "
+                    "(check the mount, or pass create=True to start a new store)"
+                )
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def _abs(self, path: str) -> Path:
+        return self.root / path if path else self.root
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(self._abs(path), "rb") as f:
+            return f.read()
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        target = self._abs(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_dir(target.parent)
+
+    def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
+        # flock works across hosts on NFSv4 (EFS), so two writers on two pods serialise here.
+        with open(self.root / _LOCK, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                try:
+                    current: bytes | None = self.read_bytes(path)
+                except FileNotFoundError:
+                    current = None
+                if current != expected:
+                    raise PointerMoved(current)
+                self.write_atomic(path, data)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._abs(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def exists(self, path: str) -> bool:
+        return self._abs(path).exists()
+
+    def remove_tree(self, path: str) -> None:
+        target = self._abs(path)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+
+    def walk_files(self, path: str) -> Iterator[tuple[str, int]]:
+        base = self._abs(path)
+        found: list[tuple[str, int]] = []
+        for folder, _dirs, files in os.walk(base):
+            for name in files:
+                full = Path(folder) / name
+                found.append((full.relative_to(base).as_posix(), full.stat().st_size))
+        yield from sorted(found)
+
+    def open_read(self, path: str) -> BinaryIO:
+        return open(self._abs(path), "rb")
+
+    def sync_tree(self, path: str) -> None:
+        base = self._abs(path)
+        for folder, _dirs, files in os.walk(base, topdown=False):
+            for name in files:
+                fd = os.open(Path(folder) / name, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(Path(folder))
+        _fsync_dir(base.parent)
+
+    def zarr_store(self, path: str) -> Any:
+        from zarr.storage import LocalStore
+
+        target = self._abs(path)
+        target.mkdir(parents=True, exist_ok=True)
+        return LocalStore(target)
+
+    def local_path(self, path: str) -> str | None:
+        return str(self._abs(path))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

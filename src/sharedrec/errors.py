@@ -1,0 +1,84 @@
+"""The exceptions sharedrec raises.
+
+Every exception derives from :class:`SharedrecError`, so ``except sharedrec.SharedrecError``
+catches everything the library raises on purpose. Messages name the file, key or field at
+fault and say what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrentPublishError",
+    "CorruptVersion",
+    "InvalidInput",
+    "KeyNotFound",
+    "PublishRejected",
+    "SharedrecError",
+    "StoreNotFound",
+    "UnknownCollection",
+    "UnsupportedLocation",
+    "VersionNotFound",
+]
+
+
+class SharedrecError(Exception):
+    """Base class of every error raised by sharedrec."""
+
+
+class InvalidInput(SharedrecError, ValueError):
+    """Raised when arguments given to sharedrec are wrong.
+
+    Wrong shapes or dtypes, mismatched lengths, NaN or infinite scores, duplicate keys,
+    empty collections, lists not in descending score order, invalid collection names or
+    version ids. Nothing is written when this is raised.
+    """
+
+
+class StoreNotFound(SharedrecError, FileNotFoundError):
+    """Raised when a store location does not exist and ``create=False`` was given."""
+
+
+class UnsupportedLocation(SharedrecError, ValueError):
+    """Raised by :func:`sharedrec.open` for a location this installation cannot serve."""
+
+
+class VersionNotFound(SharedrecError, LookupError):
+    """Raised when a version id, or the version named by ``CURRENT``, does not exist.
+
+    A version whose folder exists without ``manifest.json`` is an unfinished publish and
+    counts as missing.
+    """
+
+
+class CorruptVersion(SharedrecError):
+    """Raised when a version's files do not match its manifest.
+
+    A truncated or unparsable ``manifest.json``, a missing chunk file, a chunk of the
+    wrong size or checksum, or a pointer file that cannot be parsed. The version must be
+    republished or rolled back; sharedrec never serves fill values in place of lost data.
+    """
+
+
+class PublishRejected(SharedrecError):
+    """Raised when a publish is refused before ``CURRENT`` moves; the live version stays."""
+
+
+class ConcurrentPublishError(PublishRejected):
+    """Raised when another writer moved ``CURRENT`` while this publish was in progress.
+
+    The other writer's version stays live; the message names both versions.
+    """
+
+
+class _LookupMiss(SharedrecError, KeyError):
+    def __str__(self) -> str:
+        # KeyError's str() quotes its argument; show the message as written instead.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownCollection(_LookupMiss):
+    """Raised when a reader is asked for a collection the version does not hold."""
+
+
+class KeyNotFound(_LookupMiss):
+    """Raised (a ``KeyError``) when a key is not in a collection that has no default list."""

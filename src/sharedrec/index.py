@@ -1,0 +1,178 @@
+"""Key -> row lookup over memory-mapped sorted arrays.
+
+Rows of a collection are stored in key order, so finding a key is a binary search over the
+mapped key array: no dict is built at open, and nothing is read until a key is looked up.
+
+* int64 keys: ``keys`` holds the keys sorted ascending.
+* str keys: ``key_hash`` holds a 64-bit hash of each key's UTF-8 bytes, sorted ascending;
+  ``key_spans`` (start, stop) and ``key_bytes`` hold the key bytes themselves. A lookup
+  compares every row whose hash matches against the stored bytes, so a hash collision can
+  never return another key's data.
+
+When the key array spans several chunks, the manifest lists the first key (or hash) of
+every chunk (``key_fences``) and a lookup searches those first, then one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sharedrec._mmap import MappedArray
+from sharedrec.errors import InvalidInput
+
+__all__ = ["DEFAULT_KEY_HASH", "KEY_HASHES", "IntIndex", "StrIndex", "hash_keys"]
+
+
+def _blake2b_64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+KEY_HASHES: dict[str, Callable[[bytes], int]] = {"blake2b-64": _blake2b_64}
+"""Hash functions for string keys, by the name recorded in the manifest."""
+
+DEFAULT_KEY_HASH = "blake2b-64"
+
+
+def hash_keys(keys: Sequence[bytes], name: str) -> NDArray[np.uint64]:
+    """Hash encoded keys with the named function (publishing and batch lookups)."""
+    function = KEY_HASHES[name]
+    return np.fromiter((function(key) for key in keys), dtype=np.uint64, count=len(keys))
+
+
+class _Sorted:
+    """Binary search over a sorted 1-D mapped array split into chunks."""
+
+    __slots__ = ("_array", "_fences", "_head", "_n", "_rpc")
+
+    def __init__(self, array: MappedArray, fences: list[int]) -> None:
+        self._array = array
+        self._n = array.n_rows
+        self._rpc = array.rows_per_chunk
+        self._fences = fences if len(fences) > 1 else None
+        self._head: NDArray[np.generic] | None = None
+
+    def _valid(self, chunk: int) -> NDArray[np.generic]:
+        # The last chunk file is written full size; rows past the end are padding.
+        valid = min(self._rpc, self._n - chunk * self._rpc)
+        return self._array.chunk(chunk)[:valid]
+
+    def lower_bound(self, value: Any) -> int:
+        """The first global row whose value is >= ``value`` (``n`` if none)."""
+        if self._fences is None:
+            head = self._head
+            if head is None:
+                head = self._head = self._valid(0)
+            return int(head.searchsorted(value))
+        chunk = bisect_right(self._fences, value) - 1
+        if chunk < 0:
+            return 0
+        position = int(self._valid(chunk).searchsorted(value))
+        return chunk * self._rpc + position
+
+    def lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        """Vectorised :meth:`lower_bound`."""
+        if self._fences is None:
+            return self._valid(0).searchsorted(values)
+        chunks = np.searchsorted(np.asarray(self._fences, dtype=values.dtype), values, "right")
+        chunks = np.maximum(chunks - 1, 0)
+        out = np.empty(len(values), dtype=np.intp)
+        for chunk in np.unique(chunks).tolist():
+            where = np.flatnonzero(chunks == chunk)
+            out[where] = chunk * self._rpc + self._valid(chunk).searchsorted(values[where])
+        return out
+
+    def value(self, row: int) -> object:
+        return self._array.row(row)
+
+    def values(self, rows: NDArray[np.intp]) -> NDArray[np.generic]:
+        out = np.empty(len(rows), dtype=self._array.dtype)
+        self._array.take(rows, out)
+        return out
+
+
+class IntIndex:
+    """Rows of int64 keys."""
+
+    __slots__ = ("_n", "_sorted")
+    key_type = "int64"
+
+    def __init__(self, keys: MappedArray, fences: list[int]) -> None:
+        self._sorted = _Sorted(keys, fences)
+        self._n = keys.n_rows
+
+    def find(self, key: object) -> int:
+        """The row of ``key``, or -1 when it is absent."""
+        if not isinstance(key, int | np.integer):
+            raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
+        try:
+            row = self._sorted.lower_bound(key)
+        except OverflowError:  # outside int64: cannot be stored
+            return -1
+        if row < self._n and self._sorted.value(row) == key:
+            return row
+        return -1
+
+    def find_many(self, keys: object) -> NDArray[np.intp]:
+        """Rows of ``keys`` (-1 where absent)."""
+        query = np.asarray(keys)
+        if query.ndim != 1 or (query.dtype.kind not in "iu" and query.size):
+            raise InvalidInput(
+                f"keys must be a 1-D sequence of integers for an int64 collection; got "
+                f"dtype {query.dtype} with shape {query.shape}"
+            )
+        if query.dtype.kind == "u" and query.size and int(query.max()) > np.iinfo(np.int64).max:
+            raise InvalidInput("keys larger than the int64 range cannot be looked up")
+        query = query.astype(np.int64, copy=False)
+        rows = self._sorted.lower_bounds(query)
+        inside = rows < self._n
+        hit = np.zeros(len(query), dtype=bool)
+        hit[inside] = self._sorted.values(rows[inside]) == query[inside]
+        return np.where(hit, rows, -1)
+
+
+class StrIndex:
+    """Rows of string keys, through a verified 64-bit hash."""
+
+    __slots__ = ("_bytes", "_hash", "_n", "_sorted", "_spans")
+    key_type = "str"
+
+    def __init__(
+        self,
+        hashes: MappedArray,
+        spans: MappedArray,
+        key_bytes: MappedArray,
+        fences: list[int],
+        hash_name: str,
+    ) -> None:
+        self._sorted = _Sorted(hashes, fences)
+        self._spans = spans
+        self._bytes = key_bytes
+        self._n = hashes.n_rows
+        self._hash = KEY_HASHES[hash_name]
+
+    def find(self, key: object) -> int:
+        """The row of ``key``, or -1 when it is absent."""
+        if not isinstance(key, str):
+            raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
+        data = key.encode()
+        digest = self._hash(data)
+        row = self._sorted.lower_bound(np.uint64(digest))
+        # Every row with the same hash is a candidate; only equal bytes are a match.
+        while row < self._n and self._sorted.value(row) == digest:
+            start, stop = self._spans.row(row).tolist()
+            if self._bytes.span(start, stop).tobytes() == data:
+                return row
+            row += 1
+        return -1
+
+    def find_many(self, keys: object) -> NDArray[np.intp]:
+        """Rows of ``keys`` (-1 where absent)."""
+        if isinstance(keys, str | bytes) or not hasattr(keys, "__len__"):
+            raise InvalidInput("keys must be a sequence of str for a str-keyed collection")
+        return np.fromiter((self.find(key) for key in keys), dtype=np.intp)  # type: ignore[attr-defined]

@@ -1,0 +1,393 @@
+"""Drafts: writing a new version and committing it atomically.
+
+A :class:`Draft` writes each collection as soon as it is added, straight into
+``versions/<id>/``. Nothing there is visible until the draft commits: the files are
+fsynced, ``manifest.json`` (sizes and checksums of every file) is written last, and only
+then does ``CURRENT`` move, by an atomic compare-and-replace. Any exception inside the
+``with`` block, or a failed check at commit, removes the folder and leaves ``CURRENT``
+where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import zlib
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from sharedrec import _validate, index
+from sharedrec._progress import Reporter
+from sharedrec.backends.base import Backend, PointerMoved
+from sharedrec.errors import ConcurrentPublishError, InvalidInput, PublishRejected
+from sharedrec.format import (
+    CHUNK_TARGET_BYTES,
+    CURRENT,
+    MANIFEST,
+    POINTER_HISTORY,
+    VERSIONS,
+    ArraySpec,
+    CollectionSpec,
+    FileEntry,
+    Manifest,
+    Pointer,
+    validate_collection_name,
+)
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+__all__ = ["Draft"]
+
+log = logging.getLogger("sharedrec")
+
+_WRITE_BLOCK_BYTES = 64 * 1024 * 1024
+_READ_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def chunk_rows(row_bytes: int, n_rows: int, chunk_bytes: int) -> int:
+    """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row)."""
+    return max(1, min(n_rows, chunk_bytes // max(1, row_bytes)))
+
+
+class Draft:
+    """A version being written. Use through ``with store.publish() as draft:``.
+
+    Collections are validated and written when added; the version becomes live when the
+    ``with`` block exits without an exception.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        version_id: str,
+        parent: Pointer | None,
+        parent_raw: bytes | None,
+        metadata: dict[str, JsonValue],
+        reporter: Reporter,
+        make_current: bool,
+        chunk_bytes: int = CHUNK_TARGET_BYTES,
+    ) -> None:
+        if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
+            raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
+        self._chunk_bytes = chunk_bytes
+        self._backend = backend
+        self._id = version_id
+        self._dir = f"{VERSIONS}/{version_id}"
+        self._parent = parent
+        self._parent_raw = parent_raw
+        self._metadata = metadata
+        self._reporter = reporter
+        self._make_current = make_current
+        self._collections: dict[str, CollectionSpec] = {}
+        self._group: Any = None
+        self._state = "new"
+
+    @property
+    def version_id(self) -> str:
+        """The id the version will have once committed."""
+        return self._id
+
+    @property
+    def collections(self) -> dict[str, CollectionSpec]:
+        """The collections added so far."""
+        return dict(self._collections)
+
+    def __enter__(self) -> Draft:
+        if self._state != "new":
+            raise PublishRejected("a draft can be entered once; call store.publish() again")
+        if self._backend.exists(self._dir):
+            raise InvalidInput(f"version {self._id!r} already exists in {self._backend.location}")
+        import zarr
+
+        self._state = "open"
+        try:
+            store = self._backend.zarr_store(self._dir)
+            attributes = {"sharedrec": {"format": "sharedrec/1", "version": self._id}}
+            self._group = zarr.open_group(store=store, mode="w-", attributes=attributes)
+        except BaseException:
+            self._abort()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._abort()
+            return
+        try:
+            self._commit()
+        except BaseException:
+            # A committed version is complete and kept even if CURRENT could not move to it.
+            if self._state != "committed":
+                self._abort()
+            raise
+
+    def add_ranked(
+        self,
+        name: str,
+        keys: ArrayLike,
+        items: ArrayLike,
+        scores: ArrayLike,
+        *,
+        lengths: ArrayLike | None = None,
+        pad: int | None = None,
+        sort: bool = False,
+        top_k: int | None = None,
+        default: tuple[ArrayLike, ArrayLike] | None = None,
+    ) -> CollectionSpec:
+        """Add a collection of ranked lists: key -> items in descending score order.
+
+        Args:
+            name: Collection name (letters, digits, ``_ - .``).
+            keys: One key per list, all integers (stored as int64) or all str; unique.
+            items: A ``(n_keys, k)`` integer array, or one 1-D sequence per key (ragged).
+                Item ids are non-negative int32/int64.
+            scores: Same shape as ``items``; finite floats.
+            lengths: For 2-D input, the length of every list (entries past it are ignored).
+            pad: For 2-D input, the item value that marks the end of a shorter list.
+            sort: Sort every list by descending score. By default lists must already be in
+                descending order, and an unsorted list is an error (it often means the
+                scores are distances, where lower is better).
+            top_k: Keep at most the first ``top_k`` items of every list.
+            default: ``(items, scores)`` served by :meth:`Reader.get` for unknown keys.
+
+        Returns:
+            The collection's manifest entry.
+
+        Raises:
+            InvalidInput: With the collection, argument and first bad row named.
+        """
+        name = self._new_collection(name)
+        key_data = _validate.normalize_keys(name, keys)
+        ranked = _validate.normalize_ranked(
+            name, key_data, items, scores, lengths=lengths, pad=pad, sort=sort, top_k=top_k
+        )
+        width = ranked.items.shape[1]
+        default_arrays = (
+            _validate.normalize_default(name, default, width, sort) if default is not None else None
+        )
+        group = self._group.create_group(name, attributes={"sharedrec_kind": "ranked"})
+        arrays, fences, key_hash = self._write_keys(group, key_data)
+        order = arrays.pop("__order__")
+        row_bytes = width * max(ranked.items.itemsize, ranked.scores.itemsize)
+        rows = chunk_rows(row_bytes, len(key_data), self._chunk_bytes)
+        nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
+        with self._reporter.task(f"{name}: lists", nbytes) as task:
+            arrays["items"] = self._write_array(group, "items", ranked.items, order, rows, task)
+            arrays["scores"] = self._write_array(group, "scores", ranked.scores, order, rows, task)
+            arrays["lengths"] = self._write_array(group, "lengths", ranked.lengths, order, None, task)
+        default_length = None
+        if default_arrays is not None:
+            d_items = default_arrays[0].astype(ranked.items.dtype)
+            d_scores = default_arrays[1].astype(ranked.scores.dtype)
+            default_length = int(np.count_nonzero(d_items != _validate.ITEM_PAD))
+            arrays["default_items"] = self._write_array(group, "default_items", d_items, None, None, None)
+            arrays["default_scores"] = self._write_array(group, "default_scores", d_scores, None, None, None)
+        spec = CollectionSpec(
+            kind="ranked",
+            key_type=key_data.kind,
+            count=len(key_data),
+            key_hash=key_hash,
+            key_fences=fences,
+            width=width,
+            min_length=int(ranked.lengths.min()),
+            max_length=int(ranked.lengths.max()),
+            default_length=default_length,
+            arrays=arrays,
+        )
+        self._collections[name] = spec
+        return spec
+
+    def add_vectors(self, name: str, keys: ArrayLike, vectors: ArrayLike) -> CollectionSpec:
+        """Add a collection of fixed-width vectors (embeddings): key -> 1-D float vector.
+
+        Args:
+            name: Collection name (letters, digits, ``_ - .``).
+            keys: One key per vector, all integers (stored as int64) or all str; unique.
+            vectors: A ``(n_keys, dim)`` float16/32/64 array, all finite.
+
+        Returns:
+            The collection's manifest entry.
+
+        Raises:
+            InvalidInput: With the collection, argument and first bad row named.
+        """
+        name = self._new_collection(name)
+        key_data = _validate.normalize_keys(name, keys)
+        array = _validate.normalize_vectors(name, key_data, vectors)
+        group = self._group.create_group(name, attributes={"sharedrec_kind": "vectors"})
+        arrays, fences, key_hash = self._write_keys(group, key_data)
+        order = arrays.pop("__order__")
+        rows = chunk_rows(array.shape[1] * array.itemsize, len(key_data), self._chunk_bytes)
+        with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
+            arrays["vectors"] = self._write_array(group, "vectors", array, order, rows, task)
+        dim = array.shape[1]
+        spec = CollectionSpec(
+            kind="vectors",
+            key_type=key_data.kind,
+            count=len(key_data),
+            key_hash=key_hash,
+            key_fences=fences,
+            width=dim,
+            min_length=dim,
+            max_length=dim,
+            arrays=arrays,
+        )
+        self._collections[name] = spec
+        return spec
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _new_collection(self, name: str) -> str:
+        if self._state != "open":
+            raise PublishRejected(
+                "add collections inside `with store.publish() as draft:`; this draft is "
+                + ("not entered yet" if self._state == "new" else "already closed")
+            )
+        name = validate_collection_name(name)
+        if name in self._collections:
+            raise InvalidInput(f"collection {name!r} was already added to this version")
+        return name
+
+    def _write_keys(self, group: Any, keys: _validate.Keys) -> tuple[dict[str, Any], list[int], str | None]:
+        """Write the key index; returns the array specs (plus the row order), fences, hash."""
+        arrays: dict[str, Any] = {}
+        if keys.ints is not None:
+            order = np.argsort(keys.ints, kind="stable")
+            sorted_keys = keys.ints[order]
+            rows = chunk_rows(8, len(keys), self._chunk_bytes)
+            arrays["keys"] = self._write_array(group, "keys", sorted_keys, None, rows, None)
+            fences = sorted_keys[::rows].tolist()
+            key_hash = None
+        else:
+            assert keys.encoded is not None
+            key_hash = index.DEFAULT_KEY_HASH
+            hashes = index.hash_keys(keys.encoded, key_hash)
+            order = np.argsort(hashes, kind="stable")
+            sorted_hashes = hashes[order]
+            encoded = [keys.encoded[i] for i in order.tolist()]
+            sizes = np.fromiter((len(key) for key in encoded), dtype=np.int64, count=len(encoded))
+            stops = np.cumsum(sizes)
+            spans = np.stack([stops - sizes, stops], axis=1)
+            blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+            rows = chunk_rows(8, len(keys), self._chunk_bytes)
+            arrays["key_hash"] = self._write_array(group, "key_hash", sorted_hashes, None, rows, None)
+            arrays["key_spans"] = self._write_array(group, "key_spans", spans, None, None, None)
+            arrays["key_bytes"] = self._write_array(group, "key_bytes", blob, None, None, None)
+            fences = sorted_hashes[::rows].tolist()
+        arrays["__order__"] = order
+        return arrays, fences, key_hash
+
+    def _write_array(
+        self,
+        group: Any,
+        name: str,
+        data: NDArray[Any],
+        order: NDArray[np.intp] | None,
+        rows: int | None,
+        task: Any,
+    ) -> ArraySpec:
+        """Write ``data[order]`` as an uncompressed little-endian zarr array, every chunk."""
+        from zarr.codecs import BytesCodec
+
+        dtype = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
+        n = data.shape[0]
+        row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * dtype.itemsize
+        rows = rows or chunk_rows(row_bytes, n, self._chunk_bytes)
+        fill: Any = np.nan if dtype.kind == "f" else (_validate.ITEM_PAD if dtype.kind == "i" else 0)
+        array = group.create_array(
+            name,
+            shape=data.shape,
+            chunks=(rows, *data.shape[1:]),
+            dtype=dtype,
+            fill_value=fill,
+            compressors=None,
+            filters=None,
+            serializer=BytesCodec(endian="little" if dtype.itemsize > 1 else None),
+            config={"write_empty_chunks": True},
+        )
+        step = rows * max(1, _WRITE_BLOCK_BYTES // max(1, rows * row_bytes))
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            block = data[order[start:stop]] if order is not None else data[start:stop]
+            array[start:stop] = block
+            if task is not None:
+                task.advance(block.nbytes)
+        return ArraySpec(dtype=dtype.str, shape=tuple(data.shape), chunks=(rows, *data.shape[1:]))
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def _abort(self) -> None:
+        self._state = "aborted"
+        self._group = None
+        self._backend.remove_tree(self._dir)
+
+    def _commit(self) -> None:
+        if self._state != "open":
+            raise PublishRejected(f"draft {self._id} is {self._state}; it cannot be committed")
+        if not self._collections:
+            raise PublishRejected(f"nothing to publish in version {self._id}: add at least one collection")
+        self._group = None
+        self._backend.sync_tree(self._dir)
+        manifest = Manifest(
+            id=self._id,
+            parent=self._parent.version if self._parent else None,
+            created_at=datetime.now(UTC),
+            metadata=self._metadata,
+            collections=self._collections,
+            files=self._checksum_files(),
+        )
+        self._backend.write_atomic(f"{self._dir}/{MANIFEST}", manifest.dumps())
+        self._state = "committed"
+        if self._make_current:
+            self._move_pointer()
+
+    def _checksum_files(self) -> dict[str, FileEntry]:
+        listing = list(self._backend.walk_files(self._dir))
+        files: dict[str, FileEntry] = {}
+        with self._reporter.task("checksums", sum(size for _, size in listing)) as task:
+            for path, size in listing:
+                crc = 0
+                with self._backend.open_read(f"{self._dir}/{path}") as f:
+                    while block := f.read(_READ_BLOCK_BYTES):
+                        crc = zlib.crc32(block, crc)
+                        task.advance(len(block))
+                files[path] = FileEntry(size=size, crc32=crc)
+        return files
+
+    def _move_pointer(self) -> None:
+        previous = [self._parent.version, *self._parent.previous] if self._parent else []
+        pointer = Pointer(
+            version=self._id,
+            previous=previous[:POINTER_HISTORY],
+            updated_at=datetime.now(UTC),
+        )
+        try:
+            self._backend.swap_pointer(CURRENT, pointer.dumps(), self._parent_raw)
+        except PointerMoved as moved:
+            other = _pointer_version(moved.current)
+            base = self._parent.version if self._parent else "an empty store"
+            raise ConcurrentPublishError(
+                f"another writer made version {other} live while version {self._id} was being "
+                f"published (both started from {base}); "
+                f"{other} stays live and {self._id} was kept unpublished: "
+                f"store.set_current({self._id!r}) makes it live"
+            ) from None
+        log.info("published version %s to %s", self._id, self._backend.location)
+
+
+def _pointer_version(raw: bytes | None) -> str:
+    if raw is None:
+        return "(none: CURRENT was deleted)"
+    try:
+        return Pointer.loads(raw, CURRENT).version
+    except Exception:
+        return "(unreadable CURRENT)"

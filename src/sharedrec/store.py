@@ -1,0 +1,337 @@
+"""The :class:`Store` facade: versions, the live pointer, publishing and readers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sharedrec._progress import reporter
+from sharedrec.backends import backend_for
+from sharedrec.backends.base import Backend, PointerMoved
+from sharedrec.errors import (
+    ConcurrentPublishError,
+    CorruptVersion,
+    UnsupportedLocation,
+    VersionNotFound,
+)
+from sharedrec.format import (
+    CHUNK_TARGET_BYTES,
+    CURRENT,
+    MANIFEST,
+    POINTER_HISTORY,
+    VERSIONS,
+    Manifest,
+    Pointer,
+    new_version_id,
+    validate_version_id,
+)
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from pydantic import JsonValue
+
+    from sharedrec.publish import Draft
+    from sharedrec.reader import Reader
+
+__all__ = ["Store", "VersionInfo", "open"]
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A committed version, as listed by :meth:`Store.versions`."""
+
+    id: str
+    created_at: datetime
+    parent: str | None
+    metadata: dict[str, Any]
+    collections: dict[str, int]
+    """Number of keys of every collection."""
+    size_bytes: int
+    current: bool
+
+
+def open(location: str | os.PathLike[str], *, create: bool = True) -> Store:
+    """Open the store at a path or URL.
+
+    Args:
+        location: A local path, a mounted EFS/NFS path, or a ``file://`` URL.
+        create: Create the folder if it does not exist (writers). Readers pass ``False``
+            to fail fast when a volume is not mounted.
+
+    Returns:
+        The :class:`Store`. Nothing but the folder's existence is checked.
+
+    Raises:
+        StoreNotFound: The folder does not exist and ``create`` is False.
+        UnsupportedLocation: The URL's protocol is not supported.
+
+    Example:
+        >>> store = sharedrec.open("/mnt/recs")  # doctest: +SKIP
+    """
+    return Store(backend_for(location, create=create))
+
+
+class Store:
+    """A root location holding immutable versions and the ``CURRENT`` pointer."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    @property
+    def location(self) -> str:
+        """Where the store lives."""
+        return self._backend.location
+
+    def __repr__(self) -> str:
+        return f"sharedrec.Store({self.location!r})"
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        *,
+        metadata: dict[str, JsonValue] | None = None,
+        version_id: str | None = None,
+        make_current: bool = True,
+        progress: bool | None = None,
+        chunk_bytes: int = CHUNK_TARGET_BYTES,
+    ) -> Draft:
+        """Start a new version; use it as a context manager.
+
+        On a clean exit of the ``with`` block the version is checked, its manifest is
+        written and ``CURRENT`` moves to it atomically. On an exception nothing becomes
+        visible and what was written is removed.
+
+        Args:
+            metadata: JSON-serialisable facts to keep in the manifest (model, run id...).
+            version_id: Choose the id (default: a time-sortable id).
+            make_current: Move ``CURRENT`` to the new version (default). With False the
+                version is committed but not live; :meth:`set_current` makes it live.
+            progress: Show progress bars; by default only when stderr is a terminal.
+            chunk_bytes: Target size of a chunk file (default 4 MiB). Larger chunks mean
+                fewer files and S3 requests; smaller ones less data pulled per lookup
+                through a lazy cache. Rows are never split across chunks.
+
+        Raises:
+            ConcurrentPublishError: On exit, when another writer moved ``CURRENT`` first.
+            PublishRejected: On exit, when the draft holds no collection.
+
+        Example:
+            >>> with store.publish(metadata={"model": "als"}) as draft:  # doctest: +SKIP
+            ...     draft.add_ranked("home", keys=users, items=items, scores=scores)
+        """
+        from sharedrec.publish import Draft
+
+        vid = validate_version_id(version_id) if version_id is not None else new_version_id()
+        pointer, raw = self._read_pointer()
+        return Draft(
+            self._backend,
+            vid,
+            pointer,
+            raw,
+            dict(metadata or {}),
+            reporter(progress),
+            make_current,
+            chunk_bytes,
+        )
+
+    def publish_ranked(
+        self,
+        name: str,
+        keys: ArrayLike,
+        items: ArrayLike,
+        scores: ArrayLike,
+        *,
+        metadata: dict[str, JsonValue] | None = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> str:
+        """Publish a version holding one ranked collection; returns the version id.
+
+        ``options`` are those of :meth:`Draft.add_ranked` (``lengths``, ``pad``, ``sort``,
+        ``top_k``, ``default``).
+        """
+        with self.publish(metadata=metadata, progress=progress) as draft:
+            draft.add_ranked(name, keys, items, scores, **options)
+        return draft.version_id
+
+    def publish_vectors(
+        self,
+        name: str,
+        keys: ArrayLike,
+        vectors: ArrayLike,
+        *,
+        metadata: dict[str, JsonValue] | None = None,
+        progress: bool | None = None,
+    ) -> str:
+        """Publish a version holding one vectors collection; returns the version id."""
+        with self.publish(metadata=metadata, progress=progress) as draft:
+            draft.add_vectors(name, keys, vectors)
+        return draft.version_id
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def reader(self, version: str | None = None) -> Reader:
+        """Open a reader on the live version (or on ``version``).
+
+        Reads ``CURRENT`` and the version's manifest; chunk files are mapped on first use,
+        so this costs the same whatever the size of the data.
+
+        Raises:
+            VersionNotFound: No version is live yet, or ``CURRENT`` names a missing one.
+            CorruptVersion: The manifest or ``CURRENT`` is truncated or invalid.
+        """
+        from sharedrec.reader import Reader
+
+        if version is not None:
+            version_id, manifest = version, self.manifest(version)
+        else:
+            version_id = self._live_id()
+            try:
+                manifest = self.manifest(version_id)
+            except VersionNotFound as exc:
+                raise VersionNotFound(
+                    f"{self.location}/{CURRENT} names version {version_id}, but {exc}; "
+                    "point CURRENT at a good version with store.set_current() or store.rollback()"
+                ) from None
+        root = self._backend.local_path(f"{VERSIONS}/{version_id}")
+        if root is None:
+            raise UnsupportedLocation(f"{self.location} cannot be memory-mapped; readers need a POSIX path")
+        return Reader(manifest, root)
+
+    # -- versions --------------------------------------------------------------------------
+
+    def current(self) -> str | None:
+        """The id of the live version, or None before the first publish.
+
+        Raises:
+            CorruptVersion: ``CURRENT`` exists but cannot be parsed.
+        """
+        pointer, _ = self._read_pointer()
+        return pointer.version if pointer else None
+
+    def manifest(self, version_id: str) -> Manifest:
+        """The manifest of a committed version.
+
+        Raises:
+            VersionNotFound: No such version, or its publish never finished.
+            CorruptVersion: Its manifest is truncated or invalid.
+        """
+        validate_version_id(version_id)
+        path = f"{VERSIONS}/{version_id}/{MANIFEST}"
+        try:
+            data = self._backend.read_bytes(path)
+        except FileNotFoundError:
+            raise VersionNotFound(self._not_found(version_id)) from None
+        manifest = Manifest.loads(data, f"{self.location}/{path}")
+        if manifest.id != version_id:
+            raise CorruptVersion(
+                f"{self.location}/{path} describes version {manifest.id!r}, not {version_id!r}; "
+                "the folder was renamed or copied by hand: republish it"
+            )
+        return manifest
+
+    def versions(self) -> list[VersionInfo]:
+        """Committed versions, oldest first. Unfinished publishes are not listed."""
+        live = self.current()
+        found = []
+        for name in self._backend.listdir(VERSIONS):
+            if name.startswith(".") or not self._backend.exists(f"{VERSIONS}/{name}/{MANIFEST}"):
+                continue
+            try:
+                manifest = self.manifest(name)
+            except (VersionNotFound, CorruptVersion):
+                continue
+            found.append(
+                VersionInfo(
+                    id=manifest.id,
+                    created_at=manifest.created_at,
+                    parent=manifest.parent,
+                    metadata=dict(manifest.metadata),
+                    collections={n: c.count for n, c in manifest.collections.items()},
+                    size_bytes=manifest.data_bytes,
+                    current=manifest.id == live,
+                )
+            )
+        return sorted(found, key=lambda info: (info.created_at, info.id))
+
+    def set_current(self, version_id: str) -> None:
+        """Make a committed version live (readers that refresh follow it).
+
+        Raises:
+            VersionNotFound: The version does not exist or never finished publishing.
+            ConcurrentPublishError: Another writer moved ``CURRENT`` at the same moment.
+        """
+        self.manifest(version_id)
+        pointer, raw = self._read_pointer()
+        if pointer and pointer.version == version_id:
+            return
+        history = [pointer.version, *pointer.previous] if pointer else []
+        history = [v for v in history if v != version_id][:POINTER_HISTORY]
+        self._swap(Pointer(version=version_id, previous=history, updated_at=_now()), raw)
+
+    def rollback(self) -> str:
+        """Make the previously live version live again; returns its id.
+
+        Each call steps one version further back through the versions that were live
+        before, skipping any that no longer exist.
+
+        Raises:
+            VersionNotFound: There is no earlier version to go back to.
+        """
+        pointer, raw = self._read_pointer()
+        if pointer is None:
+            raise VersionNotFound(f"nothing to roll back in {self.location}: no version is live")
+        for position, candidate in enumerate(pointer.previous):
+            try:
+                self.manifest(candidate)
+            except (VersionNotFound, CorruptVersion):
+                continue
+            rest = pointer.previous[position + 1 :]
+            self._swap(Pointer(version=candidate, previous=rest, updated_at=_now()), raw)
+            return candidate
+        raise VersionNotFound(
+            f"no earlier version of {self.location} to roll back to from {pointer.version}; "
+            "store.versions() lists what exists and store.set_current(id) picks one"
+        )
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _read_pointer(self) -> tuple[Pointer | None, bytes | None]:
+        try:
+            raw = self._backend.read_bytes(CURRENT)
+        except FileNotFoundError:
+            return None, None
+        return Pointer.loads(raw, f"{self.location}/{CURRENT}"), raw
+
+    def _live_id(self) -> str:
+        pointer, _ = self._read_pointer()
+        if pointer is None:
+            raise VersionNotFound(
+                f"no version is live in {self.location}: publish one first "
+                "(or check that the volume is mounted at the right path)"
+            )
+        return pointer.version
+
+    def _swap(self, pointer: Pointer, expected: bytes | None) -> None:
+        try:
+            self._backend.swap_pointer(CURRENT, pointer.dumps(), expected)
+        except PointerMoved:
+            raise ConcurrentPublishError(
+                f"CURRENT of {self.location} changed while moving it to {pointer.version}; "
+                "check store.current() and retry"
+            ) from None
+
+    def _not_found(self, version_id: str) -> str:
+        if self._backend.exists(f"{VERSIONS}/{version_id}"):
+            return (
+                f"version {version_id} in {self.location} has no manifest: its publish never "
+                "finished (garbage collection removes it)"
+            )
+        return f"version {version_id} does not exist in {self.location}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
