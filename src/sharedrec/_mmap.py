@@ -74,6 +74,8 @@ class MappedArray:
 
     def span(self, start: int, stop: int) -> NDArray[np.generic]:
         """Elements ``start:stop`` of a 1-D array, copied only when they cross chunks."""
+        if start >= stop:
+            return self.chunk(0)[:0]
         first, offset = divmod(start, self.rows_per_chunk)
         end = offset + (stop - start)
         if end <= self.rows_per_chunk:

@@ -54,7 +54,17 @@ def normalize_keys(collection: str, keys: object) -> Keys:
     where = f"collection {collection!r}: keys"
     if isinstance(keys, str | bytes):
         raise InvalidInput(f"{where} must be a sequence of keys, not a single {type(keys).__name__}")
-    array = np.asarray(keys) if not isinstance(keys, np.ndarray) else keys
+    if isinstance(keys, Sequence) and any(isinstance(key, str) for key in keys):
+        # Keep str keys as Python strings: numpy's str dtype drops trailing NULs, and
+        # np.asarray([1, "b"]) silently turns the int into a string.
+        odd = next((key for key in keys if not isinstance(key, str)), None)
+        if odd is not None:
+            raise InvalidInput(
+                f"{where} must be integers (stored as int64) or str, not a mix; found "
+                f"{type(odd).__name__} {odd!r} among str keys"
+            )
+        return _str_keys(where, list(keys))
+    array = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
     if array.ndim != 1:
         raise InvalidInput(f"{where} must be 1-D; got shape {array.shape}")
     if array.size == 0:
@@ -74,16 +84,17 @@ def normalize_keys(collection: str, keys: object) -> Keys:
     if array.dtype.kind == "U" or (
         array.dtype.kind == "O" and all(isinstance(key, str) for key in array.tolist())
     ):
-        text: list[str] = array.tolist()
-        encoded = [key.encode() for key in text]
-        if len(set(encoded)) != len(encoded):
-            seen: set[bytes] = set()
-            first = next(key for key in encoded if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-            raise InvalidInput(
-                f"{where} contain duplicates (first {first.decode()!r}): each key may appear once"
-            )
-        return Keys("str", None, encoded)
+        return _str_keys(where, array.tolist())
     raise InvalidInput(f"{where} must be integers (stored as int64) or str; got dtype {array.dtype}")
+
+
+def _str_keys(where: str, text: list[str]) -> Keys:
+    encoded = [key.encode() for key in text]
+    if len(set(encoded)) != len(encoded):
+        seen: set[bytes] = set()
+        first = next(key for key in encoded if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise InvalidInput(f"{where} contain duplicates (first {first.decode()!r}): each key may appear once")
+    return Keys("str", None, encoded)
 
 
 def _as_items(where: str, items: NDArray[Any]) -> NDArray[np.signedinteger[Any]]:
@@ -140,9 +151,6 @@ def normalize_ranked(
         if lengths is not None or pad is not None:
             raise InvalidInput(f"{where}: lengths= and pad= apply to 2-D items only, not ragged lists")
         item_arr, score_arr, length_arr = _from_ragged(where, n, items, scores)
-    if top_k is not None and top_k < item_arr.shape[1]:
-        item_arr, score_arr = item_arr[:, :top_k], score_arr[:, :top_k]
-        length_arr = np.minimum(length_arr, top_k).astype(np.int32)
     # Work on copies from here: the padding written below must not touch the caller's arrays.
     item_arr, score_arr = item_arr.copy(), score_arr.copy()
     valid = np.arange(item_arr.shape[1]) < length_arr[:, None]
@@ -151,11 +159,17 @@ def normalize_ranked(
         _sort_rows(item_arr, score_arr, valid)
     else:
         _check_sorted(where, keys, score_arr, valid)
-    item_arr[~valid] = ITEM_PAD
-    score_arr[~valid] = np.nan
-    if item_arr.shape[1] == 0:  # every list empty: keep one padded column so rows have a width
-        item_arr = np.full((n, 1), ITEM_PAD, dtype=item_arr.dtype)
-        score_arr = np.full((n, 1), np.nan, dtype=score_arr.dtype)
+    if top_k is not None:
+        length_arr = np.minimum(length_arr, top_k).astype(np.int32)
+    # Store no wider than the longest list (at least one column, so every row has a width).
+    width = max(1, int(length_arr.max()))
+    if width > item_arr.shape[1]:
+        item_arr = np.full((n, width), ITEM_PAD, dtype=item_arr.dtype)
+        score_arr = np.full((n, width), np.nan, dtype=score_arr.dtype)
+    item_arr, score_arr = item_arr[:, :width], score_arr[:, :width]
+    outside = np.arange(width) >= length_arr[:, None]
+    item_arr[outside] = ITEM_PAD
+    score_arr[outside] = np.nan
     return Ranked(item_arr, score_arr, length_arr)
 
 

@@ -16,7 +16,7 @@ every chunk (``key_fences``) and a lookup searches those first, then one chunk.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,7 +69,8 @@ class _Sorted:
             if head is None:
                 head = self._head = self._valid(0)
             return int(head.searchsorted(value))
-        chunk = bisect_right(self._fences, value) - 1
+        # The last chunk starting below ``value``: a run of equal values may begin in its tail.
+        chunk = bisect_left(self._fences, value) - 1
         if chunk < 0:
             return 0
         position = int(self._valid(chunk).searchsorted(value))
@@ -79,7 +80,7 @@ class _Sorted:
         """Vectorised :meth:`lower_bound`."""
         if self._fences is None:
             return self._valid(0).searchsorted(values)
-        chunks = np.searchsorted(np.asarray(self._fences, dtype=values.dtype), values, "right")
+        chunks = np.searchsorted(np.asarray(self._fences, dtype=values.dtype), values, "left")
         chunks = np.maximum(chunks - 1, 0)
         out = np.empty(len(values), dtype=np.intp)
         for chunk in np.unique(chunks).tolist():
