@@ -175,8 +175,7 @@ class Draft:
             _validate.normalize_default(name, default, width, sort) if default is not None else None
         )
         group = self._group.create_group(name, attributes={"sharedrec_kind": "ranked"})
-        arrays, fences, key_hash = self._write_keys(group, key_data)
-        order = arrays.pop("__order__")
+        arrays, fences, key_hash, order = self._write_keys(group, key_data)
         row_bytes = width * max(ranked.items.itemsize, ranked.scores.itemsize)
         rows = chunk_rows(row_bytes, len(key_data), self._chunk_bytes)
         nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
@@ -224,8 +223,7 @@ class Draft:
         key_data = _validate.normalize_keys(name, keys)
         array = _validate.normalize_vectors(name, key_data, vectors)
         group = self._group.create_group(name, attributes={"sharedrec_kind": "vectors"})
-        arrays, fences, key_hash = self._write_keys(group, key_data)
-        order = arrays.pop("__order__")
+        arrays, fences, key_hash, order = self._write_keys(group, key_data)
         rows = chunk_rows(array.shape[1] * array.itemsize, len(key_data), self._chunk_bytes)
         with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
             arrays["vectors"] = self._write_array(group, "vectors", array, order, rows, task)
@@ -257,12 +255,21 @@ class Draft:
             raise InvalidInput(f"collection {name!r} was already added to this version")
         return name
 
-    def _write_keys(self, group: Any, keys: _validate.Keys) -> tuple[dict[str, Any], list[int], str | None]:
-        """Write the key index; returns the array specs (plus the row order), fences, hash."""
-        arrays: dict[str, Any] = {}
+    def _write_keys(
+        self, group: Any, keys: _validate.Keys
+    ) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
+        """Write the key index.
+
+        Returns its array specs, the fences, the hash name, and the order in which input
+        rows must be written (None when they already are in key order).
+        """
+        arrays: dict[str, ArraySpec] = {}
+        order: NDArray[np.intp] | None
         if keys.ints is not None:
             order = np.argsort(keys.ints, kind="stable")
             sorted_keys = keys.ints[order]
+            if bool((order[1:] > order[:-1]).all()):  # already in key order: write rows as given
+                order = None
             rows = chunk_rows(8, len(keys), self._chunk_bytes)
             arrays["keys"] = self._write_array(group, "keys", sorted_keys, None, rows, None)
             fences = sorted_keys[::rows].tolist()
@@ -283,8 +290,7 @@ class Draft:
             arrays["key_spans"] = self._write_array(group, "key_spans", spans, None, None, None)
             arrays["key_bytes"] = self._write_array(group, "key_bytes", blob, None, None, None)
             fences = sorted_hashes[::rows].tolist()
-        arrays["__order__"] = order
-        return arrays, fences, key_hash
+        return arrays, fences, key_hash, order
 
     def _write_array(
         self,
@@ -317,7 +323,8 @@ class Draft:
         step = rows * max(1, _WRITE_BLOCK_BYTES // max(1, rows * row_bytes))
         for start in range(0, n, step):
             stop = min(n, start + step)
-            block = data[order[start:stop]] if order is not None else data[start:stop]
+            # Rows are C-contiguous here (normalised on input), where np.take is the fastest gather.
+            block = np.take(data, order[start:stop], axis=0) if order is not None else data[start:stop]
             array[start:stop] = block
             if task is not None:
                 task.advance(block.nbytes)

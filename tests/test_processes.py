@@ -1,0 +1,158 @@
+"""Real processes: readers never see part of a version; a killed publish changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sharedrec
+
+N_KEYS, K = 3000, 10
+TAG = 1_000_000  # items of version t are base + t * TAG
+
+
+def _base(n: int = N_KEYS) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.arange(n, dtype=np.int64) * 7 + 3
+    items = (np.arange(n)[:, None] * K + np.arange(K)[None, :]).astype(np.int64)
+    return keys, items
+
+
+def _publish_tagged(store: sharedrec.Store, tag: int) -> str:
+    keys, items = _base()
+    scores = np.broadcast_to(np.linspace(1.0, 0.0, K, dtype=np.float32) + tag, (N_KEYS, K))
+    with store.publish(metadata={"tag": tag}, chunk_bytes=8192, progress=False) as draft:
+        draft.add_ranked("home", keys, items + tag * TAG, scores)
+        draft.add_vectors("emb", keys, np.full((N_KEYS, 4), float(tag)))
+    return draft.version_id
+
+
+READER = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import sharedrec
+
+    root, seconds = sys.argv[1], float(sys.argv[2])
+    N, K, TAG = 3000, 10, 1_000_000
+    keys = np.arange(N, dtype=np.int64) * 7 + 3
+    base = np.arange(N)[:, None] * K + np.arange(K)[None, :]
+    store = sharedrec.open(root, create=False)
+    rng = np.random.default_rng()
+    seen, checks, bad = set(), 0, []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        reader = store.reader()
+        tag = reader.metadata["tag"]
+        seen.add(tag)
+        for row in rng.integers(0, N, size=20).tolist():
+            recs = reader.get("home", int(keys[row]))
+            vec = reader.vector("emb", int(keys[row]))
+            ok = (
+                np.array_equal(recs.items, base[row] + tag * TAG)
+                and np.allclose(recs.scores, np.linspace(1.0, 0.0, K) + tag)
+                and np.all(vec == tag)
+            )
+            checks += 1
+            if not ok:
+                bad.append([reader.version, row, recs.items.tolist()[:3]])
+        rows = rng.integers(0, N, size=50)
+        items, _, found = reader.get_many("home", keys[rows])
+        checks += 1
+        if not (found.all() and np.array_equal(items, base[rows] + tag * TAG)):
+            bad.append([reader.version, "batch"])
+    print(json.dumps({"seen": sorted(seen), "checks": checks, "bad": bad[:5]}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_readers_only_see_whole_versions(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    _publish_tagged(store, 0)
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(tmp_path / "store"), "6"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    tags = [0]
+    deadline = time.monotonic() + 5
+    tag = 1
+    while time.monotonic() < deadline:
+        _publish_tagged(store, tag)
+        tags.append(tag)
+        if tag % 4 == 0:
+            store.rollback()
+        tag += 1
+    results = []
+    for proc in readers:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    for result in results:
+        assert result["bad"] == [], result["bad"]
+        assert result["checks"] > 50
+        assert set(result["seen"]) <= set(tags)
+    assert len(set().union(*(r["seen"] for r in results))) > 3, "readers saw too few versions"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import sharedrec
+
+    store = sharedrec.open(sys.argv[1])
+    rng = np.random.default_rng(0)
+    n, k = 20000, 50
+    keys = np.arange(n)
+    items = rng.integers(0, 10**6, (n, k), dtype=np.int32)
+    scores = np.sort(rng.random((n, k), dtype=np.float32), axis=1)[:, ::-1]
+    with store.publish(metadata={"tag": "killed"}, progress=False) as draft:
+        for i in range(10_000):  # far more than can be written before the kill
+            draft.add_ranked(f"c{i}", keys, items, scores)
+    """
+)
+
+
+@pytest.mark.slow
+def test_publish_killed_midway_leaves_old_version(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    old = _publish_tagged(store, 0)
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = [p for p in (root / "versions").iterdir() if p.name != old]
+            if partial and (partial[0] / "c2").exists():
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    (partial_dir,) = (p for p in (root / "versions").iterdir() if p.name != old)
+    assert not (partial_dir / "manifest.json").exists()
+
+    assert store.current() == old
+    assert [v.id for v in store.versions()] == [old]
+    reader = store.reader()
+    assert reader.version == old
+    keys, items = _base()
+    np.testing.assert_array_equal(reader.get("home", int(keys[5])).items, items[5])
+    # The store stays writable: the next publish goes through.
+    assert _publish_tagged(store, 1) == store.current()
