@@ -26,6 +26,7 @@ from sharedrec.errors import (
     VersionNotFound,
 )
 from sharedrec.format import CollectionSpec, Manifest
+from sharedrec.reader import RankedList, Reader
 from sharedrec.store import Store, VersionInfo, open
 
 __version__ = "0.1.0"
@@ -54,11 +55,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Reader and Draft pull in their modules only when asked for, keeping import light.
-    if name in ("Reader", "RankedList"):
-        from sharedrec import reader
-
-        return getattr(reader, name)
+    # The writing side (and zarr behind it) loads only when a process publishes.
     if name == "Draft":
         from sharedrec.publish import Draft
 

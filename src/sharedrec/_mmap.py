@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import mmap
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import NDArray
 
 from sharedrec.errors import CorruptVersion
 from sharedrec.format import ArraySpec, chunk_path
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 __all__ = ["MappedArray"]
 
@@ -67,7 +70,7 @@ class MappedArray:
         if first == last:
             out[...] = self.chunk(first)[(rows - first * self.rows_per_chunk, *columns)]
             return
-        for chunk in np.unique(chunks).tolist():
+        for chunk in np.flatnonzero(np.bincount(chunks)).tolist():  # np.unique imports numpy.ma
             where = np.flatnonzero(chunks == chunk)
             local = rows[where] - chunk * self.rows_per_chunk
             out[where] = self.chunk(chunk)[(local, *columns)]

@@ -18,13 +18,15 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import NDArray
 
 from sharedrec._mmap import MappedArray
 from sharedrec.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 __all__ = ["DEFAULT_KEY_HASH", "KEY_HASHES", "IntIndex", "StrIndex", "hash_keys"]
 
@@ -83,7 +85,7 @@ class _Sorted:
         chunks = np.searchsorted(np.asarray(self._fences, dtype=values.dtype), values, "left")
         chunks = np.maximum(chunks - 1, 0)
         out = np.empty(len(values), dtype=np.intp)
-        for chunk in np.unique(chunks).tolist():
+        for chunk in np.flatnonzero(np.bincount(chunks)).tolist():  # np.unique imports numpy.ma
             where = np.flatnonzero(chunks == chunk)
             out[where] = chunk * self._rpc + self._valid(chunk).searchsorted(values[where])
         return out

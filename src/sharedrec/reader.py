@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import types
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
 
 from sharedrec._mmap import MappedArray
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, UnknownCollection
 from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["RankedList", "Reader"]
 
