@@ -33,6 +33,7 @@ class MappedArray:
         "_path",
         "_root",
         "dtype",
+        "n_chunks",
         "n_rows",
         "rows_per_chunk",
     )
@@ -46,6 +47,7 @@ class MappedArray:
         self._chunk_nbytes = spec.chunk_nbytes
         self.n_rows = spec.shape[0]
         self.rows_per_chunk = spec.rows_per_chunk
+        self.n_chunks = spec.n_chunks
         self._chunks: list[NDArray[np.generic] | None] = [None] * spec.n_chunks
 
     def chunk(self, index: int) -> NDArray[np.generic]:

@@ -16,7 +16,7 @@ every chunk (``key_fences``) and a lookup searches those first, then one chunk.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,27 +50,41 @@ def hash_keys(keys: Sequence[bytes], name: str) -> NDArray[np.uint64]:
 class _Sorted:
     """Binary search over a sorted 1-D mapped array split into chunks."""
 
-    __slots__ = ("_array", "_fences", "_head", "_n", "_rpc")
+    __slots__ = ("_array", "_fences", "_n", "_rpc", "_views")
 
     def __init__(self, array: MappedArray, fences: list[int]) -> None:
         self._array = array
         self._n = array.n_rows
         self._rpc = array.rows_per_chunk
         self._fences = fences if len(fences) > 1 else None
-        self._head: NDArray[np.generic] | None = None
+        self._views: list[NDArray[np.generic] | None] = [None] * array.n_chunks
 
     def _valid(self, chunk: int) -> NDArray[np.generic]:
-        # The last chunk file is written full size; rows past the end are padding.
-        valid = min(self._rpc, self._n - chunk * self._rpc)
-        return self._array.chunk(chunk)[:valid]
+        view = self._views[chunk]
+        if view is None:
+            # The last chunk file is written full size; rows past the end are padding.
+            valid = min(self._rpc, self._n - chunk * self._rpc)
+            view = self._views[chunk] = self._array.chunk(chunk)[:valid]
+        return view
+
+    def find(self, value: Any) -> int:
+        """The global row holding ``value`` in an array of unique values, or -1."""
+        if self._fences is None:
+            chunk = 0
+        else:
+            chunk = bisect_right(self._fences, value) - 1
+            if chunk < 0:
+                return -1
+        view = self._valid(chunk)
+        position = int(view.searchsorted(value))
+        if position < len(view) and view[position] == value:
+            return chunk * self._rpc + position
+        return -1
 
     def lower_bound(self, value: Any) -> int:
         """The first global row whose value is >= ``value`` (``n`` if none)."""
         if self._fences is None:
-            head = self._head
-            if head is None:
-                head = self._head = self._valid(0)
-            return int(head.searchsorted(value))
+            return int(self._valid(0).searchsorted(value))
         # The last chunk starting below ``value``: a run of equal values may begin in its tail.
         chunk = bisect_left(self._fences, value) - 1
         if chunk < 0:
@@ -114,12 +128,9 @@ class IntIndex:
         if not isinstance(key, int | np.integer):
             raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
         try:
-            row = self._sorted.lower_bound(key)
+            return self._sorted.find(key)
         except OverflowError:  # outside int64: cannot be stored
             return -1
-        if row < self._n and self._sorted.value(row) == key:
-            return row
-        return -1
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent)."""
