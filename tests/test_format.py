@@ -127,11 +127,30 @@ def test_truncated_chunk_file(published: tuple[sharedrec.Store, str, RankedData]
     store, vid, data = published
     chunk = _version_dir(store, vid) / "home" / "scores" / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:100])
-    reader = store.reader()
+    with pytest.raises(CorruptVersion, match=r"home/scores/c/1/0: 100 bytes, manifest says \d+"):
+        store.reader()  # sizes are checked on open by default
+    reader = store.reader(verify="lazy")  # ...or when the chunk is first mapped
     rows_per_chunk = store.manifest(vid).collections["home"].arrays["scores"].rows_per_chunk
     key = int(np.sort(data.keys)[rows_per_chunk])
     with pytest.raises(CorruptVersion, match=r"has 100 bytes, the manifest says \d+"):
         reader.get("home", key)
+
+
+def test_verify_finds_flipped_bytes(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+    store, vid, _ = published
+    report = store.verify()
+    assert report.ok and report.version == vid
+    assert report.files == len(store.manifest(vid).files)
+    assert report.bytes == store.manifest(vid).data_bytes
+    chunk = _version_dir(store, vid) / "home" / "items" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[10] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    store.reader()  # same size: the cheap check on open passes
+    with pytest.raises(CorruptVersion, match=r"home/items/c/0/0: crc32 [0-9a-f]{8}, manifest says"):
+        store.verify(vid)
+    with pytest.raises(CorruptVersion, match="crc32"):
+        store.reader(verify="full")
 
 
 def test_current_names_missing_version(published: tuple[sharedrec.Store, str, RankedData]) -> None:

@@ -243,8 +243,13 @@ def _from_ragged(
             )
     length_arr = np.fromiter((len(row) for row in item_rows), dtype=np.int32, count=n)
     width = int(length_arr.max())
-    item_dtype = np.result_type(*[row.dtype for row in item_rows if row.size] or [np.dtype(np.int32)])
-    score_dtype = np.result_type(*[row.dtype for row in score_rows if row.size] or [np.dtype(np.float32)])
+    # An empty Python list comes out as float64: let empty rows vote only with an integer dtype.
+    item_dtype = np.result_type(
+        *[row.dtype for row in item_rows if row.size or row.dtype.kind in "iu"] or [np.dtype(np.int32)]
+    )
+    score_dtype = np.result_type(
+        *[row.dtype for row in score_rows if row.size or row.dtype.kind == "f"] or [np.dtype(np.float32)]
+    )
     # Check dtypes before allocating, so str or float ids fail with the dtype in the message.
     _as_items(f"{where}: items", np.empty(0, dtype=item_dtype))
     _as_scores(f"{where}: scores", np.empty(0, dtype=score_dtype))

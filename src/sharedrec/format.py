@@ -31,6 +31,7 @@ __all__ = [
     "ArraySpec",
     "CollectionSpec",
     "FileEntry",
+    "Lease",
     "Manifest",
     "Pointer",
     "chunk_path",
@@ -132,6 +133,10 @@ class CollectionSpec(_Model):
     default_length: int | None = Field(
         default=None, description="length of the list served for unknown keys, if any"
     )
+    empty_lists: int = Field(default=0, ge=0, description="keys whose list is empty (ranked)")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="ranked collections tried in order for an unknown key"
+    )
     arrays: dict[str, ArraySpec]
 
 
@@ -152,6 +157,9 @@ class Manifest(_Model):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     collections: dict[str, CollectionSpec]
     checksum: Literal["crc32"] = "crc32"
+    checks: dict[str, JsonValue] = Field(
+        default_factory=dict, description="results of the publish guards, by guard name"
+    )
     files: dict[str, FileEntry] = Field(
         description="every file of the version but the manifest, by path relative to it"
     )
@@ -192,6 +200,32 @@ class Pointer(_Model):
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Lease(_Model):
+    """``leases/<reader-id>.json``: a reader's promise that it still maps some versions."""
+
+    format: Literal["sharedrec-lease/1"] = "sharedrec-lease/1"
+    reader_id: str
+    host: str
+    pid: int
+    version: str = Field(description="the version the reader serves")
+    versions: list[str] = Field(
+        description="every version the reader may still touch: the live one, and one it just "
+        "left while lookups in flight finish"
+    )
+    started_at: datetime
+    heartbeat: datetime
+    expires_at: datetime = Field(description="GC may ignore the lease after this moment")
+
+    def dumps(self) -> bytes:
+        """Serialise to the bytes of the lease file."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def loads(cls, data: bytes, where: str) -> Lease:
+        """Parse lease file bytes; ``where`` names the file in the error."""
+        return _parse(cls, data, where, "delete the file; its reader rewrites it at the next heartbeat")
 
 
 def _parse(model: type[M], data: bytes, where: str, fix: str) -> M:

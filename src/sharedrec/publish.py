@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import types
-import zlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from sharedrec.format import (
     Pointer,
     validate_collection_name,
 )
+from sharedrec.integrity import file_crc32
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
@@ -45,7 +45,6 @@ __all__ = ["Draft"]
 log = logging.getLogger("sharedrec")
 
 _WRITE_BLOCK_BYTES = 64 * 1024 * 1024
-_READ_BLOCK_BYTES = 4 * 1024 * 1024
 
 
 def chunk_rows(row_bytes: int, n_rows: int, chunk_bytes: int) -> int:
@@ -362,11 +361,7 @@ class Draft:
         files: dict[str, FileEntry] = {}
         with self._reporter.task("checksums", sum(size for _, size in listing)) as task:
             for path, size in listing:
-                crc = 0
-                with self._backend.open_read(f"{self._dir}/{path}") as f:
-                    while block := f.read(_READ_BLOCK_BYTES):
-                        crc = zlib.crc32(block, crc)
-                        task.advance(len(block))
+                crc = file_crc32(self._backend, f"{self._dir}/{path}", task)
                 files[path] = FileEntry(size=size, crc32=crc)
         return files
 

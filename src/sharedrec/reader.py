@@ -7,34 +7,49 @@ array and a slice of the mapped row: no zarr-python, no copies for single keys.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import types
+import weakref
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from sharedrec._mmap import MappedArray
-from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, UnknownCollection
+from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, SharedrecError, UnknownCollection
 from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["RankedList", "Reader"]
+    from sharedrec.leases import LeaseKeeper
+
+__all__ = ["OpenVersion", "RankedList", "Reader", "ReaderStats", "Refresher"]
+
+log = logging.getLogger("sharedrec")
 
 _RANKED_ARRAYS = ("items", "scores", "lengths")
 _ITEM_PAD = -1
 
 
 class RankedList:
-    """One key's list: ``items`` and ``scores`` are read-only numpy views, best first."""
+    """One key's list: ``items`` and ``scores`` are read-only numpy views, best first.
 
-    __slots__ = ("items", "scores")
+    ``source`` names the collection whose list was served: the one asked for, a fallback
+    collection, or ``"<collection>/default"`` for a default list.
+    """
 
-    def __init__(self, items: NDArray[Any], scores: NDArray[Any]) -> None:
+    __slots__ = ("items", "scores", "source")
+
+    def __init__(self, items: NDArray[Any], scores: NDArray[Any], source: str) -> None:
         self.items = items
         self.scores = scores
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.items)
@@ -44,7 +59,14 @@ class RankedList:
         return zip(self.items.tolist(), self.scores.tolist(), strict=True)
 
     def __repr__(self) -> str:
-        return f"RankedList(items={self.items!r}, scores={self.scores!r})"
+        return f"RankedList(items={self.items!r}, scores={self.scores!r}, source={self.source!r})"
+
+    def head(self, k: int | None) -> RankedList:
+        """The first ``k`` entries (all when ``k`` is None)."""
+        if k is None or k >= len(self.items):
+            return self
+        n = _check_k(k)
+        return RankedList(self.items[:n], self.scores[:n], self.source)
 
 
 Index = IntIndex | StrIndex
@@ -59,6 +81,7 @@ class _Ranked:
         "name",
         "rows_per_chunk",
         "scores",
+        "single",
         "spec",
         "uniform",
     )
@@ -77,8 +100,20 @@ class _Ranked:
         if spec.default_length is not None:
             n = spec.default_length
             self.default = RankedList(
-                arrays["default_items"].chunk(0)[:n], arrays["default_scores"].chunk(0)[:n]
+                arrays["default_items"].chunk(0)[:n],
+                arrays["default_scores"].chunk(0)[:n],
+                f"{name}/default",
             )
+        self.single = spec.count == 1
+
+    def row(self, row: int, k: int | None) -> RankedList:
+        n = self.uniform if self.uniform >= 0 else int(self.lengths.row(row))
+        if k is not None and k < n:
+            n = _check_k(k)
+        chunk, offset = divmod(row, self.rows_per_chunk)
+        return RankedList(
+            self.items.chunk(chunk)[offset, :n], self.scores.chunk(chunk)[offset, :n], self.name
+        )
 
 
 class _Vectors:
@@ -91,19 +126,16 @@ class _Vectors:
         self.vectors = arrays["vectors"]
 
 
-class Reader:
-    """Serves lookups from one version of a store.
+class OpenVersion:
+    """One version mapped for reading: the collections of a manifest over a folder."""
 
-    Create one with :meth:`sharedrec.Store.reader`; it is safe to share between threads.
-    Returned arrays of single-key lookups are read-only views into the mapped files and
-    stay valid after the reader is closed.
-    """
+    __slots__ = ("manifest", "ranked", "root", "vectors")
 
     def __init__(self, manifest: Manifest, version_root: str) -> None:
-        self._manifest = manifest
-        self._root = version_root
-        self._ranked: dict[str, _Ranked] = {}
-        self._vectors: dict[str, _Vectors] = {}
+        self.manifest = manifest
+        self.root = version_root
+        self.ranked: dict[str, _Ranked] = {}
+        self.vectors: dict[str, _Vectors] = {}
         for name, spec in manifest.collections.items():
             arrays = {
                 array: MappedArray(version_root, f"{name}/{array}", array_spec)
@@ -112,62 +144,186 @@ class Reader:
             index = _open_index(name, spec, arrays, version_root)
             if spec.kind == "ranked":
                 _require(name, spec, _RANKED_ARRAYS, version_root)
-                self._ranked[name] = _Ranked(name, spec, index, arrays)
+                self.ranked[name] = _Ranked(name, spec, index, arrays)
             else:
                 _require(name, spec, ("vectors",), version_root)
-                self._vectors[name] = _Vectors(name, spec, index, arrays)
+                self.vectors[name] = _Vectors(name, spec, index, arrays)
+        for name, ranked in self.ranked.items():
+            for fallback in ranked.spec.fallbacks:
+                if fallback not in self.ranked:
+                    raise CorruptVersion(
+                        f"collection {name!r} in {version_root}/manifest.json names fallback "
+                        f"{fallback!r}, which is not a ranked collection of the version"
+                    )
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    def emptied(self) -> OpenVersion:
+        """The same version with no collection mapped (what a closed reader holds)."""
+        empty = OpenVersion.__new__(OpenVersion)
+        empty.manifest, empty.root, empty.ranked, empty.vectors = self.manifest, self.root, {}, {}
+        return empty
+
+
+@dataclass(frozen=True)
+class ReaderStats:
+    """Counters of one reader (approximate under heavy multi-threading)."""
+
+    version: str
+    """The version served."""
+    version_age_seconds: float
+    """How long ago the served version was published: how stale its data is."""
+    lookups: int
+    """Keys looked up (``get`` calls plus keys of ``get_many``, ``vector``, ``vectors``)."""
+    misses: int
+    """Keys not found in the collection asked for."""
+    fallbacks_served: int
+    """Misses answered by a fallback collection or a default list."""
+    switches: int
+    """Times the reader moved to another version."""
+    refresh_failures: int
+    """Checks of ``CURRENT`` that failed, or versions refused because they did not verify."""
+    last_error: str | None
+    """The last refresh failure, if any."""
+
+
+class Reader:
+    """Serves lookups from the live version of a store, switching when ``CURRENT`` moves.
+
+    Create one with :meth:`sharedrec.Store.reader`; it is safe to share between threads.
+    A switch is atomic: each call runs entirely on one version, calls in flight finish on
+    the version they started on, and new calls use the new one. Returned arrays of
+    single-key lookups are read-only views into the mapped files.
+    """
+
+    def __init__(
+        self,
+        opened: OpenVersion,
+        *,
+        refresher: Refresher | None = None,
+        lease: LeaseKeeper | None = None,
+    ) -> None:
+        self._v = opened
+        self._closed = False
+        self._lookups = 0
+        self._misses = 0
+        self._fallbacks = 0
+        self._switches = 0
+        self._failures = 0
+        self._last_error: str | None = None
+        self._refresher = refresher
+        self._lease = lease
+        self._lock = threading.Lock()
+        self._retired: list[tuple[str, float]] = []  # versions left, leased until the deadline
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if lease is not None:
+            lease.write(opened.id, [])
+        interval = refresher.interval if refresher else None
+        if interval or lease is not None:
+            beat = lease.ttl / 3 if lease is not None else None
+            period = min(p for p in (interval, beat) if p)
+            self._thread = threading.Thread(
+                target=_background,
+                args=(weakref.ref(self), self._stop, period),
+                name=f"sharedrec-reader-{opened.id}",
+                daemon=True,
+            )
+            self._thread.start()
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, lease)
 
     # -- what is open ----------------------------------------------------------------------
 
     @property
     def version(self) -> str:
-        """The id of the version this reader serves."""
-        return self._manifest.id
+        """The id of the version this reader serves now."""
+        return self._v.manifest.id
 
     @property
     def manifest(self) -> Manifest:
-        """The manifest of the version this reader serves."""
-        return self._manifest
+        """The manifest of the version this reader serves now."""
+        return self._v.manifest
 
     @property
     def metadata(self) -> Mapping[str, Any]:
         """The metadata given at publish time."""
-        return self._manifest.metadata
+        return self._v.manifest.metadata
 
     @property
     def collections(self) -> Mapping[str, CollectionSpec]:
         """The collections of the version, by name."""
-        return self._manifest.collections
+        return self._v.manifest.collections
+
+    @property
+    def ready(self) -> bool:
+        """True while a verified version is open and the reader is not closed."""
+        return not self._closed
+
+    @property
+    def pinned(self) -> bool:
+        """True when this reader never moves to another version."""
+        return self._refresher is None
+
+    def stats(self) -> ReaderStats:
+        """A snapshot of the reader's counters."""
+        manifest = self._v.manifest
+        return ReaderStats(
+            version=manifest.id,
+            version_age_seconds=(datetime.now(UTC) - manifest.created_at).total_seconds(),
+            lookups=self._lookups,
+            misses=self._misses,
+            fallbacks_served=self._fallbacks,
+            switches=self._switches,
+            refresh_failures=self._failures,
+            last_error=self._last_error,
+        )
 
     # -- ranked lists ----------------------------------------------------------------------
 
-    def get(self, collection: str, key: int | str, k: int | None = None) -> RankedList:
+    def get(
+        self,
+        collection: str,
+        key: int | str,
+        k: int | None = None,
+        *,
+        fallback_keys: Mapping[str, int | str] | None = None,
+    ) -> RankedList:
         """The ranked list of ``key``, best first, at most ``k`` long.
+
+        When the key is absent, the collection's fallbacks are tried in order (each looked
+        up with ``fallback_keys[name]`` if given, else with ``key``; a fallback holding a
+        single list serves it to everyone), then its default list.
 
         Args:
             collection: A ranked collection of the version.
             key: An int (int64 collections) or str (str collections).
             k: Return at most this many items (default: the whole list).
+            fallback_keys: Keys for fallback collections, e.g. ``{"by_country": "DE"}``.
 
         Returns:
-            A :class:`RankedList` whose ``items`` and ``scores`` are views of mapped memory.
+            A :class:`RankedList` whose ``items`` and ``scores`` are views of mapped memory
+            and whose ``source`` says which collection served it.
 
         Raises:
-            KeyNotFound: A ``KeyError``: the key is absent and the collection has no default.
+            KeyNotFound: A ``KeyError``: the key is absent and nothing could stand in.
             UnknownCollection: The version has no ranked collection of that name.
             CorruptVersion: A chunk file is missing or has the wrong size.
         """
-        col = self._ranked.get(collection)
+        v = self._v
+        self._lookups += 1
+        col = v.ranked.get(collection)
         if col is None:
-            raise self._unknown(collection, "ranked")
+            raise self._unknown(v, collection, "ranked")
         row = col.index.find(key)
         if row < 0:
-            return self._missing(col, key, k)
+            return self._missing(v, col, key, k, fallback_keys)
         n = col.uniform if col.uniform >= 0 else int(col.lengths.row(row))
         if k is not None and k < n:
             n = _check_k(k)
         chunk, offset = divmod(row, col.rows_per_chunk)
-        return RankedList(col.items.chunk(chunk)[offset, :n], col.scores.chunk(chunk)[offset, :n])
+        return RankedList(col.items.chunk(chunk)[offset, :n], col.scores.chunk(chunk)[offset, :n], collection)
 
     def get_many(
         self, collection: str, keys: ArrayLike, k: int | None = None
@@ -184,9 +340,10 @@ class Reader:
             with -1 and NaN past each list's end; ``found[i]`` is False for a key that is not
             in the collection, whose row holds the default list if there is one, else padding.
         """
-        col = self._ranked.get(collection)
+        v = self._v
+        col = v.ranked.get(collection)
         if col is None:
-            raise self._unknown(collection, "ranked")
+            raise self._unknown(v, collection, "ranked")
         rows = col.index.find_many(keys)
         width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
         items = np.full((len(rows), width), _ITEM_PAD, dtype=col.items.dtype)
@@ -195,11 +352,15 @@ class Reader:
         hit = np.flatnonzero(found)
         _gather(col.items, rows, hit, items)
         _gather(col.scores, rows, hit, scores)
-        if col.default is not None and hit.size < len(rows):
+        missing = len(rows) - hit.size
+        self._lookups += len(rows)
+        self._misses += missing
+        if col.default is not None and missing:
             miss = ~found
             n = min(width, len(col.default))
             items[miss, :n] = col.default.items[:n]
             scores[miss, :n] = col.default.scores[:n]
+            self._fallbacks += missing
         return items, scores, found
 
     # -- vectors ---------------------------------------------------------------------------
@@ -211,12 +372,15 @@ class Reader:
             KeyNotFound: A ``KeyError``: the key is absent.
             UnknownCollection: The version has no vectors collection of that name.
         """
-        col = self._vectors.get(collection)
+        v = self._v
+        self._lookups += 1
+        col = v.vectors.get(collection)
         if col is None:
-            raise self._unknown(collection, "vectors")
+            raise self._unknown(v, collection, "vectors")
         row = col.index.find(key)
         if row < 0:
-            raise KeyNotFound(f"key {key!r} is not in collection {collection!r} of version {self.version}")
+            self._misses += 1
+            raise KeyNotFound(f"key {key!r} is not in collection {collection!r} of version {v.id}")
         return col.vectors.row(row)
 
     def vectors(self, collection: str, keys: ArrayLike) -> tuple[NDArray[Any], NDArray[np.bool_]]:
@@ -224,21 +388,93 @@ class Reader:
 
         Rows of keys that are not in the collection are NaN.
         """
-        col = self._vectors.get(collection)
+        v = self._v
+        col = v.vectors.get(collection)
         if col is None:
-            raise self._unknown(collection, "vectors")
+            raise self._unknown(v, collection, "vectors")
         rows = col.index.find_many(keys)
         out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
         found = rows >= 0
-        _gather(col.vectors, rows, np.flatnonzero(found), out)
+        hit = np.flatnonzero(found)
+        _gather(col.vectors, rows, hit, out)
+        self._lookups += len(rows)
+        self._misses += len(rows) - hit.size
         return out, found
+
+    # -- switching versions ----------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Check ``CURRENT`` now and switch if it moved; returns whether the reader switched.
+
+        A pinned reader never switches. When the new version cannot be opened or does not
+        verify, the reader keeps serving the old one, counts the failure, calls the
+        ``on_refresh_error`` callback, and this method raises the error.
+
+        Raises:
+            CorruptVersion: The new version (or ``CURRENT``) is damaged.
+            VersionNotFound: ``CURRENT`` names a version that does not exist.
+        """
+        return self._refresh(force=True)
+
+    def _refresh(self, force: bool) -> bool:
+        refresher = self._refresher
+        if refresher is None or self._closed:
+            return False
+        with self._lock:
+            try:
+                target = refresher.poll(force, self._v.id)
+                if target is None or target == self._v.id:
+                    return False
+                if self._lease is not None:  # lease the new version before mapping it
+                    self._lease.write(self._v.id, [target, *self._held()])
+                opened = refresher.open(target)
+            except Exception as exc:
+                self._failures += 1
+                self._last_error = str(exc)
+                refresher.failed(exc)
+                if force:
+                    raise
+                return False
+            old, self._v = self._v, opened
+            self._switches += 1
+            if self._lease is not None:
+                self._retired.append((old.id, time.monotonic() + self._lease.ttl))
+                self._lease.write(opened.id, self._held())
+            log.info("reader switched from version %s to %s", old.id, opened.id)
+            return True
+
+    def _held(self) -> list[str]:
+        now = time.monotonic()
+        self._retired = [(vid, until) for vid, until in self._retired if until > now]
+        return [vid for vid, _ in self._retired]
+
+    def _tick(self) -> None:
+        """One round of the background thread: poll ``CURRENT``, then renew the lease."""
+        if self._refresher is not None and self._refresher.due():
+            self._refresh(force=False)
+        if self._lease is not None and not self._closed:
+            try:
+                with self._lock:
+                    self._lease.write(self._v.id, self._held())
+            except SharedrecError as exc:
+                log.warning("%s", exc)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop this reader's mappings (views already returned stay valid)."""
-        self._ranked = {}
-        self._vectors = {}
+        """Stop refreshing, remove the lease, and drop this reader's mappings.
+
+        Views already returned stay valid on local disks; on a network file system they
+        are safe until the version is garbage-collected.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._v = self._v.emptied()
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._finalizer()
 
     def __enter__(self) -> Reader:
         return self
@@ -252,34 +488,98 @@ class Reader:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Reader(version={self.version!r}, collections={sorted(self.collections)})"
+        state = "closed" if self._closed else ("pinned" if self.pinned else "following CURRENT")
+        return f"Reader(version={self.version!r}, {state}, collections={sorted(self.collections)})"
 
-    # -- errors ----------------------------------------------------------------------------
+    # -- misses and errors -----------------------------------------------------------------
 
-    def _missing(self, col: _Ranked, key: object, k: int | None) -> RankedList:
-        if col.default is None:
-            raise KeyNotFound(
-                f"key {key!r} is not in collection {col.name!r} of version {self.version} "
-                "(publish it with default=(items, scores) to serve a list for unknown keys)"
-            )
-        if k is None or k >= len(col.default):
-            return col.default
-        n = _check_k(k)
-        return RankedList(col.default.items[:n], col.default.scores[:n])
+    def _missing(
+        self,
+        v: OpenVersion,
+        col: _Ranked,
+        key: object,
+        k: int | None,
+        fallback_keys: Mapping[str, int | str] | None,
+    ) -> RankedList:
+        self._misses += 1
+        for name in col.spec.fallbacks:
+            fallback = v.ranked[name]
+            fallback_key = fallback_keys.get(name, key) if fallback_keys else key
+            try:
+                row = fallback.index.find(fallback_key)
+            except InvalidInput:  # a key of the other type: only its default or single list
+                row = -1
+            if row < 0 and fallback.single:
+                row = 0
+            if row >= 0:
+                self._fallbacks += 1
+                return fallback.row(row, k)
+            if fallback.default is not None:
+                self._fallbacks += 1
+                return fallback.default.head(k)
+        if col.default is not None:
+            self._fallbacks += 1
+            return col.default.head(k)
+        raise KeyNotFound(
+            f"key {key!r} is not in collection {col.name!r} of version {v.id} (publish it with "
+            "default=(items, scores) or fallbacks=[...] to serve a list for unknown keys)"
+        )
 
-    def _unknown(self, collection: str, kind: str) -> UnknownCollection:
-        if not self._ranked and not self._vectors:
+    def _unknown(self, v: OpenVersion, collection: str, kind: str) -> UnknownCollection:
+        if self._closed:
             return UnknownCollection("this reader is closed")
-        have = sorted(name for name, spec in self.collections.items() if spec.kind == kind)
-        other = self.collections.get(collection)
+        collections = v.manifest.collections
+        have = sorted(name for name, spec in collections.items() if spec.kind == kind)
+        other = collections.get(collection)
         if other is not None:
             return UnknownCollection(
-                f"collection {collection!r} of version {self.version} holds {other.kind}, "
+                f"collection {collection!r} of version {v.id} holds {other.kind}, "
                 f"not {kind}; {kind} collections: {have}"
             )
-        return UnknownCollection(
-            f"version {self.version} has no {kind} collection {collection!r}; it has {have}"
-        )
+        return UnknownCollection(f"version {v.id} has no {kind} collection {collection!r}; it has {have}")
+
+
+class Refresher(Protocol):
+    """What a following reader needs from its store (implemented by :class:`Store`)."""
+
+    interval: float | None
+
+    def due(self) -> bool:
+        """Whether the background thread should poll now."""
+        ...
+
+    def poll(self, force: bool, current: str) -> str | None:
+        """The version ``CURRENT`` names if it is not ``current``, else None.
+
+        Unless ``force``, a pointer that already failed to open is not tried again.
+        """
+        ...
+
+    def open(self, version_id: str) -> OpenVersion:
+        """Open and verify a version."""
+        ...
+
+    def failed(self, exc: Exception) -> None:
+        """Report a failed refresh (log, callback)."""
+        ...
+
+
+def _background(ref: weakref.ReferenceType[Reader], stop: threading.Event, period: float) -> None:
+    while not stop.wait(period):
+        reader = ref()
+        if reader is None:
+            return
+        try:
+            reader._tick()
+        except Exception:  # never let the thread die: the next tick tries again
+            log.exception("sharedrec reader background refresh failed")
+        del reader
+
+
+def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
+    stop.set()
+    if lease is not None:
+        lease.remove()
 
 
 def _gather(array: MappedArray, rows: NDArray[np.intp], hit: NDArray[np.intp], out: NDArray[Any]) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -13,12 +16,14 @@ from sharedrec.backends.base import Backend, PointerMoved
 from sharedrec.errors import (
     ConcurrentPublishError,
     CorruptVersion,
+    InvalidInput,
     UnsupportedLocation,
     VersionNotFound,
 )
 from sharedrec.format import (
     CHUNK_TARGET_BYTES,
     CURRENT,
+    LEASES,
     MANIFEST,
     POINTER_HISTORY,
     VERSIONS,
@@ -27,15 +32,19 @@ from sharedrec.format import (
     new_version_id,
     validate_version_id,
 )
+from sharedrec.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from pydantic import JsonValue
 
+    from sharedrec.leases import LeaseInfo
     from sharedrec.publish import Draft
-    from sharedrec.reader import Reader
+    from sharedrec.reader import OpenVersion, Reader
 
 __all__ = ["Store", "VersionInfo", "open"]
+
+log = logging.getLogger("sharedrec")
 
 
 @dataclass(frozen=True)
@@ -173,33 +182,147 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def reader(self, version: str | None = None) -> Reader:
-        """Open a reader on the live version (or on ``version``).
+    def reader(
+        self,
+        version: str | None = None,
+        *,
+        pin: bool = False,
+        refresh_interval: float | None = 5.0,
+        verify: VerifyLevel = "sizes",
+        lease: bool = True,
+        lease_dir: str | os.PathLike[str] | None = None,
+        lease_ttl: float = 60.0,
+        reader_id: str | None = None,
+        on_refresh_error: Callable[[Exception], None] | None = None,
+    ) -> Reader:
+        """Open a reader on the live version, following ``CURRENT`` as it moves.
 
-        Reads ``CURRENT`` and the version's manifest; chunk files are mapped on first use,
-        so this costs the same whatever the size of the data.
+        Opening reads ``CURRENT`` and the manifest and checks the size of every file (with
+        ``verify="sizes"``); chunk files are mapped on first use, so the cost does not grow
+        with the data. A background thread polls ``CURRENT`` every ``refresh_interval``
+        seconds (open + read, never ``stat``) and switches to a new version once it has
+        opened and verified it; a version that fails is not switched to.
+
+        Args:
+            version: Serve this version and never move (pinned).
+            pin: Serve the live version and never move.
+            refresh_interval: Seconds between polls of ``CURRENT``; None polls only on
+                :meth:`Reader.refresh`.
+            verify: ``"sizes"`` (stat every file), ``"full"`` (recompute every checksum:
+                reads the whole version) or ``"lazy"`` (check each chunk's size when it is
+                first mapped), on open and on every switch.
+            lease: Keep a lease file so garbage collection never deletes a version this
+                reader maps. Needs write access to the store's ``leases/`` folder or to
+                ``lease_dir``.
+            lease_dir: Where to keep the lease instead (default: ``$SHAREDREC_LEASE_DIR``,
+                else the store's ``leases/`` folder). It must be the folder the garbage
+                collector reads: mount the store's ``leases/`` folder there.
+            lease_ttl: Seconds a lease stays valid without a heartbeat (renewed every third
+                of it).
+            reader_id: Name of the lease file (default: ``$SHAREDREC_READER_ID``, e.g. the
+                pod name, else host, pid and a random suffix).
+            on_refresh_error: Called with the exception when a refresh fails.
 
         Raises:
             VersionNotFound: No version is live yet, or ``CURRENT`` names a missing one.
-            CorruptVersion: The manifest or ``CURRENT`` is truncated or invalid.
+            CorruptVersion: The manifest or ``CURRENT`` is truncated or invalid, or a file
+                does not match the manifest.
         """
+        from sharedrec.leases import LeaseKeeper, default_reader_id
         from sharedrec.reader import Reader
 
+        if refresh_interval is not None and refresh_interval <= 0:
+            raise InvalidInput(f"refresh_interval must be positive seconds or None; got {refresh_interval!r}")
+        raw = None
         if version is not None:
-            version_id, manifest = version, self.manifest(version)
+            opened = self.open_version(version, verify)
         else:
-            version_id = self._live_id()
+            pointer, raw = self._read_pointer()
+            if pointer is None:
+                raise VersionNotFound(
+                    f"no version is live in {self.location}: publish one first "
+                    "(or check that the volume is mounted at the right path)"
+                )
             try:
-                manifest = self.manifest(version_id)
+                opened = self.open_version(pointer.version, verify)
             except VersionNotFound as exc:
                 raise VersionNotFound(
-                    f"{self.location}/{CURRENT} names version {version_id}, but {exc}; "
+                    f"{self.location}/{CURRENT} names version {pointer.version}, but {exc}; "
                     "point CURRENT at a good version with store.set_current() or store.rollback()"
                 ) from None
-        root = self._backend.local_path(f"{VERSIONS}/{version_id}")
+        follower = None
+        if version is None and not pin:
+            follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw)
+        keeper = None
+        if lease:
+            folder = lease_dir if lease_dir is not None else os.environ.get("SHAREDREC_LEASE_DIR")
+            if folder:
+                from sharedrec.backends.posix import PosixBackend
+
+                keeper_backend: Backend = PosixBackend(folder, create=True)
+                keeper = LeaseKeeper(keeper_backend, "", reader_id or default_reader_id(), lease_ttl)
+            else:
+                keeper = LeaseKeeper(self._backend, LEASES, reader_id or default_reader_id(), lease_ttl)
+        return Reader(opened, refresher=follower, lease=keeper)
+
+    def open_version(self, version_id: str, verify: VerifyLevel = "sizes") -> OpenVersion:
+        """Map a version for reading after checking it (``verify`` as in :meth:`reader`)."""
+        from sharedrec.reader import OpenVersion
+
+        manifest = self.manifest(version_id)
+        directory = f"{VERSIONS}/{version_id}"
+        root = self._backend.local_path(directory)
         if root is None:
             raise UnsupportedLocation(f"{self.location} cannot be memory-mapped; readers need a POSIX path")
-        return Reader(manifest, root)
+        raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
+        return OpenVersion(manifest, root)
+
+    def verify(self, version: str | None = None, *, progress: bool | None = None) -> VerifyReport:
+        """Recompute the checksum of every file of a version (default: the live one).
+
+        Returns:
+            The report: files and bytes checked, and every problem found.
+
+        Raises:
+            CorruptVersion: Some file is missing or does not match the manifest; the message
+                lists the problems.
+        """
+        version_id = version if version is not None else self._live_id()
+        manifest = self.manifest(version_id)
+        report = check_version(
+            self._backend, f"{VERSIONS}/{version_id}", manifest, "full", reporter(progress)
+        )
+        raise_if_bad(report, self.location)
+        return report
+
+    def leases(self) -> list[LeaseInfo]:
+        """The fleet view: every reader's lease, which version it serves and how fresh it is.
+
+        Leases kept outside the store (``lease_dir``) appear only if that folder is the
+        store's ``leases/`` folder.
+        """
+        from sharedrec.leases import LeaseInfo, read_leases
+
+        now = datetime.now(UTC)
+        live = self.current()
+        return sorted(
+            (
+                LeaseInfo(
+                    reader_id=lease.reader_id,
+                    host=lease.host,
+                    pid=lease.pid,
+                    version=lease.version,
+                    versions=lease.versions,
+                    heartbeat=lease.heartbeat,
+                    expires_at=lease.expires_at,
+                    live=lease.expires_at > now,
+                    on_current=lease.version == live,
+                    seconds_since_heartbeat=(now - lease.heartbeat).total_seconds(),
+                )
+                for lease in read_leases(self._backend, LEASES)
+            ),
+            key=lambda info: info.reader_id,
+        )
 
     # -- versions --------------------------------------------------------------------------
 
@@ -335,3 +458,61 @@ class Store:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class _Follower:
+    """Polls ``CURRENT`` for a reader that follows the live version."""
+
+    def __init__(
+        self,
+        store: Store,
+        interval: float | None,
+        verify: VerifyLevel,
+        on_error: Callable[[Exception], None] | None,
+        seen: bytes | None,
+    ) -> None:
+        self.interval = interval
+        self._store = store
+        self._verify = verify
+        self._on_error = on_error
+        self._next = time.monotonic() + (interval or 0.0)
+        self._seen = seen  # the pointer bytes the reader's version came from
+        self._pending: bytes | None = None
+        self._failed: bytes | None = None
+
+    def due(self) -> bool:
+        if self.interval is None:
+            return False
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        return True
+
+    def poll(self, force: bool, current: str) -> str | None:
+        try:
+            raw = self._store._backend.read_bytes(CURRENT)
+        except FileNotFoundError:
+            raise VersionNotFound(f"{self._store.location}/{CURRENT} disappeared") from None
+        if raw == self._seen or (raw == self._failed and not force):
+            return None
+        pointer = Pointer.loads(raw, f"{self._store.location}/{CURRENT}")
+        self._pending = raw
+        if pointer.version == current:
+            self._seen = raw
+            return None
+        return pointer.version
+
+    def open(self, version_id: str) -> OpenVersion:
+        opened = self._store.open_version(version_id, self._verify)
+        self._seen = self._pending
+        return opened
+
+    def failed(self, exc: Exception) -> None:
+        self._failed = self._pending
+        log.warning("reader stays on its version: refresh from %s failed: %s", self._store.location, exc)
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                log.exception("on_refresh_error callback raised")

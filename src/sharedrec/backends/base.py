@@ -59,6 +59,14 @@ class Backend(Protocol):
         """Delete ``path`` and everything under it; no error when it is already gone."""
         ...
 
+    def size(self, path: str) -> int | None:
+        """The size of a file, or None when it does not exist."""
+        ...
+
+    def mtime(self, path: str) -> float | None:
+        """When a file or folder was last modified (POSIX seconds), or None if missing."""
+        ...
+
     def walk_files(self, path: str) -> Iterator[tuple[str, int]]:
         """Yield ``(path relative to path, size)`` of every file under ``path``, sorted."""
         ...

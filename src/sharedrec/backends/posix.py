@@ -98,6 +98,18 @@ class PosixBackend:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
 
+    def size(self, path: str) -> int | None:
+        try:
+            return os.stat(self._abs(path)).st_size
+        except FileNotFoundError:
+            return None
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return os.stat(self._abs(path)).st_mtime
+        except FileNotFoundError:
+            return None
+
     def walk_files(self, path: str) -> Iterator[tuple[str, int]]:
         base = self._abs(path)
         found: list[tuple[str, int]] = []

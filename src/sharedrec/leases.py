@@ -1,0 +1,131 @@
+"""Reader leases: how garbage collection knows which versions are still mapped.
+
+Every reader writes ``leases/<reader-id>.json`` (temp file + rename) when it opens, again
+at every heartbeat and before it maps a new version, and removes it on close. A lease
+names the versions the reader may touch and when it expires; garbage collection never
+deletes a version named by a lease that has not expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sharedrec.backends.base import Backend
+from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
+from sharedrec.format import Lease
+
+__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "read_leases"]
+
+log = logging.getLogger("sharedrec")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def default_reader_id() -> str:
+    """``$SHAREDREC_READER_ID`` (e.g. a pod name), else ``<host>-<pid>-<random>``."""
+    given = os.environ.get("SHAREDREC_READER_ID")
+    if given:
+        return validate_reader_id(given)
+    host = _UNSAFE.sub("-", socket.gethostname())[:64] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def validate_reader_id(reader_id: str) -> str:
+    """Return ``reader_id`` if it can name a lease file, else raise :class:`InvalidInput`."""
+    if not reader_id or _UNSAFE.search(reader_id) or reader_id.startswith(".") or len(reader_id) > 200:
+        raise InvalidInput(
+            f"invalid reader id {reader_id!r}: use 1-200 letters, digits, '_', '-' or '.', not "
+            "starting with '.'"
+        )
+    return reader_id
+
+
+class LeaseKeeper:
+    """Writes and removes one reader's lease file."""
+
+    def __init__(self, backend: Backend, folder: str, reader_id: str, ttl: float) -> None:
+        if ttl <= 0:
+            raise InvalidInput(f"lease_ttl must be positive seconds; got {ttl!r}")
+        self.reader_id = validate_reader_id(reader_id)
+        self.ttl = ttl
+        self._backend = backend
+        self._path = f"{folder}/{self.reader_id}.json" if folder else f"{self.reader_id}.json"
+        self._started = datetime.now(UTC)
+        self._removed = False
+
+    @property
+    def where(self) -> str:
+        """The lease file, for messages."""
+        return f"{self._backend.location}/{self._path}"
+
+    def write(self, version: str, versions: list[str]) -> None:
+        """Renew the lease on ``versions`` (``version`` being the one served)."""
+        now = datetime.now(UTC)
+        lease = Lease(
+            reader_id=self.reader_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=version,
+            versions=list(dict.fromkeys([version, *versions])),
+            started_at=self._started,
+            heartbeat=now,
+            expires_at=now + timedelta(seconds=self.ttl),
+        )
+        try:
+            self._backend.write_atomic(self._path, lease.dumps())
+        except OSError as exc:
+            raise SharedrecError(
+                f"cannot write reader lease {self.where} ({exc.strerror or exc}): mount the store's "
+                "leases/ folder read-write, pass lease_dir= to keep leases elsewhere, or lease=False "
+                "to read without one (garbage collection then cannot see this reader)"
+            ) from None
+        self._removed = False
+
+    def remove(self) -> None:
+        """Delete the lease (on close); a missing file is fine."""
+        if not self._removed:
+            self._removed = True
+            try:
+                self._backend.remove_tree(self._path)
+            except OSError as exc:  # the lease expires by itself
+                log.warning("could not remove lease %s: %s", self.where, exc)
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """One reader as seen in the fleet view (:meth:`Store.leases`)."""
+
+    reader_id: str
+    host: str
+    pid: int
+    version: str
+    versions: list[str]
+    heartbeat: datetime
+    expires_at: datetime
+    live: bool
+    """The lease has not expired."""
+    on_current: bool
+    """The reader serves the version ``CURRENT`` names."""
+    seconds_since_heartbeat: float
+
+
+def read_leases(backend: Backend, folder: str) -> list[Lease]:
+    """Every parsable lease under ``folder``; damaged files are logged and skipped."""
+    leases = []
+    for name in backend.listdir(folder):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = f"{folder}/{name}" if folder else name
+        try:
+            leases.append(Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}"))
+        except FileNotFoundError:
+            continue  # its reader closed while we listed
+        except CorruptVersion as exc:
+            log.warning("ignoring damaged lease: %s", exc)
+    return leases
