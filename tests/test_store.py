@@ -150,7 +150,7 @@ def test_version_id_rules(store: sharedrec.Store, ranked: RankedData) -> None:
     with pytest.raises(InvalidInput, match="invalid version id"):
         store.publish(version_id="../escape")
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
-    with store.publish(version_id="v1") as draft:
+    with store.publish(version_id="v1", guards=[]) as draft:
         draft.add_vectors("emb", [1, 2], np.ones((2, 3), dtype=np.float32))
     with pytest.raises(InvalidInput, match="already exists"), store.publish(version_id="v1"):
         pass

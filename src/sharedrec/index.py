@@ -132,6 +132,11 @@ class IntIndex:
         except OverflowError:  # outside int64: cannot be stored
             return -1
 
+    def key_at(self, row: int) -> int:
+        """The key stored at ``row`` (keys are in sorted order)."""
+        value: Any = self._sorted.value(row)
+        return int(value)
+
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent)."""
         query = np.asarray(keys)
@@ -184,6 +189,11 @@ class StrIndex:
                 return row
             row += 1
         return -1
+
+    def key_at(self, row: int) -> str:
+        """The key stored at ``row`` (rows are in hash order)."""
+        start, stop = self._spans.row(row).tolist()
+        return self._bytes.span(start, stop).tobytes().decode()
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent)."""

@@ -115,9 +115,9 @@ class LeaseInfo:
     seconds_since_heartbeat: float
 
 
-def read_leases(backend: Backend, folder: str) -> list[Lease]:
-    """Every parsable lease under ``folder``; damaged files are logged and skipped."""
-    leases = []
+def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
+    """Every parsable lease under ``folder``, and the paths of damaged lease files."""
+    leases, damaged = [], []
     for name in backend.listdir(folder):
         if not name.endswith(".json") or name.startswith("."):
             continue
@@ -127,5 +127,6 @@ def read_leases(backend: Backend, folder: str) -> list[Lease]:
         except FileNotFoundError:
             continue  # its reader closed while we listed
         except CorruptVersion as exc:
-            log.warning("ignoring damaged lease: %s", exc)
-    return leases
+            log.warning("damaged lease: %s", exc)
+            damaged.append(f"{backend.location}/{path}")
+    return leases, damaged

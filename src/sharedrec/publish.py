@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import types
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from sharedrec import _validate, index
 from sharedrec._progress import Reporter
 from sharedrec.backends.base import Backend, PointerMoved
-from sharedrec.errors import ConcurrentPublishError, InvalidInput, PublishRejected
+from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, PublishRejected
 from sharedrec.format import (
     CHUNK_TARGET_BYTES,
     CURRENT,
@@ -35,10 +36,13 @@ from sharedrec.format import (
     Pointer,
     validate_collection_name,
 )
+from sharedrec.guards import DEFAULT_GUARDS, GuardLike, as_guard, run_guards
 from sharedrec.integrity import file_crc32
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
+
+    from sharedrec.reader import Reader
 
 __all__ = ["Draft"]
 
@@ -69,10 +73,14 @@ class Draft:
         reporter: Reporter,
         make_current: bool,
         chunk_bytes: int = CHUNK_TARGET_BYTES,
+        guards: Sequence[GuardLike] = DEFAULT_GUARDS,
+        force: bool = False,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
         self._chunk_bytes = chunk_bytes
+        self._guards = [as_guard(guard) for guard in guards]
+        self._force = force
         self._backend = backend
         self._id = version_id
         self._dir = f"{VERSIONS}/{version_id}"
@@ -141,6 +149,7 @@ class Draft:
         sort: bool = False,
         top_k: int | None = None,
         default: tuple[ArrayLike, ArrayLike] | None = None,
+        fallbacks: Sequence[str] = (),
     ) -> CollectionSpec:
         """Add a collection of ranked lists: key -> items in descending score order.
 
@@ -157,6 +166,8 @@ class Draft:
                 scores are distances, where lower is better).
             top_k: Keep at most the first ``top_k`` items of every list.
             default: ``(items, scores)`` served by :meth:`Reader.get` for unknown keys.
+            fallbacks: Ranked collections of this version tried in order for a key that
+                is absent here (e.g. ``["by_segment", "popular"]``), before ``default``.
 
         Returns:
             The collection's manifest entry.
@@ -165,6 +176,9 @@ class Draft:
             InvalidInput: With the collection, argument and first bad row named.
         """
         name = self._new_collection(name)
+        fallback_names = [validate_collection_name(f) for f in fallbacks]
+        if name in fallback_names:
+            raise InvalidInput(f"collection {name!r} cannot be its own fallback")
         key_data = _validate.normalize_keys(name, keys)
         ranked = _validate.normalize_ranked(
             name, key_data, items, scores, lengths=lengths, pad=pad, sort=sort, top_k=top_k
@@ -199,6 +213,8 @@ class Draft:
             min_length=int(ranked.lengths.min()),
             max_length=int(ranked.lengths.max()),
             default_length=default_length,
+            empty_lists=int(np.count_nonzero(ranked.lengths == 0)),
+            fallbacks=fallback_names,
             arrays=arrays,
         )
         self._collections[name] = spec
@@ -341,6 +357,14 @@ class Draft:
             raise PublishRejected(f"draft {self._id} is {self._state}; it cannot be committed")
         if not self._collections:
             raise PublishRejected(f"nothing to publish in version {self._id}: add at least one collection")
+        for name, spec in self._collections.items():
+            for fallback in spec.fallbacks:
+                target = self._collections.get(fallback)
+                if target is None or target.kind != "ranked":
+                    raise InvalidInput(
+                        f"collection {name!r} names fallback {fallback!r}, which is not a ranked "
+                        "collection of this version: add it in the same publish"
+                    )
         self._group = None
         self._backend.sync_tree(self._dir)
         manifest = Manifest(
@@ -351,10 +375,60 @@ class Draft:
             collections=self._collections,
             files=self._checksum_files(),
         )
+        manifest = manifest.model_copy(update={"checks": self._run_guards(manifest)})
         self._backend.write_atomic(f"{self._dir}/{MANIFEST}", manifest.dumps())
         self._state = "committed"
         if self._make_current:
             self._move_pointer()
+
+    def _run_guards(self, manifest: Manifest) -> dict[str, JsonValue]:
+        """Check the finished draft against the live version; raise if a guard fails."""
+        if not self._guards:
+            return {}
+        from sharedrec.reader import OpenVersion, Reader
+
+        root = self._backend.local_path(self._dir)
+        if root is None:
+            raise PublishRejected(f"guards need a local path to read version {self._id}")
+        new = Reader(OpenVersion(manifest, root))
+        live = self._open_parent()
+        results = run_guards(self._guards, new, live)
+        failed = [result for result in results if not result.passed]
+        checks: dict[str, JsonValue] = {
+            result.name: {"passed": result.passed, "message": result.message, **result.values}
+            for result in results
+        }
+        if failed and self._force:
+            log.warning(
+                "publishing version %s despite failed guards (force=True): %s",
+                self._id,
+                "; ".join(f"{r.name}: {r.message}" for r in failed),
+            )
+            checks["forced"] = True
+        elif failed:
+            against = f"live version {self._parent.version}" if self._parent else "an empty store"
+            raise PublishRejected(
+                f"version {self._id} was refused by {len(failed)} publish guard(s) against {against}: "
+                + "; ".join(f"{r.name}: {r.message}" for r in failed)
+                + ". Nothing was published. Fix the batch job, or pass force=True (or different guards=) "
+                "if the change is intended"
+            )
+        return checks
+
+    def _open_parent(self) -> Reader | None:
+        from sharedrec.reader import OpenVersion, Reader
+
+        if self._parent is None:
+            return None
+        directory = f"{VERSIONS}/{self._parent.version}"
+        root = self._backend.local_path(directory)
+        try:
+            raw = self._backend.read_bytes(f"{directory}/{MANIFEST}")
+            parent = Manifest.loads(raw, f"{self._backend.location}/{directory}/{MANIFEST}")
+        except (FileNotFoundError, CorruptVersion) as exc:
+            log.warning("guards cannot read the live version %s (%s); comparing with nothing", directory, exc)
+            return None
+        return Reader(OpenVersion(parent, root)) if root else None
 
     def _checksum_files(self) -> dict[str, FileEntry]:
         listing = list(self._backend.walk_files(self._dir))

@@ -401,6 +401,18 @@ class Reader:
         self._misses += len(rows) - hit.size
         return out, found
 
+    # -- for guards ------------------------------------------------------------------------
+
+    def _key_at(self, collection: str, row: int) -> int | str:
+        v = self._v
+        col = v.ranked.get(collection) or v.vectors[collection]
+        return col.index.key_at(row)
+
+    def _row_of(self, collection: str, key: int | str) -> int:
+        v = self._v
+        col = v.ranked.get(collection) or v.vectors[collection]
+        return col.index.find(key)
+
     # -- switching versions ----------------------------------------------------------------
 
     def refresh(self) -> bool:

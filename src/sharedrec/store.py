@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sharedrec._progress import reporter
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from pydantic import JsonValue
 
+    from sharedrec.gc import GCReport
+    from sharedrec.guards import GuardLike
     from sharedrec.leases import LeaseInfo
     from sharedrec.publish import Draft
     from sharedrec.reader import OpenVersion, Reader
@@ -106,6 +108,8 @@ class Store:
         make_current: bool = True,
         progress: bool | None = None,
         chunk_bytes: int = CHUNK_TARGET_BYTES,
+        guards: Sequence[GuardLike] | None = None,
+        force: bool = False,
     ) -> Draft:
         """Start a new version; use it as a context manager.
 
@@ -122,15 +126,21 @@ class Store:
             chunk_bytes: Target size of a chunk file (default 4 MiB). Larger chunks mean
                 fewer files and S3 requests; smaller ones less data pulled per lookup
                 through a lazy cache. Rows are never split across chunks.
+            guards: Checks run before ``CURRENT`` moves (default:
+                :data:`sharedrec.guards.DEFAULT_GUARDS`: at most 50% fewer keys per
+                collection, at most 50% empty lists, at least 50% of sampled live keys kept).
+                Pass ``[]`` for none, or add your own (see :mod:`sharedrec.guards`).
+            force: Publish even if guards fail (the failure is logged and recorded).
 
         Raises:
             ConcurrentPublishError: On exit, when another writer moved ``CURRENT`` first.
-            PublishRejected: On exit, when the draft holds no collection.
+            PublishRejected: On exit, when the draft holds no collection or a guard fails.
 
         Example:
             >>> with store.publish(metadata={"model": "als"}) as draft:  # doctest: +SKIP
             ...     draft.add_ranked("home", keys=users, items=items, scores=scores)
         """
+        from sharedrec.guards import DEFAULT_GUARDS
         from sharedrec.publish import Draft
 
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
@@ -144,6 +154,8 @@ class Store:
             reporter(progress),
             make_current,
             chunk_bytes,
+            DEFAULT_GUARDS if guards is None else guards,
+            force,
         )
 
     def publish_ranked(
@@ -155,6 +167,8 @@ class Store:
         *,
         metadata: dict[str, JsonValue] | None = None,
         progress: bool | None = None,
+        guards: Sequence[GuardLike] | None = None,
+        force: bool = False,
         **options: Any,
     ) -> str:
         """Publish a version holding one ranked collection; returns the version id.
@@ -162,7 +176,7 @@ class Store:
         ``options`` are those of :meth:`Draft.add_ranked` (``lengths``, ``pad``, ``sort``,
         ``top_k``, ``default``).
         """
-        with self.publish(metadata=metadata, progress=progress) as draft:
+        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force) as draft:
             draft.add_ranked(name, keys, items, scores, **options)
         return draft.version_id
 
@@ -174,9 +188,11 @@ class Store:
         *,
         metadata: dict[str, JsonValue] | None = None,
         progress: bool | None = None,
+        guards: Sequence[GuardLike] | None = None,
+        force: bool = False,
     ) -> str:
         """Publish a version holding one vectors collection; returns the version id."""
-        with self.publish(metadata=metadata, progress=progress) as draft:
+        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force) as draft:
             draft.add_vectors(name, keys, vectors)
         return draft.version_id
 
@@ -295,6 +311,27 @@ class Store:
         raise_if_bad(report, self.location)
         return report
 
+    def gc(
+        self, keep: int = 3, grace: float | timedelta = timedelta(hours=1), *, dry_run: bool = False
+    ) -> GCReport:
+        """Delete versions that nobody can still be reading.
+
+        A version is deleted when it is not live, not among the ``keep`` newest, not named
+        by an unexpired reader lease, and older than ``grace``. Folders of publishes that
+        never finished (no manifest) are deleted once older than ``grace``.
+
+        Args:
+            keep: How many of the newest versions to keep whatever their age (rollback room).
+            grace: Seconds (or a timedelta) a version or unfinished folder is left alone.
+            dry_run: Only report what would be deleted.
+
+        Returns:
+            The report: deleted versions, deleted unfinished folders, and why the rest stayed.
+        """
+        from sharedrec.gc import collect
+
+        return collect(self, self._backend, keep, grace, dry_run)
+
     def leases(self) -> list[LeaseInfo]:
         """The fleet view: every reader's lease, which version it serves and how fresh it is.
 
@@ -319,7 +356,7 @@ class Store:
                     on_current=lease.version == live,
                     seconds_since_heartbeat=(now - lease.heartbeat).total_seconds(),
                 )
-                for lease in read_leases(self._backend, LEASES)
+                for lease in read_leases(self._backend, LEASES)[0]
             ),
             key=lambda info: info.reader_id,
         )
