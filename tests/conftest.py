@@ -1,4 +1,4 @@
-"""Shared fixtures: a local store and a synthetic data generator."""
+"""Shared fixtures: a local store, a synthetic data generator, tagged versions."""
 
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def store(tmp_path: Path) -> sharedrec.Store:
 def ranked() -> RankedData:
     """500 int64 keys x 20 items."""
     return make_ranked(500, 20)
+
+
+KEYS = np.arange(200, dtype=np.int64) * 3
+
+
+def publish(store: sharedrec.Store, tag: int, **options: object) -> str:
+    """A version whose every item is ``tag * 1000 + position``."""
+    items = np.tile(np.arange(5), (len(KEYS), 1)) + tag * 1000
+    scores = np.tile(np.linspace(1, 0, 5), (len(KEYS), 1))
+    return store.publish_ranked("home", KEYS, items, scores, metadata={"tag": tag}, **options)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from sharedrec.errors import (
     ConcurrentPublishError,
     CorruptVersion,
     InvalidInput,
+    SharedrecError,
     UnsupportedLocation,
     VersionNotFound,
 )
@@ -275,7 +276,14 @@ class Store:
             if folder:
                 from sharedrec.backends.posix import PosixBackend
 
-                keeper_backend: Backend = PosixBackend(folder, create=True)
+                try:
+                    keeper_backend: Backend = PosixBackend(folder, create=True)
+                except OSError as exc:
+                    raise SharedrecError(
+                        f"cannot write reader lease in {folder} ({exc.strerror or exc}): give a "
+                        "writable lease_dir, or lease=False to read without one (garbage collection "
+                        "then cannot see this reader)"
+                    ) from None
                 keeper = LeaseKeeper(keeper_backend, "", reader_id or default_reader_id(), lease_ttl)
             else:
                 keeper = LeaseKeeper(self._backend, LEASES, reader_id or default_reader_id(), lease_ttl)
