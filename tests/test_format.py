@@ -128,8 +128,8 @@ def test_truncated_chunk_file(published: tuple[sharedrec.Store, str, RankedData]
     chunk = _version_dir(store, vid) / "home" / "scores" / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:100])
     with pytest.raises(CorruptVersion, match=r"home/scores/c/1/0: 100 bytes, manifest says \d+"):
-        store.reader()  # sizes are checked on open by default
-    reader = store.reader(verify="lazy")  # ...or when the chunk is first mapped
+        store.reader(verify="sizes")  # every size checked on open
+    reader = store.reader()  # by default, when the chunk is first mapped
     rows_per_chunk = store.manifest(vid).collections["home"].arrays["scores"].rows_per_chunk
     key = int(np.sort(data.keys)[rows_per_chunk])
     with pytest.raises(CorruptVersion, match=r"has 100 bytes, the manifest says \d+"):

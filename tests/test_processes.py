@@ -156,3 +156,70 @@ def test_publish_killed_midway_leaves_old_version(tmp_path: Path) -> None:
     np.testing.assert_array_equal(reader.get("home", int(keys[5])).items, items[5])
     # The store stays writable: the next publish goes through.
     assert _publish_tagged(store, 1) == store.current()
+
+
+FOLLOWER = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import sharedrec
+
+    root, seconds = sys.argv[1], float(sys.argv[2])
+    N, K, TAG = 3000, 10, 1_000_000
+    keys = np.arange(N, dtype=np.int64) * 7 + 3
+    base = np.arange(N)[:, None] * K + np.arange(K)[None, :]
+    reader = sharedrec.open(root, create=False).reader(refresh_interval=0.01)
+    rng = np.random.default_rng()
+    seen, answers, bad = set(), 0, []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = rng.integers(0, N, size=20)
+        items, _, found = reader.get_many("home", keys[rows])
+        tags = set((items[:, 0] // TAG).tolist())
+        tag = tags.pop() if len(tags) == 1 else None
+        if tag is None or not found.all() or not np.array_equal(items, base[rows] + tag * TAG):
+            bad.append(sorted(tags))
+        else:
+            seen.add(tag)
+        recs = reader.get("home", int(keys[rows[0]]))
+        vec = reader.vector("emb", int(keys[rows[0]]))
+        answers += 2
+    stats = reader.stats()
+    reader.close()
+    print(json.dumps({"seen": sorted(seen), "answers": answers, "bad": bad[:5],
+                      "switches": stats.switches, "failures": stats.refresh_failures}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_following_readers_through_20_publishes_and_rollbacks(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    _publish_tagged(store, 0)
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", FOLLOWER, str(tmp_path / "store"), "8"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    time.sleep(1.0)  # let the readers start serving
+    for tag in range(1, 21):
+        _publish_tagged(store, tag)
+        time.sleep(0.05)
+        if tag % 2 == 0:
+            store.rollback()
+            time.sleep(0.05)
+    results = []
+    for proc in readers:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    for result in results:
+        assert result["bad"] == [], result["bad"]
+        assert result["failures"] == 0
+        assert result["switches"] >= 10, result  # the readers followed the moves
+        assert set(result["seen"]) <= set(range(21))
+        assert result["answers"] > 1000

@@ -19,7 +19,27 @@ from sharedrec.format import ArraySpec, chunk_path
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["MappedArray"]
+__all__ = ["MappedArray", "RowPlan", "plan_rows"]
+
+RowPlan = list[tuple[int, "NDArray[np.intp] | slice", "NDArray[np.intp]"]]
+"""Rows grouped by chunk: ``(chunk, positions in the output, rows within the chunk)``."""
+
+
+def plan_rows(rows: NDArray[np.intp], rows_per_chunk: int) -> RowPlan:
+    """Group global rows by chunk once, to gather them from every array chunked alike."""
+    if len(rows) == 0:
+        return []
+    chunks = rows // rows_per_chunk
+    first, last = int(chunks.min()), int(chunks.max())
+    if first == last:
+        return [(first, slice(None), rows - first * rows_per_chunk)]
+    order = np.argsort(chunks, kind="stable")
+    bounds = np.flatnonzero(np.diff(chunks[order])) + 1
+    plan: RowPlan = []
+    for where in np.split(order, bounds):
+        chunk = int(chunks[where[0]])
+        plan.append((chunk, where, rows[where] - chunk * rows_per_chunk))
+    return plan
 
 
 class MappedArray:
@@ -62,19 +82,10 @@ class MappedArray:
         chunk, offset = divmod(row, self.rows_per_chunk)
         return self.chunk(chunk)[offset]  # type: ignore[no-any-return]
 
-    def take(self, rows: NDArray[np.intp], out: NDArray[np.generic]) -> None:
-        """Copy ``rows`` (valid, any order) into ``out``, the leading columns of 2-D rows."""
-        if len(rows) == 0:
-            return
+    def take(self, plan: RowPlan, out: NDArray[np.generic]) -> None:
+        """Copy the rows of ``plan`` into ``out`` (the leading columns of 2-D rows)."""
         columns = () if out.ndim == 1 else (slice(0, out.shape[1]),)
-        chunks = rows // self.rows_per_chunk
-        first, last = int(chunks.min()), int(chunks.max())
-        if first == last:
-            out[...] = self.chunk(first)[(rows - first * self.rows_per_chunk, *columns)]
-            return
-        for chunk in np.flatnonzero(np.bincount(chunks)).tolist():  # np.unique imports numpy.ma
-            where = np.flatnonzero(chunks == chunk)
-            local = rows[where] - chunk * self.rows_per_chunk
+        for chunk, where, local in plan:
             out[where] = self.chunk(chunk)[(local, *columns)]
 
     def span(self, start: int, stop: int) -> NDArray[np.generic]:

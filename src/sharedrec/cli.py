@@ -54,6 +54,47 @@ def info(store: str) -> None:
         click.echo(f"{version.id}  {version.size_bytes / 1e6:,.1f} MB  {counts}{live}")
 
 
+@cli.command()
+@click.argument("store")
+@click.option(
+    "--reader-id",
+    envvar="SHAREDREC_READER_ID",
+    required=True,
+    help="The reader to check (default: $SHAREDREC_READER_ID, e.g. the pod name).",
+)
+@click.option(
+    "--lease-dir",
+    envvar="SHAREDREC_LEASE_DIR",
+    default=None,
+    help="Where the reader keeps its lease (default: $SHAREDREC_LEASE_DIR, else STORE/leases).",
+)
+def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
+    """Readiness probe: exit 0 when READER-ID holds a fresh lease on an existing version."""
+    from datetime import UTC, datetime
+
+    import sharedrec
+    from sharedrec.format import LEASES, Lease
+
+    handle = sharedrec.open(store, create=False)
+    folder = Path(lease_dir) if lease_dir else Path(handle.location) / LEASES
+    path = folder / f"{reader_id}.json"
+    try:
+        lease = Lease.loads(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        raise SharedrecError(
+            f"not ready: no lease {path} (the reader has not opened a version yet)"
+        ) from None
+    now = datetime.now(UTC)
+    if lease.expires_at <= now:
+        raise SharedrecError(
+            f"not ready: the lease of {reader_id} expired {(now - lease.expires_at).total_seconds():.0f} s "
+            "ago (its process is stuck or gone)"
+        )
+    handle.manifest(lease.version)
+    age = (now - lease.heartbeat).total_seconds()
+    click.echo(f"ready: {reader_id} serves version {lease.version} (heartbeat {age:.1f} s ago)")
+
+
 def main() -> None:
     """Entry point of the console script: one clear line per error unless --debug."""
     try:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sharedrec._mmap import MappedArray
+from sharedrec._mmap import MappedArray, RowPlan, plan_rows
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, SharedrecError, UnknownCollection
 from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
@@ -94,6 +94,12 @@ class _Ranked:
         self.scores = arrays["scores"]
         self.lengths = arrays["lengths"]
         self.rows_per_chunk = self.items.rows_per_chunk
+        if self.scores.rows_per_chunk != self.rows_per_chunk:
+            raise CorruptVersion(
+                f"collection {name!r}: items and scores are chunked differently "
+                f"({self.rows_per_chunk} and {self.scores.rows_per_chunk} rows per chunk); "
+                "sharedrec writes them alike: republish the version with sharedrec"
+            )
         # When every list has the same length the lengths array need not be read at all.
         self.uniform = spec.max_length if spec.min_length == spec.max_length else -1
         self.default: RankedList | None = None
@@ -350,8 +356,9 @@ class Reader:
         scores = np.full((len(rows), width), np.nan, dtype=col.scores.dtype)
         found = rows >= 0
         hit = np.flatnonzero(found)
-        _gather(col.items, rows, hit, items)
-        _gather(col.scores, rows, hit, scores)
+        plan = plan_rows(rows[hit], col.rows_per_chunk)  # items and scores are chunked alike
+        _gather(col.items, plan, hit, items)
+        _gather(col.scores, plan, hit, scores)
         missing = len(rows) - hit.size
         self._lookups += len(rows)
         self._misses += missing
@@ -396,7 +403,7 @@ class Reader:
         out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
         found = rows >= 0
         hit = np.flatnonzero(found)
-        _gather(col.vectors, rows, hit, out)
+        _gather(col.vectors, plan_rows(rows[hit], col.vectors.rows_per_chunk), hit, out)
         self._lookups += len(rows)
         self._misses += len(rows) - hit.size
         return out, found
@@ -594,13 +601,13 @@ def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
         lease.remove()
 
 
-def _gather(array: MappedArray, rows: NDArray[np.intp], hit: NDArray[np.intp], out: NDArray[Any]) -> None:
-    """Copy the rows of the keys that were found into their places in ``out``."""
-    if hit.size == len(rows):
-        array.take(rows, out)
+def _gather(array: MappedArray, plan: RowPlan, hit: NDArray[np.intp], out: NDArray[Any]) -> None:
+    """Copy the rows of the keys that were found (``hit``) into their places in ``out``."""
+    if hit.size == len(out):
+        array.take(plan, out)
     elif hit.size:
         gathered = np.empty((hit.size, *out.shape[1:]), dtype=out.dtype)
-        array.take(rows[hit], gathered)
+        array.take(plan, gathered)
         out[hit] = gathered
 
 

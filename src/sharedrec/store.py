@@ -205,7 +205,7 @@ class Store:
         *,
         pin: bool = False,
         refresh_interval: float | None = 5.0,
-        verify: VerifyLevel = "sizes",
+        verify: VerifyLevel = "lazy",
         lease: bool = True,
         lease_dir: str | os.PathLike[str] | None = None,
         lease_ttl: float = 60.0,
@@ -214,20 +214,23 @@ class Store:
     ) -> Reader:
         """Open a reader on the live version, following ``CURRENT`` as it moves.
 
-        Opening reads ``CURRENT`` and the manifest and checks the size of every file (with
-        ``verify="sizes"``); chunk files are mapped on first use, so the cost does not grow
-        with the data. A background thread polls ``CURRENT`` every ``refresh_interval``
-        seconds (open + read, never ``stat``) and switches to a new version once it has
-        opened and verified it; a version that fails is not switched to.
+        Opening reads ``CURRENT`` and the manifest; chunk files are mapped on first use
+        and each one's size is checked then, so the cost of opening does not grow with the
+        data. A background thread polls ``CURRENT`` every ``refresh_interval`` seconds
+        (open + read, never ``stat``) and switches to a new version only after it has
+        opened it and checked the size of every file (or every checksum, with
+        ``verify="full"``); a version that fails is not switched to.
 
         Args:
             version: Serve this version and never move (pinned).
             pin: Serve the live version and never move.
             refresh_interval: Seconds between polls of ``CURRENT``; None polls only on
                 :meth:`Reader.refresh`.
-            verify: ``"sizes"`` (stat every file), ``"full"`` (recompute every checksum:
-                reads the whole version) or ``"lazy"`` (check each chunk's size when it is
-                first mapped), on open and on every switch.
+            verify: How much to check before serving a version. ``"lazy"`` (default):
+                each chunk's size when it is first mapped, plus every file's size before a
+                switch. ``"sizes"``: stat every file on open too (one round trip per file on
+                NFS). ``"full"``: recompute every checksum on open and on every switch
+                (reads the whole version).
             lease: Keep a lease file so garbage collection never deletes a version this
                 reader maps. Needs write access to the store's ``leases/`` folder or to
                 ``lease_dir``.
@@ -549,7 +552,8 @@ class _Follower:
         return pointer.version
 
     def open(self, version_id: str) -> OpenVersion:
-        opened = self._store.open_version(version_id, self._verify)
+        # A switch happens off the hot path: check at least every file's size first.
+        opened = self._store.open_version(version_id, "full" if self._verify == "full" else "sizes")
         self._seen = self._pending
         return opened
 
