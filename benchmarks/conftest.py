@@ -1,0 +1,91 @@
+"""Benchmark options and the per-size workload, built and published once per session."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks._workload import Settings, Workload, build_workload
+
+FULL_SIZES = (100_000, 1_000_000)
+SMOKE_SIZES = (2_000, 20_000)
+SMOKE_MAX_TIME = "0.1"
+"""Seconds per microbenchmark in smoke mode (pytest-benchmark's default is 1 s)."""
+SIZES = pytest.StashKey[list[int]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sharedrec benchmarks")
+    group.addoption(
+        "--sizes",
+        default=None,
+        help=f"comma-separated user counts (default {','.join(map(str, FULL_SIZES))}; "
+        f"{','.join(map(str, SMOKE_SIZES))} with --smoke)",
+    )
+    group.addoption(
+        "--smoke",
+        action="store_true",
+        help=f"tiny sizes, few rounds and --benchmark-max-time={SMOKE_MAX_TIME} unless given: "
+        "checks that every benchmark runs, in seconds",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SIZES] = _sizes(config)
+    # This runs before pytest-benchmark reads its options: its own hook is trylast.
+    if config.getoption("smoke") and config.getoption("benchmark_max_time", None) == "1.0":
+        config.option.benchmark_max_time = SMOKE_MAX_TIME
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "n_users" in metafunc.fixturenames:
+        sizes = metafunc.config.stash[SIZES]
+        metafunc.parametrize("n_users", sizes, ids=[f"n={n}" for n in sizes], scope="session")
+
+
+def _sizes(config: pytest.Config) -> list[int]:
+    text = config.getoption("sizes")
+    if text is None:
+        return list(SMOKE_SIZES if config.getoption("smoke") else FULL_SIZES)
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise pytest.UsageError(
+            f"--sizes takes comma-separated user counts, e.g. 100000,1000000; got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise pytest.UsageError(f"--sizes needs at least one positive user count; got {text!r}")
+    return sizes
+
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig: pytest.Config) -> Settings:
+    if pytestconfig.getoption("smoke"):
+        return Settings(
+            startup_rounds=3,
+            publish_rounds=3,
+            rotation=4096,
+            latency_calls=20_000,
+            batch=1000,
+            batches=8,
+        )
+    return Settings(
+        startup_rounds=7,
+        publish_rounds=3,
+        rotation=1 << 16,
+        latency_calls=20_000,
+        batch=1000,
+        batches=64,
+    )
+
+
+@pytest.fixture(scope="session")
+def workload(n_users: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
+    """The data of one size: generated, published to a store and saved as .npy files."""
+    folder = tmp_path_factory.mktemp(f"workload-{n_users}")
+    yield build_workload(n_users, folder)
+    # At 1M users the two copies take 1.6 GB; do not leave them for pytest's retention.
+    shutil.rmtree(folder, ignore_errors=True)

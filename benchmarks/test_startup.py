@@ -1,0 +1,129 @@
+"""Fresh interpreter to first correct answer: sharedrec against download-and-load.
+
+Each round starts a new Python process that answers one key and exits. The benchmark is
+the wall time of the whole child process; the child's own split (imports, then open to
+first answer) goes to ``extra_info``. The baseline stands for the old pattern of loading
+everything into memory at start-up: ``np.load`` of the full arrays plus a dict key -> row.
+Both read local files that this run has just written, so the page cache is warm and the
+baseline pays no network transfer: a lower bound for a real download.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from benchmarks._workload import COLLECTION, Settings, Workload
+
+# t0: first statement. t1: everything the answer needs is imported (sharedrec imports numpy
+# lazily, with its reader module), so first_answer_s = t2 - t1 is the work on the data alone.
+# time.perf_counter() reads CLOCK_MONOTONIC on Linux, which all processes share, so the
+# parent can place the child's timestamps on its own clock.
+SHAREDREC_CHILD = """\
+import time
+t0 = time.perf_counter()
+import sys
+import sharedrec
+import sharedrec.reader
+t1 = time.perf_counter()
+reader = sharedrec.open(sys.argv[1], create=False).reader()
+opened = time.perf_counter()
+found = reader.get(sys.argv[2], int(sys.argv[3]))
+answer = [found.items.tolist(), found.scores.tolist()]
+t2 = time.perf_counter()
+import json
+print(json.dumps({"t0": t0, "t1": t1, "t2": t2, "opened": opened, "answer": answer}))
+"""
+
+BASELINE_CHILD = """\
+import time
+t0 = time.perf_counter()
+import sys
+import numpy as np
+t1 = time.perf_counter()
+keys = np.load(sys.argv[1])
+items = np.load(sys.argv[2])
+scores = np.load(sys.argv[3])
+loaded = time.perf_counter()
+rows = dict(zip(keys.tolist(), range(len(keys))))
+row = rows[int(sys.argv[4])]
+answer = [items[row].tolist(), scores[row].tolist()]
+t2 = time.perf_counter()
+import json
+print(json.dumps({"t0": t0, "t1": t1, "t2": t2, "loaded": loaded, "answer": answer}))
+"""
+
+
+def _child_command(system: str, workload: Workload, key: int) -> list[str]:
+    if system == "sharedrec":
+        return [sys.executable, "-c", SHAREDREC_CHILD, str(workload.store), COLLECTION, str(key)]
+    files = [str(workload.npy_file(name)) for name in ("keys", "items", "scores")]
+    return [sys.executable, "-c", BASELINE_CHILD, *files, str(key)]
+
+
+def _run_child(command: list[str]) -> dict[str, Any]:
+    """Run one child to completion; its report, with timings relative to the spawn."""
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    end = time.perf_counter()
+    if done.returncode != 0:
+        raise RuntimeError(f"the child process failed ({done.returncode}):\n{done.stderr}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    report["interpreter_start_s"] = report["t0"] - start
+    report["import_s"] = report["t1"] - report["t0"]
+    report["first_answer_s"] = report["t2"] - report["t1"]
+    report["to_first_answer_s"] = report["t2"] - start
+    report["exit_s"] = end - report["t2"]
+    if "opened" in report:
+        report["open_s"] = report["opened"] - report["t1"]
+        report["get_s"] = report["t2"] - report["opened"]
+    if "loaded" in report:
+        report["load_s"] = report["loaded"] - report["t1"]
+        report["index_s"] = report["t2"] - report["loaded"]
+    return report
+
+
+@pytest.mark.parametrize("system", ["sharedrec", "np.load+dict"])
+def test_startup(benchmark: BenchmarkFixture, workload: Workload, settings: Settings, system: str) -> None:
+    benchmark.group = f"startup-{workload.n_users}"
+    keys = itertools.cycle(workload.sample_keys(64, seed=7).tolist())
+    asked: list[int] = []
+    reports: list[dict[str, Any]] = []
+
+    def setup() -> tuple[tuple[list[str]], dict[str, Any]]:
+        key = next(keys)
+        asked.append(key)
+        return (_child_command(system, workload, key),), {}
+
+    def run(command: list[str]) -> None:
+        reports.append(_run_child(command))
+
+    benchmark.pedantic(run, setup=setup, rounds=settings.startup_rounds, warmup_rounds=1, iterations=1)
+
+    for key, report in zip(asked, reports, strict=True):
+        items, scores = workload.expected(np.array([key]))
+        assert report["answer"] == [items[0].tolist(), scores[0].tolist()], f"wrong answer for key {key}"
+    timed = reports[1:] if len(reports) > 1 else reports  # the first was the warm-up round
+    splits = ["interpreter_start_s", "import_s", "first_answer_s", "to_first_answer_s", "exit_s"]
+    splits += ["open_s", "get_s"] if system == "sharedrec" else ["load_s", "index_s"]
+    benchmark.extra_info.update(
+        {name: statistics.median(report[name] for report in timed) for name in splits}
+    )
+    data = workload.store if system == "sharedrec" else workload.npy
+    benchmark.extra_info.update(
+        system=system,
+        n_users=workload.n_users,
+        k=workload.k,
+        data_bytes=sum(path.stat().st_size for path in data.rglob("*") if path.is_file()),
+        page_cache="warm: files written earlier in this run, no network transfer",
+        split_statistic="median over timed rounds",
+    )
