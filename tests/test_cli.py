@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +63,41 @@ def test_make_dataset_is_realistic() -> None:
     counts = np.bincount(data.items.ravel(), minlength=5000)
     top = np.sort(counts)[::-1]
     assert top[:50].sum() > 10 * top[-2500:].sum()  # popularity is heavily skewed
+
+
+def test_ready_probe(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path)
+    vid = store.publish_vectors("emb", [1, 2], np.ones((2, 2), dtype=np.float32))
+    env_missing = _run("ready", str(tmp_path), "--reader-id", "pod-1")
+    assert env_missing.returncode == 1 and "no lease" in env_missing.stderr
+    with store.reader(reader_id="pod-1"):
+        result = _run("ready", str(tmp_path), "--reader-id", "pod-1")
+        assert result.returncode == 0, result.stderr
+        assert f"pod-1 serves version {vid}" in result.stdout
+    assert _run("ready", str(tmp_path), "--reader-id", "pod-1").returncode == 1  # closed: lease gone
+
+
+STUCK_READER = """
+import sys, time, sharedrec
+reader = sharedrec.open(sys.argv[1], create=False).reader(reader_id="pod-2", lease_ttl=0.3)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_ready_probe_fails_for_a_stuck_process(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path)
+    store.publish_vectors("emb", [1, 2], np.ones((2, 2), dtype=np.float32))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_READER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        assert _run("ready", str(tmp_path), "--reader-id", "pod-2").returncode == 0
+        os.kill(proc.pid, signal.SIGSTOP)  # stuck: no more heartbeats
+        time.sleep(0.6)
+        result = _run("ready", str(tmp_path), "--reader-id", "pod-2")
+        assert result.returncode == 1 and "expired" in result.stderr
+    finally:
+        proc.kill()
+        proc.wait()
