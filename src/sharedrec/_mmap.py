@@ -7,8 +7,10 @@ first use; nothing is read when the array is opened.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,25 +23,37 @@ if TYPE_CHECKING:
 
 __all__ = ["MappedArray", "RowPlan", "plan_rows"]
 
-RowPlan = list[tuple[int, "NDArray[np.intp] | slice", "NDArray[np.intp]"]]
-"""Rows grouped by chunk: ``(chunk, positions in the output, rows within the chunk)``."""
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Rows grouped by chunk, computed once and used for every array chunked alike.
+
+    ``order`` lists the positions of ``rows`` sorted by chunk; ``groups`` holds, per chunk
+    touched, ``(chunk, start, stop, rows within the chunk)`` for ``order[start:stop]``.
+    """
+
+    count: int
+    order: NDArray[np.intp] | None
+    groups: list[tuple[int, int, int, NDArray[np.intp]]]
 
 
 def plan_rows(rows: NDArray[np.intp], rows_per_chunk: int) -> RowPlan:
-    """Group global rows by chunk once, to gather them from every array chunked alike."""
+    """Group global rows by chunk."""
     if len(rows) == 0:
-        return []
+        return RowPlan(0, None, [])
     chunks = rows // rows_per_chunk
     first, last = int(chunks.min()), int(chunks.max())
     if first == last:
-        return [(first, slice(None), rows - first * rows_per_chunk)]
+        return RowPlan(len(rows), None, [(first, 0, len(rows), rows - first * rows_per_chunk)])
     order = np.argsort(chunks, kind="stable")
-    bounds = np.flatnonzero(np.diff(chunks[order])) + 1
-    plan: RowPlan = []
-    for where in np.split(order, bounds):
-        chunk = int(chunks[where[0]])
-        plan.append((chunk, where, rows[where] - chunk * rows_per_chunk))
-    return plan
+    sorted_chunks = chunks[order]
+    local = rows[order] - sorted_chunks * rows_per_chunk
+    bounds = [0, *(np.flatnonzero(np.diff(sorted_chunks)) + 1).tolist(), len(rows)]
+    groups = [
+        (int(sorted_chunks[start]), start, stop, local[start:stop])
+        for start, stop in itertools.pairwise(bounds)
+    ]
+    return RowPlan(len(rows), order, groups)
 
 
 class MappedArray:
@@ -84,9 +98,16 @@ class MappedArray:
 
     def take(self, plan: RowPlan, out: NDArray[np.generic]) -> None:
         """Copy the rows of ``plan`` into ``out`` (the leading columns of 2-D rows)."""
-        columns = () if out.ndim == 1 else (slice(0, out.shape[1]),)
-        for chunk, where, local in plan:
-            out[where] = self.chunk(chunk)[(local, *columns)]
+        width = () if out.ndim == 1 else (slice(0, out.shape[1]),)
+        if plan.order is None:
+            for chunk, _, _, local in plan.groups:
+                out[...] = self.chunk(chunk)[(local, *width)]
+            return
+        # Gather chunk by chunk into a buffer in chunk order, then place every row at once.
+        buffer = np.empty_like(out)
+        for chunk, start, stop, local in plan.groups:
+            buffer[start:stop] = self.chunk(chunk)[(local, *width)]
+        out[plan.order] = buffer
 
     def span(self, start: int, stop: int) -> NDArray[np.generic]:
         """Elements ``start:stop`` of a 1-D array, copied only when they cross chunks."""

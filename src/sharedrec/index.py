@@ -94,6 +94,15 @@ class _Sorted:
 
     def lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
         """Vectorised :meth:`lower_bound`."""
+        if len(values) > 64:
+            # Searching in sorted order walks the mapped pages in order: far fewer cache misses.
+            order = np.argsort(values)
+            out = np.empty(len(values), dtype=np.intp)
+            out[order] = self._lower_bounds(values[order])
+            return out
+        return self._lower_bounds(values)
+
+    def _lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
         if self._fences is None:
             return self._valid(0).searchsorted(values)
         chunks = np.searchsorted(np.asarray(self._fences, dtype=values.dtype), values, "left")

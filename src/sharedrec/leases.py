@@ -78,7 +78,9 @@ class LeaseKeeper:
             expires_at=now + timedelta(seconds=self.ttl),
         )
         try:
-            self._backend.write_atomic(self._path, lease.dumps())
+            # No fsync: a lease only matters while its process lives, and close() on NFS
+            # already publishes it to other clients (close-to-open consistency).
+            self._backend.write_atomic(self._path, lease.dumps(), durable=False)
         except OSError as exc:
             raise SharedrecError(
                 f"cannot write reader lease {self.where} ({exc.strerror or exc}): mount the store's "

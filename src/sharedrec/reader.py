@@ -352,10 +352,14 @@ class Reader:
             raise self._unknown(v, collection, "ranked")
         rows = col.index.find_many(keys)
         width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
-        items = np.full((len(rows), width), _ITEM_PAD, dtype=col.items.dtype)
-        scores = np.full((len(rows), width), np.nan, dtype=col.scores.dtype)
         found = rows >= 0
         hit = np.flatnonzero(found)
+        # Stored rows carry their own padding, so only the rows of missing keys need filling.
+        items = np.empty((len(rows), width), dtype=col.items.dtype)
+        scores = np.empty((len(rows), width), dtype=col.scores.dtype)
+        if hit.size < len(rows):
+            items[~found] = _ITEM_PAD
+            scores[~found] = np.nan
         plan = plan_rows(rows[hit], col.rows_per_chunk)  # items and scores are chunked alike
         _gather(col.items, plan, hit, items)
         _gather(col.scores, plan, hit, scores)

@@ -35,8 +35,12 @@ class Backend(Protocol):
         """Read a whole file; raise ``FileNotFoundError`` when it does not exist."""
         ...
 
-    def write_atomic(self, path: str, data: bytes) -> None:
-        """Write a file so that readers see either nothing or all of ``data``, durably."""
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Write a file so that readers see either nothing or all of ``data``.
+
+        ``durable`` also makes it survive a crash of this machine (fsync); ephemeral files
+        such as leases skip that.
+        """
         ...
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:

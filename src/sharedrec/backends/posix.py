@@ -50,21 +50,23 @@ class PosixBackend:
         with open(self._abs(path), "rb") as f:
             return f.read()
 
-    def write_atomic(self, path: str, data: bytes) -> None:
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        _fsync_dir(target.parent)
+        if durable:
+            _fsync_dir(target.parent)
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
         # flock works across hosts on NFSv4 (EFS), so two writers on two pods serialise here.
