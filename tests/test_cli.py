@@ -29,7 +29,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     out = result.stdout
     assert "Generated 3,000 users x 20" in out
     assert "download-and-load" in out
-    assert "moved to it" in out
+    assert "the server (polling every 50 ms) moved to it" in out
     assert "store.rollback()" in out
     store = sharedrec.open(tmp_path / "store", create=False)
     versions = store.versions()

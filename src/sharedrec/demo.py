@@ -145,7 +145,7 @@ def run_demo(root: Path, n_users: int, k: int = 100) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long lines stay whole when piped
     root = root.expanduser().absolute()
     store_dir, baseline_dir = root / "store", root / "download-baseline"
     console.rule("[bold]sharedrec demo")
