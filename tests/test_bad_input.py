@@ -105,7 +105,9 @@ def test_vector_input_errors(store: sharedrec.Store, vectors: np.ndarray, messag
     assert store.current() is None
 
 
-@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, 5, "sp ace"])
+@pytest.mark.parametrize(
+    "name", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, 5, "sp ace", "zarr.json", "manifest.json"]
+)
 def test_invalid_collection_names(store: sharedrec.Store, name: Any) -> None:
     with pytest.raises(InvalidInput, match="invalid collection name"), store.publish() as draft:
         draft.add_ranked(name, K, ITEMS, SCORES)
@@ -124,3 +126,12 @@ def test_caller_arrays_untouched(store: sharedrec.Store) -> None:
     store.publish_ranked("p", [1, 2], items, scores, pad=-1)
     np.testing.assert_array_equal(items, before[0])
     np.testing.assert_array_equal(scores, before[1])
+
+
+@pytest.mark.parametrize(
+    ("metadata", "where"),
+    [({"loss": np.float32(0.5)}, "loss is float32"), ({"a": {"b": [1, object()]}}, "a.b.1 is object")],
+)
+def test_metadata_must_be_json(store: sharedrec.Store, metadata: dict[str, Any], where: str) -> None:
+    with pytest.raises(InvalidInput, match=rf"metadata must be JSON.*{where}"):
+        store.publish(metadata=metadata)

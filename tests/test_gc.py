@@ -52,13 +52,21 @@ def test_unfinished_folders(store: sharedrec.Store) -> None:
     (stale / "home").mkdir(parents=True)
     (stale / "zarr.json").write_text("{}")
     old = time.time() - 7200
-    os.utime(stale, (old, old))
+    for path in (stale, stale / "home", stale / "zarr.json"):
+        os.utime(path, (old, old))
     fresh = Path(store.location) / "versions" / "20990101T000000000000Z-beef00"
     fresh.mkdir()
+    # A long publish: the folder itself is old, but a chunk deep inside was just written.
+    writing = Path(store.location) / "versions" / "20250101T000000000000Z-c0ffee"
+    (writing / "home" / "items" / "c" / "7").mkdir(parents=True)
+    (writing / "home" / "items" / "c" / "7" / "0").write_bytes(b"x")
+    for path in (writing, writing / "home", writing / "home" / "items"):
+        os.utime(path, (old, old))
     report = store.gc(keep=1, grace=timedelta(hours=1))
     assert report.unfinished == [stale.name]
     assert "recent" in report.kept[fresh.name]
-    assert version_dirs(store) == {live, fresh.name}
+    assert "recent" in report.kept[writing.name]
+    assert version_dirs(store) == {live, fresh.name, writing.name}
 
 
 def test_leased_versions_survive(store: sharedrec.Store) -> None:

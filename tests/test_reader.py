@@ -216,3 +216,23 @@ def test_vectors_batch(store: sharedrec.Store) -> None:
     assert out.dtype == np.float16
     with pytest.raises(KeyNotFound):
         reader.vector("emb", 3)
+
+
+def test_default_list_longer_than_a_chunk(store: sharedrec.Store) -> None:
+    default_items = np.arange(400)
+    default_scores = np.linspace(1, 0, 400)
+    with store.publish(chunk_bytes=1024) as draft:
+        draft.add_ranked(
+            "d",
+            [1],
+            np.arange(400)[None, :],
+            default_scores[None, :],
+            default=(default_items, default_scores),
+        )
+    reader = store.reader()
+    recs = reader.get("d", 2)
+    assert recs.source == "d/default"
+    np.testing.assert_array_equal(recs.items, default_items)
+    items, _, found = reader.get_many("d", [2])
+    assert not found[0]
+    np.testing.assert_array_equal(items[0], default_items)

@@ -26,7 +26,8 @@ from sharedrec.errors import (
     VersionNotFound,
 )
 from sharedrec.format import CollectionSpec, Manifest
-from sharedrec.reader import RankedList, Reader
+from sharedrec.integrity import VerifyReport
+from sharedrec.reader import RankedList, Reader, ReaderStats
 from sharedrec.store import Store, VersionInfo, open
 
 __version__ = "0.1.0"
@@ -36,17 +37,21 @@ __all__ = [
     "ConcurrentPublishError",
     "CorruptVersion",
     "Draft",
+    "GCReport",
     "InvalidInput",
     "KeyNotFound",
+    "LeaseInfo",
     "Manifest",
     "PublishRejected",
     "RankedList",
     "Reader",
+    "ReaderStats",
     "SharedrecError",
     "Store",
     "StoreNotFound",
     "UnknownCollection",
     "UnsupportedLocation",
+    "VerifyReport",
     "VersionInfo",
     "VersionNotFound",
     "__version__",
@@ -60,4 +65,12 @@ def __getattr__(name: str) -> object:
         from sharedrec.publish import Draft
 
         return Draft
+    if name == "GCReport":
+        from sharedrec.gc import GCReport
+
+        return GCReport
+    if name == "LeaseInfo":
+        from sharedrec.leases import LeaseInfo
+
+        return LeaseInfo
     raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Input checks and normalisation for publishing: user arrays in, plain typed arrays out.
 
-Every check raises :class:`~sharedrec.errors.InvalidInput` naming the collection, the
+Every check raises `InvalidInput` naming the collection, the
 argument and (where there is one) the first offending row or key.
 """
 

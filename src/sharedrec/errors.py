@@ -1,6 +1,6 @@
 """The exceptions sharedrec raises.
 
-Every exception derives from :class:`SharedrecError`, so ``except sharedrec.SharedrecError``
+Every exception derives from `SharedrecError`, so ``except sharedrec.SharedrecError``
 catches everything the library raises on purpose. Messages name the file, key or field at
 fault and say what to do about it.
 """
@@ -39,7 +39,7 @@ class StoreNotFound(SharedrecError, FileNotFoundError):
 
 
 class UnsupportedLocation(SharedrecError, ValueError):
-    """Raised by :func:`sharedrec.open` for a location this installation cannot serve."""
+    """Raised by `open()` for a location this installation cannot serve."""
 
 
 class VersionNotFound(SharedrecError, LookupError):

@@ -21,7 +21,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from sharedrec.errors import CorruptVersion, InvalidInput
 
@@ -37,6 +37,7 @@ __all__ = [
     "chunk_path",
     "new_version_id",
     "validate_collection_name",
+    "validate_metadata",
     "validate_version_id",
 ]
 
@@ -53,13 +54,17 @@ CHUNK_TARGET_BYTES = 4 * 1024 * 1024
 that a lookup never pulls much through a lazy cache."""
 
 POINTER_HISTORY = 32
-"""How many previously live versions ``CURRENT`` remembers for :meth:`Store.rollback`."""
+"""How many previously live versions ``CURRENT`` remembers for `rollback()`."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def validate_collection_name(name: object) -> str:
-    """Return ``name`` if it is a valid collection name, else raise :class:`InvalidInput`."""
+    """Return ``name`` if it is a valid collection name, else raise `InvalidInput`."""
+    if isinstance(name, str) and name.lower().endswith(".json"):
+        raise InvalidInput(
+            f"invalid collection name {name!r}: names ending in .json are reserved for metadata"
+        )
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
         raise InvalidInput(
             f"invalid collection name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
@@ -69,13 +74,29 @@ def validate_collection_name(name: object) -> str:
 
 
 def validate_version_id(version_id: object) -> str:
-    """Return ``version_id`` if it is a valid version id, else raise :class:`InvalidInput`."""
+    """Return ``version_id`` if it is a valid version id, else raise `InvalidInput`."""
     if not isinstance(version_id, str) or not _NAME.match(version_id) or ".." in version_id:
         raise InvalidInput(
             f"invalid version id {version_id!r}: use 1-128 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
     return version_id
+
+
+def validate_metadata(metadata: object) -> dict[str, JsonValue]:
+    """Return a copy of ``metadata`` if it is a JSON object, else raise `InvalidInput`."""
+    if metadata is None:
+        return {}
+    try:
+        return TypeAdapter(dict[str, JsonValue]).validate_python(metadata)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part not in ("dict", "list"))
+        raise InvalidInput(
+            f"metadata must be JSON: str keys and str/int/float/bool/None/list/dict values; "
+            f"{where or 'the value'} is {type(first.get('input')).__name__} ({first['msg']}). "
+            "Convert numpy scalars with .item()"
+        ) from None
 
 
 def new_version_id(now: datetime | None = None) -> str:

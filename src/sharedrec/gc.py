@@ -23,7 +23,7 @@ log = logging.getLogger("sharedrec")
 
 @dataclass
 class GCReport:
-    """What :meth:`Store.gc` deleted (or, in a dry run, would delete) and what it kept."""
+    """What `gc()` deleted (or, in a dry run, would delete) and what it kept."""
 
     dry_run: bool
     deleted: list[str] = field(default_factory=list)
@@ -66,7 +66,8 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
             if backend.exists(f"{directory}/{MANIFEST}"):
                 report.kept[name] = "its manifest is damaged: inspect it, then delete it by hand"
                 continue
-            modified = backend.mtime(directory)
+            # A publish writes deep inside the folder: judge by its newest file, not the folder.
+            modified = backend.tree_mtime(directory)
             if modified is not None and time.time() - modified < grace_s:
                 report.kept[name] = "unfinished, but recent: a publish may still be writing it"
                 continue

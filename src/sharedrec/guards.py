@@ -2,11 +2,11 @@
 
 A broken batch job rarely crashes; it writes an empty, shrunken or scrambled output that
 looks valid. Guards compare the new version with the live one and refuse the publish
-(:class:`~sharedrec.errors.PublishRejected`) before any reader sees it. Their results are
+(`PublishRejected`) before any reader sees it. Their results are
 recorded in the manifest (``checks``). ``force=True`` publishes anyway, logged.
 
-A guard is a :class:`Guard` object or any callable ``(new, live) -> bool | str | None``
-taking two :class:`~sharedrec.reader.Reader` objects (``live`` is None for the first
+A guard is a `Guard` object or any callable ``(new, live) -> bool | str | None``
+taking two `Reader` objects (``live`` is None for the first
 version): ``None`` or ``True`` passes, ``False`` or a message fails.
 """
 
@@ -274,7 +274,7 @@ class _CallableGuard:
 
 
 def as_guard(guard: GuardLike) -> Guard:
-    """Wrap a plain callable as a :class:`Guard`."""
+    """Wrap a plain callable as a `Guard`."""
     if isinstance(guard, Guard):
         return guard
     if callable(guard):

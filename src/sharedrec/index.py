@@ -93,7 +93,7 @@ class _Sorted:
         return chunk * self._rpc + position
 
     def lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
-        """Vectorised :meth:`lower_bound`."""
+        """Vectorised `lower_bound()`."""
         if len(values) > 64:
             # Searching in sorted order walks the mapped pages in order: far fewer cache misses.
             order = np.argsort(values)

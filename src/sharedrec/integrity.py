@@ -34,7 +34,7 @@ def file_crc32(backend: Backend, path: str, task: Task | None = None) -> int:
 
 @dataclass
 class VerifyReport:
-    """What :meth:`Store.verify` checked and what it found."""
+    """What `verify()` checked and what it found."""
 
     version: str
     files: int = 0
@@ -86,7 +86,7 @@ def check_version(
 
 
 def raise_if_bad(report: VerifyReport, location: str) -> None:
-    """Raise :class:`CorruptVersion` listing the first problems of a report."""
+    """Raise `CorruptVersion` listing the first problems of a report."""
     if report.problems:
         shown = "; ".join(report.problems[:5])
         more = f" (and {len(report.problems) - 5} more)" if len(report.problems) > 5 else ""

@@ -37,7 +37,7 @@ def default_reader_id() -> str:
 
 
 def validate_reader_id(reader_id: str) -> str:
-    """Return ``reader_id`` if it can name a lease file, else raise :class:`InvalidInput`."""
+    """Return ``reader_id`` if it can name a lease file, else raise `InvalidInput`."""
     if not reader_id or _UNSAFE.search(reader_id) or reader_id.startswith(".") or len(reader_id) > 200:
         raise InvalidInput(
             f"invalid reader id {reader_id!r}: use 1-200 letters, digits, '_', '-' or '.', not "
@@ -101,7 +101,7 @@ class LeaseKeeper:
 
 @dataclass(frozen=True)
 class LeaseInfo:
-    """One reader as seen in the fleet view (:meth:`Store.leases`)."""
+    """One reader as seen in the fleet view (`leases()`)."""
 
     reader_id: str
     host: str

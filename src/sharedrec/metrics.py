@@ -1,6 +1,6 @@
 """Prometheus metrics for readers (``pip install 'sharedrec[prometheus]'``).
 
-The collector reads :meth:`Reader.stats` when Prometheus scrapes, so lookups pay nothing
+The collector reads `stats()` when Prometheus scrapes, so lookups pay nothing
 for it::
 
     from prometheus_client import start_http_server

@@ -1,6 +1,6 @@
 """Drafts: writing a new version and committing it atomically.
 
-A :class:`Draft` writes each collection as soon as it is added, straight into
+A `Draft` writes each collection as soon as it is added, straight into
 ``versions/<id>/``. Nothing there is visible until the draft commits: the files are
 fsynced, ``manifest.json`` (sizes and checksums of every file) is written last, and only
 then does ``CURRENT`` move, by an atomic compare-and-replace. Any exception inside the
@@ -165,7 +165,7 @@ class Draft:
                 descending order, and an unsorted list is an error (it often means the
                 scores are distances, where lower is better).
             top_k: Keep at most the first ``top_k`` items of every list.
-            default: ``(items, scores)`` served by :meth:`Reader.get` for unknown keys.
+            default: ``(items, scores)`` served by `get()` for unknown keys.
             fallbacks: Ranked collections of this version tried in order for a key that
                 is absent here (e.g. ``["by_segment", "popular"]``), before ``default``.
 

@@ -106,9 +106,7 @@ class _Ranked:
         if spec.default_length is not None:
             n = spec.default_length
             self.default = RankedList(
-                arrays["default_items"].chunk(0)[:n],
-                arrays["default_scores"].chunk(0)[:n],
-                f"{name}/default",
+                arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
             )
         self.single = spec.count == 1
 
@@ -198,7 +196,7 @@ class ReaderStats:
 class Reader:
     """Serves lookups from the live version of a store, switching when ``CURRENT`` moves.
 
-    Create one with :meth:`sharedrec.Store.reader`; it is safe to share between threads.
+    Create one with `reader()`; it is safe to share between threads.
     A switch is atomic: each call runs entirely on one version, calls in flight finish on
     the version they started on, and new calls use the new one. Returned arrays of
     single-key lookups are read-only views into the mapped files.
@@ -309,7 +307,7 @@ class Reader:
             fallback_keys: Keys for fallback collections, e.g. ``{"by_country": "DE"}``.
 
         Returns:
-            A :class:`RankedList` whose ``items`` and ``scores`` are views of mapped memory
+            A `RankedList` whose ``items`` and ``scores`` are views of mapped memory
             and whose ``source`` says which collection served it.
 
         Raises:
@@ -339,7 +337,7 @@ class Reader:
         Args:
             collection: A ranked collection of the version.
             keys: A 1-D sequence of keys.
-            k: Columns of the result (default: the collection's longest list).
+            k: At most this many columns (default, and at most: the collection's longest list).
 
         Returns:
             ``(items, scores, found)``: ``items`` and ``scores`` have one row per key, padded
@@ -563,7 +561,7 @@ class Reader:
 
 
 class Refresher(Protocol):
-    """What a following reader needs from its store (implemented by :class:`Store`)."""
+    """What a following reader needs from its store (implemented by `Store`)."""
 
     interval: float | None
 

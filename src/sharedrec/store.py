@@ -1,4 +1,4 @@
-"""The :class:`Store` facade: versions, the live pointer, publishing and readers."""
+"""The `Store` facade: versions, the live pointer, publishing and readers."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from sharedrec.format import (
     Manifest,
     Pointer,
     new_version_id,
+    validate_metadata,
     validate_version_id,
 )
 from sharedrec.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
@@ -52,7 +53,7 @@ log = logging.getLogger("sharedrec")
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """A committed version, as listed by :meth:`Store.versions`."""
+    """A committed version, as listed by `versions()`."""
 
     id: str
     created_at: datetime
@@ -73,7 +74,7 @@ def open(location: str | os.PathLike[str], *, create: bool = True) -> Store:
             to fail fast when a volume is not mounted.
 
     Returns:
-        The :class:`Store`. Nothing but the folder's existence is checked.
+        The `Store`. Nothing but the folder's existence is checked.
 
     Raises:
         StoreNotFound: The folder does not exist and ``create`` is False.
@@ -122,15 +123,15 @@ class Store:
             metadata: JSON-serialisable facts to keep in the manifest (model, run id...).
             version_id: Choose the id (default: a time-sortable id).
             make_current: Move ``CURRENT`` to the new version (default). With False the
-                version is committed but not live; :meth:`set_current` makes it live.
+                version is committed but not live; `set_current()` makes it live.
             progress: Show progress bars; by default only when stderr is a terminal.
             chunk_bytes: Target size of a chunk file (default 4 MiB). Larger chunks mean
                 fewer files and S3 requests; smaller ones less data pulled per lookup
                 through a lazy cache. Rows are never split across chunks.
             guards: Checks run before ``CURRENT`` moves (default:
-                :data:`sharedrec.guards.DEFAULT_GUARDS`: at most 50% fewer keys per
+                `DEFAULT_GUARDS`: at most 50% fewer keys per
                 collection, at most 50% empty lists, at least 50% of sampled live keys kept).
-                Pass ``[]`` for none, or add your own (see :mod:`sharedrec.guards`).
+                Pass ``[]`` for none, or add your own (see `guards`).
             force: Publish even if guards fail (the failure is logged and recorded).
 
         Raises:
@@ -145,13 +146,14 @@ class Store:
         from sharedrec.publish import Draft
 
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
+        metadata = validate_metadata(metadata)
         pointer, raw = self._read_pointer()
         return Draft(
             self._backend,
             vid,
             pointer,
             raw,
-            dict(metadata or {}),
+            metadata,
             reporter(progress),
             make_current,
             chunk_bytes,
@@ -174,7 +176,7 @@ class Store:
     ) -> str:
         """Publish a version holding one ranked collection; returns the version id.
 
-        ``options`` are those of :meth:`Draft.add_ranked` (``lengths``, ``pad``, ``sort``,
+        ``options`` are those of `add_ranked()` (``lengths``, ``pad``, ``sort``,
         ``top_k``, ``default``).
         """
         with self.publish(metadata=metadata, progress=progress, guards=guards, force=force) as draft:
@@ -225,7 +227,7 @@ class Store:
             version: Serve this version and never move (pinned).
             pin: Serve the live version and never move.
             refresh_interval: Seconds between polls of ``CURRENT``; None polls only on
-                :meth:`Reader.refresh`.
+                `refresh()`.
             verify: How much to check before serving a version. ``"lazy"`` (default):
                 each chunk's size when it is first mapped, plus every file's size before a
                 switch. ``"sizes"``: stat every file on open too (one round trip per file on
@@ -293,7 +295,7 @@ class Store:
         return Reader(opened, refresher=follower, lease=keeper)
 
     def open_version(self, version_id: str, verify: VerifyLevel = "sizes") -> OpenVersion:
-        """Map a version for reading after checking it (``verify`` as in :meth:`reader`)."""
+        """Map a version for reading after checking it (``verify`` as in `reader()`)."""
         from sharedrec.reader import OpenVersion
 
         manifest = self.manifest(version_id)

@@ -13,9 +13,9 @@ __all__ = ["Backend", "PointerMoved"]
 
 
 class PointerMoved(Exception):
-    """Raised by :meth:`Backend.swap_pointer` when the pointer is not what the writer read.
+    """Raised by `swap_pointer()` when the pointer is not what the writer read.
 
-    The store turns it into :class:`~sharedrec.errors.ConcurrentPublishError`.
+    The store turns it into `ConcurrentPublishError`.
     """
 
     def __init__(self, current: bytes | None) -> None:
@@ -47,7 +47,7 @@ class Backend(Protocol):
         """Replace the pointer file atomically, if its content still equals ``expected``.
 
         ``expected=None`` means the file must not exist yet. Raise
-        :class:`~sharedrec.errors.ConcurrentPublishError` when another writer moved it.
+        `ConcurrentPublishError` when another writer moved it.
         """
         ...
 
@@ -67,8 +67,9 @@ class Backend(Protocol):
         """The size of a file, or None when it does not exist."""
         ...
 
-    def mtime(self, path: str) -> float | None:
-        """When a file or folder was last modified (POSIX seconds), or None if missing."""
+    def tree_mtime(self, path: str) -> float | None:
+        """The newest modification time (POSIX seconds) of ``path`` and everything under
+        it, or None if it is missing."""
         ...
 
     def walk_files(self, path: str) -> Iterator[tuple[str, int]]:

@@ -106,11 +106,19 @@ class PosixBackend:
         except FileNotFoundError:
             return None
 
-    def mtime(self, path: str) -> float | None:
+    def tree_mtime(self, path: str) -> float | None:
+        base = self._abs(path)
         try:
-            return os.stat(self._abs(path)).st_mtime
+            newest = os.stat(base).st_mtime
         except FileNotFoundError:
             return None
+        for folder, _dirs, files in os.walk(base):
+            for name in (*files, *_dirs):
+                try:
+                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime)
+                except FileNotFoundError:  # removed while we walked
+                    continue
+        return newest
 
     def walk_files(self, path: str) -> Iterator[tuple[str, int]]:
         base = self._abs(path)
