@@ -11,7 +11,7 @@ import itertools
 import mmap
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -21,7 +21,28 @@ from sharedrec.format import ArraySpec, chunk_path
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["MappedArray", "RowPlan", "plan_rows"]
+__all__ = ["ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
+
+
+class ChunkSource(Protocol):
+    """Where the chunk files of one version can be found on this machine."""
+
+    def local_file(self, relpath: str) -> str:
+        """A local path of the file ``relpath`` of the version (fetching it if needed)."""
+        ...
+
+
+class LocalFolder:
+    """A version folder on a POSIX path (local disk, EFS/NFS mount): files are used in place."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def local_file(self, relpath: str) -> str:
+        """``root/relpath``."""
+        return os.path.join(self.root, relpath)
 
 
 @dataclass(frozen=True)
@@ -65,15 +86,15 @@ class MappedArray:
         "_chunks",
         "_ndim",
         "_path",
-        "_root",
+        "_source",
         "dtype",
         "n_chunks",
         "n_rows",
         "rows_per_chunk",
     )
 
-    def __init__(self, root: str, path: str, spec: ArraySpec) -> None:
-        self._root = root
+    def __init__(self, source: ChunkSource, path: str, spec: ArraySpec) -> None:
+        self._source = source
         self._path = path
         self.dtype = np.dtype(spec.dtype)
         self._ndim = len(spec.shape)
@@ -126,7 +147,7 @@ class MappedArray:
         return np.concatenate(parts)
 
     def _map(self, index: int) -> NDArray[np.generic]:
-        path = os.path.join(self._root, chunk_path(self._path, index, self._ndim))
+        path = self._source.local_file(chunk_path(self._path, index, self._ndim))
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:

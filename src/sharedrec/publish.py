@@ -385,12 +385,13 @@ class Draft:
         """Check the finished draft against the live version; raise if a guard fails."""
         if not self._guards:
             return {}
+        from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion, Reader
 
         root = self._backend.local_path(self._dir)
         if root is None:
             raise PublishRejected(f"guards need a local path to read version {self._id}")
-        new = Reader(OpenVersion(manifest, root))
+        new = Reader(OpenVersion(manifest, LocalFolder(root), root))
         live = self._open_parent()
         results = run_guards(self._guards, new, live)
         failed = [result for result in results if not result.passed]
@@ -416,6 +417,7 @@ class Draft:
         return checks
 
     def _open_parent(self) -> Reader | None:
+        from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion, Reader
 
         if self._parent is None:
@@ -428,7 +430,7 @@ class Draft:
         except (FileNotFoundError, CorruptVersion) as exc:
             log.warning("guards cannot read the live version %s (%s); comparing with nothing", directory, exc)
             return None
-        return Reader(OpenVersion(parent, root)) if root else None
+        return Reader(OpenVersion(parent, LocalFolder(root), root)) if root else None
 
     def _checksum_files(self) -> dict[str, FileEntry]:
         listing = list(self._backend.walk_files(self._dir))

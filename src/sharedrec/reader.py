@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sharedrec._mmap import MappedArray, RowPlan, plan_rows
+from sharedrec._mmap import ChunkSource, MappedArray, RowPlan, plan_rows
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, SharedrecError, UnknownCollection
 from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
@@ -135,14 +135,15 @@ class OpenVersion:
 
     __slots__ = ("manifest", "ranked", "root", "vectors")
 
-    def __init__(self, manifest: Manifest, version_root: str) -> None:
+    def __init__(self, manifest: Manifest, source: ChunkSource, where: str) -> None:
         self.manifest = manifest
-        self.root = version_root
+        self.root = where
+        version_root = where
         self.ranked: dict[str, _Ranked] = {}
         self.vectors: dict[str, _Vectors] = {}
         for name, spec in manifest.collections.items():
             arrays = {
-                array: MappedArray(version_root, f"{name}/{array}", array_spec)
+                array: MappedArray(source, f"{name}/{array}", array_spec)
                 for array, array_spec in spec.arrays.items()
             }
             index = _open_index(name, spec, arrays, version_root)

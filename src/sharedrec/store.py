@@ -296,6 +296,7 @@ class Store:
 
     def open_version(self, version_id: str, verify: VerifyLevel = "sizes") -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`)."""
+        from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion
 
         manifest = self.manifest(version_id)
@@ -304,7 +305,7 @@ class Store:
         if root is None:
             raise UnsupportedLocation(f"{self.location} cannot be memory-mapped; readers need a POSIX path")
         raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
-        return OpenVersion(manifest, root)
+        return OpenVersion(manifest, LocalFolder(root), root)
 
     def verify(self, version: str | None = None, *, progress: bool | None = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
