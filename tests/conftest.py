@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,6 +37,67 @@ def make_ranked(n: int, k: int, *, str_keys: bool = False, seed: int = 0) -> Ran
     items = np.cumsum(gaps, axis=1).astype(np.int32)
     scores = np.sort(rng.random((n, k), dtype=np.float32), axis=1)[:, ::-1].copy()
     return RankedData(keys, items, scores)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 server (moto) on 127.0.0.1; yields its endpoint URL."""
+    server_module = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def s3_options(endpoint: str) -> dict[str, Any]:
+    """storage_options for the test server."""
+    return {
+        "endpoint_url": endpoint,
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"region_name": "us-east-1"},
+    }
+
+
+def make_bucket(endpoint: str) -> str:
+    """A fresh, empty bucket on the test server."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_store(s3_server: str, tmp_path: Path) -> sharedrec.Store:
+    """An empty store under s3://<fresh bucket>/recs, with its cache in a temporary folder."""
+    bucket = make_bucket(s3_server)
+    return sharedrec.open(
+        f"s3://{bucket}/recs", storage_options=s3_options(s3_server), cache_dir=tmp_path / "cache"
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> sharedrec.Store:
+    """An empty store on each backend: a local folder, and S3 (tests marked local_only: local)."""
+    if request.param == "local":
+        return sharedrec.open(tmp_path / "store")
+    if request.node.get_closest_marker("local_only"):
+        pytest.skip("inspects files on a local disk")
+    return request.getfixturevalue("s3_store")  # type: ignore[no-any-return]
+
+
+def version_folders(store: sharedrec.Store) -> list[str]:
+    """What is under versions/ on any backend, finished or not."""
+    return store._backend.listdir("versions")  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,11 +10,17 @@ import pytest
 import sharedrec
 from sharedrec.errors import InvalidInput
 
-from conftest import RankedData
+from conftest import RankedData, version_folders
 
 K = np.array([1, 2, 3])
 ITEMS = np.array([[3, 2], [1, 0], [5, 4]], dtype=np.int32)
 SCORES = np.array([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0]], dtype=np.float32)
+
+
+@pytest.fixture
+def store(any_store: sharedrec.Store) -> sharedrec.Store:
+    """Every test here runs on a local folder and on S3."""
+    return any_store
 
 
 def _with(**changes: Any) -> dict[str, Any]:
@@ -81,12 +86,13 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_ranked_input_errors(store: sharedrec.Store, ranked: RankedData, case: str) -> None:
     live = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
-    args, message = CASES[case]
+    template, message = CASES[case]
+    args = dict(template)
     keys, items, scores = args.pop("keys"), args.pop("items"), args.pop("scores")
     with pytest.raises(InvalidInput, match=message), store.publish() as draft:
         draft.add_ranked("home", keys, items, scores, **args)
     assert store.current() == live
-    assert not (Path(store.location) / "versions" / draft.version_id).exists()
+    assert draft.version_id not in version_folders(store)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,13 @@ import sharedrec
 from sharedrec.errors import InvalidInput, PublishRejected
 from sharedrec.guards import ListSimilarity, MaxEmptyLists, MaxShrink, MinKeys, as_guard
 
-from conftest import RankedData, make_ranked
+from conftest import RankedData, make_ranked, version_folders
+
+
+@pytest.fixture
+def store(any_store: sharedrec.Store) -> sharedrec.Store:
+    """Every test here runs on a local folder and on S3."""
+    return any_store
 
 
 @pytest.fixture
@@ -23,7 +28,7 @@ def live(store: sharedrec.Store, ranked: RankedData) -> str:
 def assert_refused(store: sharedrec.Store, live: str, draft_id: str) -> None:
     assert store.current() == live
     assert [v.id for v in store.versions()] == [live]
-    assert not (Path(store.location) / "versions" / draft_id).exists()
+    assert draft_id not in version_folders(store)
 
 
 def test_shrunken_output_is_refused(store: sharedrec.Store, ranked: RankedData, live: str) -> None:

@@ -13,6 +13,12 @@ from conftest import RankedData, make_ranked
 
 
 @pytest.fixture
+def store(any_store: sharedrec.Store) -> sharedrec.Store:
+    """Every test here runs on a local folder and on S3."""
+    return any_store
+
+
+@pytest.fixture
 def reader(store: sharedrec.Store, ranked: RankedData) -> sharedrec.Reader:
     store.publish_ranked(
         "home", ranked.keys, ranked.items, ranked.scores, default=([7, 8, 9], [0.3, 0.2, 0.1])

@@ -17,6 +17,7 @@ __all__ = [
     "StoreNotFound",
     "UnknownCollection",
     "UnsupportedLocation",
+    "VersionGone",
     "VersionNotFound",
 ]
 
@@ -47,6 +48,14 @@ class VersionNotFound(SharedrecError, LookupError):
 
     A version whose folder exists without ``manifest.json`` is an unfinished publish and
     counts as missing.
+    """
+
+
+class VersionGone(VersionNotFound):
+    """Raised when the files of a version a reader serves were deleted under it.
+
+    A following reader re-reads ``CURRENT`` and moves to the live version instead of
+    failing every call; a pinned reader raises this.
     """
 
 

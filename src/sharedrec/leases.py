@@ -95,7 +95,7 @@ class LeaseKeeper:
             self._removed = True
             try:
                 self._backend.remove_tree(self._path)
-            except OSError as exc:  # the lease expires by itself
+            except Exception as exc:  # the lease expires by itself
                 log.warning("could not remove lease %s: %s", self.where, exc)
 
 

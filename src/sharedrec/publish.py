@@ -11,8 +11,10 @@ where it was.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from sharedrec import _validate, index
 from sharedrec._progress import Reporter
 from sharedrec.backends.base import Backend, PointerMoved
-from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, PublishRejected
+from sharedrec.errors import ConcurrentPublishError, InvalidInput, PublishRejected, SharedrecError
 from sharedrec.format import (
     CHUNK_TARGET_BYTES,
     CURRENT,
@@ -75,6 +77,7 @@ class Draft:
         chunk_bytes: int = CHUNK_TARGET_BYTES,
         guards: Sequence[GuardLike] = DEFAULT_GUARDS,
         force: bool = False,
+        open_live: Callable[[str], Reader] | None = None,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
@@ -82,6 +85,11 @@ class Draft:
         self._guards = [as_guard(guard) for guard in guards]
         self._force = force
         self._backend = backend
+        self._open_live = open_live
+        # Where the files are written: in place on a POSIX path; staged on local disk, then
+        # uploaded, for object stores.
+        self._staging: str | None = None
+        self._local: Backend = backend
         self._id = version_id
         self._dir = f"{VERSIONS}/{version_id}"
         self._parent = parent
@@ -112,7 +120,12 @@ class Draft:
 
         self._state = "open"
         try:
-            store = self._backend.zarr_store(self._dir)
+            if self._backend.local_path(self._dir) is None:
+                from sharedrec.backends.posix import PosixBackend
+
+                self._staging = tempfile.mkdtemp(prefix="sharedrec-draft-")
+                self._local = PosixBackend(self._staging, create=True)
+            store = self._local.zarr_store(self._dir)
             attributes = {"sharedrec": {"format": "sharedrec/1", "version": self._id}}
             self._group = zarr.open_group(store=store, mode="w-", attributes=attributes)
         except BaseException:
@@ -350,7 +363,10 @@ class Draft:
     def _abort(self) -> None:
         self._state = "aborted"
         self._group = None
-        self._backend.remove_tree(self._dir)
+        self._local.remove_tree(self._dir)
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._backend.remove_tree(self._dir)  # whatever was uploaded before the failure
 
     def _commit(self) -> None:
         if self._state != "open":
@@ -366,7 +382,7 @@ class Draft:
                         "collection of this version: add it in the same publish"
                     )
         self._group = None
-        self._backend.sync_tree(self._dir)
+        self._local.sync_tree(self._dir)
         manifest = Manifest(
             id=self._id,
             parent=self._parent.version if self._parent else None,
@@ -376,6 +392,8 @@ class Draft:
             files=self._checksum_files(),
         )
         manifest = manifest.model_copy(update={"checks": self._run_guards(manifest)})
+        if self._staging is not None:
+            self._upload(manifest)
         self._backend.write_atomic(f"{self._dir}/{MANIFEST}", manifest.dumps())
         self._state = "committed"
         if self._make_current:
@@ -388,9 +406,8 @@ class Draft:
         from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion, Reader
 
-        root = self._backend.local_path(self._dir)
-        if root is None:
-            raise PublishRejected(f"guards need a local path to read version {self._id}")
+        root = self._local.local_path(self._dir)
+        assert root is not None, "drafts are always written on local disk"
         new = Reader(OpenVersion(manifest, LocalFolder(root), root))
         live = self._open_parent()
         results = run_guards(self._guards, new, live)
@@ -417,27 +434,31 @@ class Draft:
         return checks
 
     def _open_parent(self) -> Reader | None:
-        from sharedrec._mmap import LocalFolder
-        from sharedrec.reader import OpenVersion, Reader
-
-        if self._parent is None:
+        if self._parent is None or self._open_live is None:
             return None
-        directory = f"{VERSIONS}/{self._parent.version}"
-        root = self._backend.local_path(directory)
         try:
-            raw = self._backend.read_bytes(f"{directory}/{MANIFEST}")
-            parent = Manifest.loads(raw, f"{self._backend.location}/{directory}/{MANIFEST}")
-        except (FileNotFoundError, CorruptVersion) as exc:
-            log.warning("guards cannot read the live version %s (%s); comparing with nothing", directory, exc)
+            return self._open_live(self._parent.version)
+        except SharedrecError as exc:
+            log.warning(
+                "guards cannot read the live version %s (%s); comparing with nothing",
+                self._parent.version,
+                exc,
+            )
             return None
-        return Reader(OpenVersion(parent, LocalFolder(root), root)) if root else None
+
+    def _upload(self, manifest: Manifest) -> None:
+        assert self._staging is not None
+        files = [(f"{self._staging}/{self._dir}/{path}", f"{self._dir}/{path}") for path in manifest.files]
+        with self._reporter.task(f"upload to {self._backend.location}", manifest.data_bytes) as task:
+            self._backend.upload(files, task)
+        shutil.rmtree(self._staging, ignore_errors=True)
 
     def _checksum_files(self) -> dict[str, FileEntry]:
-        listing = list(self._backend.walk_files(self._dir))
+        listing = list(self._local.walk_files(self._dir))
         files: dict[str, FileEntry] = {}
         with self._reporter.task("checksums", sum(size for _, size in listing)) as task:
             for path, size in listing:
-                crc = file_crc32(self._backend, f"{self._dir}/{path}", task)
+                crc = file_crc32(self._local, f"{self._dir}/{path}", task)
                 files[path] = FileEntry(size=size, crc32=crc)
         return files
 

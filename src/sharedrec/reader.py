@@ -7,12 +7,14 @@ array and a slice of the mapped row: no zarr-python, no copies for single keys.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
 import types
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan, plan_rows
-from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, SharedrecError, UnknownCollection
+from sharedrec.errors import (
+    CorruptVersion,
+    InvalidInput,
+    KeyNotFound,
+    SharedrecError,
+    UnknownCollection,
+    VersionGone,
+)
 from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
 
@@ -133,10 +142,11 @@ class _Vectors:
 class OpenVersion:
     """One version mapped for reading: the collections of a manifest over a folder."""
 
-    __slots__ = ("manifest", "ranked", "root", "vectors")
+    __slots__ = ("manifest", "ranked", "root", "source", "vectors")
 
     def __init__(self, manifest: Manifest, source: ChunkSource, where: str) -> None:
         self.manifest = manifest
+        self.source = source
         self.root = where
         version_root = where
         self.ranked: dict[str, _Ranked] = {}
@@ -168,7 +178,8 @@ class OpenVersion:
     def emptied(self) -> OpenVersion:
         """The same version with no collection mapped (what a closed reader holds)."""
         empty = OpenVersion.__new__(OpenVersion)
-        empty.manifest, empty.root, empty.ranked, empty.vectors = self.manifest, self.root, {}, {}
+        empty.manifest, empty.root, empty.source = self.manifest, self.root, self.source
+        empty.ranked, empty.vectors = {}, {}
         return empty
 
 
@@ -316,19 +327,26 @@ class Reader:
             UnknownCollection: The version has no ranked collection of that name.
             CorruptVersion: A chunk file is missing or has the wrong size.
         """
-        v = self._v
-        self._lookups += 1
-        col = v.ranked.get(collection)
-        if col is None:
-            raise self._unknown(v, collection, "ranked")
-        row = col.index.find(key)
-        if row < 0:
-            return self._missing(v, col, key, k, fallback_keys)
-        n = col.uniform if col.uniform >= 0 else int(col.lengths.row(row))
-        if k is not None and k < n:
-            n = _check_k(k)
-        chunk, offset = divmod(row, col.rows_per_chunk)
-        return RankedList(col.items.chunk(chunk)[offset, :n], col.scores.chunk(chunk)[offset, :n], collection)
+        try:
+            v = self._v
+            self._lookups += 1
+            col = v.ranked.get(collection)
+            if col is None:
+                raise self._unknown(v, collection, "ranked")
+            row = col.index.find(key)
+            if row < 0:
+                return self._missing(v, col, key, k, fallback_keys)
+            n = col.uniform if col.uniform >= 0 else int(col.lengths.row(row))
+            if k is not None and k < n:
+                n = _check_k(k)
+            chunk, offset = divmod(row, col.rows_per_chunk)
+            return RankedList(
+                col.items.chunk(chunk)[offset, :n], col.scores.chunk(chunk)[offset, :n], collection
+            )
+        except VersionGone:
+            if not self._recover():
+                raise
+            return self.get(collection, key, k, fallback_keys=fallback_keys)
 
     def get_many(
         self, collection: str, keys: ArrayLike, k: int | None = None
@@ -345,33 +363,38 @@ class Reader:
             with -1 and NaN past each list's end; ``found[i]`` is False for a key that is not
             in the collection, whose row holds the default list if there is one, else padding.
         """
-        v = self._v
-        col = v.ranked.get(collection)
-        if col is None:
-            raise self._unknown(v, collection, "ranked")
-        rows = col.index.find_many(keys)
-        width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
-        found = rows >= 0
-        hit = np.flatnonzero(found)
-        # Stored rows carry their own padding, so only the rows of missing keys need filling.
-        items = np.empty((len(rows), width), dtype=col.items.dtype)
-        scores = np.empty((len(rows), width), dtype=col.scores.dtype)
-        if hit.size < len(rows):
-            items[~found] = _ITEM_PAD
-            scores[~found] = np.nan
-        plan = plan_rows(rows[hit], col.rows_per_chunk)  # items and scores are chunked alike
-        _gather(col.items, plan, hit, items)
-        _gather(col.scores, plan, hit, scores)
-        missing = len(rows) - hit.size
-        self._lookups += len(rows)
-        self._misses += missing
-        if col.default is not None and missing:
-            miss = ~found
-            n = min(width, len(col.default))
-            items[miss, :n] = col.default.items[:n]
-            scores[miss, :n] = col.default.scores[:n]
-            self._fallbacks += missing
-        return items, scores, found
+        try:
+            v = self._v
+            col = v.ranked.get(collection)
+            if col is None:
+                raise self._unknown(v, collection, "ranked")
+            rows = col.index.find_many(keys)
+            width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
+            found = rows >= 0
+            hit = np.flatnonzero(found)
+            # Stored rows carry their own padding, so only the rows of missing keys need filling.
+            items = np.empty((len(rows), width), dtype=col.items.dtype)
+            scores = np.empty((len(rows), width), dtype=col.scores.dtype)
+            if hit.size < len(rows):
+                items[~found] = _ITEM_PAD
+                scores[~found] = np.nan
+            plan = plan_rows(rows[hit], col.rows_per_chunk)  # items and scores are chunked alike
+            _gather(col.items, plan, hit, items)
+            _gather(col.scores, plan, hit, scores)
+            missing = len(rows) - hit.size
+            self._lookups += len(rows)
+            self._misses += missing
+            if col.default is not None and missing:
+                miss = ~found
+                n = min(width, len(col.default))
+                items[miss, :n] = col.default.items[:n]
+                scores[miss, :n] = col.default.scores[:n]
+                self._fallbacks += missing
+            return items, scores, found
+        except VersionGone:
+            if not self._recover():
+                raise
+            return self.get_many(collection, keys, k)
 
     # -- vectors ---------------------------------------------------------------------------
 
@@ -382,34 +405,98 @@ class Reader:
             KeyNotFound: A ``KeyError``: the key is absent.
             UnknownCollection: The version has no vectors collection of that name.
         """
-        v = self._v
-        self._lookups += 1
-        col = v.vectors.get(collection)
-        if col is None:
-            raise self._unknown(v, collection, "vectors")
-        row = col.index.find(key)
-        if row < 0:
-            self._misses += 1
-            raise KeyNotFound(f"key {key!r} is not in collection {collection!r} of version {v.id}")
-        return col.vectors.row(row)
+        try:
+            v = self._v
+            self._lookups += 1
+            col = v.vectors.get(collection)
+            if col is None:
+                raise self._unknown(v, collection, "vectors")
+            row = col.index.find(key)
+            if row < 0:
+                self._misses += 1
+                raise KeyNotFound(f"key {key!r} is not in collection {collection!r} of version {v.id}")
+            return col.vectors.row(row)
+        except VersionGone:
+            if not self._recover():
+                raise
+            return self.vector(collection, key)
 
     def vectors(self, collection: str, keys: ArrayLike) -> tuple[NDArray[Any], NDArray[np.bool_]]:
         """The vectors of many keys: ``(array of shape (len(keys), dim), found)``.
 
         Rows of keys that are not in the collection are NaN.
         """
+        try:
+            v = self._v
+            col = v.vectors.get(collection)
+            if col is None:
+                raise self._unknown(v, collection, "vectors")
+            rows = col.index.find_many(keys)
+            out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
+            found = rows >= 0
+            hit = np.flatnonzero(found)
+            _gather(col.vectors, plan_rows(rows[hit], col.vectors.rows_per_chunk), hit, out)
+            self._lookups += len(rows)
+            self._misses += len(rows) - hit.size
+            return out, found
+        except VersionGone:
+            if not self._recover():
+                raise
+            return self.vectors(collection, keys)
+
+    def prefetch(
+        self, collections: Sequence[str] | None = None, *, wait: bool = False, progress: bool | None = None
+    ) -> threading.Thread:
+        """Warm the cache (S3) or the page cache (local disk) with whole collections.
+
+        Runs in a background thread (joined first when ``wait``); lookups are served
+        meanwhile. Progress bars show when ``progress`` (default: stderr is a terminal).
+        """
+        from sharedrec._progress import reporter
+
         v = self._v
-        col = v.vectors.get(collection)
-        if col is None:
-            raise self._unknown(v, collection, "vectors")
-        rows = col.index.find_many(keys)
-        out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
-        found = rows >= 0
-        hit = np.flatnonzero(found)
-        _gather(col.vectors, plan_rows(rows[hit], col.vectors.rows_per_chunk), hit, out)
-        self._lookups += len(rows)
-        self._misses += len(rows) - hit.size
-        return out, found
+        names = list(v.manifest.collections) if collections is None else list(collections)
+        for name in names:
+            if name not in v.manifest.collections:
+                raise UnknownCollection(
+                    f"version {v.id} has no collection {name!r}; it has {sorted(v.manifest.collections)}"
+                )
+        files = [
+            (path, entry.size) for path, entry in v.manifest.files.items() if path.split("/", 1)[0] in names
+        ]
+        bars = reporter(progress)
+
+        def warm() -> None:
+            with bars.task(f"prefetch {', '.join(names)}", sum(size for _, size in files)) as task:
+                for path, size in files:
+                    local = v.source.local_file(path)
+                    fd = os.open(local, os.O_RDONLY)
+                    try:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                    finally:
+                        os.close(fd)
+                    task.advance(size)
+
+        def run() -> None:
+            try:
+                warm()
+            except Exception:
+                log.exception("prefetch of %s failed", names)
+
+        thread = threading.Thread(target=run, name="sharedrec-prefetch", daemon=True)
+        thread.start()
+        if wait:
+            thread.join()
+        return thread
+
+    def _recover(self) -> bool:
+        """After `VersionGone`: move to the live version if this reader follows it."""
+        if self._refresher is None:
+            return False
+        try:
+            return self._refresh(force=True)
+        except SharedrecError:
+            return False
 
     # -- for guards ------------------------------------------------------------------------
 
@@ -600,8 +687,16 @@ def _background(ref: weakref.ReferenceType[Reader], stop: threading.Event, perio
 
 def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
     stop.set()
-    if lease is not None:
+    if lease is None:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         lease.remove()
+    else:
+        # Garbage collection can run this inside an event loop (fsspec's I/O thread), where
+        # blocking I/O would deadlock: remove the lease from another thread.
+        threading.Thread(target=lease.remove, name="sharedrec-lease-removal", daemon=True).start()
 
 
 def _gather(array: MappedArray, plan: RowPlan, hit: NDArray[np.intp], out: NDArray[Any]) -> None:

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from sharedrec._progress import reporter
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend, PointerMoved
+from sharedrec.cache import CachedVersion, ChunkCache, default_cache_dir
 from sharedrec.errors import (
     ConcurrentPublishError,
     CorruptVersion,
     InvalidInput,
     SharedrecError,
-    UnsupportedLocation,
+    VersionGone,
     VersionNotFound,
 )
 from sharedrec.format import (
@@ -65,32 +66,60 @@ class VersionInfo:
     current: bool
 
 
-def open(location: str | os.PathLike[str], *, create: bool = True) -> Store:
+def open(
+    location: str | os.PathLike[str],
+    *,
+    create: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_max_bytes: int | None = 10 * 1024**3,
+) -> Store:
     """Open the store at a path or URL.
 
     Args:
-        location: A local path, a mounted EFS/NFS path, or a ``file://`` URL.
+        location: A local path, a mounted EFS/NFS path, a ``file://`` URL, or
+            ``s3://bucket/prefix``.
         create: Create the folder if it does not exist (writers). Readers pass ``False``
             to fail fast when a volume is not mounted.
+        storage_options: For S3: passed to ``s3fs.S3FileSystem`` untouched
+            (``endpoint_url``, ``key``, ``secret``, ``client_kwargs``, ``config_kwargs``...);
+            credentials otherwise come from the standard AWS chain.
+        cache_dir: For S3: where chunk files are cached on this machine (default
+            ``$SHAREDREC_CACHE_DIR``, else ``~/.cache/sharedrec``); processes on one node
+            share it.
+        cache_max_bytes: For S3: the cache's size bound (least recently used files go
+            first); None for no bound.
 
     Returns:
-        The `Store`. Nothing but the folder's existence is checked.
+        The `Store`. Nothing but the location's existence is checked.
 
     Raises:
-        StoreNotFound: The folder does not exist and ``create`` is False.
+        StoreNotFound: The folder (or bucket) does not exist and ``create`` is False.
         UnsupportedLocation: The URL's protocol is not supported.
+        SharedrecError: The S3 endpoint cannot be reached.
 
     Example:
         >>> store = sharedrec.open("/mnt/recs")  # doctest: +SKIP
+        >>> store = sharedrec.open("s3://bucket/recs")  # doctest: +SKIP
     """
-    return Store(backend_for(location, create=create))
+    backend = backend_for(location, create=create, storage_options=storage_options)
+    return Store(backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
 
 
 class Store:
     """A root location holding immutable versions and the ``CURRENT`` pointer."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_max_bytes: int | None = 10 * 1024**3,
+    ) -> None:
         self._backend = backend
+        self._cache_dir = cache_dir
+        self._cache_max_bytes = cache_max_bytes
+        self._cache: ChunkCache | None = None
 
     @property
     def location(self) -> str:
@@ -144,6 +173,7 @@ class Store:
         """
         from sharedrec.guards import DEFAULT_GUARDS
         from sharedrec.publish import Draft
+        from sharedrec.reader import Reader
 
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
         metadata = validate_metadata(metadata)
@@ -159,6 +189,7 @@ class Store:
             chunk_bytes,
             DEFAULT_GUARDS if guards is None else guards,
             force,
+            lambda version: Reader(self.open_version(version, "lazy")),
         )
 
     def publish_ranked(
@@ -213,6 +244,7 @@ class Store:
         lease_ttl: float = 60.0,
         reader_id: str | None = None,
         on_refresh_error: Callable[[Exception], None] | None = None,
+        prefetch: bool | Sequence[str] = False,
     ) -> Reader:
         """Open a reader on the live version, following ``CURRENT`` as it moves.
 
@@ -244,6 +276,8 @@ class Store:
             reader_id: Name of the lease file (default: ``$SHAREDREC_READER_ID``, e.g. the
                 pod name, else host, pid and a random suffix).
             on_refresh_error: Called with the exception when a refresh fails.
+            prefetch: Warm the cache with every collection (True) or the named ones, in
+                the background, after open (see `Reader.prefetch`).
 
         Raises:
             VersionNotFound: No version is live yet, or ``CURRENT`` names a missing one.
@@ -292,20 +326,47 @@ class Store:
                 keeper = LeaseKeeper(keeper_backend, "", reader_id or default_reader_id(), lease_ttl)
             else:
                 keeper = LeaseKeeper(self._backend, LEASES, reader_id or default_reader_id(), lease_ttl)
-        return Reader(opened, refresher=follower, lease=keeper)
+        reader = Reader(opened, refresher=follower, lease=keeper)
+        if prefetch:
+            reader.prefetch(None if prefetch is True else list(prefetch))
+        return reader
 
     def open_version(self, version_id: str, verify: VerifyLevel = "sizes") -> OpenVersion:
-        """Map a version for reading after checking it (``verify`` as in `reader()`)."""
+        """Map a version for reading after checking it (``verify`` as in `reader()`).
+
+        On S3 the files are fetched into the local cache on first use, where their size
+        and checksum are checked; ``verify="full"`` fetches and checks all of them now.
+        """
         from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion
 
         manifest = self.manifest(version_id)
         directory = f"{VERSIONS}/{version_id}"
         root = self._backend.local_path(directory)
-        if root is None:
-            raise UnsupportedLocation(f"{self.location} cannot be memory-mapped; readers need a POSIX path")
-        raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
-        return OpenVersion(manifest, LocalFolder(root), root)
+        if root is not None:
+            raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
+            return OpenVersion(manifest, LocalFolder(root), root)
+        source = CachedVersion(self._chunk_cache(), manifest, lambda rel: self._fetch(directory, rel))
+        if verify == "full":
+            for relpath in manifest.files:
+                source.local_file(relpath)
+        return OpenVersion(manifest, source, f"{self.location}/{directory}")
+
+    def _chunk_cache(self) -> ChunkCache:
+        if self._cache is None:
+            self._cache = ChunkCache(
+                self._cache_dir or default_cache_dir(), self.location, self._cache_max_bytes
+            )
+        return self._cache
+
+    def _fetch(self, directory: str, relpath: str) -> bytes:
+        try:
+            return self._backend.read_bytes(f"{directory}/{relpath}")
+        except FileNotFoundError:
+            raise VersionGone(
+                f"{self.location}/{directory}/{relpath} is gone: the version was deleted "
+                "(garbage-collected) while this reader used it"
+            ) from None
 
     def verify(self, version: str | None = None, *, progress: bool | None = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
@@ -528,6 +589,7 @@ class _Follower:
         self._on_error = on_error
         self._next = time.monotonic() + (interval or 0.0)
         self._seen = seen  # the pointer bytes the reader's version came from
+        self._token: object = None
         self._pending: bytes | None = None
         self._failed: bytes | None = None
 
@@ -542,9 +604,13 @@ class _Follower:
 
     def poll(self, force: bool, current: str) -> str | None:
         try:
-            raw = self._store._backend.read_bytes(CURRENT)
+            # On S3 a conditional GET: an unchanged pointer costs a 304, no body.
+            changed = self._store._backend.read_if_changed(CURRENT, None if force else self._token)
         except FileNotFoundError:
             raise VersionNotFound(f"{self._store.location}/{CURRENT} disappeared") from None
+        if changed is None:
+            return None
+        raw, self._token = changed
         if raw == self._seen or (raw == self._failed and not force):
             return None
         pointer = Pointer.loads(raw, f"{self._store.location}/{CURRENT}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from urllib.parse import urlparse
 
 from sharedrec.backends.base import Backend
@@ -11,7 +12,9 @@ from sharedrec.errors import UnsupportedLocation
 __all__ = ["Backend", "backend_for"]
 
 
-def backend_for(location: str | os.PathLike[str], *, create: bool) -> Backend:
+def backend_for(
+    location: str | os.PathLike[str], *, create: bool, storage_options: dict[str, Any] | None = None
+) -> Backend:
     """Resolve a store location (a path or a URL) to the backend that serves it."""
     text = os.fspath(location)
     scheme = urlparse(text).scheme if "://" in text else ""
@@ -19,8 +22,14 @@ def backend_for(location: str | os.PathLike[str], *, create: bool) -> Backend:
         from sharedrec.backends.posix import PosixBackend
 
         path = urlparse(text).path if scheme == "file" else text
+        if storage_options:
+            raise UnsupportedLocation(f"storage_options apply to object stores, not to the path {text!r}")
         return PosixBackend(path, create=create)
+    if scheme in ("s3", "s3a"):
+        from sharedrec.backends.s3 import S3Backend
+
+        return S3Backend(text, storage_options, create=create)
     raise UnsupportedLocation(
-        f"cannot open {text!r}: the {scheme}:// protocol is not supported yet; "
-        "use a local path or a mounted EFS/NFS path"
+        f"cannot open {text!r}: the {scheme}:// protocol is not supported; use a local or "
+        "mounted EFS/NFS path, or s3://bucket/prefix"
     )

@@ -35,6 +35,18 @@ class Backend(Protocol):
         """Read a whole file; raise ``FileNotFoundError`` when it does not exist."""
         ...
 
+    def read_if_changed(self, path: str, token: object) -> tuple[bytes, object] | None:
+        """Read a small file unless it is unchanged since the read that returned ``token``.
+
+        Returns ``(data, token)``, or None when unchanged; ``token=None`` always reads.
+        Raises ``FileNotFoundError`` when the file does not exist.
+        """
+        ...
+
+    def upload(self, files: list[tuple[str, str]], progress: Any = None) -> None:
+        """Copy local files (``(local path, store path)``) into the store."""
+        ...
+
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         """Write a file so that readers see either nothing or all of ``data``.
 

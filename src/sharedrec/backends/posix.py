@@ -50,6 +50,19 @@ class PosixBackend:
         with open(self._abs(path), "rb") as f:
             return f.read()
 
+    def read_if_changed(self, path: str, token: object) -> tuple[bytes, object] | None:
+        # open + read every time: on NFS only a fresh open revalidates the cached file.
+        data = self.read_bytes(path)
+        return None if data == token else (data, data)
+
+    def upload(self, files: list[tuple[str, str]], progress: Any = None) -> None:
+        for local, path in files:
+            target = self._abs(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, target)
+            if progress is not None:
+                progress.advance(target.stat().st_size)
+
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,213 @@
+"""Amazon S3 and S3-compatible servers, through s3fs's aiobotocore client.
+
+Writes are single PUTs (atomic per object). ``CURRENT`` is replaced with a conditional
+PUT: ``If-None-Match: *`` for the first version, ``If-Match: <etag read before>``
+afterwards, so two writers can never silently overwrite each other. Reads are plain GETs
+(never s3fs's cached listings); the pointer is polled with a conditional GET that costs a
+304 when nothing changed. Transient errors (5xx, throttling, resets) are retried with
+backoff by botocore's standard retry mode. One filesystem and one client per store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+from sharedrec.backends.base import PointerMoved
+from sharedrec.errors import InvalidInput, SharedrecError, StoreNotFound
+
+__all__ = ["S3Backend"]
+
+log = logging.getLogger("sharedrec")
+
+_PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_UPLOADS = 16
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3Backend:
+    """A store under ``s3://bucket/prefix``."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None, *, create: bool) -> None:
+        try:
+            import s3fs
+            from fsspec.asyn import sync
+        except ImportError:
+            raise SharedrecError("S3 stores need s3fs: pip install 'sharedrec[s3]'") from None
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise InvalidInput(f"invalid S3 location {url!r}: use s3://bucket[/prefix]")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self._url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        options = dict(storage_options or {})
+        config = dict(options.pop("config_kwargs", {}) or {})
+        config.setdefault("retries", {"max_attempts": 8, "mode": "standard"})
+        self._sync = sync
+        self.fs = s3fs.S3FileSystem(
+            skip_instance_cache=True, use_listings_cache=False, config_kwargs=config, **options
+        )
+        self.client = sync(self.fs.loop, self.fs.set_session)
+        try:
+            self._call("head_bucket", Bucket=self.bucket)
+        except Exception as exc:
+            code = _code(exc)
+            if code in _MISSING:
+                raise StoreNotFound(f"no bucket {self.bucket!r} for {self._url}: create it first") from None
+            raise SharedrecError(
+                f"cannot reach {self._url} ({type(exc).__name__}: {exc}); check the endpoint, "
+                "network and credentials (AWS_* environment or storage_options)"
+            ) from None
+
+    @property
+    def location(self) -> str:
+        return self._url
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        return f"{self.prefix}/{path}".strip("/") if self.prefix else path.strip("/")
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        return self._sync(self.fs.loop, getattr(self.client, method), **kwargs)
+
+    def _get(self, path: str, **kwargs: Any) -> tuple[bytes, str]:
+        async def fetch() -> tuple[bytes, str]:
+            response = await self.client.get_object(Bucket=self.bucket, Key=self._key(path), **kwargs)
+            async with response["Body"] as body:
+                return await body.read(), str(response["ETag"])
+
+        try:
+            result: tuple[bytes, str] = self._sync(self.fs.loop, fetch)
+        except Exception as exc:
+            if _code(exc) in _MISSING:
+                raise FileNotFoundError(f"{self._url}/{path}") from None
+            raise
+        return result
+
+    def _list(self, path: str, delimiter: bool) -> Iterator[dict[str, Any]]:
+        prefix = self._key(path)
+        prefix = f"{prefix}/" if prefix else ""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if delimiter:
+                kwargs["Delimiter"] = "/"
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list_objects_v2", **kwargs)
+            for item in page.get("CommonPrefixes", []):
+                yield {"Prefix": item["Prefix"][len(prefix) :].rstrip("/")}
+            for item in page.get("Contents", []):
+                yield {**item, "Name": item["Key"][len(prefix) :]}
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    # -- the Backend protocol ------------------------------------------------------------------
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._get(path)[0]
+
+    def read_if_changed(self, path: str, token: object) -> tuple[bytes, object] | None:
+        """GET with ``If-None-Match``: None (a 304) when the object still has etag ``token``."""
+        try:
+            kwargs = {"IfNoneMatch": token} if isinstance(token, str) else {}
+            return self._get(path, **kwargs)
+        except Exception as exc:
+            if _code(exc) in ("304", "NotModified"):
+                return None
+            raise
+
+    def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        self._call("put_object", Bucket=self.bucket, Key=self._key(path), Body=data)
+
+    def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
+        try:
+            current, etag = self._get(path)
+        except FileNotFoundError:
+            current, etag = None, ""
+        if current != expected:
+            raise PointerMoved(current)
+        condition = {"IfMatch": etag} if current is not None else {"IfNoneMatch": "*"}
+        try:
+            self._call("put_object", Bucket=self.bucket, Key=self._key(path), Body=data, **condition)
+        except Exception as exc:
+            if _code(exc) not in _PRECONDITION:
+                raise
+            try:
+                now: bytes | None = self._get(path)[0]
+            except FileNotFoundError:
+                now = None
+            raise PointerMoved(now) from None
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted({item.get("Prefix") or item["Name"] for item in self._list(path, delimiter=True)})
+
+    def exists(self, path: str) -> bool:
+        if self.size(path) is not None:
+            return True
+        return next(iter(self._list(path, delimiter=True)), None) is not None
+
+    def remove_tree(self, path: str) -> None:
+        keys = [item["Key"] for item in self._list(path, delimiter=False)]
+        if self.size(path) is not None:
+            keys.append(self._key(path))
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def size(self, path: str) -> int | None:
+        try:
+            head = self._call("head_object", Bucket=self.bucket, Key=self._key(path))
+        except Exception as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    def tree_mtime(self, path: str) -> float | None:
+        times = [item["LastModified"].timestamp() for item in self._list(path, delimiter=False)]
+        return max(times) if times else None
+
+    def walk_files(self, path: str) -> Iterator[tuple[str, int]]:
+        yield from sorted((item["Name"], int(item["Size"])) for item in self._list(path, delimiter=False))
+
+    def open_read(self, path: str) -> io.BytesIO:
+        return io.BytesIO(self.read_bytes(path))
+
+    def sync_tree(self, path: str) -> None:
+        """Nothing to do: an object is durable once its PUT returns."""
+
+    def zarr_store(self, path: str) -> Any:
+        raise SharedrecError("drafts for S3 are staged on local disk, then uploaded")
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
+    def upload(self, files: list[tuple[str, str]], progress: Any = None) -> None:
+        """PUT local files (``(local path, store path)``), several at a time."""
+
+        async def put_all() -> None:
+            limit = asyncio.Semaphore(_UPLOADS)
+
+            async def put(local: str, path: str) -> None:
+                async with limit:
+                    with open(local, "rb") as f:
+                        data = f.read()
+                    await self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+                    if progress is not None:
+                        progress.advance(len(data))
+
+            await asyncio.gather(*(put(local, path) for local, path in files))
+
+        self._sync(self.fs.loop, put_all)

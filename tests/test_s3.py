@@ -1,0 +1,194 @@
+"""S3 through a real S3 server on 127.0.0.1 (moto), reached with s3fs as in production."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sharedrec
+from sharedrec.errors import ConcurrentPublishError, SharedrecError, StoreNotFound, VersionGone
+
+from conftest import KEYS, make_bucket, make_ranked, publish, s3_options
+
+
+class RequestCounter:
+    """Counts the HTTP requests one store's S3 client sends."""
+
+    def __init__(self, store: sharedrec.Store) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+        store._backend.client.meta.events.register("before-send.s3", self._count)  # type: ignore[attr-defined]
+
+    def _count(self, request: object, **kwargs: object) -> None:
+        with self._lock:
+            self.calls.append(f"{getattr(request, 'method', '?')} {getattr(request, 'url', '?')}")
+
+    def take(self) -> list[str]:
+        with self._lock:
+            calls, self.calls = self.calls, []
+        return calls
+
+
+def reopen(store: sharedrec.Store, s3_server: str, cache: Path) -> sharedrec.Store:
+    """A second handle on the same store, as another process would open it."""
+    return sharedrec.open(store.location, storage_options=s3_options(s3_server), cache_dir=cache)
+
+
+def test_publish_and_read(s3_store: sharedrec.Store) -> None:
+    data = make_ranked(3000, 20, seed=4)
+    with s3_store.publish(chunk_bytes=16 * 1024, metadata={"model": "m1"}) as draft:
+        draft.add_ranked("home", data.keys, data.items, data.scores)
+        draft.add_vectors("emb", data.keys, data.scores)
+    reader = s3_store.reader(refresh_interval=None)
+    assert reader.metadata == {"model": "m1"}
+    for row in (0, 1500, 2999):
+        np.testing.assert_array_equal(reader.get("home", int(data.keys[row])).items, data.items[row])
+        np.testing.assert_array_equal(reader.vector("emb", int(data.keys[row])), data.scores[row])
+    items, _, found = reader.get_many("home", data.keys)
+    assert found.all()
+    np.testing.assert_array_equal(items, data.items)
+    assert [v.id for v in s3_store.versions()] == [draft.version_id]
+    assert s3_store.verify().ok
+    reader.close()
+
+
+def test_open_and_first_lookup_request_budget(
+    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+) -> None:
+    data = make_ranked(20000, 50, seed=1)
+    s3_store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
+    fresh = reopen(s3_store, s3_server, tmp_path / "cache-a")
+    counter = RequestCounter(fresh)
+    reader = fresh.reader(refresh_interval=None, lease=False)
+    opened = counter.take()
+    assert len(opened) == 2, opened  # CURRENT, manifest.json: whatever the data size
+    reader.get("home", int(data.keys[77]))
+    first = counter.take()
+    assert len(first) <= 3, first  # the chunks of keys, items and scores the lookup touches
+    reader.get("home", int(data.keys[77]))
+    assert counter.take() == []  # served from the cache and the page cache
+    # A second process on the node reuses the cached chunks: no data requests at all.
+    other = reopen(s3_store, s3_server, tmp_path / "cache-a")
+    counter = RequestCounter(other)
+    other_reader = other.reader(refresh_interval=None, lease=False)
+    np.testing.assert_array_equal(other_reader.get("home", int(data.keys[77])).items, data.items[77])
+    assert len(counter.take()) == 2
+
+
+def test_pointer_polls_are_conditional(s3_store: sharedrec.Store) -> None:
+    publish(s3_store, 1)
+    reader = s3_store.reader(refresh_interval=None, lease=False)
+    counter = RequestCounter(s3_store)
+    assert reader.refresh() is False
+    calls = counter.take()
+    assert len(calls) == 1 and calls[0].startswith("GET")
+    v2 = publish(s3_store, 2)
+    counter.take()
+    assert reader.refresh() is True and reader.version == v2
+    assert int(reader.get("home", int(KEYS[3])).items[0]) == 2000
+
+
+def test_concurrent_publishers(s3_store: sharedrec.Store) -> None:
+    base = publish(s3_store, 1)
+    slow = s3_store.publish(guards=[]).__enter__()
+    slow.add_ranked("home", KEYS, np.zeros((len(KEYS), 5), dtype=int), np.ones((len(KEYS), 5)))
+    winner = publish(s3_store, 2)
+    with pytest.raises(ConcurrentPublishError) as caught:
+        slow.__exit__(None, None, None)
+    assert winner in str(caught.value) and slow.version_id in str(caught.value) and base in str(caught.value)
+    assert s3_store.current() == winner
+
+
+def test_first_publishers_race(s3_server: str, tmp_path: Path) -> None:
+    bucket = make_bucket(s3_server)
+    a = sharedrec.open(f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path)
+    b = sharedrec.open(f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path)
+    draft_a = a.publish(guards=[]).__enter__()
+    draft_a.add_vectors("v", [1], np.ones((1, 2)))
+    b.publish_vectors("v", [1], np.ones((1, 2)) * 2)  # b wins: CURRENT did not exist for either
+    with pytest.raises(ConcurrentPublishError):
+        draft_a.__exit__(None, None, None)
+    assert a.current() == b.current()
+
+
+def test_failed_publish_leaves_nothing(s3_store: sharedrec.Store) -> None:
+    live = publish(s3_store, 1)
+    with pytest.raises(RuntimeError), s3_store.publish() as draft:
+        draft.add_ranked("home", KEYS, np.zeros((len(KEYS), 5), dtype=int), np.ones((len(KEYS), 5)))
+        raise RuntimeError("job died")
+    assert s3_store.current() == live
+    assert s3_store._backend.listdir("versions") == [live]  # type: ignore[attr-defined]
+
+
+def test_gc_and_a_reader_on_a_deleted_version(
+    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+) -> None:
+    v1 = publish(s3_store, 1)
+    elsewhere = reopen(s3_store, s3_server, tmp_path / "other-node")  # its cache holds nothing yet
+    follower = elsewhere.reader(refresh_interval=None, lease=False)
+    pinned = elsewhere.reader(version=v1, lease=False)
+    v2 = publish(s3_store, 2)
+    report = s3_store.gc(keep=0, grace=0)
+    assert report.deleted == [v1]
+    # The follower meets the deleted chunks, re-reads CURRENT and moves on instead of failing.
+    assert int(follower.get("home", int(KEYS[5])).items[0]) == 2000
+    assert follower.version == v2
+    with pytest.raises(VersionGone, match="garbage-collected"):
+        pinned.get("home", int(KEYS[5]))
+
+
+def test_leases_on_s3(s3_store: sharedrec.Store) -> None:
+    v1 = publish(s3_store, 1)
+    with s3_store.reader(reader_id="pod-s3") as reader:
+        assert [lease.reader_id for lease in s3_store.leases()] == ["pod-s3"]
+        publish(s3_store, 2)
+        assert s3_store.gc(keep=0, grace=0).kept[v1] == "leased by reader pod-s3"
+        assert reader.version == v1
+    assert s3_store.leases() == []
+
+
+def test_cache_eviction_and_prefetch(s3_server: str, tmp_path: Path) -> None:
+    bucket = make_bucket(s3_server)
+    store = sharedrec.open(
+        f"s3://{bucket}/r",
+        storage_options=s3_options(s3_server),
+        cache_dir=tmp_path / "c",
+        cache_max_bytes=200_000,
+    )
+    data = make_ranked(4000, 20, seed=2)
+    with store.publish(chunk_bytes=16 * 1024) as draft:
+        draft.add_ranked("home", data.keys, data.items, data.scores)
+    reader = store.reader(refresh_interval=None, lease=False)
+    reader.prefetch(wait=True, progress=False)
+    cached = sum(p.stat().st_size for p in (tmp_path / "c").rglob("*") if p.is_file())
+    assert cached <= 200_000
+    items, _, found = reader.get_many("home", data.keys)  # evicted chunks come back on demand
+    assert found.all()
+    np.testing.assert_array_equal(items, data.items)
+
+
+def test_corrupt_download_is_refused(s3_store: sharedrec.Store, s3_server: str, tmp_path: Path) -> None:
+    vid = publish(s3_store, 1)
+    key = f"recs/versions/{vid}/home/items/c/0/0"
+    backend = s3_store._backend  # type: ignore[attr-defined]
+    body = bytearray(backend.read_bytes(f"versions/{vid}/home/items/c/0/0"))
+    body[0] ^= 1
+    backend._call("put_object", Bucket=backend.bucket, Key=key, Body=bytes(body))
+    reader = reopen(s3_store, s3_server, tmp_path / "fresh").reader(refresh_interval=None, lease=False)
+    with pytest.raises(sharedrec.CorruptVersion, match="does not match its manifest"):
+        reader.get("home", int(KEYS[0]))
+    cached = [p.as_posix() for p in (tmp_path / "fresh").rglob("*") if p.is_file()]
+    assert cached and not [p for p in cached if p.endswith("home/items/c/0/0")]  # nothing bad was cached
+
+
+def test_missing_bucket_and_unreachable_endpoint(s3_server: str) -> None:
+    with pytest.raises(StoreNotFound, match="no bucket 'nope-"):
+        sharedrec.open("s3://nope-bucket-x/r", storage_options=s3_options(s3_server))
+    options = s3_options("http://127.0.0.1:9") | {
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}
+    }
+    with pytest.raises(SharedrecError, match="cannot reach s3://b/r"):
+        sharedrec.open("s3://b/r", storage_options=options)
