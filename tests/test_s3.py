@@ -192,3 +192,49 @@ def test_missing_bucket_and_unreachable_endpoint(s3_server: str) -> None:
     }
     with pytest.raises(SharedrecError, match="cannot reach s3://b/r"):
         sharedrec.open("s3://b/r", storage_options=options)
+
+
+def test_transient_errors_are_retried(s3_server: str, tmp_path: Path) -> None:
+    from faulty_proxy import FaultyProxy
+
+    bucket = make_bucket(s3_server)
+    with FaultyProxy(s3_server) as proxy:
+        options = s3_options(proxy.url) | {
+            "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}
+        }
+        store = sharedrec.open(f"s3://{bucket}/r", storage_options=options, cache_dir=tmp_path / "c")
+        v1 = publish(store, 1)
+        proxy.failures = 4  # a bad moment on the server: several requests in a row fail
+        v2 = publish(store, 2)
+        assert proxy.failed == 4
+        proxy.failures, proxy.reset = 2, True  # and connections reset
+        reader = store.reader(refresh_interval=None, lease=False)
+        assert reader.version == v2
+        assert int(reader.get("home", int(KEYS[9])).items[0]) == 2000
+        assert proxy.failed == 6
+    clean = sharedrec.open(
+        f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path / "d"
+    )
+    assert [v.id for v in clean.versions()] == [v1, v2]
+    assert clean.verify(v2).ok
+
+
+def test_outage_fails_the_publish_and_keeps_the_live_version(s3_server: str, tmp_path: Path) -> None:
+    from faulty_proxy import FaultyProxy
+
+    bucket = make_bucket(s3_server)
+    with FaultyProxy(s3_server) as proxy:
+        options = s3_options(proxy.url) | {
+            "config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}
+        }
+        store = sharedrec.open(f"s3://{bucket}/r", storage_options=options, cache_dir=tmp_path / "c")
+        v1 = publish(store, 1)
+        proxy.failures = 10_000  # the server is down for good
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the client raises
+            publish(store, 2)
+        proxy.failures = 0
+    clean = sharedrec.open(
+        f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path / "d"
+    )
+    assert clean.current() == v1
+    assert clean.reader(lease=False).get("home", int(KEYS[1])).items[0] == 1000

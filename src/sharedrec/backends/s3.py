@@ -148,6 +148,10 @@ class S3Backend:
                 now: bytes | None = self._get(path)[0]
             except FileNotFoundError:
                 now = None
+            if now == data:
+                # Our PUT landed but its response was lost; botocore's retry then met our own
+                # object and failed the precondition. The pointer bytes are unique per flip.
+                return
             raise PointerMoved(now) from None
 
     def listdir(self, path: str) -> list[str]:
