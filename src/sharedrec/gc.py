@@ -68,7 +68,10 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
                 continue
             # A publish writes deep inside the folder: judge by its newest file, not the folder.
             modified = backend.tree_mtime(directory)
-            if modified is not None and time.time() - modified < grace_s:
+            if modified is None:
+                report.kept[name] = "unfinished, of unknown age on this filesystem: delete it by hand"
+                continue
+            if time.time() - modified < grace_s:
                 report.kept[name] = "unfinished, but recent: a publish may still be writing it"
                 continue
             report.unfinished.append(name)

@@ -29,7 +29,6 @@ def backend_for(
         from sharedrec.backends.s3 import S3Backend
 
         return S3Backend(text, storage_options, create=create)
-    raise UnsupportedLocation(
-        f"cannot open {text!r}: the {scheme}:// protocol is not supported; use a local or "
-        "mounted EFS/NFS path, or s3://bucket/prefix"
-    )
+    from sharedrec.backends.generic import FsspecBackend
+
+    return FsspecBackend(text, scheme, storage_options)
