@@ -238,3 +238,39 @@ def test_outage_fails_the_publish_and_keeps_the_live_version(s3_server: str, tmp
     )
     assert clean.current() == v1
     assert clean.reader(lease=False).get("home", int(KEYS[1])).items[0] == 1000
+
+
+CACHED_READER = """
+import json, sys
+import sharedrec
+url, endpoint, cache, key = sys.argv[1:5]
+options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+           "client_kwargs": {"region_name": "us-east-1"}}
+store = sharedrec.open(url, storage_options=options, cache_dir=cache, create=False)
+calls = []
+store._backend.client.meta.events.register("before-send.s3", lambda request, **kw: calls.append(request.url))
+reader = store.reader(lease=False, refresh_interval=None)
+items = reader.get("home", int(key)).items.tolist()
+print(json.dumps({"items": items, "requests": calls}))
+"""
+
+
+def test_processes_on_one_node_share_the_cache(
+    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    publish(s3_store, 3)
+    runs = []
+    for _ in range(2):
+        args = [s3_store.location, s3_server, str(tmp_path / "node-cache"), str(int(KEYS[11]))]
+        done = subprocess.run([sys.executable, "-c", CACHED_READER, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
+    assert runs[0]["items"] == runs[1]["items"] == [3000, 3001, 3002, 3003, 3004]
+    chunk_gets = [
+        [url for url in run["requests"] if "/versions/" in url and "manifest" not in url] for run in runs
+    ]
+    assert chunk_gets[0] and chunk_gets[1] == []  # the second process fetched no chunk
