@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-__all__ = ["Backend", "PointerMoved"]
+__all__ = ["Backend", "PointerMoved", "replace_if_unchanged"]
 
 
 class PointerMoved(Exception):
@@ -103,3 +103,18 @@ class Backend(Protocol):
     def local_path(self, path: str) -> str | None:
         """The POSIX path of ``path`` if it can be memory-mapped directly, else ``None``."""
         ...
+
+
+def replace_if_unchanged(backend: Backend, path: str, data: bytes, expected: bytes | None) -> None:
+    """Read ``path``, and write ``data`` there if it still holds ``expected``.
+
+    Atomic only under a lock the caller holds (flock on POSIX); object stores use a
+    conditional PUT instead.
+    """
+    try:
+        current: bytes | None = backend.read_bytes(path)
+    except FileNotFoundError:
+        current = None
+    if current != expected:
+        raise PointerMoved(current)
+    backend.write_atomic(path, data)

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sharedrec.backends.base import PointerMoved
+from sharedrec.backends.base import replace_if_unchanged
 from sharedrec.errors import SharedrecError, UnsupportedLocation
 
 __all__ = ["FsspecBackend"]
@@ -70,13 +70,7 @@ class FsspecBackend:
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
         with _SWAP_LOCK:
-            try:
-                current: bytes | None = self.read_bytes(path)
-            except FileNotFoundError:
-                current = None
-            if current != expected:
-                raise PointerMoved(current)
-            self.write_atomic(path, data)
+            replace_if_unchanged(self, path, data, expected)
 
     def listdir(self, path: str) -> list[str]:
         try:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sharedrec.backends.base import PointerMoved
+from sharedrec.backends.base import replace_if_unchanged
 from sharedrec.errors import StoreNotFound
 
 __all__ = ["PosixBackend"]
@@ -86,13 +86,7 @@ class PosixBackend:
         with open(self.root / _LOCK, "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                try:
-                    current: bytes | None = self.read_bytes(path)
-                except FileNotFoundError:
-                    current = None
-                if current != expected:
-                    raise PointerMoved(current)
-                self.write_atomic(path, data)
+                replace_if_unchanged(self, path, data, expected)
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
