@@ -196,7 +196,7 @@ def test_s3_warm_get(
             url, storage_options={"endpoint_url": s3_endpoint, **OPTIONS}, cache_dir=tmp_path / "c"
         )
         reader = store.reader(lease=False, refresh_interval=None)
-        reader.prefetch(wait=True, progress=False)
+    reader.prefetch(wait=True, progress=False)  # both warm: files local and in the page cache
     keys = workload.sample_keys(settings.rotation, seed=5).tolist()
     position = iter(range(10**9))
 
