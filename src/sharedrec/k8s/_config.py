@@ -1,0 +1,685 @@
+"""The pydantic models of a sharedrec deployment on Kubernetes: what the user wants.
+
+A `K8sConfig` holds one volume backend (`EfsVolume`, `NfsVolume`, `S3Volume` or
+`HostPathVolume`) and, optionally, the readers (`ReaderSpec`), their autoscaler
+(`AutoscalingSpec`) and the writer (`WriterSpec`). Every model checks itself when it is
+built, so a config that exists is one the manifests can be generated from; anything wrong
+raises `ConfigError` (an `InvalidInput`) naming each field and what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sharedrec.errors import InvalidInput
+from sharedrec.format import LEASES
+from sharedrec.k8s import _rules
+
+__all__ = [
+    "AccessMode",
+    "AutoscalingSpec",
+    "ConfigError",
+    "EfsVolume",
+    "HostPathVolume",
+    "K8sConfig",
+    "NfsVolume",
+    "ReaderSpec",
+    "Resources",
+    "S3Volume",
+    "Volume",
+    "WriterSpec",
+]
+
+AccessMode = Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"]
+"""A PersistentVolume access mode."""
+
+NOMINAL_CAPACITY = "1Gi"
+"""What EFS and S3 volumes declare: Kubernetes requires a capacity, those drivers ignore it."""
+
+Location = tuple[str | int, ...]
+
+_BACKENDS = ("efs", "nfs", "s3", "hostpath")
+_REQUIRED_HINTS = {
+    "file_system_id": "the EFS file system id, fs-… (`aws efs describe-file-systems`)",
+    "bucket": "the S3 bucket name",
+    "server": "the NFS server's host name or IP address",
+    "path": "an absolute path",
+    "max_replicas": "the most reader pods the autoscaler may run",
+    "image": "a container image reference",
+    "volume": "one of EfsVolume, NfsVolume, S3Volume, HostPathVolume (backend: efs, nfs, s3, hostpath)",
+}
+
+
+class ConfigError(InvalidInput):
+    """Raised when a Kubernetes config is invalid.
+
+    The message lists every problem as ``field: what is wrong and what to do``; ``issues``
+    holds the same as (location, message) pairs, the location being the path of field
+    names from the model that was built (``("volume", "file_system_id")``).
+    """
+
+    def __init__(self, issues: Sequence[tuple[Location, str]]) -> None:
+        self.issues: list[tuple[Location, str]] = list(issues)
+        lines = [f"{_where(loc)}: {msg}" if loc else msg for loc, msg in self.issues]
+        super().__init__("invalid Kubernetes config: " + "; ".join(lines))
+
+
+def _where(loc: Location) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _issue(field: str, message: str) -> ConfigError:
+    return ConfigError([((field,), message)])
+
+
+def _issues(exc: ValidationError) -> list[tuple[Location, str]]:
+    found: list[tuple[Location, str]] = []
+    for error in exc.errors():
+        loc: Location = tuple(
+            part
+            for i, part in enumerate(error["loc"])
+            if not (part in _BACKENDS and i > 0 and error["loc"][i - 1] == "volume")
+        )
+        cause = (error.get("ctx") or {}).get("error")
+        kind = error["type"]
+        if isinstance(cause, ConfigError):
+            found.extend((loc + sub, msg) for sub, msg in cause.issues)
+        elif isinstance(cause, InvalidInput):
+            found.append((loc, str(cause)))
+        elif kind == "missing":
+            hint = _REQUIRED_HINTS.get(str(loc[-1]) if loc else "", "")
+            found.append((loc, "is required" + (f": {hint}" if hint else "")))
+        elif kind == "extra_forbidden":
+            found.append((loc, "is not a known field: remove it or check its spelling"))
+        elif kind in {"union_tag_invalid", "union_tag_not_found"}:
+            found.append(((*loc, "backend"), "must be one of " + ", ".join(_BACKENDS)))
+        else:
+            found.append((loc, error["msg"]))
+    return found
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    if not TYPE_CHECKING:
+        # Hidden from type checkers so that the pydantic plugin keeps typed signatures.
+
+        def __init__(self, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise ConfigError(_issues(exc)) from None
+
+        @classmethod
+        def model_validate(cls, obj: Any, **options: Any) -> Any:
+            try:
+                return super().model_validate(obj, **options)
+            except ValidationError as exc:
+                raise ConfigError(_issues(exc)) from None
+
+        @classmethod
+        def model_validate_json(cls, data: Any, **options: Any) -> Any:
+            try:
+                return super().model_validate_json(data, **options)
+            except ValidationError as exc:
+                raise ConfigError(_issues(exc)) from None
+
+
+def _refuse_capacity(data: Any, backend: str) -> Any:
+    if isinstance(data, dict) and "capacity" in data:
+        raise _issue(
+            "capacity",
+            f"{backend} is elastic and its driver ignores capacity: remove it (sharedrec declares the "
+            f"nominal {NOMINAL_CAPACITY} that Kubernetes requires)",
+        )
+    return data
+
+
+# -- volumes ---------------------------------------------------------------------------------
+
+
+class EfsVolume(_Model):
+    """Amazon EFS through the ``efs.csi.aws.com`` driver.
+
+    Static (default): a PersistentVolume on an existing file system, optionally through an
+    access point (``volumeHandle: fs-…::fsap-…``) and below a path of it. Dynamic
+    (``dynamic=True``): a StorageClass with ``provisioningMode: efs-ap`` that creates one
+    access point (and its root folder) for the claim.
+
+    Example:
+        >>> EfsVolume(file_system_id="fs-0123456789abcdef0", access_point_id="fsap-0123456789abcdef0")
+        ... # doctest: +SKIP
+    """
+
+    backend: Literal["efs"] = "efs"
+    file_system_id: str = Field(description="The file system id, fs-…")
+    access_point_id: str | None = Field(None, description="Static only: mount through this access point.")
+    path: str | None = Field(
+        None, description="Static only: the store root inside the file system (or the access point's root)."
+    )
+    dynamic: bool = Field(False, description="Provision an access point through an efs-ap StorageClass.")
+    directory_perms: str = Field("700", description="Dynamic only: mode of the access point's root folder.")
+    uid: int | None = Field(
+        None, ge=0, le=2147483647, description="Dynamic only: POSIX user of the access point."
+    )
+    gid: int | None = Field(
+        None, ge=0, le=2147483647, description="Dynamic only: POSIX group of the access point."
+    )
+    base_path: str | None = Field(
+        None, description="Dynamic only: folder under which access points are created."
+    )
+    iam: bool = Field(
+        False, description="Mount with the driver's IAM identity (needed by IAM file system policies)."
+    )
+    mount_options: tuple[str, ...] = Field((), description="More mount options for efs-utils.")
+    volume_attributes: dict[str, str] = Field(
+        default_factory=dict, description="Static only: encryptInTransit, mounttargetip or crossaccount."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_capacity(cls, data: Any) -> Any:
+        return _refuse_capacity(data, "EFS")
+
+    @field_validator("file_system_id")
+    @classmethod
+    def _fs(cls, value: str) -> str:
+        return _rules.efs_file_system_id(value)
+
+    @field_validator("access_point_id")
+    @classmethod
+    def _ap(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.efs_access_point_id(value)
+
+    @field_validator("path", "base_path")
+    @classmethod
+    def _paths(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.store_root(_rules.absolute_path(value, "path"), "path")
+
+    @field_validator("directory_perms")
+    @classmethod
+    def _perms(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-7]{3,4}", value):
+            raise InvalidInput(f"directory_perms must be an octal mode such as 700 or 0750; got {value!r}")
+        return value
+
+    @field_validator("mount_options")
+    @classmethod
+    def _options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _rules.efs_mount_options(value)
+
+    @field_validator("volume_attributes")
+    @classmethod
+    def _attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        return _rules.efs_volume_attributes(value)
+
+    @model_validator(mode="after")
+    def _modes(self) -> EfsVolume:
+        issues: list[tuple[Location, str]] = []
+        if self.dynamic:
+            static_only = (
+                "applies to static volumes only: with dynamic=True the driver creates the access point and "
+                "its folder; drop it, or set dynamic=False to mount an existing one"
+            )
+            issues.extend(
+                ((field,), static_only)
+                for field in ("access_point_id", "path", "volume_attributes")
+                if field in self.model_fields_set and getattr(self, field)
+            )
+            if (self.uid is None) != (self.gid is None):
+                issues.append(
+                    (
+                        ("uid" if self.uid is None else "gid",),
+                        "set uid and gid together (the access point enforces both), or neither",
+                    )
+                )
+        else:
+            dynamic_only = (
+                "applies to dynamic provisioning only: set dynamic=True, or drop it (a static volume "
+                "mounts an existing folder or access point)"
+            )
+            issues.extend(
+                ((field,), dynamic_only)
+                for field in ("directory_perms", "uid", "gid", "base_path")
+                if field in self.model_fields_set
+            )
+        encrypt = {k.lower(): v for k, v in self.volume_attributes.items()}.get("encryptintransit")
+        if self.access_point_id and encrypt is not None and encrypt.lower() in {"0", "f", "false"}:
+            issues.append(
+                (
+                    ("volume_attributes",),
+                    "encryptInTransit cannot be false with an access point: the driver "
+                    "always mounts access points over TLS; drop the attribute",
+                )
+            )
+        if issues:
+            raise ConfigError(issues)
+        return self
+
+    @property
+    def volume_handle(self) -> str:
+        """The ``volumeHandle``: ``fs-…``, ``fs-…:/path``, ``fs-…::fsap-…`` or ``fs-…:/path:fsap-…``."""
+        if self.access_point_id:
+            return f"{self.file_system_id}:{self.path or ''}:{self.access_point_id}"
+        return f"{self.file_system_id}:{self.path}" if self.path else self.file_system_id
+
+
+class NfsVolume(_Model):
+    """An NFS export, through the in-tree ``nfs`` volume or the ``nfs.csi.k8s.io`` driver."""
+
+    backend: Literal["nfs"] = "nfs"
+    server: str = Field(description="Host name or IP address of the NFS server.")
+    path: str = Field(description="The exported path of the store root on the server.")
+    csi: bool = Field(False, description="Use the nfs.csi.k8s.io driver instead of the in-tree nfs volume.")
+    capacity: str = Field("10Gi", description="Declared size (NFS does not enforce it; quotas count it).")
+    mount_options: tuple[str, ...] = Field(
+        ("nfsvers=4.1",), description="Mount options; NFSv4 keeps flock working across hosts for publishes."
+    )
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        return _rules.nfs_server(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _rules.store_root(_rules.absolute_path(value, "path"), "path")
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, value: str) -> str:
+        return _rules.quantity(value, "capacity")
+
+    @field_validator("mount_options")
+    @classmethod
+    def _options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _rules.nfs_mount_options(value)
+
+
+class S3Volume(_Model):
+    """An S3 bucket (or a prefix of it) through the Mountpoint CSI driver ``s3.csi.aws.com``.
+
+    Readers read through the mount; the writer publishes through the S3 API (Mountpoint
+    cannot rename, so it cannot replace ``CURRENT`` atomically) and mounts nothing.
+    """
+
+    backend: Literal["s3"] = "s3"
+    bucket: str = Field(description="The bucket name.")
+    prefix: str | None = Field(None, description="Key prefix of the store root, e.g. recs/prod.")
+    region: str | None = Field(None, description="The bucket's region (Mountpoint otherwise detects it).")
+    authentication_source: Literal["driver", "pod"] = Field(
+        "driver",
+        description="Whose IAM identity Mountpoint uses: the driver's, or the pod's service account.",
+    )
+    mount_options: tuple[str, ...] = Field((), description="More Mountpoint options, e.g. 'cache /tmp/s3'.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_capacity(cls, data: Any) -> Any:
+        return _refuse_capacity(data, "S3")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return _rules.s3_bucket(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip("/") == "" else _rules.s3_prefix(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.s3_region(value)
+
+    @field_validator("mount_options")
+    @classmethod
+    def _options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _rules.s3_mount_options(value)
+
+    @property
+    def url(self) -> str:
+        """The store's ``s3://bucket/prefix`` URL, for processes that use the S3 API."""
+        return f"s3://{self.bucket}/{self.prefix.rstrip('/')}" if self.prefix else f"s3://{self.bucket}"
+
+
+class HostPathVolume(_Model):
+    """A folder of the node, for single-node development clusters (kind, minikube, k3d)."""
+
+    backend: Literal["hostpath"] = "hostpath"
+    path: str = Field(description="The store root on the node.")
+    capacity: str = Field("10Gi", description="Declared size (not enforced).")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _rules.store_root(_rules.absolute_path(value, "path"), "path")
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, value: str) -> str:
+        return _rules.quantity(value, "capacity")
+
+
+Volume = Annotated[EfsVolume | NfsVolume | S3Volume | HostPathVolume, Field(discriminator="backend")]
+"""Any volume backend, told apart by its ``backend`` field."""
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+class Resources(_Model):
+    """CPU and memory of a container (Kubernetes quantities)."""
+
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+
+    @field_validator("cpu_request", "cpu_limit")
+    @classmethod
+    def _cpu(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.cpu(value, "cpu")
+
+    @field_validator("memory_request", "memory_limit")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.quantity(value, "memory")
+
+
+class ReaderSpec(_Model):
+    """The pods that serve lookups: a new Deployment from ``image``, or a patch of an existing one.
+
+    Either give ``image`` (sharedrec writes the Deployment ``deployment`` or
+    ``<name>-reader``), or ``patch=True`` with the ``deployment`` and ``container`` to
+    patch (sharedrec writes a strategic merge patch adding the volume, the mounts and the
+    environment).
+    """
+
+    image: str | None = None
+    patch: bool = False
+    deployment: str | None = None
+    container: str = "reader"
+    command: tuple[str, ...] | None = None
+    replicas: int = Field(2, ge=1)
+    port: int | None = Field(None, ge=1, le=65535)
+    resources: Resources = Field(default_factory=Resources)
+    readiness_command: tuple[str, ...] | None = Field(
+        None, description="Exec readiness probe; none unless given."
+    )
+    service_account: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.image(value, "image")
+
+    @field_validator("deployment", "service_account")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.dns_subdomain(value, "Kubernetes object name")
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        return _rules.dns_label(value, "container name")
+
+    @field_validator("command", "readiness_command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else _rules.command(value, "command")
+
+    @model_validator(mode="after")
+    def _mode(self) -> ReaderSpec:
+        if self.patch:
+            issues: list[tuple[Location, str]] = []
+            if self.deployment is None:
+                issues.append(
+                    (("deployment",), "is required with patch=True: the name of the Deployment to patch")
+                )
+            own = (
+                "belongs to a Deployment that sharedrec creates; with patch=True the existing Deployment "
+                "keeps its own: drop it"
+            )
+            issues.extend(
+                ((field,), own)
+                for field in ("image", "command", "replicas", "port", "resources")
+                if field in self.model_fields_set
+            )
+            if issues:
+                raise ConfigError(issues)
+        elif self.image is None:
+            raise _issue(
+                "image", "is required: the image of the reader pods (or patch=True with deployment=…)"
+            )
+        return self
+
+
+class AutoscalingSpec(_Model):
+    """An ``autoscaling/v2`` HorizontalPodAutoscaler on the readers' CPU utilization."""
+
+    min_replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(ge=1)
+    target_cpu_utilization: int = Field(70, ge=1, le=1000, description="Percent of the CPU request.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise _issue(
+                "min_replicas", f"({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class WriterSpec(_Model):
+    """The batch job that publishes versions: a CronJob on ``schedule``, or a one-off Job."""
+
+    image: str
+    command: tuple[str, ...] | None = None
+    schedule: str | None = Field(None, description="Cron schedule; none gives a one-off Job.")
+    time_zone: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    service_account: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return _rules.image(value, "image")
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else _rules.command(value, "command")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.schedule(value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.time_zone(value)
+
+    @field_validator("service_account")
+    @classmethod
+    def _sa(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.dns_subdomain(value, "service account name")
+
+    @model_validator(mode="after")
+    def _tz_needs_schedule(self) -> WriterSpec:
+        if self.time_zone and not self.schedule:
+            raise _issue("time_zone", "applies to a schedule: set schedule too, or drop it")
+        return self
+
+
+class K8sConfig(_Model):
+    """Everything sharedrec writes manifests from: the volume and the workloads around it.
+
+    Names: the PersistentVolumeClaim is ``name`` in ``namespace``; the cluster-scoped
+    PersistentVolume and StorageClass are ``<name>-<namespace>``; the readers'
+    Deployment (and its autoscaler) ``<name>-reader`` unless ``reader.deployment`` says
+    otherwise; the writer ``<name>-writer``. Every object carries the labels
+    ``app.kubernetes.io/name: <name>``, ``app.kubernetes.io/component`` and
+    ``app.kubernetes.io/managed-by: sharedrec``.
+
+    Example:
+        >>> config = K8sConfig(  # doctest: +SKIP
+        ...     name="recs",
+        ...     namespace="ml",
+        ...     volume=EfsVolume(file_system_id="fs-0123456789abcdef0"),
+        ...     reader=ReaderSpec(image="registry.example.com/recs-api:1.4"),
+        ... )
+    """
+
+    name: str = "sharedrec"
+    namespace: str = "default"
+    volume: Volume
+    mount_path: str = "/mnt/recs"
+    leases: bool = Field(True, description="Readers keep leases in the store's leases/ folder.")
+    access_mode: AccessMode | None = Field(None, description="Default: what the backend needs.")
+    run_as_user: int | None = Field(None, ge=0, le=2147483647)
+    run_as_group: int | None = Field(None, ge=0, le=2147483647)
+    reader: ReaderSpec | None = None
+    autoscaling: AutoscalingSpec | None = None
+    writer: WriterSpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _rules.dns_label(value, "name", _rules.MAX_NAME)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _rules.dns_label(value, "namespace")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        return _rules.mount_path(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> K8sConfig:
+        issues = self._access_issues() + self._autoscaling_issues()
+        if issues:
+            raise ConfigError(issues)
+        return self
+
+    def _access_issues(self) -> list[tuple[Location, str]]:
+        mode, backend = self.access_mode, self.volume.backend
+        where: Location = ("access_mode",)
+        if mode is None or mode == "ReadWriteMany":
+            return []
+        if mode == "ReadWriteOncePod":
+            return [(where, "ReadWriteOncePod allows one pod; readers are many: use ReadWriteMany")]
+        if backend == "efs":
+            return [
+                (
+                    where,
+                    f"EFS needs ReadWriteMany: the EFS CSI driver refuses ReadOnlyMany at mount time "
+                    f"and ReadWriteOnce would keep every reader on one node; got {mode}. Readers still "
+                    "mount the store read-only (on their volumeMount)",
+                )
+            ]
+        if mode == "ReadWriteOnce" and backend != "hostpath":
+            return [(where, "ReadWriteOnce keeps every pod on one node: use ReadWriteMany")]
+        if mode == "ReadOnlyMany":
+            writes = [
+                what for what, on in (("leases", self.leases), ("the writer", self._writer_mounts)) if on
+            ]
+            if writes:
+                return [
+                    (
+                        where,
+                        f"ReadOnlyMany cannot carry {' and '.join(writes)}, which write to the volume: "
+                        "use ReadWriteMany (readers still mount the store read-only), or set "
+                        "leases=False and run the writer elsewhere",
+                    )
+                ]
+        return []
+
+    def _autoscaling_issues(self) -> list[tuple[Location, str]]:
+        if self.autoscaling is None:
+            return []
+        if self.reader is None:
+            return [(("autoscaling",), "scales the readers: add reader (an image, or patch=True)")]
+        issues: list[tuple[Location, str]] = []
+        if "replicas" in self.reader.model_fields_set:
+            issues.append(
+                (
+                    ("reader", "replicas"),
+                    "conflicts with autoscaling, which owns the replica count: set "
+                    "autoscaling.min_replicas instead",
+                )
+            )
+        if not self.reader.patch and self.reader.resources.cpu_request is None:
+            issues.append(
+                (
+                    ("reader", "resources", "cpu_request"),
+                    "is required with autoscaling: CPU utilization is "
+                    "measured against the request (e.g. 500m)",
+                )
+            )
+        return issues
+
+    @property
+    def _writer_mounts(self) -> bool:
+        return self.writer is not None and self.volume.backend != "s3"
+
+    @property
+    def effective_access_mode(self) -> AccessMode:
+        """The access mode written: the one given, else what the backend and the workloads need."""
+        if self.access_mode is not None:
+            return self.access_mode
+        if self.volume.backend == "hostpath":
+            return "ReadWriteOnce"
+        if self.volume.backend == "s3" and not self.leases:
+            return "ReadOnlyMany"
+        return "ReadWriteMany"
+
+    @property
+    def claim_name(self) -> str:
+        """Name of the PersistentVolumeClaim (in ``namespace``)."""
+        return self.name
+
+    @property
+    def cluster_name(self) -> str:
+        """Name of the cluster-scoped PersistentVolume or StorageClass."""
+        return f"{self.name}-{self.namespace}"
+
+    @property
+    def pod_volume_name(self) -> str:
+        """Name of the store volume inside pod specs."""
+        return f"{self.name}-store"
+
+    @property
+    def deployment_name(self) -> str:
+        """Name of the readers' Deployment (created or patched)."""
+        if self.reader is not None and self.reader.deployment:
+            return self.reader.deployment
+        return f"{self.name}-reader"
+
+    @property
+    def writer_name(self) -> str:
+        """Name of the writer's CronJob or Job."""
+        return f"{self.name}-writer"
+
+    def labels(self, component: str) -> dict[str, str]:
+        """The labels of every object of ``component`` (storage, reader or writer)."""
+        return {
+            "app.kubernetes.io/name": self.name,
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/managed-by": "sharedrec",
+        }
+
+    @property
+    def lease_path(self) -> str:
+        """Where readers see the store's ``leases/`` folder (mounted read-write)."""
+        return f"{self.mount_path}/{LEASES}"

@@ -1,0 +1,185 @@
+"""The storage objects of each backend: PersistentVolume, PersistentVolumeClaim, StorageClass.
+
+Static volumes are pre-bound both ways, as the Kubernetes documentation on reserving a
+PersistentVolume describes: the PV's ``claimRef`` names the claim and its namespace, the
+claim's ``volumeName`` names the PV, and both set ``storageClassName: ""`` so that no
+default StorageClass provisions a fresh, empty volume instead. Volumes are retained when
+their claim goes: a store is data, not scratch space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sharedrec.k8s._config import (
+    NOMINAL_CAPACITY,
+    EfsVolume,
+    HostPathVolume,
+    K8sConfig,
+    NfsVolume,
+    S3Volume,
+)
+from sharedrec.k8s._rules import EFS_DRIVER, NFS_DRIVER, S3_DRIVER
+
+__all__ = ["storage_objects"]
+
+
+def storage_objects(config: K8sConfig) -> list[dict[str, Any]]:
+    """The StorageClass (dynamic EFS only) or PersistentVolume, then the claim.
+
+    Args:
+        config: A validated config.
+
+    Returns:
+        Plain dicts in the order to apply them.
+    """
+    volume = config.volume
+    if isinstance(volume, EfsVolume) and volume.dynamic:
+        return [_efs_storage_class(config, volume), _claim(config, NOMINAL_CAPACITY, config.cluster_name)]
+    if isinstance(volume, EfsVolume):
+        source = _efs_source(volume)
+        capacity, options = NOMINAL_CAPACITY, _efs_mount_options(volume)
+    elif isinstance(volume, NfsVolume):
+        source = _nfs_source(config, volume)
+        capacity, options = volume.capacity, list(volume.mount_options)
+    elif isinstance(volume, S3Volume):
+        source = _s3_source(config, volume)
+        capacity, options = NOMINAL_CAPACITY, _s3_mount_options(config, volume)
+    else:
+        source = _host_path_source(volume)
+        capacity, options = volume.capacity, []
+    return [_persistent_volume(config, capacity, options, source), _claim(config, capacity, "")]
+
+
+def _persistent_volume(
+    config: K8sConfig, capacity: str, mount_options: list[str], source: dict[str, Any]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "capacity": {"storage": capacity},
+        "volumeMode": "Filesystem",
+        "accessModes": [config.effective_access_mode],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": "",
+        "claimRef": {"namespace": config.namespace, "name": config.claim_name},
+    }
+    if mount_options:
+        spec["mountOptions"] = mount_options
+    spec.update(source)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": config.cluster_name, "labels": config.labels("storage")},
+        "spec": spec,
+    }
+
+
+def _claim(config: K8sConfig, capacity: str, storage_class: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": [config.effective_access_mode],
+        "volumeMode": "Filesystem",
+        "storageClassName": storage_class,
+    }
+    if not storage_class:
+        spec["volumeName"] = config.cluster_name
+    spec["resources"] = {"requests": {"storage": capacity}}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": config.claim_name,
+            "namespace": config.namespace,
+            "labels": config.labels("storage"),
+        },
+        "spec": spec,
+    }
+
+
+# -- EFS -------------------------------------------------------------------------------------
+
+
+def _efs_mount_options(volume: EfsVolume) -> list[str]:
+    # `iam` makes efs-utils authenticate with the driver's IAM identity, which a file system
+    # policy that denies anonymous clients requires (aws-efs-csi-driver docs/parameters.md).
+    return (["iam"] if volume.iam else []) + list(volume.mount_options)
+
+
+def _efs_source(volume: EfsVolume) -> dict[str, Any]:
+    csi: dict[str, Any] = {"driver": EFS_DRIVER, "volumeHandle": volume.volume_handle}
+    if volume.volume_attributes:
+        csi["volumeAttributes"] = dict(volume.volume_attributes)
+    return {"csi": csi}
+
+
+def _efs_storage_class(config: K8sConfig, volume: EfsVolume) -> dict[str, Any]:
+    parameters = {
+        "provisioningMode": "efs-ap",
+        "fileSystemId": volume.file_system_id,
+        "directoryPerms": volume.directory_perms,
+    }
+    if volume.uid is not None and volume.gid is not None:
+        parameters["uid"] = str(volume.uid)
+        parameters["gid"] = str(volume.gid)
+    if volume.base_path:
+        parameters["basePath"] = volume.base_path
+    storage_class: dict[str, Any] = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": config.cluster_name, "labels": config.labels("storage")},
+        "provisioner": EFS_DRIVER,
+        "parameters": parameters,
+        "reclaimPolicy": "Retain",
+        "volumeBindingMode": "Immediate",
+    }
+    options = _efs_mount_options(volume)
+    if options:
+        storage_class["mountOptions"] = options
+    return storage_class
+
+
+# -- NFS, S3, hostPath -------------------------------------------------------------------------
+
+
+def _nfs_source(config: K8sConfig, volume: NfsVolume) -> dict[str, Any]:
+    if not volume.csi:
+        return {"nfs": {"server": volume.server, "path": volume.path}}
+    # csi-driver-nfs reads server and share from volumeAttributes; the handle only has to be
+    # unique, so its fourth field (where dynamic volumes keep a uuid) carries the PV's name.
+    handle = f"{volume.server}#{volume.path.strip('/')}##{config.cluster_name}"
+    return {
+        "csi": {
+            "driver": NFS_DRIVER,
+            "volumeHandle": handle,
+            "volumeAttributes": {"server": volume.server, "share": volume.path},
+        }
+    }
+
+
+def _s3_mount_options(config: K8sConfig, volume: S3Volume) -> list[str]:
+    options = []
+    if volume.region:
+        options.append(f"region {volume.region}")
+    if volume.prefix:
+        options.append(f"prefix {volume.prefix}")
+    if config.leases:
+        # A lease is rewritten at every heartbeat and removed on close; Mountpoint refuses
+        # both unless told (mountpoint-s3 doc/SEMANTICS.md).
+        options += ["allow-delete", "allow-overwrite"]
+    if config.run_as_user is not None:
+        # Mountpoint's files belong to the user that mounted them (root) unless told.
+        options.append(f"uid={config.run_as_user}")
+        if config.run_as_group is not None:
+            options.append(f"gid={config.run_as_group}")
+        options.append("allow-other")
+    return options + list(volume.mount_options)
+
+
+def _s3_source(config: K8sConfig, volume: S3Volume) -> dict[str, Any]:
+    attributes = {"bucketName": volume.bucket}
+    if volume.authentication_source == "pod":
+        attributes["authenticationSource"] = "pod"
+    # The driver needs a unique volumeHandle per PV; the PV's own name is one.
+    return {"csi": {"driver": S3_DRIVER, "volumeHandle": config.cluster_name, "volumeAttributes": attributes}}
+
+
+def _host_path_source(volume: HostPathVolume) -> dict[str, Any]:
+    return {"hostPath": {"path": volume.path, "type": "DirectoryOrCreate"}}

@@ -1,0 +1,249 @@
+"""The pods around the volume: readers (a Deployment or a patch of one), their autoscaler, the writer.
+
+Readers mount the store root read-only. The ``readOnly`` that counts is the one on the
+container's volumeMount: a PersistentVolume's ``csi.readOnly`` does not make a pod's
+mount read-only, and ``persistentVolumeClaim.readOnly`` on the pod volume would make the
+leases mount read-only too. With leases on, the same claim is mounted a second time,
+read-write, with ``subPath: leases`` over the store's ``leases/`` folder: a fixed folder,
+so subPath's pinning of one directory is harmless there (it would not be for a version).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sharedrec.errors import InvalidInput
+from sharedrec.format import LEASES
+from sharedrec.k8s._config import K8sConfig, Resources, S3Volume
+
+__all__ = ["autoscaler", "reader_deployment", "reader_patch", "writer_workload"]
+
+STORE_ENV = "SHAREDREC_STORE"
+LEASE_DIR_ENV = "SHAREDREC_LEASE_DIR"
+READER_ID_ENV = "SHAREDREC_READER_ID"
+
+
+def _reader_env(config: K8sConfig) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": STORE_ENV, "value": config.mount_path}]
+    if config.leases:
+        env.append({"name": LEASE_DIR_ENV, "value": config.lease_path})
+        # The pod name names the lease file: unique, and readable in the fleet view.
+        env.append({"name": READER_ID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    return env
+
+
+def _reader_mounts(config: K8sConfig) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": config.pod_volume_name, "mountPath": config.mount_path, "readOnly": True}
+    ]
+    if config.leases:
+        mounts.append({"name": config.pod_volume_name, "mountPath": config.lease_path, "subPath": LEASES})
+    return mounts
+
+
+def _pod_volumes(config: K8sConfig) -> list[dict[str, Any]]:
+    return [{"name": config.pod_volume_name, "persistentVolumeClaim": {"claimName": config.claim_name}}]
+
+
+def _security_context(config: K8sConfig) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    if config.run_as_user is not None:
+        context["runAsUser"] = config.run_as_user
+    if config.run_as_group is not None:
+        context["runAsGroup"] = config.run_as_group
+    return context
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    requests = {k: v for k, v in (("cpu", resources.cpu_request), ("memory", resources.memory_request)) if v}
+    limits = {k: v for k, v in (("cpu", resources.cpu_limit), ("memory", resources.memory_limit)) if v}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _readiness(command: tuple[str, ...]) -> dict[str, Any]:
+    return {"exec": {"command": list(command)}, "periodSeconds": 10, "failureThreshold": 3}
+
+
+def _pod_spec(
+    config: K8sConfig, container: dict[str, Any], service_account: str | None, *, volumes: bool
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    context = _security_context(config)
+    if context:
+        spec["securityContext"] = context
+    spec["containers"] = [container]
+    if volumes:
+        spec["volumes"] = _pod_volumes(config)
+    return spec
+
+
+def reader_deployment(config: K8sConfig) -> dict[str, Any]:
+    """The readers' Deployment, built from ``config.reader.image``.
+
+    Its ``replicas`` is left out when an autoscaler owns the count, so that re-applying
+    the manifest does not scale the readers back.
+
+    Args:
+        config: A validated config whose ``reader`` is not a patch.
+
+    Returns:
+        An ``apps/v1`` Deployment as a plain dict.
+    """
+    reader = config.reader
+    if reader is None or reader.image is None:
+        raise InvalidInput("reader_deployment needs config.reader with an image")
+    container: dict[str, Any] = {"name": reader.container, "image": reader.image}
+    if reader.command:
+        container["command"] = list(reader.command)
+    if reader.port:
+        container["ports"] = [{"name": "http", "containerPort": reader.port}]
+    container["env"] = _reader_env(config)
+    resources = _resources(reader.resources)
+    if resources:
+        container["resources"] = resources
+    if reader.readiness_command:
+        container["readinessProbe"] = _readiness(reader.readiness_command)
+    container["volumeMounts"] = _reader_mounts(config)
+    labels = config.labels("reader")
+    selector = {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+    spec: dict[str, Any] = {}
+    if config.autoscaling is None:
+        spec["replicas"] = reader.replicas
+    spec["selector"] = {"matchLabels": selector}
+    spec["template"] = {
+        "metadata": {"labels": labels},
+        "spec": _pod_spec(config, container, reader.service_account, volumes=True),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": config.deployment_name, "namespace": config.namespace, "labels": labels},
+        "spec": spec,
+    }
+
+
+def reader_patch(config: K8sConfig) -> dict[str, Any]:
+    """A strategic merge patch that adds the store to an existing Deployment.
+
+    It adds the pod volume, the container's mounts and environment (merged by name and
+    mount path, so the rest of the Deployment stays as it is) and, if given, the readiness
+    probe, service account and security context. Apply it with ``kubectl patch deployment
+    NAME --patch-file FILE`` or through the kustomize Component that `write_files` writes.
+
+    Args:
+        config: A validated config whose ``reader.patch`` is true.
+
+    Returns:
+        A partial ``apps/v1`` Deployment (not an object to create).
+    """
+    reader = config.reader
+    if reader is None or not reader.patch:
+        raise InvalidInput("reader_patch needs config.reader with patch=True")
+    container: dict[str, Any] = {"name": reader.container, "env": _reader_env(config)}
+    if reader.readiness_command:
+        container["readinessProbe"] = _readiness(reader.readiness_command)
+    container["volumeMounts"] = _reader_mounts(config)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": config.deployment_name, "namespace": config.namespace},
+        "spec": {"template": {"spec": _pod_spec(config, container, reader.service_account, volumes=True)}},
+    }
+
+
+def autoscaler(config: K8sConfig) -> dict[str, Any]:
+    """The ``autoscaling/v2`` HorizontalPodAutoscaler of the readers' Deployment.
+
+    Args:
+        config: A validated config with ``autoscaling``.
+
+    Returns:
+        A HorizontalPodAutoscaler on average CPU utilization, as a plain dict.
+    """
+    scaling = config.autoscaling
+    if scaling is None:
+        raise InvalidInput("autoscaler needs config.autoscaling")
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": config.deployment_name,
+            "namespace": config.namespace,
+            "labels": config.labels("reader"),
+        },
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": config.deployment_name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def writer_workload(config: K8sConfig) -> dict[str, Any]:
+    """The writer: a CronJob on ``writer.schedule``, or a one-off Job without one.
+
+    On EFS, NFS and hostPath it mounts the store read-write at ``mount_path``. On S3 it
+    mounts nothing and gets the ``s3://`` URL: Mountpoint cannot rename, so publishing
+    (which replaces ``CURRENT`` atomically) goes through the S3 API.
+
+    Args:
+        config: A validated config with ``writer``.
+
+    Returns:
+        A ``batch/v1`` CronJob or Job as a plain dict.
+    """
+    writer = config.writer
+    if writer is None:
+        raise InvalidInput("writer_workload needs config.writer")
+    on_s3 = isinstance(config.volume, S3Volume)
+    store = config.volume.url if isinstance(config.volume, S3Volume) else config.mount_path
+    container: dict[str, Any] = {"name": "writer", "image": writer.image}
+    if writer.command:
+        container["command"] = list(writer.command)
+    container["env"] = [{"name": STORE_ENV, "value": store}]
+    resources = _resources(writer.resources)
+    if resources:
+        container["resources"] = resources
+    if not on_s3:
+        container["volumeMounts"] = [{"name": config.pod_volume_name, "mountPath": config.mount_path}]
+    labels = config.labels("writer")
+    pod = _pod_spec(config, container, writer.service_account, volumes=not on_s3)
+    pod = {"restartPolicy": "Never", **pod}
+    job_spec: dict[str, Any] = {"backoffLimit": 2, "template": {"metadata": {"labels": labels}, "spec": pod}}
+    metadata = {"name": config.writer_name, "namespace": config.namespace, "labels": labels}
+    if writer.schedule is None:
+        # Lets the same manifest be applied again for the next run once this one is gone.
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": metadata,
+            "spec": {"ttlSecondsAfterFinished": 86400, **job_spec},
+        }
+    spec: dict[str, Any] = {"schedule": writer.schedule}
+    if writer.time_zone:
+        spec["timeZone"] = writer.time_zone
+    # Two publishes at once would race for CURRENT; the second would fail anyway.
+    spec["concurrencyPolicy"] = "Forbid"
+    spec["successfulJobsHistoryLimit"] = 3
+    spec["failedJobsHistoryLimit"] = 3
+    spec["jobTemplate"] = {"metadata": {"labels": labels}, "spec": job_spec}
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": metadata, "spec": spec}
