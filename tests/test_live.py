@@ -232,3 +232,21 @@ def test_threads_see_whole_versions_during_switches(store: sharedrec.Store) -> N
     assert bad == []
     assert reader.stats().switches == 7
     reader.close()
+
+
+def test_lease_falls_back_to_overwrite_where_rename_fails(tmp_path: Path) -> None:
+    from sharedrec.backends.posix import PosixBackend
+    from sharedrec.leases import LeaseKeeper
+
+    class NoRename(PosixBackend):
+        """A mount that refuses rename(2), as S3 through Mountpoint does (not available here)."""
+
+        def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+            raise OSError(95, "Operation not supported")
+
+    keeper = LeaseKeeper(NoRename(tmp_path, create=True), "leases", "pod-m", ttl=30)
+    (tmp_path / "leases").mkdir()
+    keeper.write("v1", [])
+    assert json.loads((tmp_path / "leases" / "pod-m.json").read_text())["version"] == "v1"
+    keeper.write("v2", ["v1"])
+    assert json.loads((tmp_path / "leases" / "pod-m.json").read_text())["versions"] == ["v2", "v1"]

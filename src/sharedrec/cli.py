@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from sharedrec.errors import SharedrecError
+from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection
+from sharedrec.k8s.cli import k8s
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+    from sharedrec._progress import ProgressMode
+    from sharedrec.store import Store
 
 __all__ = ["main"]
 
@@ -38,20 +48,295 @@ def demo(root: Path, users: int, k: int) -> None:
     run_demo(root, users, k)
 
 
-@cli.command()
-@click.argument("store")
-def info(store: str) -> None:
-    """List the versions of a store and which one is live."""
+def _open(location: str, endpoint_url: str | None, *, create: bool = False) -> Store:
     import sharedrec
 
-    handle = sharedrec.open(store, create=False)
+    options = {"endpoint_url": endpoint_url} if endpoint_url else None
+    return sharedrec.open(location, create=create, storage_options=options)
+
+
+_endpoint = click.option(
+    "--endpoint-url",
+    envvar="SHAREDREC_ENDPOINT_URL",
+    default=None,
+    help="S3-compatible endpoint for s3:// stores and inputs (default: AWS; $SHAREDREC_ENDPOINT_URL).",
+)
+_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+
+
+def _progress(quiet: bool) -> ProgressMode:
+    """Bars on a terminal, plain lines otherwise, nothing with --quiet."""
+    if quiet:
+        return False
+    return True if sys.stderr.isatty() else "plain"
+
+
+def _echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=1, default=str))
+
+
+@cli.command()
+@click.argument("store")
+@_endpoint
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(store: str, endpoint_url: str | None, as_json: bool) -> None:
+    """Show a store: live version, versions with their collections and sizes, readers."""
+    handle = _open(store, endpoint_url)
     versions = handle.versions()
+    leases = handle.leases()
+    live = handle.current()
+    if as_json:
+        _echo_json(
+            {
+                "store": handle.location,
+                "current": live,
+                "versions": [dataclasses.asdict(v) for v in versions],
+                "readers": [dataclasses.asdict(lease) for lease in leases],
+            }
+        )
+        return
+    click.echo(f"store: {handle.location}")
+    click.echo(f"live version: {live or '(none)'}")
     if not versions:
         click.echo(f"{handle.location}: no versions yet")
     for version in versions:
-        live = "  (live)" if version.current else ""
+        mark = "  (live)" if version.current else ""
         counts = ", ".join(f"{name}: {count:,} keys" for name, count in version.collections.items())
-        click.echo(f"{version.id}  {version.size_bytes / 1e6:,.1f} MB  {counts}{live}")
+        click.echo(f"{version.id}  {version.size_bytes / 1e6:,.1f} MB  {counts}{mark}")
+    if leases:
+        click.echo(f"readers ({len(leases)}):")
+        for lease in leases:
+            state = "live" if lease.live else "EXPIRED"
+            current = "on live version" if lease.on_current else f"on {lease.version}"
+            beat = f"heartbeat {lease.seconds_since_heartbeat:.0f} s ago"
+            click.echo(f"  {lease.reader_id}  {current}  {beat}  {state}")
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("collection")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("-k", "k", type=click.IntRange(min=0), default=None, help="At most this many items.")
+@click.option("--version", "version", default=None, help="Read this version instead of the live one.")
+@_endpoint
+def get(
+    store: str,
+    collection: str,
+    keys: tuple[str, ...],
+    k: int | None,
+    version: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """Look up KEYS in COLLECTION and print the lists (or vectors) as JSON."""
+    handle = _open(store, endpoint_url)
+    with handle.reader(version=version, lease=False, refresh_interval=None) as reader:
+        spec = reader.collections.get(collection)
+        if spec is None:
+            have = sorted(reader.collections)
+            raise UnknownCollection(
+                f"version {reader.version} has no collection {collection!r}; it has {have}"
+            )
+        out = []
+        for text in keys:
+            key: int | str = text
+            if spec.key_type == "int64":
+                try:
+                    key = int(text)
+                except ValueError:
+                    raise InvalidInput(
+                        f"collection {collection!r} has integer keys; {text!r} is not one"
+                    ) from None
+            try:
+                if spec.kind == "vectors":
+                    out.append({"key": key, "vector": reader.vector(collection, key).tolist()})
+                else:
+                    recs = reader.get(collection, key, k)
+                    out.append(
+                        {
+                            "key": key,
+                            "source": recs.source,
+                            "items": recs.items.tolist(),
+                            "scores": recs.scores.tolist(),
+                        }
+                    )
+            except KeyNotFound:
+                out.append({"key": key, "found": False})
+        _echo_json({"version": reader.version, "collection": collection, "results": out})
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("version", required=False)
+@_endpoint
+@_quiet
+def verify(store: str, version: str | None, endpoint_url: str | None, quiet: bool) -> None:
+    """Recompute the checksum of every file of VERSION (default: the live one)."""
+    report = _open(store, endpoint_url).verify(version, progress=_progress(quiet))
+    click.echo(
+        f"ok: version {report.version}, {report.files} files, {report.bytes / 1e6:,.1f} MB match the manifest"
+    )
+
+
+@cli.command()
+@click.argument("store")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Newest versions kept whatever their age.",
+)
+@click.option(
+    "--grace", default="1h", show_default=True, help="Minimum age before deletion: 90s, 30m, 6h, 2d."
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@_endpoint
+def gc(store: str, keep: int, grace: str, dry_run: bool, endpoint_url: str | None) -> None:
+    """Delete old versions that no reader leases, and unfinished publishes."""
+    report = _open(store, endpoint_url).gc(keep=keep, grace=_duration(grace), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for version in report.deleted:
+        click.echo(f"{verb} version {version}")
+    for folder in report.unfinished:
+        click.echo(f"{verb} unfinished {folder}")
+    for version, reason in sorted(report.kept.items()):
+        click.echo(f"kept {version}: {reason}")
+    click.echo(
+        f"{verb} {len(report.deleted)} versions and {len(report.unfinished)} unfinished folders "
+        f"({report.freed_bytes / 1e6:,.1f} MB)"
+    )
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 6h or 2d") from None
+
+
+@cli.command()
+@click.argument("store")
+@_endpoint
+def rollback(store: str, endpoint_url: str | None) -> None:
+    """Make the previously live version live again."""
+    version = _open(store, endpoint_url).rollback()
+    click.echo(f"live version: {version}")
+
+
+@cli.command("set-current")
+@click.argument("store")
+@click.argument("version")
+@_endpoint
+def set_current(store: str, version: str, endpoint_url: str | None) -> None:
+    """Make VERSION live."""
+    _open(store, endpoint_url).set_current(version)
+    click.echo(f"live version: {version}")
+
+
+@cli.command()
+@click.argument("store")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--collection", "-c", required=True, help="Collection to publish.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["long", "lists", "vectors", "npz"]),
+    default="long",
+    show_default=True,
+    help="long: one row per (user, item, score); lists: list columns per user; "
+    "vectors: a list column of floats; npz: arrays in .npz / .npy files.",
+)
+@click.option("--user-col", default="user", show_default=True)
+@click.option("--item-col", default=None, help="Default: item (long), items (lists), items (npz).")
+@click.option("--score-col", default=None, help="Default: score (long), scores (lists), scores (npz).")
+@click.option("--rank-col", default=None, help="Order by this column (ascending) instead of by score.")
+@click.option("--vector-col", default="vector", show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--metadata", "-m", multiple=True, help="key=value kept in the manifest (repeatable).")
+@click.option("--force", is_flag=True, help="Publish even if a guard fails.")
+@click.option("--no-guards", is_flag=True, help="Run no publish guard.")
+@_endpoint
+@_quiet
+def publish(
+    store: str,
+    inputs: tuple[str, ...],
+    collection: str,
+    fmt: str,
+    user_col: str,
+    item_col: str | None,
+    score_col: str | None,
+    rank_col: str | None,
+    vector_col: str,
+    top_k: int,
+    metadata: tuple[str, ...],
+    force: bool,
+    no_guards: bool,
+    endpoint_url: str | None,
+    quiet: bool,
+) -> None:
+    """Publish INPUTS (files or folders, local or s3://) as a new version of STORE.
+
+    The new version holds COLLECTION only; publish every collection a service needs in
+    one call (or keep them in separate stores).
+    """
+    from sharedrec import ingest
+
+    meta: dict[str, JsonValue] = {}
+    for pair in metadata:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--metadata")
+        meta[name] = value
+    options = {"endpoint_url": endpoint_url} if endpoint_url else None
+    handle = _open(store, endpoint_url, create=True)
+    progress = _progress(quiet)
+    with handle.publish(
+        metadata=meta, progress=progress, force=force, guards=[] if no_guards else None
+    ) as draft:
+        if fmt == "vectors":
+            keys, vectors = ingest.read_vectors(
+                inputs, user_col=user_col, vector_col=vector_col, storage_options=options
+            )
+            spec = draft.add_vectors(collection, keys, vectors)
+        elif fmt == "npz":
+            if len(inputs) != 1:
+                raise click.BadParameter("--format npz takes one .npz file or one folder of .npy files")
+            keys, items, scores = ingest.read_npz(
+                inputs[0],
+                [user_col if user_col != "user" else "keys", item_col or "items", score_col or "scores"],
+            )
+            spec = draft.add_ranked(collection, keys, items, scores, top_k=top_k)
+        else:
+            if fmt == "long":
+                ranked = ingest.read_long(
+                    inputs,
+                    user_col=user_col,
+                    item_col=item_col or "item",
+                    score_col=score_col or "score",
+                    rank_col=rank_col,
+                    top_k=top_k,
+                    storage_options=options,
+                )
+            else:
+                ranked = ingest.read_lists(
+                    inputs,
+                    user_col=user_col,
+                    item_col=item_col or "items",
+                    score_col=score_col or "scores",
+                    top_k=top_k,
+                    storage_options=options,
+                )
+            sort = rank_col is None
+            spec = draft.add_ranked(
+                collection, ranked.keys, ranked.items, ranked.scores, lengths=ranked.lengths, sort=sort
+            )
+    if not quiet:
+        click.echo(f"published version {draft.version_id}: {collection!r} with {spec.count:,} keys")
+    else:
+        click.echo(draft.version_id)
 
 
 @cli.command()
@@ -95,6 +380,9 @@ def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
     click.echo(f"ready: {reader_id} serves version {lease.version} (heartbeat {age:.1f} s ago)")
 
 
+cli.add_command(k8s)
+
+
 def main() -> None:
     """Entry point of the console script: one clear line per error unless --debug."""
     try:
@@ -103,7 +391,7 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except SharedrecError as exc:
         if "--debug" in sys.argv:

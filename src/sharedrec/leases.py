@@ -80,7 +80,7 @@ class LeaseKeeper:
         try:
             # No fsync: a lease only matters while its process lives, and close() on NFS
             # already publishes it to other clients (close-to-open consistency).
-            self._backend.write_atomic(self._path, lease.dumps(), durable=False)
+            self._write(lease.dumps())
         except OSError as exc:
             raise SharedrecError(
                 f"cannot write reader lease {self.where} ({exc.strerror or exc}): mount the store's "
@@ -88,6 +88,19 @@ class LeaseKeeper:
                 "to read without one (garbage collection then cannot see this reader)"
             ) from None
         self._removed = False
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._backend.write_atomic(self._path, data, durable=False)
+        except OSError:
+            # Some mounts cannot rename (S3 through Mountpoint): overwrite in place. A reader
+            # of the lease may then catch it half-written, which garbage collection treats
+            # as a damaged lease that protects everything: safe.
+            local = self._backend.local_path(self._path)
+            if local is None:
+                raise
+            with open(local, "wb") as f:
+                f.write(data)
 
     def remove(self) -> None:
         """Delete the lease (on close); a missing file is fine."""
