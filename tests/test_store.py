@@ -199,8 +199,8 @@ def test_open_file_url(tmp_path: Path, ranked: RankedData) -> None:
 
 
 def test_unsupported_protocol(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedLocation, match="ftp://"):
-        sharedrec.open("ftp://example.invalid/recs")
+    with pytest.raises(UnsupportedLocation, match="nosuchproto://"):
+        sharedrec.open("nosuchproto://example.invalid/recs")
 
 
 def test_publish_vectors_and_ranked_together(store: sharedrec.Store) -> None:

@@ -36,6 +36,7 @@ from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
+    from sharedrec._progress import ProgressMode
     from sharedrec.leases import LeaseKeeper
 
 __all__ = ["OpenVersion", "RankedList", "Reader", "ReaderStats", "Refresher"]
@@ -445,7 +446,7 @@ class Reader:
             return self.vectors(collection, keys)
 
     def prefetch(
-        self, collections: Sequence[str] | None = None, *, wait: bool = False, progress: bool | None = None
+        self, collections: Sequence[str] | None = None, *, wait: bool = False, progress: ProgressMode = None
     ) -> threading.Thread:
         """Warm the cache (S3) or the page cache (local disk) with whole collections.
 

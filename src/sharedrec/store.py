@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from pydantic import JsonValue
 
+    from sharedrec._progress import ProgressMode
     from sharedrec.gc import GCReport
     from sharedrec.guards import GuardLike
     from sharedrec.leases import LeaseInfo
@@ -137,7 +138,7 @@ class Store:
         metadata: dict[str, JsonValue] | None = None,
         version_id: str | None = None,
         make_current: bool = True,
-        progress: bool | None = None,
+        progress: ProgressMode = None,
         chunk_bytes: int = CHUNK_TARGET_BYTES,
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
@@ -200,7 +201,7 @@ class Store:
         scores: ArrayLike,
         *,
         metadata: dict[str, JsonValue] | None = None,
-        progress: bool | None = None,
+        progress: ProgressMode = None,
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
         **options: Any,
@@ -221,7 +222,7 @@ class Store:
         vectors: ArrayLike,
         *,
         metadata: dict[str, JsonValue] | None = None,
-        progress: bool | None = None,
+        progress: ProgressMode = None,
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
     ) -> str:
@@ -368,7 +369,7 @@ class Store:
                 "(garbage-collected) while this reader used it"
             ) from None
 
-    def verify(self, version: str | None = None, *, progress: bool | None = None) -> VerifyReport:
+    def verify(self, version: str | None = None, *, progress: ProgressMode = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
 
         Returns:

@@ -47,6 +47,10 @@ class FsspecBackend:
                 f"cannot open {url!r}: fsspec knows no {protocol}:// filesystem; use a local or "
                 "mounted path, s3://, or an installed fsspec protocol"
             ) from None
+        except Exception as exc:
+            raise SharedrecError(
+                f"cannot open {url!r} ({type(exc).__name__}: {exc}); check the location and storage_options"
+            ) from None
         self._url = url.rstrip("/")
         self._root = self.fs._strip_protocol(url).rstrip("/")
 
