@@ -31,6 +31,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "download-and-load" in out
     assert "the server (polling every 50 ms) moved to it" in out
     assert "store.rollback()" in out
+    assert "kind: PersistentVolume" in out and "driver: efs.csi.aws.com" in out  # the EFS manifests
+    assert "kind: HorizontalPodAutoscaler" in out and "kind: CronJob" in out
     store = sharedrec.open(tmp_path / "store", create=False)
     versions = store.versions()
     assert len(versions) == 2

@@ -140,6 +140,30 @@ def _wait_event(proc: subprocess.Popen[str], event: str) -> dict[str, Any]:
     raise RuntimeError(f"the serving process ended before reporting {event!r}")
 
 
+def efs_manifests() -> str:
+    """The manifests of an example EFS deployment: PV/PVC, readers with HPA, writer CronJob."""
+    from sharedrec.k8s import AutoscalingSpec, EfsVolume, K8sConfig, ReaderSpec, Resources, WriterSpec, render
+
+    config = K8sConfig(
+        name="recs",
+        namespace="ml",
+        volume=EfsVolume(file_system_id="fs-0123456789abcdef0", access_point_id="fsap-0123456789abcdef0"),
+        reader=ReaderSpec(
+            image="registry.example.com/recs-api:1.0",
+            port=8080,
+            readiness_command=("sharedrec", "ready", "/mnt/recs"),
+            resources=Resources(cpu_request="500m", memory_request="1Gi"),
+        ),
+        autoscaling=AutoscalingSpec(min_replicas=3, max_replicas=30),
+        writer=WriterSpec(
+            image="registry.example.com/recs-batch:1.0",
+            command=("sharedrec", "publish", "/mnt/recs", "s3://recs-batch/als/latest/", "-c", "home"),
+            schedule="0 3 * * *",
+        ),
+    )
+    return render(config)
+
+
 def run_demo(root: Path, n_users: int, k: int = 100) -> None:
     """Run the demo on a store under ``root`` (created if needed), printing as it goes."""
     from rich.console import Console
@@ -243,6 +267,12 @@ def run_demo(root: Path, n_users: int, k: int = 100) -> None:
         )
     console.print("[bold]5.[/] Versions in the store:")
     console.print(versions)
+    console.print("[bold]6.[/] The same store on Kubernetes: an EFS volume mounted into every reader pod")
+    console.print(
+        "   (`sharedrec k8s efs --file-system-id fs-... --image ... --writer-image ...` prints these; "
+        "see the EFS guide)"
+    )
+    console.print(efs_manifests(), markup=False, highlight=False)
     console.print(
         f'Read it yourself: [cyan]python -c "import sharedrec; '
         f"print(sharedrec.open('{store_dir}').reader().get('home', {user}, k=5))\"[/]"
