@@ -223,3 +223,60 @@ def test_errors_are_one_line(tmp_path: Path, setup: str, args: list[str], messag
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_publish_from_s3_inputs_to_an_s3_store(s3_server: str, tmp_path: Path) -> None:
+    import os
+
+    import boto3
+
+    from conftest import make_bucket
+
+    bucket = make_bucket(s3_server)
+    table = long_table(n_users=30, rows_per_user=12, seed=9)
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.upload_file(str(tmp_path / "part-0.parquet"), bucket, "als/output/part-0.parquet")
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SHAREDREC_ENDPOINT_URL": s3_server,
+        "SHAREDREC_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    store = f"s3://{bucket}/recs"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sharedrec",
+            "publish",
+            store,
+            f"s3://{bucket}/als/output/",
+            "-c",
+            "home",
+            "--top-k",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "home: lists: started" in done.stderr and "100% in" in done.stderr  # plain progress, not a TTY
+    got = subprocess.run(
+        [sys.executable, "-m", "sharedrec", "get", store, "home", "18"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["results"][0]["items"] == expected_top(table, 18, 5)
