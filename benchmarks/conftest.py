@@ -25,6 +25,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"{','.join(map(str, SMOKE_SIZES))} with --smoke)",
     )
     group.addoption(
+        "--ingest-rows",
+        default="20000000",
+        help="rows of the long-format Parquet input of test_ingest.py (60000000 is about 1 GB)",
+    )
+    group.addoption(
         "--smoke",
         action="store_true",
         help=f"tiny sizes, few rounds and --benchmark-max-time={SMOKE_MAX_TIME} unless given: "

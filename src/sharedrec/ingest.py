@@ -47,8 +47,8 @@ class RankedArrays:
     """Padded ranked lists ready for `Draft.add_ranked` (with ``lengths=``)."""
 
     keys: NDArray[Any] | list[str]
-    items: NDArray[np.int64]
-    scores: NDArray[np.float64]
+    items: NDArray[np.signedinteger[Any]]
+    scores: NDArray[np.floating[Any]]
     lengths: NDArray[np.int32]
     rows_read: int
 
@@ -169,7 +169,9 @@ def read_long(
             elif str_keys != is_str:
                 raise InvalidInput("the user column mixes integer and string ids across files")
             items = _numeric(batch.column(item_col), "item", "int").astype(np.int64)
-            scores = _numeric(batch.column(score_col), "score", "float").astype(np.float64)
+            raw_scores = _numeric(batch.column(score_col), "score", "float")
+            buckets.score_dtype = np.result_type(buckets.score_dtype or raw_scores.dtype, raw_scores.dtype)
+            scores = raw_scores.astype(np.float64)
             if not np.isfinite(scores).all():
                 raise InvalidInput("the score column holds NaN or infinite values")
             sort_key = (
@@ -199,6 +201,7 @@ class _Spill:
         self.folder = folder
         self.n = n
         self.str_users: list[list[str]] = [[] for _ in range(n)]
+        self.score_dtype: np.dtype[Any] | None = None
 
     def add(
         self, users: NDArray[Any], items: NDArray[Any], scores: NDArray[Any], order: NDArray[Any]
@@ -250,10 +253,16 @@ class _Spill:
             score_parts.append(padded_scores)
             length_parts.append(lengths)
         width = max(1, int(max(int(p.max()) for p in length_parts)))
+        items = np.concatenate(item_parts)[:, :width]
+        if items.size and items.min() >= -1 and items.max() < 2**31:
+            items = items.astype(np.int32)  # lossless, and half the memory and disk
+        scores = np.concatenate(score_parts)[:, :width]
+        if self.score_dtype == np.float32:
+            scores = scores.astype(np.float32)  # the input's precision
         return RankedArrays(
             keys=keys if str_keys else np.asarray(keys, dtype=np.int64),
-            items=np.concatenate(item_parts)[:, :width],
-            scores=np.concatenate(score_parts)[:, :width],
+            items=items,
+            scores=scores,
             lengths=np.concatenate(length_parts),
             rows_read=rows,
         )

@@ -7,7 +7,6 @@ array and a slice of the mapped row: no zarr-python, no copies for single keys.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -690,13 +689,11 @@ def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
     stop.set()
     if lease is None:
         return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if threading.current_thread().name != "fsspecIO":
         lease.remove()
     else:
-        # Garbage collection can run this inside an event loop (fsspec's I/O thread), where
-        # blocking I/O would deadlock: remove the lease from another thread.
+        # Garbage collection ran this inside fsspec's event-loop thread, where the blocking
+        # S3 calls of the removal would deadlock: remove the lease from another thread.
         threading.Thread(target=lease.remove, name="sharedrec-lease-removal", daemon=True).start()
 
 
