@@ -171,10 +171,14 @@ class ListSimilarity:
     * ``score_shift``: how far the median top score moved, in units of the live
       interquartile range of top scores.
 
-    Each value is checked only when its threshold is set; all are recorded.
+    Each value is checked only when its threshold is set; all are recorded. The sample is
+    ``blocks`` runs of consecutive stored rows (rows are in key or key-hash order), so it
+    touches a few chunks of each array: on S3 the check downloads a few chunks of the live
+    version, not all of it.
     """
 
     sample: int = 1000
+    blocks: int = 8
     k: int = 10
     min_coverage: float | None = 0.5
     min_overlap: float | None = None
@@ -183,8 +187,8 @@ class ListSimilarity:
     name: str = "list_similarity"
 
     def __post_init__(self) -> None:
-        if self.sample < 1 or self.k < 1:
-            raise InvalidInput("ListSimilarity.sample and .k must be positive")
+        if self.sample < 1 or self.k < 1 or self.blocks < 1:
+            raise InvalidInput("ListSimilarity.sample, .blocks and .k must be positive")
         for what in ("min_coverage", "min_overlap"):
             value = getattr(self, what)
             if value is not None:
@@ -202,7 +206,7 @@ class ListSimilarity:
                 continue
             if new.collections[name].kind != "ranked":
                 continue
-            rows = rng.choice(spec.count, size=min(self.sample, spec.count), replace=False)
+            rows = _clustered_sample(rng, spec.count, self.sample, self.blocks)
             stats = _compare(new, live, name, [live._key_at(name, int(row)) for row in rows], self.k)
             values[name] = dict(stats)
             for label, value, limit, below in (
@@ -223,6 +227,15 @@ class ListSimilarity:
             "k": self.k,
         }
         return CheckResult(self.name, not failures, message, {"collections": values, **thresholds})
+
+
+def _clustered_sample(rng: np.random.Generator, count: int, sample: int, blocks: int) -> list[int]:
+    """``sample`` distinct rows of ``range(count)`` in ``blocks`` runs of consecutive rows."""
+    if sample >= count:
+        return list(range(count))
+    run = max(1, sample // max(1, blocks))
+    starts = rng.choice(max(1, count - run + 1), size=min(blocks, max(1, count - run + 1)), replace=False)
+    return sorted({int(row) for start in starts.tolist() for row in range(start, min(count, start + run))})
 
 
 def _compare(new: Reader, live: Reader, name: str, keys: list[Any], k: int) -> dict[str, float | None]:
