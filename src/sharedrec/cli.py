@@ -329,9 +329,10 @@ def publish(
                     top_k=top_k,
                     storage_options=options,
                 )
-            sort = rank_col is None
+            # Lists come out best first (ingestion orders them); a --rank-col that disagrees with
+            # the scores is then refused by the order check rather than silently reordered.
             spec = draft.add_ranked(
-                collection, ranked.keys, ranked.items, ranked.scores, lengths=ranked.lengths, sort=sort
+                collection, ranked.keys, ranked.items, ranked.scores, lengths=ranked.lengths
             )
     if not quiet:
         click.echo(f"published version {draft.version_id}: {collection!r} with {spec.count:,} keys")

@@ -202,6 +202,8 @@ class _Spill:
         self.n = n
         self.str_users: list[list[str]] = [[] for _ in range(n)]
         self.score_dtype: np.dtype[Any] | None = None
+        self.max_item = -1
+        self.min_item = 0
 
     def add(
         self, users: NDArray[Any], items: NDArray[Any], scores: NDArray[Any], order: NDArray[Any]
@@ -210,19 +212,32 @@ class _Spill:
             hashes = np.fromiter((hash(u) for u in users), dtype=np.int64, count=len(users))
         else:
             hashes = users * np.int64(-7046029254386353131)  # spread consecutive ids
-        bucket = (hashes.view(np.uint64) >> np.uint64(33)) % np.uint64(self.n)
-        for b in np.flatnonzero(np.bincount(bucket.astype(np.int64), minlength=self.n)).tolist():
-            rows = np.flatnonzero(bucket == b)
-            parts = {"items": items, "scores": scores, "order": order}
-            if users.dtype == object:
-                self.str_users[b].extend(users[rows].tolist())
-            else:
-                parts["users"] = users
-            for name, values in parts.items():
+        bucket = ((hashes.view(np.uint64) >> np.uint64(33)) % np.uint64(self.n)).astype(np.int64)
+        self.max_item = max(self.max_item, int(items.max()))
+        self.min_item = min(self.min_item, int(items.min()))
+        # One sort by bucket, then a contiguous slice per bucket.
+        order_by_bucket = np.argsort(bucket, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=self.n))])
+        parts = {"items": items, "scores": scores, "order": order}
+        if users.dtype != object:
+            parts["users"] = users
+        grouped = {name: values[order_by_bucket] for name, values in parts.items()}
+        sorted_users = users[order_by_bucket] if users.dtype == object else None
+        for b in range(self.n):
+            start, stop = int(bounds[b]), int(bounds[b + 1])
+            if start == stop:
+                continue
+            if sorted_users is not None:
+                self.str_users[b].extend(sorted_users[start:stop].tolist())
+            for name, values in grouped.items():
                 with open(self.folder / f"{b}.{name}", "ab") as f:
-                    f.write(values[rows].tobytes())
+                    f.write(values[start:stop].tobytes())
 
     def collect(self, top_k: int, rows: int, str_keys: bool) -> RankedArrays:
+        # Final dtypes from the start: int32 items when every id fits (lossless), the
+        # input's score precision; no wide intermediate copy of the output.
+        item_dtype = np.int32 if self.min_item >= 0 and self.max_item < 2**31 else np.int64
+        score_dtype = np.float32 if self.score_dtype == np.float32 else np.float64
         keys: list[Any] = []
         item_parts, score_parts, length_parts = [], [], []
         for b in range(self.n):
@@ -239,12 +254,13 @@ class _Spill:
                 uniques, users = np.unique(raw, return_inverse=True)
             sort = np.lexsort((order, users))
             users, items, scores = users[sort], items[sort], scores[sort]
+            del order, sort
             starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
             position = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
             keep = position < top_k
             group = users[keep]
-            padded_items = np.full((len(uniques), top_k), -1, dtype=np.int64)
-            padded_scores = np.full((len(uniques), top_k), np.nan, dtype=np.float64)
+            padded_items = np.full((len(uniques), top_k), -1, dtype=item_dtype)
+            padded_scores = np.full((len(uniques), top_k), np.nan, dtype=score_dtype)
             padded_items[group, position[keep]] = items[keep]
             padded_scores[group, position[keep]] = scores[keep]
             lengths = np.minimum(np.bincount(users, minlength=len(uniques)), top_k).astype(np.int32)
@@ -253,19 +269,24 @@ class _Spill:
             score_parts.append(padded_scores)
             length_parts.append(lengths)
         width = max(1, int(max(int(p.max()) for p in length_parts)))
-        items = np.concatenate(item_parts)[:, :width]
-        if items.size and items.min() >= -1 and items.max() < 2**31:
-            items = items.astype(np.int32)  # lossless, and half the memory and disk
-        scores = np.concatenate(score_parts)[:, :width]
-        if self.score_dtype == np.float32:
-            scores = scores.astype(np.float32)  # the input's precision
         return RankedArrays(
             keys=keys if str_keys else np.asarray(keys, dtype=np.int64),
-            items=items,
-            scores=scores,
+            items=_stack(item_parts, width),
+            scores=_stack(score_parts, width),
             lengths=np.concatenate(length_parts),
             rows_read=rows,
         )
+
+
+def _stack(parts: list[NDArray[Any]], width: int) -> NDArray[Any]:
+    """Concatenate the buckets' rows into one array, freeing each bucket as it is copied."""
+    out = np.empty((sum(len(p) for p in parts), width), dtype=parts[0].dtype)
+    start = 0
+    while parts:
+        part = parts.pop(0)
+        out[start : start + len(part)] = part[:, :width]
+        start += len(part)
+    return out
 
 
 def read_lists(
