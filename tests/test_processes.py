@@ -223,3 +223,123 @@ def test_following_readers_through_20_publishes_and_rollbacks(tmp_path: Path) ->
         assert result["switches"] >= 10, result  # the readers followed the moves
         assert set(result["seen"]) <= set(range(21))
         assert result["answers"] > 1000
+
+
+S3_FOLLOWER = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import sharedrec
+
+    url, endpoint, cache = sys.argv[1], sys.argv[2], sys.argv[3]
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+               "client_kwargs": {"region_name": "us-east-1"}}
+    N, K, TAG = 3000, 10, 1_000_000
+    keys = np.arange(N, dtype=np.int64) * 7 + 3
+    base = np.arange(N)[:, None] * K + np.arange(K)[None, :]
+    store = sharedrec.open(url, storage_options=options, cache_dir=cache, create=False)
+    reader = store.reader(refresh_interval=0.05)
+    rng = np.random.default_rng()
+    seen, bad, answers = set(), [], 0
+    print("ready", flush=True)
+    import select
+    while not select.select([sys.stdin], [], [], 0)[0]:  # until the test closes stdin
+        rows = rng.integers(0, N, size=20)
+        items, _, found = reader.get_many("home", keys[rows])
+        tags = set((items[:, 0] // TAG).tolist())
+        tag = tags.pop() if len(tags) == 1 else None
+        if tag is None or not found.all() or not np.array_equal(items, base[rows] + tag * TAG):
+            bad.append(sorted(tags))
+        else:
+            seen.add(tag)
+        answers += 1
+    stats = reader.stats()
+    reader.close()
+    print(json.dumps({"seen": sorted(seen), "bad": bad[:5], "answers": answers, "switches": stats.switches}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_s3_followers_see_whole_versions(s3_server: str, tmp_path: Path) -> None:
+    from conftest import make_bucket, s3_options
+
+    url = f"s3://{make_bucket(s3_server)}/recs"
+    store = sharedrec.open(url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "writer-cache")
+    _publish_tagged(store, 0)
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", S3_FOLLOWER, url, s3_server, str(tmp_path / f"cache-{i}")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in readers:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for tag in range(1, 9):
+        _publish_tagged(store, tag)
+        if tag % 3 == 0:
+            store.rollback()
+        time.sleep(0.3)  # several polls: each reader sees every move
+    for proc in readers:
+        out, err = proc.communicate("stop\n", timeout=120)
+        assert proc.returncode == 0, err
+        result = json.loads(out)
+        assert result["bad"] == [], result["bad"]
+        assert result["switches"] >= 3 and result["answers"] > 100
+        assert set(result["seen"]) <= set(range(9))
+
+
+S3_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import sharedrec
+
+    url, endpoint = sys.argv[1], sys.argv[2]
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+               "client_kwargs": {"region_name": "us-east-1"}}
+    store = sharedrec.open(url, storage_options=options, cache_dir=sys.argv[3])
+    rng = np.random.default_rng(0)
+    n, k = 20000, 50
+    items = rng.integers(0, 10**6, (n, k), dtype=np.int32)
+    scores = np.sort(rng.random((n, k), dtype=np.float32), axis=1)[:, ::-1]
+    with store.publish(progress=False, guards=[]) as draft:
+        for i in range(200):
+            draft.add_ranked(f"c{i}", np.arange(n), items, scores)
+        print("uploading", flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_s3_publish_killed_during_upload(s3_server: str, tmp_path: Path) -> None:
+    from conftest import make_bucket, s3_options
+
+    url = f"s3://{make_bucket(s3_server)}/recs"
+    store = sharedrec.open(url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "c")
+    old = _publish_tagged(store, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", S3_WRITER, url, s3_server, str(tmp_path / "w")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        backend = store._backend  # type: ignore[attr-defined]
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(backend.listdir("versions")) > 1:  # objects of the new version are arriving
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert len(backend.listdir("versions")) == 2  # the partial upload is there...
+    assert [v.id for v in store.versions()] == [old]  # ...but it is no version
+    assert store.current() == old
+    keys, items = _base()
+    np.testing.assert_array_equal(store.reader(lease=False).get("home", int(keys[5])).items, items[5])

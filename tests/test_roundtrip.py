@@ -92,3 +92,24 @@ def test_vectors_round_trip(keys: list[Any], dim: int, dtype: type[np.floating[A
         out, found = reader.vectors("v", keys)
         assert found.all()
         np.testing.assert_array_equal(out, vectors)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ranked_input())
+def test_ranked_round_trip_on_s3(s3_server: str, case: dict[str, Any]) -> None:
+    """The same property through S3: staged upload, then reads through the chunk cache."""
+    from conftest import make_bucket, s3_options
+
+    keys, items, scores, k = case["keys"], case["items"], case["scores"], case["k"]
+    with tempfile.TemporaryDirectory() as cache:
+        store = sharedrec.open(
+            f"s3://{make_bucket(s3_server)}/r", storage_options=s3_options(s3_server), cache_dir=cache
+        )
+        with store.publish(chunk_bytes=case["chunk_bytes"], guards=[]) as draft:
+            draft.add_ranked("c", keys, items, scores)
+        reader = store.reader(lease=False, refresh_interval=None)
+        for key, row_items, row_scores in zip(keys, items, scores, strict=True):
+            recs = reader.get("c", key, k=k)
+            np.testing.assert_array_equal(recs.items, row_items[:k])
+            np.testing.assert_array_equal(recs.scores, row_scores[:k])
+        assert reader.get_many("c", keys, k=k)[2].all()
