@@ -184,6 +184,22 @@ def test_corrupt_download_is_refused(s3_store: sharedrec.Store, s3_server: str, 
     assert cached and not [p for p in cached if p.endswith("home/items/c/0/0")]  # nothing bad was cached
 
 
+def test_readers_open_without_a_request(s3_store: sharedrec.Store, s3_server: str, tmp_path: Path) -> None:
+    publish(s3_store, 1)
+    calls: list[str] = []
+    reader_store = sharedrec.open(
+        s3_store.location, storage_options=s3_options(s3_server), cache_dir=tmp_path / "r", create=False
+    )
+    counter = RequestCounter(reader_store)
+    reader = reader_store.reader(lease=False, refresh_interval=None)
+    reader.get("home", int(KEYS[2]))
+    calls = counter.take()
+    assert len(calls) == 5, calls  # CURRENT, manifest, then the keys, items and scores chunks
+    missing = sharedrec.open("s3://no-such-bucket-z/r", storage_options=s3_options(s3_server), create=False)
+    with pytest.raises(StoreNotFound, match="no bucket 'no-such-bucket-z'"):
+        missing.reader(lease=False)
+
+
 def test_missing_bucket_and_unreachable_endpoint(s3_server: str) -> None:
     with pytest.raises(StoreNotFound, match="no bucket 'nope-"):
         sharedrec.open("s3://nope-bucket-x/r", storage_options=s3_options(s3_server))

@@ -19,6 +19,7 @@ from sharedrec.errors import (
     CorruptVersion,
     InvalidInput,
     SharedrecError,
+    StoreNotFound,
     VersionGone,
     VersionNotFound,
 )
@@ -363,6 +364,8 @@ class Store:
     def _fetch(self, directory: str, relpath: str) -> bytes:
         try:
             return self._backend.read_bytes(f"{directory}/{relpath}")
+        except StoreNotFound:  # the bucket or mount is missing, not the file
+            raise
         except FileNotFoundError:
             raise VersionGone(
                 f"{self.location}/{directory}/{relpath} is gone: the version was deleted "
@@ -459,6 +462,8 @@ class Store:
         path = f"{VERSIONS}/{version_id}/{MANIFEST}"
         try:
             data = self._backend.read_bytes(path)
+        except StoreNotFound:  # the bucket or mount is missing, not the file
+            raise
         except FileNotFoundError:
             raise VersionNotFound(self._not_found(version_id)) from None
         manifest = Manifest.loads(data, f"{self.location}/{path}")
@@ -538,6 +543,8 @@ class Store:
     def _read_pointer(self) -> tuple[Pointer | None, bytes | None]:
         try:
             raw = self._backend.read_bytes(CURRENT)
+        except StoreNotFound:  # the bucket or mount is missing, not the file
+            raise
         except FileNotFoundError:
             return None, None
         return Pointer.loads(raw, f"{self.location}/{CURRENT}"), raw
@@ -607,6 +614,8 @@ class _Follower:
         try:
             # On S3 a conditional GET: an unchanged pointer costs a 304, no body.
             changed = self._store._backend.read_if_changed(CURRENT, None if force else self._token)
+        except StoreNotFound:  # the bucket or mount is missing, not the file
+            raise
         except FileNotFoundError:
             raise VersionNotFound(f"{self._store.location}/{CURRENT} disappeared") from None
         if changed is None:

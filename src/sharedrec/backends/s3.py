@@ -57,16 +57,10 @@ class S3Backend:
             skip_instance_cache=True, use_listings_cache=False, config_kwargs=config, **options
         )
         self.client = sync(self.fs.loop, self.fs.set_session)
-        try:
+        if create:
+            # Writers check the bucket up front; readers (create=False) save the request and
+            # learn the same from their first read of CURRENT.
             self._call("head_bucket", Bucket=self.bucket)
-        except Exception as exc:
-            code = _code(exc)
-            if code in _MISSING:
-                raise StoreNotFound(f"no bucket {self.bucket!r} for {self._url}: create it first") from None
-            raise SharedrecError(
-                f"cannot reach {self._url} ({type(exc).__name__}: {exc}); check the endpoint, "
-                "network and credentials (AWS_* environment or storage_options)"
-            ) from None
 
     @property
     def location(self) -> str:
@@ -78,7 +72,25 @@ class S3Backend:
         return f"{self.prefix}/{path}".strip("/") if self.prefix else path.strip("/")
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        return self._sync(self.fs.loop, getattr(self.client, method), **kwargs)
+        try:
+            return self._sync(self.fs.loop, getattr(self.client, method), **kwargs)
+        except Exception as exc:
+            raise self._explain(exc) from None
+
+    def _explain(self, exc: Exception) -> Exception:
+        """The error to raise for a failed request: a missing bucket or an unreachable
+        endpoint become one clear sharedrec error; anything else is kept as it is."""
+        code = _code(exc)
+        if code == "NoSuchBucket" or (
+            code in _MISSING and not getattr(exc, "operation_name", "").endswith("Object")
+        ):
+            return StoreNotFound(f"no bucket {self.bucket!r} for {self._url}: create it first")
+        if not code and not isinstance(exc, (FileNotFoundError, SharedrecError)):
+            return SharedrecError(
+                f"cannot reach {self._url} ({type(exc).__name__}: {exc}); check the endpoint, "
+                "network and credentials (AWS_* environment or storage_options)"
+            )
+        return exc
 
     def _get(self, path: str, **kwargs: Any) -> tuple[bytes, str]:
         async def fetch() -> tuple[bytes, str]:
@@ -89,9 +101,9 @@ class S3Backend:
         try:
             result: tuple[bytes, str] = self._sync(self.fs.loop, fetch)
         except Exception as exc:
-            if _code(exc) in _MISSING:
+            if _code(exc) in ("NoSuchKey", "404"):
                 raise FileNotFoundError(f"{self._url}/{path}") from None
-            raise
+            raise self._explain(exc) from None
         return result
 
     def _list(self, path: str, delimiter: bool) -> Iterator[dict[str, Any]]:
