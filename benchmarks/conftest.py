@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from benchmarks._baselines import RedisServer, build_lmdb, load_redis, redis_binary, start_redis
 from benchmarks._workload import Settings, Workload, build_workload
 
 FULL_SIZES = (100_000, 1_000_000)
@@ -94,3 +97,34 @@ def workload(n_users: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield build_workload(n_users, folder)
     # At 1M users the two copies take 1.6 GB; do not leave them for pytest's retention.
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lmdb_env(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The workload in an LMDB environment (a folder), built once per size."""
+    pytest.importorskip("lmdb", reason="the LMDB baseline needs py-lmdb (pip install lmdb)")
+    folder = tmp_path_factory.mktemp(f"lmdb-{workload.n_users}")
+    yield build_lmdb(workload, folder / "env")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server on a free loopback port, without persistence, for the whole session."""
+    pytest.importorskip("redis", reason="the Redis baseline needs redis-py (pip install redis)")
+    binary = redis_binary()
+    if binary is None:
+        pytest.skip("redis-server is not on PATH: the Redis baseline needs a real server")
+    server = start_redis(binary, tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_db(workload: Workload, redis_server: RedisServer) -> Iterator[Any]:
+    """A client of ``redis_server`` holding this size's rows (and nothing else)."""
+    client = redis_server.client()
+    load_redis(client, workload)
+    yield client
+    client.flushall()
+    client.close()

@@ -1,9 +1,15 @@
-"""Warm lookup latency: ``Reader.get`` / ``get_many`` against raw ``np.memmap`` + searchsorted.
+"""Warm lookup latency: ``Reader.get`` / ``get_many`` against raw ``np.memmap`` + searchsorted,
+an LMDB environment and a Redis server on loopback.
 
 Every call looks up a different existing key, cycling through keys drawn up front, and every
 key was looked up once before timing (chunks mapped, pages faulted in). pytest-benchmark's
 median is then the p50 of one call; ``extra_info`` adds p50/p90/p99/p99.9 from individually
 timed calls, and the cost of the timing itself so that it can be subtracted.
+
+LMDB and Redis hold the same rows as key -> items and scores bytes (see ``_baselines.py``);
+their answers are decoded into numpy views with ``np.frombuffer``. Redis pays a loopback
+round trip per call; it is here as the usual shared key-value service, not as a peer of
+in-process lookups.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from numpy.typing import NDArray
 from pytest_benchmark.fixture import BenchmarkFixture
 
 import sharedrec
+from benchmarks._baselines import decode_row, decode_rows, encode_key, encode_keys, open_lmdb
 from benchmarks._workload import COLLECTION, Settings, Workload
 
 Lookup = Callable[[Any], Any]
+SYSTEMS = ["sharedrec", "lmdb", "redis", "np.memmap", "ndarray-view"]
 
 
 def _mapped(workload: Workload, *, plain: bool) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
@@ -43,10 +51,21 @@ def _reader(workload: Workload, stack: ExitStack) -> sharedrec.Reader:
     return stack.enter_context(sharedrec.open(workload.store, create=False).reader())
 
 
+def _lmdb_txn(request: pytest.FixtureRequest, stack: ExitStack) -> Any:
+    """A read transaction on the LMDB baseline, kept open for the whole benchmark.
+
+    ``buffers=True``: values are memoryviews into LMDB's map (zero copy), valid while the
+    transaction is open.
+    """
+    env = stack.enter_context(open_lmdb(request.getfixturevalue("lmdb_env")))
+    return stack.enter_context(env.begin(buffers=True))
+
+
 def _single(
-    system: str, workload: Workload, stack: ExitStack
+    system: str, workload: Workload, stack: ExitStack, request: pytest.FixtureRequest
 ) -> tuple[Lookup, Callable[[Any], tuple[Any, Any]]]:
     """A one-key lookup of ``system``, and how to get ``(items, scores)`` out of its result."""
+    k = workload.k
     if system == "sharedrec":
         reader = _reader(workload, stack)
 
@@ -54,6 +73,17 @@ def _single(
             return reader.get(COLLECTION, key)
 
         return get, lambda found: (found.items, found.scores)
+
+    if system in ("lmdb", "redis"):
+        fetch = _lmdb_txn(request, stack).get if system == "lmdb" else request.getfixturevalue("redis_db").get
+
+        def get_value(key: int) -> Any:
+            value = fetch(encode_key(key))
+            if value is None:
+                raise KeyError(key)
+            return decode_row(value, k)
+
+        return get_value, lambda found: found
 
     keys, items, scores = _mapped(workload, plain=system == "ndarray-view")
 
@@ -67,9 +97,10 @@ def _single(
 
 
 def _batch(
-    system: str, workload: Workload, stack: ExitStack
+    system: str, workload: Workload, stack: ExitStack, request: pytest.FixtureRequest
 ) -> tuple[Lookup, Callable[[Any], tuple[Any, Any]]]:
     """A many-key lookup of ``system``, and how to get ``(items, scores)`` out of its result."""
+    k = workload.k
     if system == "sharedrec":
         reader = _reader(workload, stack)
 
@@ -82,7 +113,29 @@ def _batch(
 
         return get_many, unpack
 
-    keys, items, scores = _mapped(workload, plain=False)
+    if system == "lmdb":
+        cursor = _lmdb_txn(request, stack).cursor()
+
+        def getmulti(batch: NDArray[np.int64]) -> Any:
+            found = cursor.getmulti(encode_keys(batch))  # absent keys are left out
+            if len(found) != len(batch):
+                raise KeyError("a key of the batch is missing")
+            return decode_rows([value for _, value in found], k)
+
+        return getmulti, lambda found: found
+
+    if system == "redis":
+        client = request.getfixturevalue("redis_db")
+
+        def mget(batch: NDArray[np.int64]) -> Any:
+            values = client.mget(encode_keys(batch))
+            if None in values:
+                raise KeyError("a key of the batch is missing")
+            return decode_rows(values, k)
+
+        return mget, lambda found: found
+
+    keys, items, scores = _mapped(workload, plain=system == "ndarray-view")
 
     def raw(batch: NDArray[np.int64]) -> Any:
         rows = np.searchsorted(keys, batch)
@@ -124,12 +177,23 @@ def _latencies(lookup: Lookup, keys: list[Any], calls: int) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("system", ["sharedrec", "np.memmap", "ndarray-view"])
-def test_get(benchmark: BenchmarkFixture, workload: Workload, settings: Settings, system: str) -> None:
+def _redis_info(request: pytest.FixtureRequest) -> dict[str, Any]:
+    memory = request.getfixturevalue("redis_db").info("memory")
+    return {"redis_used_memory_mb": memory["used_memory"] / 1e6, "server": "redis-server on loopback"}
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_get(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    system: str,
+) -> None:
     benchmark.group = f"get-{workload.n_users}"
     keys = workload.sample_keys(settings.rotation, seed=11).tolist()
     with ExitStack() as stack:
-        lookup, unpack = _single(system, workload, stack)
+        lookup, unpack = _single(system, workload, stack, request)
         _check(lookup, unpack, workload, keys[:200])
         for key in keys:  # warm: map every chunk and fault in every page the timed calls touch
             lookup(key)
@@ -139,19 +203,31 @@ def test_get(benchmark: BenchmarkFixture, workload: Workload, settings: Settings
     benchmark.extra_info.update(
         system=system, n_users=workload.n_users, k=workload.k, rotating_keys=len(keys)
     )
+    if system == "redis":
+        benchmark.extra_info.update(_redis_info(request))
 
 
-@pytest.mark.parametrize("system", ["sharedrec", "np.memmap"])
-def test_get_many(benchmark: BenchmarkFixture, workload: Workload, settings: Settings, system: str) -> None:
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_get_many(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    system: str,
+) -> None:
     benchmark.group = f"get_many{settings.batch}-{workload.n_users}"
     batches = [workload.sample_keys(settings.batch, seed=100 + i) for i in range(settings.batches)]
     with ExitStack() as stack:
-        lookup, unpack = _batch(system, workload, stack)
+        lookup, unpack = _batch(system, workload, stack, request)
         _check(lookup, unpack, workload, batches[:2])
         for batch in batches:
             lookup(batch)
         rotation = itertools.cycle(batches)
         benchmark(lambda: lookup(next(rotation)))
     benchmark.extra_info.update(system=system, n_users=workload.n_users, k=workload.k, batch=settings.batch)
+    if system == "redis":
+        benchmark.extra_info.update(_redis_info(request))
     if benchmark.stats is not None:
-        benchmark.extra_info["per_key_ns"] = benchmark.stats.stats.median / settings.batch * 1e9
+        median = benchmark.stats.stats.median
+        benchmark.extra_info["per_key_ns"] = median / settings.batch * 1e9
+        benchmark.extra_info["keys_per_s"] = settings.batch / median

@@ -6,6 +6,10 @@ first answer) goes to ``extra_info``. The baseline stands for the old pattern of
 everything into memory at start-up: ``np.load`` of the full arrays plus a dict key -> row.
 Both read local files that this run has just written, so the page cache is warm and the
 baseline pays no network transfer: a lower bound for a real download.
+
+Two more systems open their data without loading it: ``lmdb`` (a read-only LMDB environment
+holding key -> items and scores bytes) and ``np.memmap`` (the sorted .npy files memory-mapped
+by ``np.load(mmap_mode="r")``, answered with ``np.searchsorted``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,11 +68,58 @@ print(json.dumps({"t0": t0, "t1": t1, "t2": t2, "loaded": loaded, "answer": answ
 """
 
 
-def _child_command(system: str, workload: Workload, key: int) -> list[str]:
+# Keys are 8-byte big-endian ids, values k int32 items then k float32 scores (_baselines.py).
+# The memoryview of buffers=True points into LMDB's map, valid while the transaction is open.
+LMDB_CHILD = """\
+import time
+t0 = time.perf_counter()
+import sys
+import lmdb
+import numpy as np
+t1 = time.perf_counter()
+env = lmdb.open(sys.argv[1], readonly=True, lock=False, readahead=False, subdir=True)
+opened = time.perf_counter()
+k = int(sys.argv[2])
+with env.begin(buffers=True) as txn:
+    value = txn.get(int(sys.argv[3]).to_bytes(8, "big", signed=True))
+    items = np.frombuffer(value, "<i4", k)
+    scores = np.frombuffer(value, "<f4", k, 4 * k)
+    answer = [items.tolist(), scores.tolist()]
+t2 = time.perf_counter()
+import json
+print(json.dumps({"t0": t0, "t1": t1, "t2": t2, "opened": opened, "answer": answer}))
+"""
+
+MEMMAP_CHILD = """\
+import time
+t0 = time.perf_counter()
+import sys
+import numpy as np
+t1 = time.perf_counter()
+keys = np.load(sys.argv[1], mmap_mode="r")
+items = np.load(sys.argv[2], mmap_mode="r")
+scores = np.load(sys.argv[3], mmap_mode="r")
+opened = time.perf_counter()
+key = int(sys.argv[4])
+row = int(np.searchsorted(keys, key))
+assert keys[row] == key
+answer = [items[row].tolist(), scores[row].tolist()]
+t2 = time.perf_counter()
+import json
+print(json.dumps({"t0": t0, "t1": t1, "t2": t2, "opened": opened, "answer": answer}))
+"""
+
+SYSTEMS = ["sharedrec", "lmdb", "np.memmap", "np.load+dict"]
+
+
+def _child_command(system: str, workload: Workload, key: int, lmdb_path: Path | None = None) -> list[str]:
     if system == "sharedrec":
         return [sys.executable, "-c", SHAREDREC_CHILD, str(workload.store), COLLECTION, str(key)]
+    if system == "lmdb":
+        return [sys.executable, "-c", LMDB_CHILD, str(lmdb_path), str(workload.k), str(key)]
     files = [str(workload.npy_file(name)) for name in ("keys", "items", "scores")]
-    return [sys.executable, "-c", BASELINE_CHILD, *files, str(key)]
+    child = MEMMAP_CHILD if system == "np.memmap" else BASELINE_CHILD
+    return [sys.executable, "-c", child, *files, str(key)]
 
 
 def _run_child(command: list[str]) -> dict[str, Any]:
@@ -92,9 +144,16 @@ def _run_child(command: list[str]) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("system", ["sharedrec", "np.load+dict"])
-def test_startup(benchmark: BenchmarkFixture, workload: Workload, settings: Settings, system: str) -> None:
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_startup(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    system: str,
+) -> None:
     benchmark.group = f"startup-{workload.n_users}"
+    lmdb_path: Path | None = request.getfixturevalue("lmdb_env") if system == "lmdb" else None
     keys = itertools.cycle(workload.sample_keys(64, seed=7).tolist())
     asked: list[int] = []
     reports: list[dict[str, Any]] = []
@@ -102,7 +161,7 @@ def test_startup(benchmark: BenchmarkFixture, workload: Workload, settings: Sett
     def setup() -> tuple[tuple[list[str]], dict[str, Any]]:
         key = next(keys)
         asked.append(key)
-        return (_child_command(system, workload, key),), {}
+        return (_child_command(system, workload, key, lmdb_path),), {}
 
     def run(command: list[str]) -> None:
         reports.append(_run_child(command))
@@ -114,11 +173,12 @@ def test_startup(benchmark: BenchmarkFixture, workload: Workload, settings: Sett
         assert report["answer"] == [items[0].tolist(), scores[0].tolist()], f"wrong answer for key {key}"
     timed = reports[1:] if len(reports) > 1 else reports  # the first was the warm-up round
     splits = ["interpreter_start_s", "import_s", "first_answer_s", "to_first_answer_s", "exit_s"]
-    splits += ["open_s", "get_s"] if system == "sharedrec" else ["load_s", "index_s"]
+    splits += ["load_s", "index_s"] if system == "np.load+dict" else ["open_s", "get_s"]
     benchmark.extra_info.update(
         {name: statistics.median(report[name] for report in timed) for name in splits}
     )
-    data = workload.store if system == "sharedrec" else workload.npy
+    data = {"sharedrec": workload.store, "lmdb": lmdb_path}.get(system, workload.npy)
+    assert data is not None
     benchmark.extra_info.update(
         system=system,
         n_users=workload.n_users,
