@@ -164,6 +164,10 @@ def test_management_commands(tmp_path: Path) -> None:
     assert run("rollback", str(store)).stdout.strip() == f"live version: {v1}"
     assert run("set-current", str(store), v2).stdout.strip() == f"live version: {v2}"
     assert f"deleted version {v1}" in run("gc", str(store), "--keep", "0", "--grace", "0").stdout
+    v3 = handle.publish_ranked("home", keys, np.ones((50, 3), dtype=int) * 3, np.ones((50, 3)), ref="canary")
+    assert handle.current() == v2
+    assert run("promote", str(store), "canary").stdout.strip() == f"current: {v3}"
+    assert handle.current() == v3
     missing = run("get", str(store), "home", "999")
     assert json.loads(missing.stdout)["results"] == [{"key": 999, "found": False}]
 

@@ -226,6 +226,17 @@ def rollback(store: str, endpoint_url: str | None) -> None:
     click.echo(f"live version: {version}")
 
 
+@cli.command()
+@click.argument("store")
+@click.argument("ref")
+@click.option("--to", "target", default="current", show_default=True, help="The pointer to move.")
+@_endpoint
+def promote(store: str, ref: str, target: str, endpoint_url: str | None) -> None:
+    """Point TO (default: CURRENT) at the version REF names, e.g. a canary to everyone."""
+    version = _open(store, endpoint_url).promote(ref, to=target)
+    click.echo(f"{target}: {version}")
+
+
 @cli.command("set-current")
 @click.argument("store")
 @click.argument("version")
@@ -258,6 +269,7 @@ def set_current(store: str, version: str, endpoint_url: str | None) -> None:
 @click.option("--metadata", "-m", multiple=True, help="key=value kept in the manifest (repeatable).")
 @click.option("--force", is_flag=True, help="Publish even if a guard fails.")
 @click.option("--no-guards", is_flag=True, help="Run no publish guard.")
+@click.option("--ref", default="current", show_default=True, help="Pointer to move, e.g. canary.")
 @_endpoint
 @_quiet
 def publish(
@@ -274,6 +286,7 @@ def publish(
     metadata: tuple[str, ...],
     force: bool,
     no_guards: bool,
+    ref: str,
     endpoint_url: str | None,
     quiet: bool,
 ) -> None:
@@ -294,7 +307,7 @@ def publish(
     handle = _open(store, endpoint_url, create=True)
     progress = _progress(quiet)
     with handle.publish(
-        metadata=meta, progress=progress, force=force, guards=[] if no_guards else None
+        metadata=meta, ref=ref, progress=progress, force=force, guards=[] if no_guards else None
     ) as draft:
         if fmt == "vectors":
             keys, vectors = ingest.read_vectors(

@@ -36,6 +36,7 @@ __all__ = [
     "Pointer",
     "chunk_path",
     "new_version_id",
+    "ref_path",
     "validate_collection_name",
     "validate_metadata",
     "validate_version_id",
@@ -44,6 +45,7 @@ __all__ = [
 FORMAT = "sharedrec/1"
 POINTER_FORMAT = "sharedrec-pointer/1"
 CURRENT = "CURRENT"
+REFS = "refs"
 VERSIONS = "versions"
 LEASES = "leases"
 MANIFEST = "manifest.json"
@@ -71,6 +73,18 @@ def validate_collection_name(name: object) -> str:
             "starting with a letter or digit (no path separators, no '..')"
         )
     return name
+
+
+def ref_path(ref: str) -> str:
+    """Where a named pointer lives: ``CURRENT`` for ``"current"``, else ``refs/<name>``."""
+    if ref == "current":
+        return CURRENT
+    if not isinstance(ref, str) or not _NAME.match(ref) or ".." in ref or ref.lower() == "current":
+        raise InvalidInput(
+            f"invalid ref name {ref!r}: use 1-128 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit ('current' is the live pointer, CURRENT)"
+        )
+    return f"{REFS}/{ref}"
 
 
 def validate_version_id(version_id: object) -> str:

@@ -46,7 +46,7 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
         raise InvalidInput(f"grace must not be negative; got {grace!r}")
     now = datetime.now(UTC)
     report = GCReport(dry_run=dry_run)
-    current = store.current()
+    pointed = {version: name for name, version in store.refs().items()}
     leases, damaged = read_leases(backend, LEASES)
     leased: dict[str, str] = {}
     for lease in leases:
@@ -75,8 +75,9 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
                 report.kept[name] = "unfinished, but recent: a publish may still be writing it"
                 continue
             report.unfinished.append(name)
-        elif name == current:
-            report.kept[name] = "live (CURRENT)"
+        elif name in pointed:
+            ref = pointed[name]
+            report.kept[name] = "live (CURRENT)" if ref == "current" else f"named by ref {ref!r}"
             continue
         elif name in newest:
             report.kept[name] = f"among the newest {keep}"

@@ -78,6 +78,7 @@ class Draft:
         guards: Sequence[GuardLike] = DEFAULT_GUARDS,
         force: bool = False,
         open_live: Callable[[str], Reader] | None = None,
+        pointer_path: str = CURRENT,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
@@ -86,6 +87,7 @@ class Draft:
         self._force = force
         self._backend = backend
         self._open_live = open_live
+        self._pointer_path = pointer_path
         # Where the files are written: in place on a POSIX path; staged on local disk, then
         # uploaded, for object stores.
         self._staging: str | None = None
@@ -470,7 +472,7 @@ class Draft:
             updated_at=datetime.now(UTC),
         )
         try:
-            self._backend.swap_pointer(CURRENT, pointer.dumps(), self._parent_raw)
+            self._backend.swap_pointer(self._pointer_path, pointer.dumps(), self._parent_raw)
         except PointerMoved as moved:
             other = _pointer_version(moved.current)
             base = self._parent.version if self._parent else "an empty store"

@@ -29,10 +29,12 @@ from sharedrec.format import (
     LEASES,
     MANIFEST,
     POINTER_HISTORY,
+    REFS,
     VERSIONS,
     Manifest,
     Pointer,
     new_version_id,
+    ref_path,
     validate_metadata,
     validate_version_id,
 )
@@ -143,6 +145,7 @@ class Store:
         chunk_bytes: int = CHUNK_TARGET_BYTES,
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
+        ref: str = "current",
     ) -> Draft:
         """Start a new version; use it as a context manager.
 
@@ -164,6 +167,9 @@ class Store:
                 collection, at most 50% empty lists, at least 50% of sampled live keys kept).
                 Pass ``[]`` for none, or add your own (see `guards`).
             force: Publish even if guards fail (the failure is logged and recorded).
+            ref: The pointer to move: ``"current"`` (``CURRENT``, what readers follow by
+                default) or a named ref such as ``"canary"`` that only readers opened with
+                ``ref="canary"`` follow. Guards compare with the version that ref names.
 
         Raises:
             ConcurrentPublishError: On exit, when another writer moved ``CURRENT`` first.
@@ -179,7 +185,7 @@ class Store:
 
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
         metadata = validate_metadata(metadata)
-        pointer, raw = self._read_pointer()
+        pointer, raw = self._read_pointer(ref)
         return Draft(
             self._backend,
             vid,
@@ -192,6 +198,7 @@ class Store:
             DEFAULT_GUARDS if guards is None else guards,
             force,
             lambda version: Reader(self.open_version(version, "lazy")),
+            ref_path(ref),
         )
 
     def publish_ranked(
@@ -205,14 +212,16 @@ class Store:
         progress: ProgressMode = None,
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
+        ref: str = "current",
         **options: Any,
     ) -> str:
         """Publish a version holding one ranked collection; returns the version id.
 
         ``options`` are those of `add_ranked()` (``lengths``, ``pad``, ``sort``,
-        ``top_k``, ``default``).
+        ``top_k``, ``default``, ``fallbacks``); ``ref`` moves a named pointer instead of
+        ``CURRENT`` (see `publish()`).
         """
-        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force) as draft:
+        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force, ref=ref) as draft:
             draft.add_ranked(name, keys, items, scores, **options)
         return draft.version_id
 
@@ -226,9 +235,10 @@ class Store:
         progress: ProgressMode = None,
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
+        ref: str = "current",
     ) -> str:
         """Publish a version holding one vectors collection; returns the version id."""
-        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force) as draft:
+        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force, ref=ref) as draft:
             draft.add_vectors(name, keys, vectors)
         return draft.version_id
 
@@ -247,6 +257,7 @@ class Store:
         reader_id: str | None = None,
         on_refresh_error: Callable[[Exception], None] | None = None,
         prefetch: bool | Sequence[str] = False,
+        ref: str | None = None,
     ) -> Reader:
         """Open a reader on the live version, following ``CURRENT`` as it moves.
 
@@ -280,6 +291,8 @@ class Store:
             on_refresh_error: Called with the exception when a refresh fails.
             prefetch: Warm the cache with every collection (True) or the named ones, in
                 the background, after open (see `Reader.prefetch`).
+            ref: Follow this pointer instead of ``CURRENT`` (default: ``$SHAREDREC_REF``, else
+                ``"current"``), e.g. ``"canary"`` for the pods of a canary Deployment.
 
         Raises:
             VersionNotFound: No version is live yet, or ``CURRENT`` names a missing one.
@@ -291,26 +304,24 @@ class Store:
 
         if refresh_interval is not None and refresh_interval <= 0:
             raise InvalidInput(f"refresh_interval must be positive seconds or None; got {refresh_interval!r}")
+        ref = ref or os.environ.get("SHAREDREC_REF") or "current"
         raw = None
         if version is not None:
             opened = self.open_version(version, verify)
         else:
-            pointer, raw = self._read_pointer()
+            pointer, raw = self._read_pointer(ref)
             if pointer is None:
-                raise VersionNotFound(
-                    f"no version is live in {self.location}: publish one first "
-                    "(or check that the volume is mounted at the right path)"
-                )
+                raise self._nothing_live(ref)
             try:
                 opened = self.open_version(pointer.version, verify)
             except VersionNotFound as exc:
                 raise VersionNotFound(
-                    f"{self.location}/{CURRENT} names version {pointer.version}, but {exc}; "
+                    f"{self.location}/{ref_path(ref)} names version {pointer.version}, but {exc}; "
                     "point CURRENT at a good version with store.set_current() or store.rollback()"
                 ) from None
         follower = None
         if version is None and not pin:
-            follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw)
+            follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw, ref_path(ref))
         keeper = None
         if lease:
             folder = lease_dir if lease_dir is not None else os.environ.get("SHAREDREC_LEASE_DIR")
@@ -442,14 +453,38 @@ class Store:
 
     # -- versions --------------------------------------------------------------------------
 
-    def current(self) -> str | None:
-        """The id of the live version, or None before the first publish.
+    def current(self, ref: str = "current") -> str | None:
+        """The id of the live version (or of the version a named ref points at), or None.
 
         Raises:
-            CorruptVersion: ``CURRENT`` exists but cannot be parsed.
+            CorruptVersion: The pointer exists but cannot be parsed.
         """
-        pointer, _ = self._read_pointer()
+        pointer, _ = self._read_pointer(ref)
         return pointer.version if pointer else None
+
+    def refs(self) -> dict[str, str]:
+        """Every pointer and the version it names: ``"current"`` (``CURRENT``) and the named refs."""
+        found = {}
+        for name in ["current", *self._backend.listdir(REFS)]:
+            if name.startswith("."):
+                continue
+            version = self.current(name)
+            if version is not None:
+                found[name] = version
+        return found
+
+    def promote(self, ref: str, to: str = "current") -> str:
+        """Point ``to`` at the version ``ref`` names (e.g. a canary to everyone); returns it.
+
+        Raises:
+            VersionNotFound: ``ref`` names no version.
+            ConcurrentPublishError: Another writer moved ``to`` at the same moment.
+        """
+        version = self.current(ref)
+        if version is None:
+            raise VersionNotFound(f"ref {ref!r} of {self.location} names no version; publish to it first")
+        self.set_current(version, ref=to)
+        return version
 
     def manifest(self, version_id: str) -> Manifest:
         """The manifest of a committed version.
@@ -498,23 +533,23 @@ class Store:
             )
         return sorted(found, key=lambda info: (info.created_at, info.id))
 
-    def set_current(self, version_id: str) -> None:
-        """Make a committed version live (readers that refresh follow it).
+    def set_current(self, version_id: str, *, ref: str = "current") -> None:
+        """Make a committed version live (or the target of a named ref); readers follow it.
 
         Raises:
             VersionNotFound: The version does not exist or never finished publishing.
-            ConcurrentPublishError: Another writer moved ``CURRENT`` at the same moment.
+            ConcurrentPublishError: Another writer moved the pointer at the same moment.
         """
         self.manifest(version_id)
-        pointer, raw = self._read_pointer()
+        pointer, raw = self._read_pointer(ref)
         if pointer and pointer.version == version_id:
             return
         history = [pointer.version, *pointer.previous] if pointer else []
         history = [v for v in history if v != version_id][:POINTER_HISTORY]
-        self._swap(Pointer(version=version_id, previous=history, updated_at=_now()), raw)
+        self._swap(Pointer(version=version_id, previous=history, updated_at=_now()), raw, ref)
 
-    def rollback(self) -> str:
-        """Make the previously live version live again; returns its id.
+    def rollback(self, *, ref: str = "current") -> str:
+        """Make the previously live version live again (or a named ref's); returns its id.
 
         Each call steps one version further back through the versions that were live
         before, skipping any that no longer exist.
@@ -522,7 +557,7 @@ class Store:
         Raises:
             VersionNotFound: There is no earlier version to go back to.
         """
-        pointer, raw = self._read_pointer()
+        pointer, raw = self._read_pointer(ref)
         if pointer is None:
             raise VersionNotFound(f"nothing to roll back in {self.location}: no version is live")
         for position, candidate in enumerate(pointer.previous):
@@ -531,7 +566,7 @@ class Store:
             except (VersionNotFound, CorruptVersion):
                 continue
             rest = pointer.previous[position + 1 :]
-            self._swap(Pointer(version=candidate, previous=rest, updated_at=_now()), raw)
+            self._swap(Pointer(version=candidate, previous=rest, updated_at=_now()), raw, ref)
             return candidate
         raise VersionNotFound(
             f"no earlier version of {self.location} to roll back to from {pointer.version}; "
@@ -540,31 +575,37 @@ class Store:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _read_pointer(self) -> tuple[Pointer | None, bytes | None]:
+    def _read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
+        path = ref_path(ref)
         try:
-            raw = self._backend.read_bytes(CURRENT)
+            raw = self._backend.read_bytes(path)
         except StoreNotFound:  # the bucket or mount is missing, not the file
             raise
         except FileNotFoundError:
             return None, None
-        return Pointer.loads(raw, f"{self.location}/{CURRENT}"), raw
+        return Pointer.loads(raw, f"{self.location}/{path}"), raw
 
-    def _live_id(self) -> str:
-        pointer, _ = self._read_pointer()
+    def _live_id(self, ref: str = "current") -> str:
+        pointer, _ = self._read_pointer(ref)
         if pointer is None:
-            raise VersionNotFound(
-                f"no version is live in {self.location}: publish one first "
-                "(or check that the volume is mounted at the right path)"
-            )
+            raise self._nothing_live(ref)
         return pointer.version
 
-    def _swap(self, pointer: Pointer, expected: bytes | None) -> None:
+    def _nothing_live(self, ref: str) -> VersionNotFound:
+        what = "no version is live" if ref == "current" else f"ref {ref!r} names no version"
+        return VersionNotFound(
+            f"{what} in {self.location}: publish one first "
+            "(or check that the volume is mounted at the right path)"
+        )
+
+    def _swap(self, pointer: Pointer, expected: bytes | None, ref: str = "current") -> None:
+        path = ref_path(ref)
         try:
-            self._backend.swap_pointer(CURRENT, pointer.dumps(), expected)
+            self._backend.swap_pointer(path, pointer.dumps(), expected)
         except PointerMoved:
             raise ConcurrentPublishError(
-                f"CURRENT of {self.location} changed while moving it to {pointer.version}; "
-                "check store.current() and retry"
+                f"{path} of {self.location} changed while moving it to {pointer.version}; "
+                "check store.refs() and retry"
             ) from None
 
     def _not_found(self, version_id: str) -> str:
@@ -590,8 +631,10 @@ class _Follower:
         verify: VerifyLevel,
         on_error: Callable[[Exception], None] | None,
         seen: bytes | None,
+        path: str = CURRENT,
     ) -> None:
         self.interval = interval
+        self._path = path
         self._store = store
         self._verify = verify
         self._on_error = on_error
@@ -613,17 +656,17 @@ class _Follower:
     def poll(self, force: bool, current: str) -> str | None:
         try:
             # On S3 a conditional GET: an unchanged pointer costs a 304, no body.
-            changed = self._store._backend.read_if_changed(CURRENT, None if force else self._token)
+            changed = self._store._backend.read_if_changed(self._path, None if force else self._token)
         except StoreNotFound:  # the bucket or mount is missing, not the file
             raise
         except FileNotFoundError:
-            raise VersionNotFound(f"{self._store.location}/{CURRENT} disappeared") from None
+            raise VersionNotFound(f"{self._store.location}/{self._path} disappeared") from None
         if changed is None:
             return None
         raw, self._token = changed
         if raw == self._seen or (raw == self._failed and not force):
             return None
-        pointer = Pointer.loads(raw, f"{self._store.location}/{CURRENT}")
+        pointer = Pointer.loads(raw, f"{self._store.location}/{self._path}")
         self._pending = raw
         if pointer.version == current:
             self._seen = raw
