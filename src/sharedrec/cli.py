@@ -237,6 +237,41 @@ def promote(store: str, ref: str, target: str, endpoint_url: str | None) -> None
     click.echo(f"{target}: {version}")
 
 
+@cli.command("diff")
+@click.argument("store")
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Depth of overlap@k."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_endpoint
+def diff_command(store: str, a: str, b: str, k: int, as_json: bool, endpoint_url: str | None) -> None:
+    """What changed from version (or ref) A to B, per collection."""
+    result = _open(store, endpoint_url).diff(a, b, k=k)
+    if as_json:
+        _echo_json(dataclasses.asdict(result))
+        return
+    click.echo(f"{result.a} -> {result.b}")
+    for name, change in result.collections.items():
+        overlap = (
+            "" if change.overlap_at_k is None else f", overlap@{k} of changed lists {change.overlap_at_k:.3f}"
+        )
+        shift = (
+            ""
+            if change.top_score_shift is None
+            else f", median top-score shift {change.top_score_shift:+.4g}"
+        )
+        click.echo(
+            f"{name}: +{change.added} -{change.removed} ~{change.changed} "
+            f"(unchanged {change.unchanged}){overlap}{shift}"
+        )
+    for name in result.only_in_a:
+        click.echo(f"{name}: only in {result.a}")
+    for name in result.only_in_b:
+        click.echo(f"{name}: only in {result.b}")
+
+
 @cli.command("set-current")
 @click.argument("store")
 @click.argument("version")

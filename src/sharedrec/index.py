@@ -113,6 +113,10 @@ class _Sorted:
             out[where] = chunk * self._rpc + self._valid(chunk).searchsorted(values[where])
         return out
 
+    def all_values(self) -> NDArray[np.generic]:
+        """The whole array, as one copy."""
+        return np.concatenate([self._valid(c) for c in range(self._array.n_chunks)])
+
     def value(self, row: int) -> object:
         return self._array.row(row)
 
@@ -140,6 +144,10 @@ class IntIndex:
             return self._sorted.find(key)
         except OverflowError:  # outside int64: cannot be stored
             return -1
+
+    def all_keys(self) -> NDArray[np.int64]:
+        """Every key, in stored (sorted) order: reads the whole key array."""
+        return self._sorted.all_values().astype(np.int64, copy=False)
 
     def key_at(self, row: int) -> int:
         """The key stored at ``row`` (keys are in sorted order)."""
@@ -198,6 +206,12 @@ class StrIndex:
                 return row
             row += 1
         return -1
+
+    def all_keys(self) -> list[str]:
+        """Every key, in stored (hash) order: reads and decodes the whole key index."""
+        spans = np.concatenate([self._spans.chunk(c) for c in range(self._spans.n_chunks)])[: self._n]
+        blob = self._bytes.span(0, int(spans[:, 1].max())).tobytes() if self._n else b""
+        return [blob[start:stop].decode() for start, stop in spans.tolist()]
 
     def key_at(self, row: int) -> str:
         """The key stored at ``row`` (rows are in hash order)."""

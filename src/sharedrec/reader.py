@@ -505,6 +505,11 @@ class Reader:
         col = v.ranked.get(collection) or v.vectors[collection]
         return col.index.key_at(row)
 
+    def _all_keys(self, collection: str) -> NDArray[np.int64] | list[str]:
+        v = self._v
+        col = v.ranked.get(collection) or v.vectors[collection]
+        return col.index.all_keys()
+
     def _row_of(self, collection: str, key: int | str) -> int:
         v = self._v
         col = v.ranked.get(collection) or v.vectors[collection]

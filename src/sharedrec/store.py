@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
+    from sharedrec.diff import VersionDiff
     from sharedrec.gc import GCReport
     from sharedrec.guards import GuardLike
     from sharedrec.leases import LeaseInfo
@@ -421,6 +422,17 @@ class Store:
         from sharedrec.gc import collect
 
         return collect(self, self._backend, keep, grace, dry_run)
+
+    def diff(self, a: str, b: str, *, k: int = 10) -> VersionDiff:
+        """What changed from version (or ref) ``a`` to ``b``, collection by collection.
+
+        Keys added, removed and changed; for ranked collections the mean overlap@k of the
+        changed lists and the median shift of the first score. Reads both versions' keys and
+        lists in batches (a million keys take seconds).
+        """
+        from sharedrec.diff import diff
+
+        return diff(self, a, b, k)
 
     def leases(self) -> list[LeaseInfo]:
         """The fleet view: every reader's lease, which version it serves and how fresh it is.
