@@ -760,3 +760,20 @@ def test_importing_sharedrec_does_not_import_k8s() -> None:
     result = _python("import sys, sharedrec; print('sharedrec.k8s' in sys.modules, 'yaml' in sys.modules)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_canary_deployment_follows_its_ref() -> None:
+    config = K8sConfig(
+        name="recs",
+        namespace="ml",
+        volume=EfsVolume(file_system_id=FS, access_point_id=AP),
+        reader=_reader(deployment="recs-canary", ref="canary", replicas=1),
+    )
+    objects = build_objects(config)
+    deployment = next(obj for obj in objects if obj["kind"] == "Deployment")
+    assert deployment["metadata"]["name"] == "recs-canary"
+    assert _env(_pod(deployment)["containers"][0])["SHAREDREC_REF"] == "canary"
+    for obj in objects:
+        _validate(obj)
+    with pytest.raises(InvalidInput, match="invalid ref name"):
+        _reader(ref="../x")

@@ -414,6 +414,18 @@ class ReaderSpec(_Model):
         None, description="Exec readiness probe; none unless given."
     )
     service_account: str | None = None
+    ref: str | None = Field(
+        None, description="Follow this named ref (e.g. canary) instead of CURRENT: $SHAREDREC_REF."
+    )
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None:
+            from sharedrec.format import ref_path
+
+            ref_path(value)  # raises InvalidInput naming the rule
+        return value
 
     @field_validator("image")
     @classmethod

@@ -21,6 +21,7 @@ __all__ = ["autoscaler", "reader_deployment", "reader_patch", "writer_workload"]
 STORE_ENV = "SHAREDREC_STORE"
 LEASE_DIR_ENV = "SHAREDREC_LEASE_DIR"
 READER_ID_ENV = "SHAREDREC_READER_ID"
+REF_ENV = "SHAREDREC_REF"
 
 
 def _reader_env(config: K8sConfig) -> list[dict[str, Any]]:
@@ -29,6 +30,9 @@ def _reader_env(config: K8sConfig) -> list[dict[str, Any]]:
         env.append({"name": LEASE_DIR_ENV, "value": config.lease_path})
         # The pod name names the lease file: unique, and readable in the fleet view.
         env.append({"name": READER_ID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    if config.reader is not None and config.reader.ref is not None:
+        # A canary Deployment follows its own pointer (refs/<ref>) instead of CURRENT.
+        env.append({"name": REF_ENV, "value": config.reader.ref})
     return env
 
 

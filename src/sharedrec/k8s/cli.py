@@ -76,6 +76,7 @@ _COMMON = [
     click.option("--memory-limit", help="Reader memory limit."),
     click.option("--readiness-command", callback=_words, help="Reader exec readiness probe (shell words)."),
     click.option("--service-account", help="Service account of the reader pods."),
+    click.option("--ref", help="Readers follow this named ref (e.g. canary) instead of CURRENT."),
     # autoscaler
     click.option("--min-replicas", type=int, help="Autoscaler minimum.  [default: 2]"),
     click.option("--max-replicas", type=int, help="Autoscaler maximum: adds a HorizontalPodAutoscaler."),
@@ -130,6 +131,7 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "port": "port",
             "readiness_command": "readiness_command",
             "service_account": "service_account",
+            "ref": "ref",
         },
     )
     reader_resources = _section(options, {name: name for name in _RESOURCE_FIELDS})
