@@ -373,16 +373,23 @@ class Store:
             )
         return self._cache
 
-    def _fetch(self, directory: str, relpath: str) -> bytes:
+    def _read_file(self, path: str) -> bytes | None:
+        """A file's bytes, or None when the file is missing (a missing store still raises)."""
         try:
-            return self._backend.read_bytes(f"{directory}/{relpath}")
+            return self._backend.read_bytes(path)
         except StoreNotFound:  # the bucket or mount is missing, not the file
             raise
         except FileNotFoundError:
+            return None
+
+    def _fetch(self, directory: str, relpath: str) -> bytes:
+        data = self._read_file(f"{directory}/{relpath}")
+        if data is None:
             raise VersionGone(
                 f"{self.location}/{directory}/{relpath} is gone: the version was deleted "
                 "(garbage-collected) while this reader used it"
-            ) from None
+            )
+        return data
 
     def verify(self, version: str | None = None, *, progress: ProgressMode = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
@@ -507,12 +514,9 @@ class Store:
         """
         validate_version_id(version_id)
         path = f"{VERSIONS}/{version_id}/{MANIFEST}"
-        try:
-            data = self._backend.read_bytes(path)
-        except StoreNotFound:  # the bucket or mount is missing, not the file
-            raise
-        except FileNotFoundError:
-            raise VersionNotFound(self._not_found(version_id)) from None
+        data = self._read_file(path)
+        if data is None:
+            raise VersionNotFound(self._not_found(version_id))
         manifest = Manifest.loads(data, f"{self.location}/{path}")
         if manifest.id != version_id:
             raise CorruptVersion(
@@ -526,11 +530,11 @@ class Store:
         live = self.current()
         found = []
         for name in self._backend.listdir(VERSIONS):
-            if name.startswith(".") or not self._backend.exists(f"{VERSIONS}/{name}/{MANIFEST}"):
+            if name.startswith("."):
                 continue
-            try:
+            try:  # one read per version: a missing manifest is an unfinished publish
                 manifest = self.manifest(name)
-            except (VersionNotFound, CorruptVersion):
+            except (VersionNotFound, CorruptVersion, InvalidInput):
                 continue
             found.append(
                 VersionInfo(
@@ -589,11 +593,8 @@ class Store:
 
     def _read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
         path = ref_path(ref)
-        try:
-            raw = self._backend.read_bytes(path)
-        except StoreNotFound:  # the bucket or mount is missing, not the file
-            raise
-        except FileNotFoundError:
+        raw = self._read_file(path)
+        if raw is None:
             return None, None
         return Pointer.loads(raw, f"{self.location}/{path}"), raw
 
