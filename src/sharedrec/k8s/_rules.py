@@ -196,29 +196,26 @@ _AP_ID = re.compile(r"^fsap-[0-9a-f]{8,40}$")
 
 def efs_file_system_id(value: str) -> str:
     """Return ``value`` if it is an EFS file system id (``fs-`` and 8-40 hex digits)."""
-    if _FS_ID.match(value):
-        return value
-    hint = ""
-    found = re.search(r"fs-[0-9a-f]{8,40}", value)
-    if found and value.startswith("arn:"):
-        hint = f" (the volumeHandle takes the id, not the ARN: use {found.group()!r})"
-    raise InvalidInput(
-        f"{value!r} is not an EFS file system id: expected 'fs-' and 8-40 hex digits, such as "
-        f"fs-0123456789abcdef0{hint}; find it with `aws efs describe-file-systems`"
-    )
+    return _efs_id(value, _FS_ID, "fs", "file system", "`aws efs describe-file-systems`")
 
 
 def efs_access_point_id(value: str) -> str:
     """Return ``value`` if it is an EFS access point id (``fsap-`` and 8-40 hex digits)."""
-    if _AP_ID.match(value):
+    return _efs_id(
+        value, _AP_ID, "fsap", "access point", "`aws efs describe-access-points --file-system-id fs-…`"
+    )
+
+
+def _efs_id(value: str, pattern: re.Pattern[str], prefix: str, what: str, command: str) -> str:
+    if pattern.match(value):
         return value
     hint = ""
-    found = re.search(r"fsap-[0-9a-f]{8,40}", value)
+    found = re.search(prefix + r"-[0-9a-f]{8,40}", value)
     if found and value.startswith("arn:"):
         hint = f" (the volumeHandle takes the id, not the ARN: use {found.group()!r})"
     raise InvalidInput(
-        f"{value!r} is not an EFS access point id: expected 'fsap-' and 8-40 hex digits, such as "
-        f"fsap-0123456789abcdef0{hint}; find it with `aws efs describe-access-points --file-system-id fs-…`"
+        f"{value!r} is not an EFS {what} id: expected '{prefix}-' and 8-40 hex digits, such as "
+        f"{prefix}-0123456789abcdef0{hint}; find it with {command}"
     )
 
 
