@@ -25,7 +25,6 @@ from sharedrec.errors import (
     UnsupportedLocation,
     VersionNotFound,
 )
-from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.integrity import VerifyReport
 from sharedrec.reader import RankedList, Reader, ReaderStats
 from sharedrec.store import Store, VersionInfo, open
@@ -60,7 +59,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The writing side (and zarr behind it) loads only when a process publishes.
+    # The writing side (and zarr behind it) loads only when a process publishes, and the
+    # pydantic models only when asked for: a reader process never imports pydantic.
+    if name in ("CollectionSpec", "Manifest"):
+        from sharedrec import format
+
+        return getattr(format, name)
     if name == "Draft":
         from sharedrec.publish import Draft
 

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from sharedrec._layout import chunk_path
 from sharedrec.errors import CorruptVersion
-from sharedrec.format import ArraySpec, chunk_path
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+    from sharedrec._spec import ArrayGeometry
 
 __all__ = ["ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
 
@@ -93,7 +95,7 @@ class MappedArray:
         "rows_per_chunk",
     )
 
-    def __init__(self, source: ChunkSource, path: str, spec: ArraySpec) -> None:
+    def __init__(self, source: ChunkSource, path: str, spec: ArrayGeometry) -> None:
         self._source = source
         self._path = path
         self.dtype = np.dtype(spec.dtype)

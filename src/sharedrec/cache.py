@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from sharedrec.errors import CorruptVersion
 
 if TYPE_CHECKING:
+    from sharedrec._spec import ManifestView
     from sharedrec.format import Manifest
 
 __all__ = ["CachedVersion", "ChunkCache", "default_cache_dir"]
@@ -123,7 +124,9 @@ class ChunkCache:
 class CachedVersion:
     """A `ChunkSource` that fetches a version's files from a remote store into the cache."""
 
-    def __init__(self, cache: ChunkCache, manifest: Manifest, download: Callable[[str], bytes]) -> None:
+    def __init__(
+        self, cache: ChunkCache, manifest: Manifest | ManifestView, download: Callable[[str], bytes]
+    ) -> None:
         self._cache = cache
         self._manifest = manifest
         self._download = download

@@ -16,18 +16,44 @@ needs (dtypes, shapes, chunk shapes) so that opening a version costs two small r
 from __future__ import annotations
 
 import json
-import re
-import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
+from sharedrec._layout import (
+    CHECKSUM,
+    CHUNK_TARGET_BYTES,
+    CURRENT,
+    FORMAT,
+    LEASE_FORMAT,
+    LEASES,
+    MANIFEST,
+    POINTER_FORMAT,
+    POINTER_HISTORY,
+    REFS,
+    VERSIONS,
+    chunk_path,
+    new_version_id,
+    ref_path,
+    validate_collection_name,
+    validate_version_id,
+)
+from sharedrec._spec import ArrayGeometry
 from sharedrec.errors import CorruptVersion, InvalidInput
 
 __all__ = [
+    "CHECKSUM",
     "CHUNK_TARGET_BYTES",
+    "CURRENT",
     "FORMAT",
+    "LEASES",
+    "LEASE_FORMAT",
+    "MANIFEST",
+    "POINTER_FORMAT",
+    "POINTER_HISTORY",
+    "REFS",
+    "VERSIONS",
     "ArraySpec",
     "CollectionSpec",
     "FileEntry",
@@ -41,60 +67,6 @@ __all__ = [
     "validate_metadata",
     "validate_version_id",
 ]
-
-FORMAT = "sharedrec/1"
-POINTER_FORMAT = "sharedrec-pointer/1"
-CURRENT = "CURRENT"
-REFS = "refs"
-VERSIONS = "versions"
-LEASES = "leases"
-MANIFEST = "manifest.json"
-CHECKSUM = "crc32"
-
-CHUNK_TARGET_BYTES = 4 * 1024 * 1024
-"""Aim for chunk files of about this size: large enough for few S3 requests, small enough
-that a lookup never pulls much through a lazy cache."""
-
-POINTER_HISTORY = 32
-"""How many previously live versions ``CURRENT`` remembers for `rollback()`."""
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def validate_collection_name(name: object) -> str:
-    """Return ``name`` if it is a valid collection name, else raise `InvalidInput`."""
-    if isinstance(name, str) and name.lower().endswith(".json"):
-        raise InvalidInput(
-            f"invalid collection name {name!r}: names ending in .json are reserved for metadata"
-        )
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise InvalidInput(
-            f"invalid collection name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit (no path separators, no '..')"
-        )
-    return name
-
-
-def ref_path(ref: str) -> str:
-    """Where a named pointer lives: ``CURRENT`` for ``"current"``, else ``refs/<name>``."""
-    if ref == "current":
-        return CURRENT
-    if not isinstance(ref, str) or not _NAME.match(ref) or ".." in ref or ref.lower() == "current":
-        raise InvalidInput(
-            f"invalid ref name {ref!r}: use 1-128 letters, digits, '_', '-' or '.', starting with a "
-            "letter or digit ('current' is the live pointer, CURRENT)"
-        )
-    return f"{REFS}/{ref}"
-
-
-def validate_version_id(version_id: object) -> str:
-    """Return ``version_id`` if it is a valid version id, else raise `InvalidInput`."""
-    if not isinstance(version_id, str) or not _NAME.match(version_id) or ".." in version_id:
-        raise InvalidInput(
-            f"invalid version id {version_id!r}: use 1-128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
-    return version_id
 
 
 def validate_metadata(metadata: object) -> dict[str, JsonValue]:
@@ -113,45 +85,16 @@ def validate_metadata(metadata: object) -> dict[str, JsonValue]:
         ) from None
 
 
-def new_version_id(now: datetime | None = None) -> str:
-    """A fresh version id that sorts by creation time: ``20261129T024815123456Z-1a2b3c``."""
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
-
-
-def chunk_path(array_path: str, chunk_index: int, ndim: int) -> str:
-    """The zarr v3 key (default encoding, ``/`` separator) of a row chunk of an array."""
-    return f"{array_path}/c/{chunk_index}" + "/0" * (ndim - 1)
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ArraySpec(_Model):
+class ArraySpec(_Model, ArrayGeometry):
     """One zarr array of a collection: what a reader needs to map its chunks."""
 
     dtype: str = Field(description="numpy dtype string, always little-endian, e.g. '<i4'")
     shape: tuple[int, ...]
     chunks: tuple[int, ...] = Field(description="chunk shape; chunks split the first axis only")
-
-    @property
-    def rows_per_chunk(self) -> int:
-        """Rows of the first axis held by one chunk file."""
-        return self.chunks[0]
-
-    @property
-    def n_chunks(self) -> int:
-        """Number of chunk files of the array."""
-        return max(1, -(-self.shape[0] // self.chunks[0]))
-
-    @property
-    def chunk_nbytes(self) -> int:
-        """Size in bytes of every chunk file (edge chunks are written full size)."""
-        size = int(self.dtype[2:]) if self.dtype[1] in "iuf" else 1
-        for extent in self.chunks:
-            size *= extent
-        return size
 
 
 class CollectionSpec(_Model):

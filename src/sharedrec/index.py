@@ -15,7 +15,6 @@ every chunk (``key_fences``) and a lookup searches those first, then one chunk.
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,9 @@ __all__ = ["DEFAULT_KEY_HASH", "KEY_HASHES", "IntIndex", "StrIndex", "hash_keys"
 
 
 def _blake2b_64(data: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    from hashlib import blake2b  # imported on first use: int-keyed readers never need it
+
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
 
 
 KEY_HASHES: dict[str, Callable[[bytes], int]] = {"blake2b-64": _blake2b_64}

@@ -11,6 +11,7 @@ from sharedrec.errors import CorruptVersion, InvalidInput
 
 if TYPE_CHECKING:
     from sharedrec._progress import Reporter, Task
+    from sharedrec._spec import ManifestView
     from sharedrec.backends.base import Backend
     from sharedrec.format import Manifest
 
@@ -50,7 +51,7 @@ class VerifyReport:
 def check_version(
     backend: Backend,
     version_dir: str,
-    manifest: Manifest,
+    manifest: Manifest | ManifestView,
     level: VerifyLevel,
     reporter: Reporter | None = None,
 ) -> VerifyReport:

@@ -8,17 +8,20 @@ deletes a version named by a lease that has not expired.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
-import secrets
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
+from sharedrec._layout import LEASE_FORMAT
 from sharedrec.backends.base import Backend
 from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
-from sharedrec.format import Lease
+
+if TYPE_CHECKING:
+    from sharedrec.format import Lease
 
 __all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "read_leases"]
 
@@ -32,8 +35,8 @@ def default_reader_id() -> str:
     given = os.environ.get("SHAREDREC_READER_ID")
     if given:
         return validate_reader_id(given)
-    host = _UNSAFE.sub("-", socket.gethostname())[:64] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    host = _UNSAFE.sub("-", os.uname().nodename)[:64] or "host"
+    return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def validate_reader_id(reader_id: str) -> str:
@@ -67,20 +70,22 @@ class LeaseKeeper:
     def write(self, version: str, versions: list[str]) -> None:
         """Renew the lease on ``versions`` (``version`` being the one served)."""
         now = datetime.now(UTC)
-        lease = Lease(
-            reader_id=self.reader_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            version=version,
-            versions=list(dict.fromkeys([version, *versions])),
-            started_at=self._started,
-            heartbeat=now,
-            expires_at=now + timedelta(seconds=self.ttl),
-        )
+        # The JSON of sharedrec.format.Lease, written without pydantic: readers never import it.
+        lease = {
+            "format": LEASE_FORMAT,
+            "reader_id": self.reader_id,
+            "host": os.uname().nodename,
+            "pid": os.getpid(),
+            "version": version,
+            "versions": list(dict.fromkeys([version, *versions])),
+            "started_at": _iso(self._started),
+            "heartbeat": _iso(now),
+            "expires_at": _iso(now + timedelta(seconds=self.ttl)),
+        }
         try:
             # No fsync: a lease only matters while its process lives, and close() on NFS
             # already publishes it to other clients (close-to-open consistency).
-            self._write(lease.dumps())
+            self._write(json.dumps(lease, separators=(",", ":")).encode())
         except OSError as exc:
             raise SharedrecError(
                 f"cannot write reader lease {self.where} ({exc.strerror or exc}): mount the store's "
@@ -112,6 +117,11 @@ class LeaseKeeper:
                 log.warning("could not remove lease %s: %s", self.where, exc)
 
 
+def _iso(moment: datetime) -> str:
+    """A UTC datetime as pydantic writes it: ISO 8601 with a ``Z``."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     """One reader as seen in the fleet view (`leases()`)."""
@@ -132,6 +142,8 @@ class LeaseInfo:
 
 def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
     """Every parsable lease under ``folder``, and the paths of damaged lease files."""
+    from sharedrec.format import Lease
+
     leases, damaged = [], []
     for name in backend.listdir(folder):
         if not name.endswith(".json") or name.startswith("."):

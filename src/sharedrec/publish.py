@@ -44,6 +44,7 @@ from sharedrec.integrity import file_crc32
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
+    from sharedrec._spec import PointerView
     from sharedrec.reader import Reader
 
 __all__ = ["Draft"]
@@ -69,7 +70,7 @@ class Draft:
         self,
         backend: Backend,
         version_id: str,
-        parent: Pointer | None,
+        parent: PointerView | None,
         parent_raw: bytes | None,
         metadata: dict[str, JsonValue],
         reporter: Reporter,
@@ -406,11 +407,13 @@ class Draft:
         if not self._guards:
             return {}
         from sharedrec._mmap import LocalFolder
+        from sharedrec._spec import parse_manifest
         from sharedrec.reader import OpenVersion, Reader
 
         root = self._local.local_path(self._dir)
         assert root is not None, "drafts are always written on local disk"
-        new = Reader(OpenVersion(manifest, LocalFolder(root), root))
+        view = parse_manifest(manifest.dumps(), f"{root}/{MANIFEST}")
+        new = Reader(OpenVersion(view, LocalFolder(root), root))
         live = self._open_parent()
         results = run_guards(self._guards, new, live)
         failed = [result for result in results if not result.passed]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan, plan_rows
+from sharedrec._spec import CollectionView, ManifestView
 from sharedrec.errors import (
     CorruptVersion,
     InvalidInput,
@@ -29,13 +30,13 @@ from sharedrec.errors import (
     UnknownCollection,
     VersionGone,
 )
-from sharedrec.format import CollectionSpec, Manifest
 from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
     from sharedrec._progress import ProgressMode
+    from sharedrec.format import CollectionSpec, Manifest
     from sharedrec.leases import LeaseKeeper
 
 __all__ = ["OpenVersion", "RankedList", "Reader", "ReaderStats", "Refresher"]
@@ -95,7 +96,7 @@ class _Ranked:
         "uniform",
     )
 
-    def __init__(self, name: str, spec: CollectionSpec, index: Index, arrays: dict[str, MappedArray]):
+    def __init__(self, name: str, spec: CollectionView, index: Index, arrays: dict[str, MappedArray]):
         self.name = name
         self.spec = spec
         self.index = index
@@ -132,7 +133,7 @@ class _Ranked:
 class _Vectors:
     __slots__ = ("index", "name", "spec", "vectors")
 
-    def __init__(self, name: str, spec: CollectionSpec, index: Index, arrays: dict[str, MappedArray]):
+    def __init__(self, name: str, spec: CollectionView, index: Index, arrays: dict[str, MappedArray]):
         self.name = name
         self.spec = spec
         self.index = index
@@ -142,10 +143,11 @@ class _Vectors:
 class OpenVersion:
     """One version mapped for reading: the collections of a manifest over a folder."""
 
-    __slots__ = ("manifest", "ranked", "root", "source", "vectors")
+    __slots__ = ("_model", "manifest", "ranked", "root", "source", "vectors")
 
-    def __init__(self, manifest: Manifest, source: ChunkSource, where: str) -> None:
+    def __init__(self, manifest: ManifestView, source: ChunkSource, where: str) -> None:
         self.manifest = manifest
+        self._model: Manifest | None = None
         self.source = source
         self.root = where
         version_root = where
@@ -175,10 +177,19 @@ class OpenVersion:
     def id(self) -> str:
         return self.manifest.id
 
+    def model(self) -> Manifest:
+        """The manifest as the pydantic model (parsed on first use: it imports pydantic)."""
+        if self._model is None:
+            from sharedrec.format import Manifest
+
+            self._model = Manifest.loads(self.manifest.raw, f"{self.root}/manifest.json")
+        return self._model
+
     def emptied(self) -> OpenVersion:
         """The same version with no collection mapped (what a closed reader holds)."""
         empty = OpenVersion.__new__(OpenVersion)
         empty.manifest, empty.root, empty.source = self.manifest, self.root, self.source
+        empty._model = self._model
         empty.ranked, empty.vectors = {}, {}
         return empty
 
@@ -260,7 +271,7 @@ class Reader:
     @property
     def manifest(self) -> Manifest:
         """The manifest of the version this reader serves now."""
-        return self._v.manifest
+        return self._v.model()
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -270,7 +281,7 @@ class Reader:
     @property
     def collections(self) -> Mapping[str, CollectionSpec]:
         """The collections of the version, by name."""
-        return self._v.manifest.collections
+        return self._v.model().collections
 
     @property
     def ready(self) -> bool:
@@ -603,7 +614,8 @@ class Reader:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("pinned" if self.pinned else "following CURRENT")
-        return f"Reader(version={self.version!r}, {state}, collections={sorted(self.collections)})"
+        collections = sorted(self._v.manifest.collections)
+        return f"Reader(version={self.version!r}, {state}, collections={collections})"
 
     # -- misses and errors -----------------------------------------------------------------
 
@@ -718,7 +730,7 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def _require(name: str, spec: CollectionSpec, needed: tuple[str, ...], root: str) -> None:
+def _require(name: str, spec: CollectionView, needed: tuple[str, ...], root: str) -> None:
     missing = [array for array in needed if array not in spec.arrays]
     if missing:
         raise CorruptVersion(
@@ -727,7 +739,7 @@ def _require(name: str, spec: CollectionSpec, needed: tuple[str, ...], root: str
         )
 
 
-def _open_index(name: str, spec: CollectionSpec, arrays: dict[str, MappedArray], where: str) -> Index:
+def _open_index(name: str, spec: CollectionView, arrays: dict[str, MappedArray], where: str) -> Index:
     if spec.key_type == "int64":
         _require(name, spec, ("keys",), where)
         return IntIndex(arrays["keys"], spec.key_fences)

@@ -10,10 +10,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sharedrec._layout import (
+    CHUNK_TARGET_BYTES,
+    CURRENT,
+    LEASES,
+    MANIFEST,
+    POINTER_HISTORY,
+    REFS,
+    VERSIONS,
+    new_version_id,
+    ref_path,
+    validate_version_id,
+)
 from sharedrec._progress import reporter
+from sharedrec._spec import ManifestView, PointerView, parse_manifest, parse_pointer
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend, PointerMoved
-from sharedrec.cache import CachedVersion, ChunkCache, default_cache_dir
 from sharedrec.errors import (
     ConcurrentPublishError,
     CorruptVersion,
@@ -23,21 +35,6 @@ from sharedrec.errors import (
     VersionGone,
     VersionNotFound,
 )
-from sharedrec.format import (
-    CHUNK_TARGET_BYTES,
-    CURRENT,
-    LEASES,
-    MANIFEST,
-    POINTER_HISTORY,
-    REFS,
-    VERSIONS,
-    Manifest,
-    Pointer,
-    new_version_id,
-    ref_path,
-    validate_metadata,
-    validate_version_id,
-)
 from sharedrec.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
 
 if TYPE_CHECKING:
@@ -45,7 +42,9 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
+    from sharedrec.cache import ChunkCache
     from sharedrec.diff import VersionDiff
+    from sharedrec.format import Manifest
     from sharedrec.gc import GCReport
     from sharedrec.guards import GuardLike
     from sharedrec.leases import LeaseInfo
@@ -180,6 +179,7 @@ class Store:
             >>> with store.publish(metadata={"model": "als"}) as draft:  # doctest: +SKIP
             ...     draft.add_ranked("home", keys=users, items=items, scores=scores)
         """
+        from sharedrec.format import validate_metadata
         from sharedrec.guards import DEFAULT_GUARDS
         from sharedrec.publish import Draft
         from sharedrec.reader import Reader
@@ -354,12 +354,14 @@ class Store:
         from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion
 
-        manifest = self.manifest(version_id)
+        manifest = self._manifest_view(version_id)
         directory = f"{VERSIONS}/{version_id}"
         root = self._backend.local_path(directory)
         if root is not None:
             raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
             return OpenVersion(manifest, LocalFolder(root), root)
+        from sharedrec.cache import CachedVersion
+
         source = CachedVersion(self._chunk_cache(), manifest, lambda rel: self._fetch(directory, rel))
         if verify == "full":
             for relpath in manifest.files:
@@ -368,6 +370,8 @@ class Store:
 
     def _chunk_cache(self) -> ChunkCache:
         if self._cache is None:
+            from sharedrec.cache import ChunkCache, default_cache_dir
+
             self._cache = ChunkCache(
                 self._cache_dir or default_cache_dir(), self.location, self._cache_max_bytes
             )
@@ -402,7 +406,7 @@ class Store:
                 lists the problems.
         """
         version_id = version if version is not None else self._live_id()
-        manifest = self.manifest(version_id)
+        manifest = self._manifest_view(version_id)
         report = check_version(
             self._backend, f"{VERSIONS}/{version_id}", manifest, "full", reporter(progress)
         )
@@ -512,12 +516,19 @@ class Store:
             VersionNotFound: No such version, or its publish never finished.
             CorruptVersion: Its manifest is truncated or invalid.
         """
+        from sharedrec.format import Manifest
+
+        view = self._manifest_view(version_id)
+        return Manifest.loads(view.raw, f"{self.location}/{VERSIONS}/{version_id}/{MANIFEST}")
+
+    def _manifest_view(self, version_id: str) -> ManifestView:
+        """The manifest parsed for reading, without pydantic (see `sharedrec._spec`)."""
         validate_version_id(version_id)
         path = f"{VERSIONS}/{version_id}/{MANIFEST}"
         data = self._read_file(path)
         if data is None:
             raise VersionNotFound(self._not_found(version_id))
-        manifest = Manifest.loads(data, f"{self.location}/{path}")
+        manifest = parse_manifest(data, f"{self.location}/{path}")
         if manifest.id != version_id:
             raise CorruptVersion(
                 f"{self.location}/{path} describes version {manifest.id!r}, not {version_id!r}; "
@@ -533,7 +544,7 @@ class Store:
             if name.startswith("."):
                 continue
             try:  # one read per version: a missing manifest is an unfinished publish
-                manifest = self.manifest(name)
+                manifest = self._manifest_view(name)
             except (VersionNotFound, CorruptVersion, InvalidInput):
                 continue
             found.append(
@@ -556,13 +567,13 @@ class Store:
             VersionNotFound: The version does not exist or never finished publishing.
             ConcurrentPublishError: Another writer moved the pointer at the same moment.
         """
-        self.manifest(version_id)
+        self._manifest_view(version_id)
         pointer, raw = self._read_pointer(ref)
         if pointer and pointer.version == version_id:
             return
         history = [pointer.version, *pointer.previous] if pointer else []
         history = [v for v in history if v != version_id][:POINTER_HISTORY]
-        self._swap(Pointer(version=version_id, previous=history, updated_at=_now()), raw, ref)
+        self._swap(version_id, history, raw, ref)
 
     def rollback(self, *, ref: str = "current") -> str:
         """Make the previously live version live again (or a named ref's); returns its id.
@@ -578,11 +589,11 @@ class Store:
             raise VersionNotFound(f"nothing to roll back in {self.location}: no version is live")
         for position, candidate in enumerate(pointer.previous):
             try:
-                self.manifest(candidate)
+                self._manifest_view(candidate)
             except (VersionNotFound, CorruptVersion):
                 continue
             rest = pointer.previous[position + 1 :]
-            self._swap(Pointer(version=candidate, previous=rest, updated_at=_now()), raw, ref)
+            self._swap(candidate, rest, raw, ref)
             return candidate
         raise VersionNotFound(
             f"no earlier version of {self.location} to roll back to from {pointer.version}; "
@@ -591,12 +602,12 @@ class Store:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
+    def _read_pointer(self, ref: str = "current") -> tuple[PointerView | None, bytes | None]:
         path = ref_path(ref)
         raw = self._read_file(path)
         if raw is None:
             return None, None
-        return Pointer.loads(raw, f"{self.location}/{path}"), raw
+        return parse_pointer(raw, f"{self.location}/{path}"), raw
 
     def _live_id(self, ref: str = "current") -> str:
         pointer, _ = self._read_pointer(ref)
@@ -611,8 +622,12 @@ class Store:
             "(or check that the volume is mounted at the right path)"
         )
 
-    def _swap(self, pointer: Pointer, expected: bytes | None, ref: str = "current") -> None:
+    def _swap(self, version: str, previous: list[str], expected: bytes | None, ref: str = "current") -> None:
+        """Move a pointer to ``version`` if it still holds ``expected`` (compare-and-swap)."""
+        from sharedrec.format import Pointer
+
         path = ref_path(ref)
+        pointer = Pointer(version=version, previous=previous, updated_at=_now())
         try:
             self._backend.swap_pointer(path, pointer.dumps(), expected)
         except PointerMoved:
@@ -679,7 +694,7 @@ class _Follower:
         raw, self._token = changed
         if raw == self._seen or (raw == self._failed and not force):
             return None
-        pointer = Pointer.loads(raw, f"{self._store.location}/{self._path}")
+        pointer = parse_pointer(raw, f"{self._store.location}/{self._path}")
         self._pending = raw
         if pointer.version == current:
             self._seen = raw

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import urlparse
 
 from sharedrec.backends.base import Backend
 from sharedrec.errors import UnsupportedLocation
@@ -17,7 +16,12 @@ def backend_for(
 ) -> Backend:
     """Resolve a store location (a path or a URL) to the backend that serves it."""
     text = os.fspath(location)
-    scheme = urlparse(text).scheme if "://" in text else ""
+    if "://" not in text:
+        scheme = ""
+    else:
+        from urllib.parse import urlparse
+
+        scheme = urlparse(text).scheme
     if scheme in ("", "file"):
         from sharedrec.backends.posix import PosixBackend
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,7 +65,7 @@ class PosixBackend:
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
+        tmp = target.with_name(f".{target.name}.tmp-{os.urandom(4).hex()}")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -1,0 +1,98 @@
+"""Names and paths of a store's layout: constants and validators that need no pydantic.
+
+Everything here is used on the read path, which stays free of pydantic so that a reader
+process starts fast; `sharedrec.format` re-exports it next to the pydantic models.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+
+from sharedrec.errors import InvalidInput
+
+__all__ = [
+    "CHECKSUM",
+    "CHUNK_TARGET_BYTES",
+    "CURRENT",
+    "FORMAT",
+    "LEASES",
+    "LEASE_FORMAT",
+    "MANIFEST",
+    "POINTER_FORMAT",
+    "POINTER_HISTORY",
+    "REFS",
+    "VERSIONS",
+    "chunk_path",
+    "new_version_id",
+    "ref_path",
+    "validate_collection_name",
+    "validate_version_id",
+]
+
+FORMAT = "sharedrec/1"
+POINTER_FORMAT = "sharedrec-pointer/1"
+LEASE_FORMAT = "sharedrec-lease/1"
+CURRENT = "CURRENT"
+REFS = "refs"
+VERSIONS = "versions"
+LEASES = "leases"
+MANIFEST = "manifest.json"
+CHECKSUM = "crc32"
+
+CHUNK_TARGET_BYTES = 4 * 1024 * 1024
+"""Aim for chunk files of about this size: large enough for few S3 requests, small enough
+that a lookup never pulls much through a lazy cache."""
+
+POINTER_HISTORY = 32
+"""How many previously live versions ``CURRENT`` remembers for `rollback()`."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def validate_collection_name(name: object) -> str:
+    """Return ``name`` if it is a valid collection name, else raise `InvalidInput`."""
+    if isinstance(name, str) and name.lower().endswith(".json"):
+        raise InvalidInput(
+            f"invalid collection name {name!r}: names ending in .json are reserved for metadata"
+        )
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise InvalidInput(
+            f"invalid collection name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (no path separators, no '..')"
+        )
+    return name
+
+
+def ref_path(ref: str) -> str:
+    """Where a named pointer lives: ``CURRENT`` for ``"current"``, else ``refs/<name>``."""
+    if ref == "current":
+        return CURRENT
+    if not isinstance(ref, str) or not _NAME.match(ref) or ".." in ref or ref.lower() == "current":
+        raise InvalidInput(
+            f"invalid ref name {ref!r}: use 1-128 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit ('current' is the live pointer, CURRENT)"
+        )
+    return f"{REFS}/{ref}"
+
+
+def validate_version_id(version_id: object) -> str:
+    """Return ``version_id`` if it is a valid version id, else raise `InvalidInput`."""
+    if not isinstance(version_id, str) or not _NAME.match(version_id) or ".." in version_id:
+        raise InvalidInput(
+            f"invalid version id {version_id!r}: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return version_id
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """A fresh version id that sorts by creation time: ``20261129T024815123456Z-1a2b3c``."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S%fZ") + "-" + os.urandom(3).hex()
+
+
+def chunk_path(array_path: str, chunk_index: int, ndim: int) -> str:
+    """The zarr v3 key (default encoding, ``/`` separator) of a row chunk of an array."""
+    return f"{array_path}/c/{chunk_index}" + "/0" * (ndim - 1)

@@ -1,0 +1,243 @@
+"""The read path's manifest and pointer parser: it agrees with the pydantic models.
+
+Readers parse ``manifest.json`` and pointers without pydantic (`sharedrec._spec`); the
+pydantic models in `sharedrec.format` stay the schema. These tests hold the two together:
+every field the models produce is read alike, whatever the light parser accepts the models
+accept too, and a reader process never imports pydantic at all.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sharedrec
+from sharedrec._spec import ManifestView, parse_manifest, parse_pointer
+from sharedrec.errors import CorruptVersion
+from sharedrec.format import Lease, Manifest, Pointer
+from sharedrec.leases import LeaseKeeper
+
+from conftest import make_ranked
+
+
+@pytest.fixture(scope="module")
+def manifest_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A manifest using every optional field: str and int keys, vectors, default, fallbacks."""
+    store = sharedrec.open(tmp_path_factory.mktemp("spec") / "store")
+    data = make_ranked(300, 7, seed=3)
+    words = make_ranked(50, 4, str_keys=True, seed=4)
+    with store.publish(chunk_bytes=4096, metadata={"model": "als", "n": [1, 2]}) as draft:
+        draft.add_ranked("popular", [0], data.items[:1], data.scores[:1])
+        draft.add_ranked(
+            "home", data.keys, data.items, data.scores, default=([5], [1.0]), fallbacks=["popular"]
+        )
+        draft.add_ranked("by_word", words.keys, words.items, words.scores)
+        draft.add_vectors("emb", data.keys, data.scores.astype(np.float32))
+    return (Path(store.location) / "versions" / draft.version_id / "manifest.json").read_bytes()
+
+
+def _as_plain(view: object) -> Any:
+    """A view turned into plain JSON-like values, for comparison with ``model_dump``."""
+    if isinstance(view, dict):
+        return {key: _as_plain(value) for key, value in view.items()}
+    if isinstance(view, list | tuple):
+        return [_as_plain(value) for value in view]
+    slots = getattr(type(view), "__slots__", None)
+    if slots:
+        return {name: _as_plain(getattr(view, name)) for name in slots if name != "raw"}
+    return view
+
+
+def test_view_reads_every_field_as_the_model_does(manifest_bytes: bytes) -> None:
+    view = parse_manifest(manifest_bytes, "manifest.json")
+    model = Manifest.loads(manifest_bytes, "manifest.json")
+    dumped = model.model_dump()
+    for name in ("shape", "chunks"):  # tuples in both, lists after _as_plain
+        for spec in dumped["collections"].values():
+            for array in spec["arrays"].values():
+                array[name] = list(array[name])
+    assert _as_plain(view) == dumped
+    assert view.data_bytes == model.data_bytes
+    assert view.raw == manifest_bytes
+    home = view.collections["home"]
+    assert home.fallbacks == ["popular"] and home.default_length == 1
+    assert view.collections["by_word"].key_hash == model.collections["by_word"].key_hash is not None
+    assert {name: a.n_chunks for name, a in home.arrays.items()} == {
+        name: a.n_chunks for name, a in model.collections["home"].arrays.items()
+    }
+
+
+def test_views_have_the_fields_of_the_models() -> None:
+    from sharedrec import _spec
+    from sharedrec.format import ArraySpec, CollectionSpec, FileEntry
+
+    pairs = [
+        (_spec.ArrayView, ArraySpec),
+        (_spec.CollectionView, CollectionSpec),
+        (_spec.FileView, FileEntry),
+        (_spec.ManifestView, Manifest),
+        (_spec.PointerView, Pointer),
+    ]
+    for view, model in pairs:
+        assert set(view.__slots__) - {"raw"} == set(model.model_fields), view.__name__
+
+
+def test_views_are_read_only(manifest_bytes: bytes) -> None:
+    view = parse_manifest(manifest_bytes, "m")
+    with pytest.raises(AttributeError, match="read-only"):
+        view.id = "other"  # type: ignore[misc]
+
+
+def _mutations() -> st.SearchStrategy[tuple[list[str], object]]:
+    """A path into the manifest and a JSON value to put there (or delete, for ``...``)."""
+    paths = st.sampled_from(
+        [
+            ["id"],
+            ["created_at"],
+            ["format"],
+            ["parent"],
+            ["files"],
+            ["collections"],
+            ["collections", "home", "count"],
+            ["collections", "home", "kind"],
+            ["collections", "home", "width"],
+            ["collections", "home", "key_fences"],
+            ["collections", "home", "fallbacks"],
+            ["collections", "home", "default_length"],
+            ["collections", "home", "arrays", "items", "shape"],
+            ["collections", "home", "arrays", "items", "chunks"],
+            ["collections", "home", "arrays", "items", "dtype"],
+            ["collections", "emb", "arrays", "vectors"],
+        ]
+    )
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=6,
+    )
+    return st.tuples(paths, st.just(...) | values)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(mutation=_mutations())
+def test_whatever_the_view_accepts_the_model_accepts(
+    manifest_bytes: bytes, mutation: tuple[list[str], object]
+) -> None:
+    path, value = mutation
+    raw = json.loads(manifest_bytes)
+    target = raw
+    for part in path[:-1]:
+        target = target[part]
+    if value is ...:
+        target.pop(path[-1], None)
+    else:
+        target[path[-1]] = value
+    data = json.dumps(raw).encode()
+    try:
+        view = parse_manifest(data, "m")
+    except CorruptVersion as exc:
+        error = str(exc)
+        assert error.startswith("m is truncated or invalid (")
+        return
+    model = Manifest.loads(data, "m")  # must not raise
+    assert view.id == model.id and set(view.collections) == set(model.collections)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 10, 100, -1])
+def test_truncated_manifest_is_corrupt(manifest_bytes: bytes, cut: int) -> None:
+    with pytest.raises(CorruptVersion, match="truncated or invalid"):
+        parse_manifest(manifest_bytes[:cut], "versions/x/manifest.json")
+
+
+def test_declared_sizes_are_bounded_by_the_files_listed(manifest_bytes: bytes) -> None:
+    raw = json.loads(manifest_bytes)
+    raw["collections"]["home"]["arrays"]["items"]["shape"][0] = 10**15
+    with pytest.raises(CorruptVersion, match=r"declares \d+ chunks but the manifest lists"):
+        parse_manifest(json.dumps(raw).encode(), "m")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("count", True, "count must be an integer"),
+        ("count", "5", "count must be an integer"),
+        ("count", 0, "count is out of range"),
+        ("kind", "graph", "kind must be one of"),
+        ("unknown", 1, "unknown fields"),
+    ],
+)
+def test_bad_collection_fields_are_named(
+    manifest_bytes: bytes, field: str, value: object, message: str
+) -> None:
+    raw = json.loads(manifest_bytes)
+    raw["collections"]["home"][field] = value
+    with pytest.raises(CorruptVersion, match=message):
+        parse_manifest(json.dumps(raw).encode(), "m")
+
+
+def test_chunks_must_split_rows_only(manifest_bytes: bytes) -> None:
+    raw = json.loads(manifest_bytes)
+    raw["collections"]["home"]["arrays"]["items"]["chunks"][1] = 3
+    with pytest.raises(CorruptVersion, match="must split the rows"):
+        parse_manifest(json.dumps(raw).encode(), "m")
+
+
+def test_pointer_round_trip_and_limits() -> None:
+    from datetime import UTC, datetime
+
+    written = Pointer(version="v2", previous=["v1"], updated_at=datetime.now(UTC)).dumps()
+    view = parse_pointer(written, "CURRENT")
+    assert (view.version, view.previous) == ("v2", ["v1"])
+    assert view.updated_at == Pointer.loads(written, "CURRENT").updated_at
+    too_long = json.dumps({"version": "v", "previous": ["a"] * 33, "updated_at": "2026-01-01T00:00:00Z"})
+    with pytest.raises(CorruptVersion, match="at most 32"):
+        parse_pointer(too_long.encode(), "CURRENT")
+    for garbage in (b"", b"\xff\xfe", b"[]", b'{"version": 3, "updated_at": "x"}', b"v1\n"):
+        with pytest.raises(CorruptVersion, match="CURRENT is truncated or invalid"):
+            parse_pointer(garbage, "CURRENT")
+
+
+def test_lease_written_without_pydantic_is_a_valid_lease(tmp_path: Path) -> None:
+    from sharedrec.backends.posix import PosixBackend
+
+    keeper = LeaseKeeper(PosixBackend(tmp_path, create=True), "", "pod-a", ttl=30)
+    keeper.write("v2", ["v1"])
+    lease = Lease.loads((tmp_path / "pod-a.json").read_bytes(), "pod-a.json")
+    assert (lease.reader_id, lease.version, lease.versions) == ("pod-a", "v2", ["v2", "v1"])
+    assert 29 <= (lease.expires_at - lease.heartbeat).total_seconds() <= 30
+
+
+def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(100, 5, seed=1)
+    store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
+    script = (
+        "import sys, sharedrec\n"
+        f"reader = sharedrec.open({str(tmp_path / 'store')!r}, create=False).reader(refresh_interval=0.05)\n"
+        f"print(reader.get('home', {int(data.keys[0])}).items.tolist())\n"
+        "reader.refresh(); reader.stats(); repr(reader); reader.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'zarr', 's3fs')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    items, heavy = done.stdout.splitlines()
+    assert json.loads(items) == data.items[0].tolist()
+    assert heavy == "[]"
+
+
+def test_reader_manifest_is_still_the_pydantic_model(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(20, 3)
+    store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
+    with store.reader() as reader:
+        assert isinstance(reader.manifest, Manifest)
+        assert reader.manifest == store.manifest(reader.version)
+        assert reader.collections["home"].count == 20
+        assert isinstance(reader._v.manifest, ManifestView)
