@@ -1,25 +1,77 @@
-"""The quick start must work as written: its code blocks run, in order, in a fresh folder."""
+"""The documentation works as written.
+
+The Python blocks of the self-contained pages run, in order, in a fresh folder, one page per
+process. A block preceded by the line ``<!-- docs-test: skip -->`` is not run (it needs a
+cluster, S3 or a Spark session); every other Python block on every page must at least
+compile. The site's navigation lists every page.
+"""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SKIP = "<!-- docs-test: skip -->"
+
+# Pages whose Python blocks make one script that runs from an empty folder.
+EXECUTED = ["quickstart.md", "publishing.md", "reading.md", "ingest.md"]
 
 
-def python_blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(encoding="utf-8"), re.S)
+def python_blocks(page: str, *, include_skipped: bool = False) -> list[str]:
+    """The Python code blocks of a page, dedented, in order."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    blocks = []
+    for match in re.finditer(r"(?m)^([ \t]*)```python\n(.*?)^\1```", text, re.S):
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        if before == SKIP and not include_skipped:
+            continue
+        blocks.append(textwrap.dedent(match.group(2)))
+    return blocks
 
 
-def test_quickstart_runs_as_written(tmp_path: Path) -> None:
-    blocks = python_blocks("quickstart.md")
-    assert len(blocks) >= 5
-    script = tmp_path / "quickstart.py"
+def test_quickstart_has_code_to_run() -> None:
+    assert len(python_blocks("quickstart.md")) >= 5
+
+
+@pytest.mark.parametrize("page", EXECUTED)
+def test_page_runs_as_written(page: str, tmp_path: Path) -> None:
+    blocks = python_blocks(page)
+    assert blocks, f"{page} has no Python block to run"
+    script = tmp_path / "page.py"
     script.write_text("\n".join(blocks), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+def test_python_blocks_compile(page: str) -> None:
+    for number, code in enumerate(python_blocks(page, include_skipped=True), 1):
+        try:
+            compile(code, f"{page}, Python block {number}", "exec")
+        except SyntaxError as exc:
+            pytest.fail(f"{page}, Python block {number} does not compile: {exc}")
+
+
+def test_every_page_is_in_the_navigation() -> None:
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    listed = set(re.findall(r"([\w/-]+\.md)\b", config))
+    pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")}
+    assert pages - listed == set()
+    assert listed - pages == set()
+
+
+def test_benchmark_page_keeps_the_generated_block() -> None:
+    # benchmarks/report.py --update-page rewrites what lies between these two lines.
+    text = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    assert text.count("<!-- report:begin -->") == 1
+    assert text.count("<!-- report:end -->") == 1
+    assert text.index("<!-- report:begin -->") < text.index("<!-- report:end -->")
