@@ -75,3 +75,20 @@ def test_benchmark_page_keeps_the_generated_block() -> None:
     assert text.count("<!-- report:begin -->") == 1
     assert text.count("<!-- report:end -->") == 1
     assert text.index("<!-- report:begin -->") < text.index("<!-- report:end -->")
+
+
+def test_format_page_examples_parse() -> None:
+    # The JSON examples of the format specification are valid pointers, manifests and leases.
+    from sharedrec.format import Lease, Manifest, Pointer
+
+    text = (DOCS / "format.md").read_text(encoding="utf-8")
+    models = {'"sharedrec-pointer/1"': Pointer, '"sharedrec/1"': Manifest, '"sharedrec-lease/1"': Lease}
+    parsed = set()
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        if not re.match(r'\{\s*"format"', block):  # e.g. the attributes of a version's group
+            continue
+        for marker, model in models.items():
+            if f'"format": {marker}' in block or f'"format":{marker}' in block:
+                model.loads(block.encode(), "docs/format.md")
+                parsed.add(model.__name__)
+    assert parsed == {"Pointer", "Manifest", "Lease"}
