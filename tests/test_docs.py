@@ -82,7 +82,11 @@ def test_format_page_examples_parse() -> None:
     from sharedrec.format import Lease, Manifest, Pointer
 
     text = (DOCS / "format.md").read_text(encoding="utf-8")
-    models = {'"sharedrec-pointer/1"': Pointer, '"sharedrec/1"': Manifest, '"sharedrec-lease/1"': Lease}
+    models: dict[str, type[Pointer] | type[Manifest] | type[Lease]] = {
+        '"sharedrec-pointer/1"': Pointer,
+        '"sharedrec/1"': Manifest,
+        '"sharedrec-lease/1"': Lease,
+    }
     parsed = set()
     for block in re.findall(r"```json\n(.*?)```", text, re.S):
         if not re.match(r'\{\s*"format"', block):  # e.g. the attributes of a version's group
