@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def test_open_and_first_lookup_request_budget(
     counter = RequestCounter(fresh)
     reader = fresh.reader(refresh_interval=None, lease=False)
     opened = counter.take()
-    assert len(opened) == 2, opened  # CURRENT, manifest.json: whatever the data size
+    # CURRENT alone, whatever the data size: it carries a copy of the manifest.
+    assert [call.rsplit("/", 1)[-1] for call in opened] == ["CURRENT"], opened
     reader.get("home", int(data.keys[77]))
     first = counter.take()
     assert len(first) <= 3, first  # the chunks of keys, items and scores the lookup touches
@@ -75,7 +77,34 @@ def test_open_and_first_lookup_request_budget(
     counter = RequestCounter(other)
     other_reader = other.reader(refresh_interval=None, lease=False)
     np.testing.assert_array_equal(other_reader.get("home", int(data.keys[77])).items, data.items[77])
-    assert len(counter.take()) == 2
+    assert len(counter.take()) == 1
+
+
+def test_pointer_carries_the_manifest_on_object_stores(
+    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+) -> None:
+    first = publish(s3_store, 1)
+    second = publish(s3_store, 2)
+    raw = s3_store._backend.read_bytes("CURRENT")
+    pointer = json.loads(raw)
+    assert pointer["version"] == second and pointer["manifest"]["id"] == second
+    assert pointer["manifest"] == json.loads(s3_store._backend.read_bytes(f"versions/{second}/manifest.json"))
+    # A following reader switches with one request too: the changed pointer holds the manifest.
+    fresh = reopen(s3_store, s3_server, tmp_path / "cache-b")
+    reader = fresh.reader(refresh_interval=None, lease=False)
+    counter = RequestCounter(fresh)
+    fresh.rollback()
+    counter.take()
+    assert reader.refresh() is True and reader.version == first
+    assert [call.split()[0] + " " + call.rsplit("/", 1)[-1] for call in counter.take()] == ["GET CURRENT"]
+    assert json.loads(s3_store._backend.read_bytes("CURRENT"))["manifest"]["id"] == first
+    assert int(reader.get("home", int(KEYS[3])).items[0]) == 1000
+
+
+def test_pointer_on_a_posix_path_stays_small(store: sharedrec.Store) -> None:
+    publish(store, 1)
+    pointer = json.loads(Path(store.location, "CURRENT").read_bytes())
+    assert pointer.get("manifest") is None
 
 
 def test_pointer_polls_are_conditional(s3_store: sharedrec.Store) -> None:
@@ -194,7 +223,7 @@ def test_readers_open_without_a_request(s3_store: sharedrec.Store, s3_server: st
     reader = reader_store.reader(lease=False, refresh_interval=None)
     reader.get("home", int(KEYS[2]))
     calls = counter.take()
-    assert len(calls) == 5, calls  # CURRENT, manifest, then the keys, items and scores chunks
+    assert len(calls) == 4, calls  # CURRENT (with the manifest), then keys, items and scores chunks
     missing = sharedrec.open("s3://no-such-bucket-z/r", storage_options=s3_options(s3_server), create=False)
     with pytest.raises(StoreNotFound, match="no bucket 'no-such-bucket-z'"):
         missing.reader(lease=False)

@@ -3,13 +3,22 @@
 A chunk file of an uncompressed little-endian zarr v3 array is the C-order bytes of the
 chunk, so it can be mapped and viewed as a numpy array directly. Chunks are mapped on
 first use; nothing is read when the array is opened.
+
+When every chunk file is a whole number of pages (sharedrec sizes chunks so), the chunks
+of an array are mapped back to back into one reserved span of address space, so the whole
+array is one numpy view and a batch lookup is one fancy index, as over a single file.
+Parts of the span whose chunk is not mapped yet are never touched: every access maps
+the chunks it needs first.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import mmap
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,7 +32,10 @@ if TYPE_CHECKING:
 
     from sharedrec._spec import ArrayGeometry
 
-__all__ = ["ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
+__all__ = ["PAGE", "ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
+
+PAGE = mmap.PAGESIZE
+"""Chunk files whose size is a multiple of this can be mapped back to back."""
 
 
 class ChunkSource(Protocol):
@@ -79,6 +91,71 @@ def plan_rows(rows: NDArray[np.intp], rows_per_chunk: int) -> RowPlan:
     return RowPlan(len(rows), order, groups)
 
 
+class _Region:
+    """A span of reserved address space into which chunk files are mapped back to back.
+
+    numpy views made from it (`__array_interface__`) keep it alive; the span is unmapped
+    when the last one goes.
+    """
+
+    __slots__ = ("address", "size")
+
+    def __init__(self, size: int) -> None:
+        libc = _libc()
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+        address = libc.mmap(None, size, 0, flags, -1, 0)  # PROT_NONE: reserved, not usable
+        if address is None or address == _MAP_FAILED:
+            raise OSError(ctypes.get_errno(), f"cannot reserve {size} bytes of address space")
+        self.address: int = address
+        self.size = size
+
+    def map_file(self, fd: int, offset: int, size: int) -> None:
+        """Map ``size`` bytes of the file ``fd`` read-only at ``offset`` in the span."""
+        libc = _libc()
+        target = self.address + offset
+        got = libc.mmap(target, size, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+        if got != target:
+            raise OSError(ctypes.get_errno(), "cannot map a chunk file into its reserved span")
+        # Lookups touch one row of a chunk; read-ahead would only pull pages nobody asked for.
+        libc.madvise(target, size, mmap.MADV_RANDOM)
+
+    @property
+    def __array_interface__(self) -> dict[str, object]:
+        return {"shape": (self.size,), "typestr": "|u1", "data": (self.address, True), "version": 3}
+
+    def __del__(self) -> None:
+        _libc().munmap(self.address, self.size)
+
+
+_MAP_FIXED = 0x10  # the same value on Linux and macOS
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int64,
+        ]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        _LIBC = libc
+    return _LIBC
+
+
+_REGIONS = sys.platform in ("linux", "darwin") and ctypes.sizeof(ctypes.c_void_p) == 8
+"""Whether chunks can be mapped back to back here (64-bit Linux or macOS)."""
+
+
 class MappedArray:
     """Row access to one array of a version on a POSIX path."""
 
@@ -86,9 +163,13 @@ class MappedArray:
         "_chunk_nbytes",
         "_chunk_shape",
         "_chunks",
+        "_lock",
+        "_mapped",
         "_ndim",
         "_path",
+        "_region",
         "_source",
+        "_whole",
         "dtype",
         "n_chunks",
         "n_rows",
@@ -106,6 +187,12 @@ class MappedArray:
         self.rows_per_chunk = spec.rows_per_chunk
         self.n_chunks = spec.n_chunks
         self._chunks: list[NDArray[np.generic] | None] = [None] * spec.n_chunks
+        # Back to back needs several chunks, each a whole number of pages.
+        contiguous = _REGIONS and self.n_chunks > 1 and self._chunk_nbytes % PAGE == 0
+        self._mapped: NDArray[np.bool_] | None = np.zeros(self.n_chunks, bool) if contiguous else None
+        self._region: _Region | None = None
+        self._whole: NDArray[np.generic] | None = None
+        self._lock = threading.Lock()
 
     def chunk(self, index: int) -> NDArray[np.generic]:
         """The whole chunk ``index`` as a read-only array view of the mapped file."""
@@ -119,18 +206,37 @@ class MappedArray:
         chunk, offset = divmod(row, self.rows_per_chunk)
         return self.chunk(chunk)[offset]  # type: ignore[no-any-return]
 
-    def take(self, plan: RowPlan, out: NDArray[np.generic]) -> None:
-        """Copy the rows of ``plan`` into ``out`` (the leading columns of 2-D rows)."""
+    def take(
+        self, rows: NDArray[np.intp], out: NDArray[np.generic], plan: RowPlan | None = None
+    ) -> RowPlan | None:
+        """Copy ``rows`` (global row numbers) into ``out`` (the leading columns of 2-D rows).
+
+        Returns the `RowPlan` built for chunk-by-chunk copying, if one was needed, so that
+        arrays chunked alike can reuse it (pass it as ``plan``).
+        """
+        if self._mapped is not None:
+            chunks = rows // self.rows_per_chunk
+            for chunk in set(chunks[~self._mapped[chunks]].tolist()):
+                self._map(chunk)
+            whole = self._whole
+            assert whole is not None  # mapped with the first chunk
+            if out.ndim == 1 or out.shape[1] == whole.shape[1]:
+                np.take(whole, rows, axis=0, out=out, mode="clip")  # rows are in range: no clipping
+            else:
+                out[...] = whole[rows, : out.shape[1]]
+            return plan
+        plan = plan or plan_rows(rows, self.rows_per_chunk)
         width = () if out.ndim == 1 else (slice(0, out.shape[1]),)
         if plan.order is None:
             for chunk, _, _, local in plan.groups:
                 out[...] = self.chunk(chunk)[(local, *width)]
-            return
+            return plan
         # Gather chunk by chunk into a buffer in chunk order, then place every row at once.
         buffer = np.empty_like(out)
         for chunk, start, stop, local in plan.groups:
             buffer[start:stop] = self.chunk(chunk)[(local, *width)]
         out[plan.order] = buffer
+        return plan
 
     def span(self, start: int, stop: int) -> NDArray[np.generic]:
         """Elements ``start:stop`` of a 1-D array, copied only when they cross chunks."""
@@ -164,6 +270,8 @@ class MappedArray:
                     f"chunk file {path} has {size} bytes, the manifest says "
                     f"{self._chunk_nbytes}: the version is damaged; roll back or republish it"
                 )
+            if self._mapped is not None:
+                return self._map_into_region(fd, index)
             mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
@@ -172,3 +280,20 @@ class MappedArray:
         array = np.frombuffer(mapped, dtype=self.dtype).reshape(self._chunk_shape)
         self._chunks[index] = array
         return array
+
+    def _map_into_region(self, fd: int, index: int) -> NDArray[np.generic]:
+        assert self._mapped is not None
+        with self._lock:
+            if self._whole is None:
+                self._region = _Region(self.n_chunks * self._chunk_nbytes)
+                rows = self.n_chunks * self.rows_per_chunk
+                whole = np.asarray(self._region).view(self.dtype)
+                self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
+            assert self._region is not None
+            if not self._mapped[index]:
+                self._region.map_file(fd, index * self._chunk_nbytes, self._chunk_nbytes)
+                self._mapped[index] = True
+            start = index * self.rows_per_chunk
+            array = self._whole[start : start + self.rows_per_chunk]
+            self._chunks[index] = array
+            return array

@@ -169,11 +169,13 @@ class ManifestView(_View):
 class PointerView(_View):
     """A parsed ``CURRENT`` or ``refs/<name>`` (see ``sharedrec.format.Pointer``)."""
 
-    __slots__ = ("format", "previous", "updated_at", "version")
+    __slots__ = ("format", "manifest", "previous", "updated_at", "version")
     format: str
     version: str
     previous: list[str]
     updated_at: datetime
+    manifest: ManifestView | None
+    """Object stores: the manifest of ``version``, copied into the pointer."""
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -333,7 +335,7 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
 
 
 def _pointer(raw: object) -> PointerView:
-    obj = _fields(raw, "the pointer", ("version", "updated_at"), ("format", "previous"))
+    obj = _fields(raw, "the pointer", ("version", "updated_at"), ("format", "previous", "manifest"))
     previous = _list(obj.get("previous", []), "previous", _str)
     if len(previous) > 32:  # POINTER_HISTORY
         raise _Bad(f"previous lists {len(previous)} versions, at most 32")
@@ -342,7 +344,17 @@ def _pointer(raw: object) -> PointerView:
         version=_str(obj["version"], "version"),
         previous=previous,
         updated_at=_datetime(obj["updated_at"], "updated_at"),
+        manifest=_inline_manifest(obj.get("manifest"), obj["version"]),
     )
+
+
+def _inline_manifest(raw: object, version: object) -> ManifestView | None:
+    if raw is None:
+        return None
+    manifest = _manifest(raw, json.dumps(raw).encode())
+    if manifest.id != version:
+        raise _Bad(f"the manifest copied into the pointer is version {manifest.id!r}, not {version!r}")
+    return manifest
 
 
 def _load(data: bytes, where: str, fix: str, build: Callable[[object], _T]) -> _T:

@@ -166,6 +166,11 @@ class Pointer(_Model):
         default_factory=list, description="previously live versions, newest first"
     )
     updated_at: datetime
+    manifest: dict[str, JsonValue] | None = Field(
+        default=None,
+        description="object stores: a copy of the manifest of `version`, so that a reader "
+        "opens it with one request (the pointer's) instead of two",
+    )
 
     def dumps(self) -> bytes:
         """Serialise to the bytes written as ``CURRENT``."""

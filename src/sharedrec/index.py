@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sharedrec._mmap import MappedArray, plan_rows
+from sharedrec._mmap import MappedArray
 from sharedrec.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class _Sorted:
 
     def values(self, rows: NDArray[np.intp]) -> NDArray[np.generic]:
         out = np.empty(len(rows), dtype=self._array.dtype)
-        self._array.take(plan_rows(rows, self._rpc), out)
+        self._array.take(rows, out)
         return out
 
 

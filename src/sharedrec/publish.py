@@ -11,6 +11,7 @@ where it was.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import types
@@ -54,9 +55,24 @@ log = logging.getLogger("sharedrec")
 _WRITE_BLOCK_BYTES = 64 * 1024 * 1024
 
 
-def chunk_rows(row_bytes: int, n_rows: int, chunk_bytes: int) -> int:
-    """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row)."""
-    return max(1, min(n_rows, chunk_bytes // max(1, row_bytes)))
+def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) -> int:
+    """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row).
+
+    ``row_bytes`` may list the row sizes of several arrays chunked alike. When the rows
+    take several chunks, the count is rounded down so that every chunk file of each array
+    is a whole number of 4 KiB pages (when a chunk holds enough rows for that): readers
+    then map the chunks back to back and gather a batch with one fancy index.
+    """
+    sizes = [max(1, row_bytes)] if isinstance(row_bytes, int) else [max(1, size) for size in row_bytes]
+    rows = max(1, min(n_rows, chunk_bytes // max(sizes)))
+    if rows < n_rows:
+        step = math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))
+        if rows >= step:
+            rows -= rows % step
+    return rows
+
+
+_PAGE_BYTES = 4096
 
 
 class Draft:
@@ -205,7 +221,7 @@ class Draft:
         )
         group = self._group.create_group(name, attributes={"sharedrec_kind": "ranked"})
         arrays, fences, key_hash, order = self._write_keys(group, key_data)
-        row_bytes = width * max(ranked.items.itemsize, ranked.scores.itemsize)
+        row_bytes = [width * ranked.items.itemsize, width * ranked.scores.itemsize]
         rows = chunk_rows(row_bytes, len(key_data), self._chunk_bytes)
         nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
         with self._reporter.task(f"{name}: lists", nbytes) as task:
@@ -400,7 +416,7 @@ class Draft:
         self._backend.write_atomic(f"{self._dir}/{MANIFEST}", manifest.dumps())
         self._state = "committed"
         if self._make_current:
-            self._move_pointer()
+            self._move_pointer(manifest)
 
     def _run_guards(self, manifest: Manifest) -> dict[str, JsonValue]:
         """Check the finished draft against the live version; raise if a guard fails."""
@@ -467,12 +483,12 @@ class Draft:
                 files[path] = FileEntry(size=size, crc32=crc)
         return files
 
-    def _move_pointer(self) -> None:
+    def _move_pointer(self, manifest: Manifest) -> None:
+        from sharedrec.store import pointer_for
+
         previous = [self._parent.version, *self._parent.previous] if self._parent else []
-        pointer = Pointer(
-            version=self._id,
-            previous=previous[:POINTER_HISTORY],
-            updated_at=datetime.now(UTC),
+        pointer = pointer_for(
+            self._backend, self._id, previous[:POINTER_HISTORY], manifest.model_dump(mode="json")
         )
         try:
             self._backend.swap_pointer(self._pointer_path, pointer.dumps(), self._parent_raw)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sharedrec._mmap import ChunkSource, MappedArray, RowPlan, plan_rows
+from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
 from sharedrec._spec import CollectionView, ManifestView
 from sharedrec.errors import (
     CorruptVersion,
@@ -389,9 +389,8 @@ class Reader:
             if hit.size < len(rows):
                 items[~found] = _ITEM_PAD
                 scores[~found] = np.nan
-            plan = plan_rows(rows[hit], col.rows_per_chunk)  # items and scores are chunked alike
-            _gather(col.items, plan, hit, items)
-            _gather(col.scores, plan, hit, scores)
+            plan = _gather(col.items, rows, hit, items, None)
+            _gather(col.scores, rows, hit, scores, plan)  # items and scores are chunked alike
             missing = len(rows) - hit.size
             self._lookups += len(rows)
             self._misses += missing
@@ -446,7 +445,7 @@ class Reader:
             out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             found = rows >= 0
             hit = np.flatnonzero(found)
-            _gather(col.vectors, plan_rows(rows[hit], col.vectors.rows_per_chunk), hit, out)
+            _gather(col.vectors, rows, hit, out, None)
             self._lookups += len(rows)
             self._misses += len(rows) - hit.size
             return out, found
@@ -714,14 +713,24 @@ def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
         threading.Thread(target=lease.remove, name="sharedrec-lease-removal", daemon=True).start()
 
 
-def _gather(array: MappedArray, plan: RowPlan, hit: NDArray[np.intp], out: NDArray[Any]) -> None:
-    """Copy the rows of the keys that were found (``hit``) into their places in ``out``."""
+def _gather(
+    array: MappedArray,
+    rows: NDArray[np.intp],
+    hit: NDArray[np.intp],
+    out: NDArray[Any],
+    plan: RowPlan | None,
+) -> RowPlan | None:
+    """Copy the rows of the keys that were found (``hit``) into their places in ``out``.
+
+    Returns the chunk plan used, for the next array chunked alike.
+    """
     if hit.size == len(out):
-        array.take(plan, out)
-    elif hit.size:
+        return array.take(rows, out, plan)
+    if hit.size:
         gathered = np.empty((hit.size, *out.shape[1:]), dtype=out.dtype)
-        array.take(plan, gathered)
+        plan = array.take(rows[hit], gathered, plan)
         out[hit] = gathered
+    return plan
 
 
 def _check_k(k: int) -> int:

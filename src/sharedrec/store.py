@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from sharedrec._progress import ProgressMode
     from sharedrec.cache import ChunkCache
     from sharedrec.diff import VersionDiff
-    from sharedrec.format import Manifest
+    from sharedrec.format import Manifest, Pointer
     from sharedrec.gc import GCReport
     from sharedrec.guards import GuardLike
     from sharedrec.leases import LeaseInfo
@@ -314,7 +315,7 @@ class Store:
             if pointer is None:
                 raise self._nothing_live(ref)
             try:
-                opened = self.open_version(pointer.version, verify)
+                opened = self.open_version(pointer.version, verify, manifest=pointer.manifest)
             except VersionNotFound as exc:
                 raise VersionNotFound(
                     f"{self.location}/{ref_path(ref)} names version {pointer.version}, but {exc}; "
@@ -345,16 +346,21 @@ class Store:
             reader.prefetch(None if prefetch is True else list(prefetch))
         return reader
 
-    def open_version(self, version_id: str, verify: VerifyLevel = "sizes") -> OpenVersion:
+    def open_version(
+        self, version_id: str, verify: VerifyLevel = "sizes", *, manifest: ManifestView | None = None
+    ) -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`).
 
         On S3 the files are fetched into the local cache on first use, where their size
         and checksum are checked; ``verify="full"`` fetches and checks all of them now.
+        ``manifest`` is the version's manifest when the caller already has it (the copy
+        in a pointer on object stores); else it is read.
         """
         from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion
 
-        manifest = self._manifest_view(version_id)
+        if manifest is None or manifest.id != version_id:
+            manifest = self._manifest_view(version_id)
         directory = f"{VERSIONS}/{version_id}"
         root = self._backend.local_path(directory)
         if root is not None:
@@ -567,13 +573,13 @@ class Store:
             VersionNotFound: The version does not exist or never finished publishing.
             ConcurrentPublishError: Another writer moved the pointer at the same moment.
         """
-        self._manifest_view(version_id)
+        manifest = self._manifest_view(version_id)
         pointer, raw = self._read_pointer(ref)
         if pointer and pointer.version == version_id:
             return
         history = [pointer.version, *pointer.previous] if pointer else []
         history = [v for v in history if v != version_id][:POINTER_HISTORY]
-        self._swap(version_id, history, raw, ref)
+        self._swap(manifest, history, raw, ref)
 
     def rollback(self, *, ref: str = "current") -> str:
         """Make the previously live version live again (or a named ref's); returns its id.
@@ -589,11 +595,11 @@ class Store:
             raise VersionNotFound(f"nothing to roll back in {self.location}: no version is live")
         for position, candidate in enumerate(pointer.previous):
             try:
-                self._manifest_view(candidate)
+                manifest = self._manifest_view(candidate)
             except (VersionNotFound, CorruptVersion):
                 continue
             rest = pointer.previous[position + 1 :]
-            self._swap(candidate, rest, raw, ref)
+            self._swap(manifest, rest, raw, ref)
             return candidate
         raise VersionNotFound(
             f"no earlier version of {self.location} to roll back to from {pointer.version}; "
@@ -622,12 +628,12 @@ class Store:
             "(or check that the volume is mounted at the right path)"
         )
 
-    def _swap(self, version: str, previous: list[str], expected: bytes | None, ref: str = "current") -> None:
-        """Move a pointer to ``version`` if it still holds ``expected`` (compare-and-swap)."""
-        from sharedrec.format import Pointer
-
+    def _swap(
+        self, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str = "current"
+    ) -> None:
+        """Move a pointer to ``manifest``'s version if it still holds ``expected`` (compare-and-swap)."""
         path = ref_path(ref)
-        pointer = Pointer(version=version, previous=previous, updated_at=_now())
+        pointer = pointer_for(self._backend, manifest.id, previous, json.loads(manifest.raw))
         try:
             self._backend.swap_pointer(path, pointer.dumps(), expected)
         except PointerMoved:
@@ -647,6 +653,18 @@ class Store:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def pointer_for(backend: Backend, version: str, previous: list[str], manifest: dict[str, Any]) -> Pointer:
+    """The pointer naming ``version``: on object stores it carries a copy of the manifest.
+
+    A reader then opens the version with one request (the pointer's GET) instead of two.
+    On a POSIX path the pointer stays small: readers there poll it by reading it whole.
+    """
+    from sharedrec.format import Pointer
+
+    inline = manifest if backend.local_path("") is None else None
+    return Pointer(version=version, previous=previous, updated_at=_now(), manifest=inline)
 
 
 class _Follower:
@@ -670,6 +688,7 @@ class _Follower:
         self._seen = seen  # the pointer bytes the reader's version came from
         self._token: object = None
         self._pending: bytes | None = None
+        self._pending_manifest: ManifestView | None = None
         self._failed: bytes | None = None
 
     def due(self) -> bool:
@@ -696,6 +715,7 @@ class _Follower:
             return None
         pointer = parse_pointer(raw, f"{self._store.location}/{self._path}")
         self._pending = raw
+        self._pending_manifest = pointer.manifest
         if pointer.version == current:
             self._seen = raw
             return None
@@ -703,7 +723,8 @@ class _Follower:
 
     def open(self, version_id: str) -> OpenVersion:
         # A switch happens off the hot path: check at least every file's size first.
-        opened = self._store.open_version(version_id, "full" if self._verify == "full" else "sizes")
+        verify: VerifyLevel = "full" if self._verify == "full" else "sizes"
+        opened = self._store.open_version(version_id, verify, manifest=self._pending_manifest)
         self._seen = self._pending
         return opened
 

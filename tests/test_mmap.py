@@ -1,0 +1,141 @@
+"""Chunk mapping: page-aligned chunks mapped back to back, and the per-chunk fallback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sharedrec
+from sharedrec.publish import chunk_rows
+
+from conftest import RankedData, make_ranked
+
+
+@pytest.mark.parametrize(
+    ("row_bytes", "n_rows"),
+    [
+        (400, 10**6),
+        ([400, 400], 10**6),
+        ([800, 400], 10**6),
+        (8, 10**6),
+        (1, 10**8),
+        (36, 10**6),
+        (256, 10**5),
+    ],
+)
+def test_chunks_of_several_are_whole_pages(row_bytes: int | list[int], n_rows: int) -> None:
+    rows = chunk_rows(row_bytes, n_rows, 4 << 20)
+    sizes = [row_bytes] if isinstance(row_bytes, int) else row_bytes
+    assert 1 <= rows < n_rows
+    for size in sizes:
+        assert rows * size % 4096 == 0, (rows, size)
+        assert rows * size <= 4 << 20
+    assert rows * max(sizes) > (4 << 20) * 0.9  # rounding costs less than a tenth of the target
+
+
+def test_chunk_rows_leaves_single_chunks_and_huge_rows_alone() -> None:
+    assert chunk_rows(400, 1000, 4 << 20) == 1000  # one chunk: nothing to align
+    assert chunk_rows(3 << 20, 10, 4 << 20) == 1  # one row per chunk cannot be page-aligned
+    assert chunk_rows(36, 10**5, 4096) == 113  # alignment would need 1024 rows: not forced
+
+
+def _publish(tmp_path: Path, data: RankedData, chunk_bytes: int) -> sharedrec.Store:
+    store = sharedrec.open(tmp_path / "store")
+    with store.publish(chunk_bytes=chunk_bytes) as draft:
+        draft.add_ranked("home", data.keys, data.items, data.scores, default=([1, 2], [0.5, 0.4]))
+        draft.add_vectors("emb", data.keys, data.scores)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("chunk_bytes", "contiguous"),
+    [(8192, True), (2048, False)],  # 32 bytes a row: 256 rows (aligned); 64 rows, 2 KiB (not)
+    ids=["back-to-back", "per-chunk"],
+)
+def test_both_mappings_answer_alike(tmp_path: Path, chunk_bytes: int, contiguous: bool) -> None:
+    data = make_ranked(3000, 8, seed=5)
+    store = _publish(tmp_path, data, chunk_bytes)
+    with store.reader(lease=False) as reader:
+        items_array = reader._v.ranked["home"].items
+        assert items_array.n_chunks > 5
+        assert (items_array._mapped is not None) == contiguous
+        rng = np.random.default_rng(0)
+        rows = rng.integers(0, 3000, size=500)
+        asked = np.concatenate([data.keys[rows], [-5, 123]])  # two absent keys
+        items, scores, found = reader.get_many("home", asked, k=6)
+        np.testing.assert_array_equal(found, [True] * 500 + [False, False])
+        np.testing.assert_array_equal(items[:500], data.items[rows, :6])
+        np.testing.assert_array_equal(scores[:500], data.scores[rows, :6])
+        np.testing.assert_array_equal(items[500:, :2], [[1, 2], [1, 2]])
+        vectors, found = reader.vectors("emb", asked)
+        np.testing.assert_array_equal(vectors[:500], data.scores[rows])
+        assert np.isnan(vectors[500:]).all()
+        for row in rows[:50].tolist():
+            np.testing.assert_array_equal(reader.get("home", int(data.keys[row])).items, data.items[row])
+
+
+def test_back_to_back_maps_only_the_chunks_asked_for(tmp_path: Path) -> None:
+    data = make_ranked(3000, 8, seed=6)
+    store = _publish(tmp_path, data, 8192)
+    with store.reader(lease=False) as reader:
+        items = reader._v.ranked["home"].items
+        assert items._mapped is not None and not items._mapped.any()
+        order = np.argsort(data.keys)
+        first_chunk_rows = order[: items.rows_per_chunk]  # input rows stored in chunk 0
+        reader.get_many("home", data.keys[first_chunk_rows[:10]])
+        assert items._mapped.tolist() == [True] + [False] * (items.n_chunks - 1)
+        reader.get_many("home", data.keys)
+        assert items._mapped.all()
+
+
+def test_back_to_back_under_concurrent_first_use(tmp_path: Path) -> None:
+    data = make_ranked(4000, 8, seed=7)
+    store = _publish(tmp_path, data, 8192)
+    reader = store.reader(lease=False)
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(30):
+            rows = rng.integers(0, 4000, size=64)
+            items, _, found = reader.get_many("home", data.keys[rows])
+            if not found.all() or not np.array_equal(items, data.items[rows]):
+                errors.append(f"wrong rows for seed {seed}")
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    reader.close()
+    assert errors == []
+
+
+def test_views_outlive_the_reader(tmp_path: Path) -> None:
+    """A list returned before close stays readable: the mapping goes with its last view.
+
+    Runs in a child process, where a mapping released too early would crash the child,
+    not the test session.
+    """
+    data = make_ranked(3000, 8, seed=8)
+    _publish(tmp_path, data, 8192)
+    key = int(data.keys[1234])
+    script = (
+        "import gc, json, sys, numpy as np, sharedrec\n"
+        f"reader = sharedrec.open({str(tmp_path / 'store')!r}, create=False).reader(lease=False)\n"
+        "assert reader._v.ranked['home'].items._mapped is not None\n"
+        f"recs = reader.get('home', {key})\n"
+        f"batch = reader.get_many('home', np.array([{key}]))[0]\n"
+        "reader.close(); del reader; gc.collect()\n"
+        "print(json.dumps([recs.items.tolist(), batch[0].tolist()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    single, batch = json.loads(done.stdout)
+    assert single == batch == data.items[1234].tolist()
