@@ -226,4 +226,7 @@ class S3Backend:
 
             await asyncio.gather(*(put(local, path) for local, path in files))
 
-        self._sync(self.fs.loop, put_all)
+        try:
+            self._sync(self.fs.loop, put_all)
+        except Exception as exc:
+            raise self._explain(exc) from None
