@@ -371,7 +371,10 @@ def read_npz(path: str | os.PathLike[str], names: Sequence[str]) -> list[NDArray
                 raise InvalidInput(
                     f"{source} has no {name}.npy (it has {sorted(p.name for p in source.glob('*.npy'))})"
                 )
-            out.append(np.load(file, allow_pickle=False))
+            try:
+                out.append(np.load(file, allow_pickle=False))
+            except Exception as exc:
+                raise InvalidInput(f"cannot read {file} as .npy: {exc}") from None
         return out
     try:
         archive = np.load(source, allow_pickle=False)
@@ -380,4 +383,7 @@ def read_npz(path: str | os.PathLike[str], names: Sequence[str]) -> list[NDArray
     missing = [name for name in names if name not in archive.files]
     if missing:
         raise InvalidInput(f"{source} lacks arrays {missing} (it has {archive.files})")
-    return [archive[name] for name in names]
+    try:
+        return [archive[name] for name in names]
+    except Exception as exc:
+        raise InvalidInput(f"cannot read {source} as .npz: {exc}") from None

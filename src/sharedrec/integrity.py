@@ -70,8 +70,12 @@ def check_version(
     with bar if bar is not None else nullcontext() as task:
         for path, entry in manifest.files.items():
             where = f"{version_dir}/{path}"
-            size = backend.size(where)
             report.files += 1
+            if not _inside(path):
+                # A damaged or hostile manifest must not make a check read anything else.
+                report.problems.append(f"{path!r}: a path outside the version folder")
+                continue
+            size = backend.size(where)
             if size is None:
                 report.problems.append(f"{path}: missing")
                 continue
@@ -84,6 +88,14 @@ def check_version(
                     report.problems.append(f"{path}: crc32 {crc:08x}, manifest says {entry.crc32:08x}")
             report.bytes += size
     return report
+
+
+def _inside(path: str) -> bool:
+    """Whether a manifest's file path stays inside the version folder."""
+    parts = path.split("/")
+    return (
+        bool(path) and "\\" not in path and "\0" not in path and all(p not in ("", ".", "..") for p in parts)
+    )
 
 
 def raise_if_bad(report: VerifyReport, location: str) -> None:
