@@ -26,6 +26,8 @@ __all__ = [
     "CollectionView",
     "FileView",
     "ManifestView",
+    "PartView",
+    "PartitionsView",
     "PointerView",
     "parse_manifest",
     "parse_pointer",
@@ -95,6 +97,28 @@ class ArrayView(_View, ArrayGeometry):
     chunks: tuple[int, ...]
 
 
+class PartView(_View):
+    """One partition of a collection (see ``sharedrec.format.PartSpec``)."""
+
+    __slots__ = ("arrays", "count", "empty_lists", "key_fences", "max_length", "min_length", "path", "width")
+    path: str | None
+    count: int
+    key_fences: list[int]
+    width: int
+    min_length: int
+    max_length: int
+    empty_lists: int
+    arrays: dict[str, ArrayView]
+
+
+class PartitionsView(_View):
+    """How a collection is split (see ``sharedrec.format.PartitionsSpec``)."""
+
+    __slots__ = ("hash", "parts")
+    hash: str
+    parts: list[PartView]
+
+
 class CollectionView(_View):
     """One collection of a version (see ``sharedrec.format.CollectionSpec``)."""
 
@@ -110,6 +134,7 @@ class CollectionView(_View):
         "kind",
         "max_length",
         "min_length",
+        "partitions",
         "width",
     )
     kind: str
@@ -124,6 +149,7 @@ class CollectionView(_View):
     empty_lists: int
     fallbacks: list[str]
     arrays: dict[str, ArrayView]
+    partitions: PartitionsView | None
 
 
 class FileView(_View):
@@ -266,15 +292,48 @@ _COLLECTION_REQUIRED = (
     "max_length",
     "arrays",
 )
-_COLLECTION_OPTIONAL = ("key_hash", "default_length", "empty_lists", "fallbacks")
+_COLLECTION_OPTIONAL = ("key_hash", "default_length", "empty_lists", "fallbacks", "partitions")
+
+
+def _arrays(raw: object, field: str) -> dict[str, ArrayView]:
+    return {_str(name, field): _array(spec, f"{field}.{name}") for name, spec in _dict(raw, field).items()}
+
+
+_PART_REQUIRED = ("path", "count", "key_fences", "width", "min_length", "max_length", "arrays")
+
+
+def _part(raw: object, field: str) -> PartView:
+    obj = _fields(raw, field, _PART_REQUIRED, ("empty_lists",))
+    path = _optional(_str)(obj["path"], f"{field}.path")
+    if path is not None and (not path or path[0] in "._" or "/" in path or ".." in path):
+        raise _Bad(f"{field}.path {path!r} is not a folder name")
+    return PartView(
+        path=path,
+        count=_int(obj["count"], f"{field}.count"),
+        key_fences=_list(obj["key_fences"], f"{field}.key_fences", lambda v, f: _int(v, f, -(2**63), 2**64)),
+        width=_int(obj["width"], f"{field}.width", 1),
+        min_length=_int(obj["min_length"], f"{field}.min_length"),
+        max_length=_int(obj["max_length"], f"{field}.max_length"),
+        empty_lists=_int(obj.get("empty_lists", 0), f"{field}.empty_lists"),
+        arrays=_arrays(obj["arrays"], f"{field}.arrays"),
+    )
+
+
+def _partitions(raw: object, field: str) -> PartitionsView | None:
+    if raw is None:
+        return None
+    obj = _fields(raw, field, ("hash", "parts"), ())
+    parts = _list(obj["parts"], f"{field}.parts", _part)
+    if not parts:
+        raise _Bad(f"{field}.parts must list at least one partition")
+    return PartitionsView(
+        hash=_literal(obj["hash"], f"{field}.hash", "splitmix64", "blake2b-64"), parts=parts
+    )
 
 
 def _collection(raw: object, field: str) -> CollectionView:
     obj = _fields(raw, field, _COLLECTION_REQUIRED, _COLLECTION_OPTIONAL)
-    arrays = {
-        _str(name, f"{field}.arrays"): _array(spec, f"{field}.arrays.{name}")
-        for name, spec in _dict(obj["arrays"], f"{field}.arrays").items()
-    }
+    arrays = _arrays(obj["arrays"], f"{field}.arrays")
     return CollectionView(
         kind=_literal(obj["kind"], f"{field}.kind", "ranked", "vectors"),
         key_type=_literal(obj["key_type"], f"{field}.key_type", "int64", "str"),
@@ -288,6 +347,7 @@ def _collection(raw: object, field: str) -> CollectionView:
         empty_lists=_int(obj.get("empty_lists", 0), f"{field}.empty_lists"),
         fallbacks=_list(obj.get("fallbacks", []), f"{field}.fallbacks", _str),
         arrays=arrays,
+        partitions=_partitions(obj.get("partitions"), f"{field}.partitions"),
     )
 
 
@@ -313,12 +373,18 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
         for name, spec in _dict(obj["collections"], "collections").items()
     }
     for name, collection in collections.items():
-        for array, spec in collection.arrays.items():
+        arrays = [(f"collections.{name}.arrays.{a}", spec) for a, spec in collection.arrays.items()]
+        if collection.partitions is not None:
+            arrays += [
+                (f"collections.{name}.partitions.parts[{p}].arrays.{a}", spec)
+                for p, part in enumerate(collection.partitions.parts)
+                for a, spec in part.arrays.items()
+            ]
+        for where, spec in arrays:
             # Every chunk is a listed file: a declared size cannot outgrow the manifest itself.
             if spec.n_chunks > len(files):
                 raise _Bad(
-                    f"collections.{name}.arrays.{array} declares {spec.n_chunks} chunks but the "
-                    f"manifest lists {len(files)} files"
+                    f"{where} declares {spec.n_chunks} chunks but the manifest lists {len(files)} files"
                 )
     return ManifestView(
         format=_literal(obj.get("format", "sharedrec/1"), "format", "sharedrec/1"),

@@ -59,6 +59,8 @@ __all__ = [
     "FileEntry",
     "Lease",
     "Manifest",
+    "PartSpec",
+    "PartitionsSpec",
     "Pointer",
     "chunk_path",
     "new_version_id",
@@ -97,6 +99,30 @@ class ArraySpec(_Model, ArrayGeometry):
     chunks: tuple[int, ...] = Field(description="chunk shape; chunks split the first axis only")
 
 
+class PartSpec(_Model):
+    """One partition of a partitioned collection: its own key index and arrays."""
+
+    path: str | None = Field(
+        description="folder of the partition inside the collection's folder; null when it holds no key"
+    )
+    count: int = Field(ge=0, description="number of keys in the partition")
+    key_fences: list[int] = Field(description="first key (or key hash) of each chunk of its key array")
+    width: int = Field(ge=1, description="list capacity (ranked) or vector dimension of the partition")
+    min_length: int = Field(ge=0, description="shortest list of the partition (ranked); width for vectors")
+    max_length: int = Field(ge=0, description="longest list of the partition (ranked); width for vectors")
+    empty_lists: int = Field(default=0, ge=0, description="keys of the partition whose list is empty")
+    arrays: dict[str, ArraySpec] = Field(description="the partition's arrays; empty when count is 0")
+
+
+class PartitionsSpec(_Model):
+    """How a collection is split: partition ``hash(key) mod len(parts)`` holds a key."""
+
+    hash: Literal["splitmix64", "blake2b-64"] = Field(
+        description="splitmix64 of the key for int64 keys, blake2b-64 of its UTF-8 bytes for str keys"
+    )
+    parts: list[PartSpec] = Field(min_length=1, description="every partition, in partition order")
+
+
 class CollectionSpec(_Model):
     """A named table inside a version."""
 
@@ -116,6 +142,11 @@ class CollectionSpec(_Model):
         default_factory=list, description="ranked collections tried in order for an unknown key"
     )
     arrays: dict[str, ArraySpec]
+    partitions: PartitionsSpec | None = Field(
+        default=None,
+        description="absent for a collection stored whole; else its partitions, each with its own key "
+        "index and arrays (``arrays`` then holds only the collection-wide default list)",
+    )
 
 
 class FileEntry(_Model):
@@ -149,7 +180,18 @@ class Manifest(_Model):
 
     def dumps(self) -> bytes:
         """Serialise to the bytes written as ``manifest.json``."""
-        return self.model_dump_json(indent=1).encode()
+        return self.model_dump_json(indent=1, exclude=self._unwritten()).encode()
+
+    def json_object(self) -> dict[str, Any]:
+        """The manifest as the JSON object `dumps()` writes."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude=self._unwritten())
+        return data
+
+    def _unwritten(self) -> dict[str, Any]:
+        # A collection stored whole has no ``partitions`` field at all: the format of
+        # unpartitioned collections stays byte for byte what it always was.
+        whole = {name: {"partitions"} for name, spec in self.collections.items() if spec.partitions is None}
+        return {"collections": whole} if whole else {}
 
     @classmethod
     def loads(cls, data: bytes, where: str) -> Manifest:

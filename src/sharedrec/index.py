@@ -27,7 +27,17 @@ from sharedrec.errors import InvalidInput
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["DEFAULT_KEY_HASH", "KEY_HASHES", "IntIndex", "StrIndex", "hash_keys"]
+__all__ = [
+    "DEFAULT_KEY_HASH",
+    "KEY_HASHES",
+    "IntIndex",
+    "PartitionedIndex",
+    "StrIndex",
+    "hash_keys",
+    "partition_hash",
+    "partitions_of",
+    "splitmix64",
+]
 
 
 def _blake2b_64(data: bytes) -> int:
@@ -157,15 +167,7 @@ class IntIndex:
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent)."""
-        query = np.asarray(keys)
-        if query.ndim != 1 or (query.dtype.kind not in "iu" and query.size):
-            raise InvalidInput(
-                f"keys must be a 1-D sequence of integers for an int64 collection; got "
-                f"dtype {query.dtype} with shape {query.shape}"
-            )
-        if query.dtype.kind == "u" and query.size and int(query.max()) > np.iinfo(np.int64).max:
-            raise InvalidInput("keys larger than the int64 range cannot be looked up")
-        query = query.astype(np.int64, copy=False)
+        query = _int_query(keys)
         rows = self._sorted.lower_bounds(query)
         inside = rows < self._n
         hit = np.zeros(len(query), dtype=bool)
@@ -224,3 +226,153 @@ class StrIndex:
         if isinstance(keys, str | bytes) or not hasattr(keys, "__len__"):
             raise InvalidInput("keys must be a sequence of str for a str-keyed collection")
         return np.fromiter((self.find(key) for key in keys), dtype=np.intp)  # type: ignore[attr-defined]
+
+
+# -- partitions ------------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+
+
+def splitmix64(value: int) -> int:
+    """The SplitMix64 finaliser of a 64-bit value (an int64 key taken as its two's complement)."""
+    z = value & _MASK64
+    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _splitmix64_array(values: NDArray[np.int64]) -> NDArray[np.uint64]:
+    z = values.astype(np.int64, copy=False).view(np.uint64).copy()
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(_MIX1)  # unsigned multiplication wraps modulo 2**64, as the function needs
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(_MIX2)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def partition_hash(key_type: str) -> str:
+    """The name of the hash that assigns keys of ``key_type`` to partitions."""
+    return "splitmix64" if key_type == "int64" else DEFAULT_KEY_HASH
+
+
+def partitions_of(keys: NDArray[np.int64] | Sequence[bytes], n_parts: int) -> NDArray[np.intp]:
+    """The partition of every key: int64 keys (an array) or UTF-8 encoded str keys (bytes).
+
+    ``splitmix64(key) mod n_parts`` for int64 keys, ``blake2b-64(key bytes) mod n_parts``
+    for str keys: what `PartitionedIndex` computes for one key, for a whole batch.
+    """
+    if isinstance(keys, np.ndarray):
+        return (_splitmix64_array(keys) % np.uint64(n_parts)).astype(np.intp)
+    return (hash_keys(keys, DEFAULT_KEY_HASH) % np.uint64(n_parts)).astype(np.intp)
+
+
+class PartitionedIndex:
+    """Rows of a collection split into partitions, each with its own index.
+
+    A key lives in partition ``hash(key) mod P``; global row numbers count the rows of
+    partition 0, then those of partition 1, and so on. ``parts[p]`` is None for a
+    partition that holds no key.
+    """
+
+    __slots__ = ("_offsets", "_starts", "key_type", "n_parts", "parts")
+
+    def __init__(self, key_type: str, parts: list[IntIndex | StrIndex | None], counts: list[int]) -> None:
+        self.key_type = key_type
+        self.parts = parts
+        self.n_parts = len(parts)
+        self._offsets = [0, *np.cumsum(counts).tolist()]
+        self._starts = np.asarray(self._offsets[:-1], dtype=np.int64)
+
+    def partition(self, key: object) -> int:
+        """The partition ``key`` belongs to (raises `InvalidInput` for a key of the wrong type)."""
+        if self.key_type == "int64":
+            if not isinstance(key, int | np.integer):
+                raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
+            return splitmix64(int(key)) % self.n_parts
+        if not isinstance(key, str):
+            raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
+        return _blake2b_64(key.encode()) % self.n_parts
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """``(partition, row within it)`` of a global row."""
+        part = bisect_right(self._offsets, row) - 1
+        return part, row - self._offsets[part]
+
+    def find(self, key: object) -> int:
+        """The global row of ``key``, or -1 when it is absent."""
+        part = self.partition(key)
+        index = self.parts[part]
+        row = index.find(key) if index is not None else -1
+        return row + self._offsets[part] if row >= 0 else -1
+
+    def groups(self, keys: object) -> tuple[int, list[tuple[int, NDArray[np.intp], Any]]]:
+        """Split a batch of keys by partition: ``(n, [(partition, positions, keys), ...])``.
+
+        Only partitions that hold keys and are asked for appear; ``positions`` index the batch.
+        """
+        if self.key_type == "int64":
+            query = _int_query(keys)
+            parts = partitions_of(query, self.n_parts)
+            select: Callable[[NDArray[np.intp]], Any] = query.__getitem__
+        else:
+            if isinstance(keys, str | bytes) or not isinstance(keys, Sequence | np.ndarray):
+                raise InvalidInput("keys must be a sequence of str for a str-keyed collection")
+            text = list(keys)
+            for key in text:
+                if not isinstance(key, str):
+                    raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
+            parts = partitions_of([key.encode() for key in text], self.n_parts)
+
+            def select(where: NDArray[np.intp]) -> Any:
+                return [text[i] for i in where.tolist()]
+
+        order = np.argsort(parts, kind="stable")
+        bounds = np.cumsum(np.bincount(parts, minlength=self.n_parts)).tolist()
+        out = []
+        start = 0
+        for part, stop in enumerate(bounds):
+            if stop > start and self.parts[part] is not None:
+                where = order[start:stop]
+                out.append((part, where, select(where)))
+            start = stop
+        return len(parts), out
+
+    def find_many(self, keys: object) -> NDArray[np.intp]:
+        """Global rows of ``keys`` (-1 where absent)."""
+        n, groups = self.groups(keys)
+        rows = np.full(n, -1, dtype=np.intp)
+        for part, where, sub in groups:
+            index = self.parts[part]
+            assert index is not None
+            local = index.find_many(sub)
+            rows[where] = np.where(local >= 0, local + self._offsets[part], -1)
+        return rows
+
+    def key_at(self, row: int) -> int | str:
+        """The key stored at a global row."""
+        part, local = self.locate(row)
+        index = self.parts[part]
+        assert index is not None, "an empty partition holds no row"
+        return index.key_at(local)
+
+    def all_keys(self) -> NDArray[np.int64] | list[str]:
+        """Every key, partition after partition."""
+        keys = [index.all_keys() for index in self.parts if index is not None]
+        if self.key_type == "int64":
+            return np.concatenate(keys) if keys else np.empty(0, dtype=np.int64)
+        return [key for part in keys for key in part]
+
+
+def _int_query(keys: object) -> NDArray[np.int64]:
+    query = np.asarray(keys)
+    if query.ndim != 1 or (query.dtype.kind not in "iu" and query.size):
+        raise InvalidInput(
+            f"keys must be a 1-D sequence of integers for an int64 collection; got "
+            f"dtype {query.dtype} with shape {query.shape}"
+        )
+    if query.dtype.kind == "u" and query.size and int(query.max()) > np.iinfo(np.int64).max:
+        raise InvalidInput("keys larger than the int64 range cannot be looked up")
+    return query.astype(np.int64, copy=False)

@@ -487,9 +487,7 @@ class Draft:
         from sharedrec.store import pointer_for
 
         previous = [self._parent.version, *self._parent.previous] if self._parent else []
-        pointer = pointer_for(
-            self._backend, self._id, previous[:POINTER_HISTORY], manifest.model_dump(mode="json")
-        )
+        pointer = pointer_for(self._backend, self._id, previous[:POINTER_HISTORY], manifest.json_object())
         try:
             self._backend.swap_pointer(self._pointer_path, pointer.dumps(), self._parent_raw)
         except PointerMoved as moved:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
-from sharedrec._spec import CollectionView, ManifestView
+from sharedrec._spec import CollectionView, ManifestView, PartView
 from sharedrec.errors import (
     CorruptVersion,
     InvalidInput,
@@ -30,7 +30,7 @@ from sharedrec.errors import (
     UnknownCollection,
     VersionGone,
 )
-from sharedrec.index import KEY_HASHES, IntIndex, StrIndex
+from sharedrec.index import KEY_HASHES, IntIndex, PartitionedIndex, StrIndex
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -94,9 +94,17 @@ class _Ranked:
         "single",
         "spec",
         "uniform",
+        "width",
     )
 
-    def __init__(self, name: str, spec: CollectionView, index: Index, arrays: dict[str, MappedArray]):
+    def __init__(
+        self,
+        name: str,
+        spec: CollectionView,
+        index: Index,
+        arrays: dict[str, MappedArray],
+        part: PartView | None = None,
+    ):
         self.name = name
         self.spec = spec
         self.index = index
@@ -111,9 +119,11 @@ class _Ranked:
                 "sharedrec writes them alike: republish the version with sharedrec"
             )
         # When every list has the same length the lengths array need not be read at all.
-        self.uniform = spec.max_length if spec.min_length == spec.max_length else -1
+        rows = part or spec
+        self.width = rows.width
+        self.uniform = rows.max_length if rows.min_length == rows.max_length else -1
         self.default: RankedList | None = None
-        if spec.default_length is not None:
+        if spec.default_length is not None and part is None:  # a partition's misses go to its collection
             n = spec.default_length
             self.default = RankedList(
                 arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
@@ -140,10 +150,70 @@ class _Vectors:
         self.vectors = arrays["vectors"]
 
 
+class _PartitionedRanked:
+    """A ranked collection split into partitions: a lookup goes to the key's partition."""
+
+    __slots__ = ("default", "index", "name", "parts", "single", "spec")
+
+    def __init__(
+        self,
+        name: str,
+        spec: CollectionView,
+        parts: list[_Ranked | None],
+        arrays: dict[str, MappedArray],
+    ) -> None:
+        assert spec.partitions is not None
+        self.name = name
+        self.spec = spec
+        self.parts = parts
+        self.index = PartitionedIndex(
+            spec.key_type,
+            [part.index if part is not None else None for part in parts],
+            [part.count for part in spec.partitions.parts],
+        )
+        self.default: RankedList | None = None
+        if spec.default_length is not None:
+            n = spec.default_length
+            self.default = RankedList(
+                arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
+            )
+        self.single = spec.count == 1
+
+    def row(self, row: int, k: int | None) -> RankedList:
+        part, local = self.index.locate(row)
+        ranked = self.parts[part]
+        assert ranked is not None, "an empty partition holds no row"
+        return ranked.row(local, k)
+
+
+class _PartitionedVectors:
+    __slots__ = ("index", "name", "parts", "spec")
+
+    def __init__(self, name: str, spec: CollectionView, parts: list[_Vectors | None]) -> None:
+        assert spec.partitions is not None
+        self.name = name
+        self.spec = spec
+        self.parts = parts
+        self.index = PartitionedIndex(
+            spec.key_type,
+            [part.index if part is not None else None for part in parts],
+            [part.count for part in spec.partitions.parts],
+        )
+
+
 class OpenVersion:
     """One version mapped for reading: the collections of a manifest over a folder."""
 
-    __slots__ = ("_model", "manifest", "ranked", "root", "source", "vectors")
+    __slots__ = (
+        "_model",
+        "manifest",
+        "partitioned_ranked",
+        "partitioned_vectors",
+        "ranked",
+        "root",
+        "source",
+        "vectors",
+    )
 
     def __init__(self, manifest: ManifestView, source: ChunkSource, where: str) -> None:
         self.manifest = manifest
@@ -151,27 +221,81 @@ class OpenVersion:
         self.source = source
         self.root = where
         version_root = where
+        # Collections stored whole and partitioned ones apart: a lookup in a whole collection
+        # (the common case) pays nothing for partitions.
         self.ranked: dict[str, _Ranked] = {}
         self.vectors: dict[str, _Vectors] = {}
+        self.partitioned_ranked: dict[str, _PartitionedRanked] = {}
+        self.partitioned_vectors: dict[str, _PartitionedVectors] = {}
         for name, spec in manifest.collections.items():
             arrays = {
                 array: MappedArray(source, f"{name}/{array}", array_spec)
                 for array, array_spec in spec.arrays.items()
             }
-            index = _open_index(name, spec, arrays, version_root)
+            if spec.partitions is not None:
+                self._open_partitioned(name, spec, arrays, source, version_root)
+                continue
+            index = _open_index(name, spec, spec.arrays, arrays, version_root)
             if spec.kind == "ranked":
-                _require(name, spec, _RANKED_ARRAYS, version_root)
+                _require(name, spec.arrays, _RANKED_ARRAYS, version_root)
                 self.ranked[name] = _Ranked(name, spec, index, arrays)
             else:
-                _require(name, spec, ("vectors",), version_root)
+                _require(name, spec.arrays, ("vectors",), version_root)
                 self.vectors[name] = _Vectors(name, spec, index, arrays)
-        for name, ranked in self.ranked.items():
+        ranked_names = set(self.ranked) | set(self.partitioned_ranked)
+        all_ranked: list[_Ranked | _PartitionedRanked] = [
+            *self.ranked.values(),
+            *self.partitioned_ranked.values(),
+        ]
+        for ranked in all_ranked:
+            name = ranked.name
             for fallback in ranked.spec.fallbacks:
-                if fallback not in self.ranked:
+                if fallback not in ranked_names:
                     raise CorruptVersion(
                         f"collection {name!r} in {version_root}/manifest.json names fallback "
                         f"{fallback!r}, which is not a ranked collection of the version"
                     )
+
+    def _open_partitioned(
+        self,
+        name: str,
+        spec: CollectionView,
+        arrays: dict[str, MappedArray],
+        source: ChunkSource,
+        where: str,
+    ) -> None:
+        assert spec.partitions is not None
+        needed = _RANKED_ARRAYS if spec.kind == "ranked" else ("vectors",)
+        dtypes: dict[str, str] = {}
+        ranked_parts: list[_Ranked | None] = []
+        vector_parts: list[_Vectors | None] = []
+        for number, part in enumerate(spec.partitions.parts):
+            if part.count == 0 or part.path is None:
+                ranked_parts.append(None)
+                vector_parts.append(None)
+                continue
+            label = f"{name}/{part.path}"
+            part_arrays = {
+                array: MappedArray(source, f"{label}/{array}", array_spec)
+                for array, array_spec in part.arrays.items()
+            }
+            _require(label, part.arrays, needed, where)
+            for array in needed:  # a batch lookup fills one output array from every partition
+                dtype = dtypes.setdefault(array, part.arrays[array].dtype)
+                if part.arrays[array].dtype != dtype:
+                    raise CorruptVersion(
+                        f"collection {name!r} in {where}/manifest.json: partition {number} stores "
+                        f"{array} as {part.arrays[array].dtype}, others as {dtype}; republish the version"
+                    )
+            index = _open_index(label, spec, part.arrays, part_arrays, where, part.key_fences)
+            if spec.kind == "ranked":
+                ranked_parts.append(_Ranked(name, spec, index, part_arrays, part))
+            else:
+                vector_parts.append(_Vectors(name, spec, index, part_arrays))
+        if spec.kind == "ranked":
+            self.partitioned_ranked[name] = _PartitionedRanked(name, spec, ranked_parts, arrays)
+        else:
+            self.partitioned_vectors[name] = _PartitionedVectors(name, spec, vector_parts)
 
     @property
     def id(self) -> str:
@@ -191,6 +315,7 @@ class OpenVersion:
         empty.manifest, empty.root, empty.source = self.manifest, self.root, self.source
         empty._model = self._model
         empty.ranked, empty.vectors = {}, {}
+        empty.partitioned_ranked, empty.partitioned_vectors = {}, {}
         return empty
 
 
@@ -343,7 +468,7 @@ class Reader:
             self._lookups += 1
             col = v.ranked.get(collection)
             if col is None:
-                raise self._unknown(v, collection, "ranked")
+                return self._get_partitioned(v, collection, key, k, fallback_keys)
             row = col.index.find(key)
             if row < 0:
                 return self._missing(v, col, key, k, fallback_keys)
@@ -358,6 +483,23 @@ class Reader:
             if not self._recover():
                 raise
             return self.get(collection, key, k, fallback_keys=fallback_keys)
+
+    def _get_partitioned(
+        self,
+        v: OpenVersion,
+        collection: str,
+        key: int | str,
+        k: int | None,
+        fallback_keys: Mapping[str, int | str] | None,
+    ) -> RankedList:
+        col = v.partitioned_ranked.get(collection)
+        if col is None:
+            raise self._unknown(v, collection, "ranked")
+        part = col.parts[col.index.partition(key)]
+        row = part.index.find(key) if part is not None else -1
+        if part is None or row < 0:
+            return self._missing(v, col, key, k, fallback_keys)
+        return part.row(row, k)
 
     def get_many(
         self, collection: str, keys: ArrayLike, k: int | None = None
@@ -378,7 +520,7 @@ class Reader:
             v = self._v
             col = v.ranked.get(collection)
             if col is None:
-                raise self._unknown(v, collection, "ranked")
+                return self._get_many_partitioned(v, collection, keys, k)
             rows = col.index.find_many(keys)
             width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
             found = rows >= 0
@@ -406,6 +548,47 @@ class Reader:
                 raise
             return self.get_many(collection, keys, k)
 
+    def _get_many_partitioned(
+        self, v: OpenVersion, collection: str, keys: ArrayLike, k: int | None
+    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.bool_]]:
+        col = v.partitioned_ranked.get(collection)
+        if col is None:
+            raise self._unknown(v, collection, "ranked")
+        width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
+        n, groups = col.index.groups(keys)
+        first = next((part for part in col.parts if part is not None), None)
+        assert first is not None, "a collection holds at least one key"
+        items = np.full((n, width), _ITEM_PAD, dtype=first.items.dtype)
+        scores = np.full((n, width), np.nan, dtype=first.scores.dtype)
+        found = np.zeros(n, dtype=bool)
+        for number, where, sub in groups:
+            part = col.parts[number]
+            assert part is not None  # groups() skips empty partitions
+            rows = part.index.find_many(sub)
+            hit = np.flatnonzero(rows >= 0)
+            if not hit.size:
+                continue
+            # Partitions are written apart: each may be narrower than the collection.
+            cols = min(width, part.width)
+            part_items = np.empty((hit.size, cols), dtype=items.dtype)
+            part_scores = np.empty((hit.size, cols), dtype=scores.dtype)
+            plan = part.items.take(rows[hit], part_items)
+            part.scores.take(rows[hit], part_scores, plan)
+            target = where[hit]
+            items[target, :cols] = part_items
+            scores[target, :cols] = part_scores
+            found[target] = True
+        missing = n - int(np.count_nonzero(found))
+        self._lookups += n
+        self._misses += missing
+        if col.default is not None and missing:
+            miss = ~found
+            m = min(width, len(col.default))
+            items[miss, :m] = col.default.items[:m]
+            scores[miss, :m] = col.default.scores[:m]
+            self._fallbacks += missing
+        return items, scores, found
+
     # -- vectors ---------------------------------------------------------------------------
 
     def vector(self, collection: str, key: int | str) -> NDArray[Any]:
@@ -420,7 +603,7 @@ class Reader:
             self._lookups += 1
             col = v.vectors.get(collection)
             if col is None:
-                raise self._unknown(v, collection, "vectors")
+                return self._vector_partitioned(v, collection, key)
             row = col.index.find(key)
             if row < 0:
                 self._misses += 1
@@ -431,6 +614,17 @@ class Reader:
                 raise
             return self.vector(collection, key)
 
+    def _vector_partitioned(self, v: OpenVersion, collection: str, key: int | str) -> NDArray[Any]:
+        col = v.partitioned_vectors.get(collection)
+        if col is None:
+            raise self._unknown(v, collection, "vectors")
+        part = col.parts[col.index.partition(key)]
+        row = part.index.find(key) if part is not None else -1
+        if part is None or row < 0:
+            self._misses += 1
+            raise KeyNotFound(f"key {key!r} is not in collection {collection!r} of version {v.id}")
+        return part.vectors.row(row)
+
     def vectors(self, collection: str, keys: ArrayLike) -> tuple[NDArray[Any], NDArray[np.bool_]]:
         """The vectors of many keys: ``(array of shape (len(keys), dim), found)``.
 
@@ -440,7 +634,7 @@ class Reader:
             v = self._v
             col = v.vectors.get(collection)
             if col is None:
-                raise self._unknown(v, collection, "vectors")
+                return self._vectors_partitioned(v, collection, keys)
             rows = col.index.find_many(keys)
             out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             found = rows >= 0
@@ -453,6 +647,31 @@ class Reader:
             if not self._recover():
                 raise
             return self.vectors(collection, keys)
+
+    def _vectors_partitioned(
+        self, v: OpenVersion, collection: str, keys: ArrayLike
+    ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+        col = v.partitioned_vectors.get(collection)
+        if col is None:
+            raise self._unknown(v, collection, "vectors")
+        n, groups = col.index.groups(keys)
+        first = next((part for part in col.parts if part is not None), None)
+        assert first is not None, "a collection holds at least one key"
+        out = np.full((n, col.spec.width), np.nan, dtype=first.vectors.dtype)
+        found = np.zeros(n, dtype=bool)
+        for number, where, sub in groups:
+            part = col.parts[number]
+            assert part is not None  # groups() skips empty partitions
+            rows = part.index.find_many(sub)
+            hit = np.flatnonzero(rows >= 0)
+            if hit.size:
+                gathered = np.empty((hit.size, col.spec.width), dtype=out.dtype)
+                part.vectors.take(rows[hit], gathered)
+                out[where[hit]] = gathered
+                found[where[hit]] = True
+        self._lookups += n
+        self._misses += n - int(np.count_nonzero(found))
+        return out, found
 
     def prefetch(
         self, collections: Sequence[str] | None = None, *, wait: bool = False, progress: ProgressMode = None
@@ -510,20 +729,22 @@ class Reader:
 
     # -- for guards ------------------------------------------------------------------------
 
-    def _key_at(self, collection: str, row: int) -> int | str:
+    def _index(self, collection: str) -> Index | PartitionedIndex:
         v = self._v
-        col = v.ranked.get(collection) or v.vectors[collection]
-        return col.index.key_at(row)
+        for collections in (v.ranked, v.vectors, v.partitioned_ranked, v.partitioned_vectors):
+            col = collections.get(collection)
+            if col is not None:
+                return col.index
+        raise self._unknown(v, collection, "ranked or vectors")
+
+    def _key_at(self, collection: str, row: int) -> int | str:
+        return self._index(collection).key_at(row)
 
     def _all_keys(self, collection: str) -> NDArray[np.int64] | list[str]:
-        v = self._v
-        col = v.ranked.get(collection) or v.vectors[collection]
-        return col.index.all_keys()
+        return self._index(collection).all_keys()
 
     def _row_of(self, collection: str, key: int | str) -> int:
-        v = self._v
-        col = v.ranked.get(collection) or v.vectors[collection]
-        return col.index.find(key)
+        return self._index(collection).find(key)
 
     # -- switching versions ----------------------------------------------------------------
 
@@ -621,14 +842,14 @@ class Reader:
     def _missing(
         self,
         v: OpenVersion,
-        col: _Ranked,
+        col: _Ranked | _PartitionedRanked,
         key: object,
         k: int | None,
         fallback_keys: Mapping[str, int | str] | None,
     ) -> RankedList:
         self._misses += 1
         for name in col.spec.fallbacks:
-            fallback = v.ranked[name]
+            fallback: _Ranked | _PartitionedRanked = v.ranked.get(name) or v.partitioned_ranked[name]
             fallback_key = fallback_keys.get(name, key) if fallback_keys else key
             try:
                 row = fallback.index.find(fallback_key)
@@ -739,8 +960,8 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def _require(name: str, spec: CollectionView, needed: tuple[str, ...], root: str) -> None:
-    missing = [array for array in needed if array not in spec.arrays]
+def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], root: str) -> None:
+    missing = [array for array in needed if array not in arrays]
     if missing:
         raise CorruptVersion(
             f"collection {name!r} in {root}/manifest.json lacks arrays {missing}; "
@@ -748,16 +969,23 @@ def _require(name: str, spec: CollectionView, needed: tuple[str, ...], root: str
         )
 
 
-def _open_index(name: str, spec: CollectionView, arrays: dict[str, MappedArray], where: str) -> Index:
+def _open_index(
+    name: str,
+    spec: CollectionView,
+    specs: Mapping[str, object],
+    arrays: dict[str, MappedArray],
+    where: str,
+    fences: list[int] | None = None,
+) -> Index:
+    """The key index of a collection stored whole, or of one partition (its ``fences``)."""
+    fences = spec.key_fences if fences is None else fences
     if spec.key_type == "int64":
-        _require(name, spec, ("keys",), where)
-        return IntIndex(arrays["keys"], spec.key_fences)
-    _require(name, spec, ("key_hash", "key_spans", "key_bytes"), where)
+        _require(name, specs, ("keys",), where)
+        return IntIndex(arrays["keys"], fences)
+    _require(name, specs, ("key_hash", "key_spans", "key_bytes"), where)
     if spec.key_hash not in KEY_HASHES:
         raise CorruptVersion(
             f"collection {name!r} hashes its keys with {spec.key_hash!r}, which this version of "
             f"sharedrec does not know ({sorted(KEY_HASHES)}); upgrade sharedrec"
         )
-    return StrIndex(
-        arrays["key_hash"], arrays["key_spans"], arrays["key_bytes"], spec.key_fences, spec.key_hash
-    )
+    return StrIndex(arrays["key_hash"], arrays["key_spans"], arrays["key_bytes"], fences, spec.key_hash)
