@@ -41,6 +41,8 @@ __all__ = [
     "KeyNotFound",
     "LeaseInfo",
     "Manifest",
+    "PartitionReceipt",
+    "PublishHandle",
     "PublishRejected",
     "RankedList",
     "Reader",
@@ -55,6 +57,7 @@ __all__ = [
     "VersionNotFound",
     "__version__",
     "open",
+    "partition_of",
 ]
 
 
@@ -69,6 +72,10 @@ def __getattr__(name: str) -> object:
         from sharedrec.publish import Draft
 
         return Draft
+    if name in ("PartitionReceipt", "PublishHandle", "partition_of"):
+        from sharedrec import distributed
+
+        return getattr(distributed, name)
     if name == "GCReport":
         from sharedrec.gc import GCReport
 

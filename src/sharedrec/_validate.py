@@ -49,8 +49,8 @@ class Ranked:
     lengths: NDArray[np.int32]
 
 
-def normalize_keys(collection: str, keys: object) -> Keys:
-    """Check keys: 1-D, non-empty, all int64 or all str, no duplicates."""
+def normalize_keys(collection: str, keys: object, *, unique: bool = True) -> Keys:
+    """Check keys: 1-D, non-empty, all int64 or all str, no duplicates (unless not ``unique``)."""
     where = f"collection {collection!r}: keys"
     if isinstance(keys, str | bytes):
         raise InvalidInput(f"{where} must be a sequence of keys, not a single {type(keys).__name__}")
@@ -63,7 +63,7 @@ def normalize_keys(collection: str, keys: object) -> Keys:
                 f"{where} must be integers (stored as int64) or str, not a mix; found "
                 f"{type(odd).__name__} {odd!r} among str keys"
             )
-        return _str_keys(where, list(keys))
+        return _str_keys(where, list(keys), unique)
     array = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
     if array.ndim != 1:
         raise InvalidInput(f"{where} must be 1-D; got shape {array.shape}")
@@ -73,6 +73,8 @@ def normalize_keys(collection: str, keys: object) -> Keys:
         if array.dtype.kind == "u" and int(array.max()) > np.iinfo(np.int64).max:
             raise InvalidInput(f"{where} exceed the int64 range (max {int(array.max())})")
         ints = array.astype("<i8", copy=False)
+        if not unique:
+            return Keys("int64", ints, None)
         ordered = np.sort(ints)
         dup = np.flatnonzero(ordered[1:] == ordered[:-1])
         if dup.size:
@@ -84,13 +86,13 @@ def normalize_keys(collection: str, keys: object) -> Keys:
     if array.dtype.kind == "U" or (
         array.dtype.kind == "O" and all(isinstance(key, str) for key in array.tolist())
     ):
-        return _str_keys(where, array.tolist())
+        return _str_keys(where, array.tolist(), unique)
     raise InvalidInput(f"{where} must be integers (stored as int64) or str; got dtype {array.dtype}")
 
 
-def _str_keys(where: str, text: list[str]) -> Keys:
+def _str_keys(where: str, text: list[str], unique: bool = True) -> Keys:
     encoded = [key.encode() for key in text]
-    if len(set(encoded)) != len(encoded):
+    if unique and len(set(encoded)) != len(encoded):
         seen: set[bytes] = set()
         first = next(key for key in encoded if key in seen or seen.add(key))  # type: ignore[func-returns-value]
         raise InvalidInput(f"{where} contain duplicates (first {first.decode()!r}): each key may appear once")

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from sharedrec._spec import PointerView
     from sharedrec.reader import Reader
 
-__all__ = ["Draft"]
+__all__ = ["Draft", "chunk_rows", "judge", "move_pointer", "write_array", "write_keys"]
 
 log = logging.getLogger("sharedrec")
 
@@ -305,39 +305,7 @@ class Draft:
     def _write_keys(
         self, group: Any, keys: _validate.Keys
     ) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
-        """Write the key index.
-
-        Returns its array specs, the fences, the hash name, and the order in which input
-        rows must be written (None when they already are in key order).
-        """
-        arrays: dict[str, ArraySpec] = {}
-        order: NDArray[np.intp] | None
-        if keys.ints is not None:
-            order = np.argsort(keys.ints, kind="stable")
-            sorted_keys = keys.ints[order]
-            if bool((order[1:] > order[:-1]).all()):  # already in key order: write rows as given
-                order = None
-            rows = chunk_rows(8, len(keys), self._chunk_bytes)
-            arrays["keys"] = self._write_array(group, "keys", sorted_keys, None, rows, None)
-            fences = sorted_keys[::rows].tolist()
-            key_hash = None
-        else:
-            assert keys.encoded is not None
-            key_hash = index.DEFAULT_KEY_HASH
-            hashes = index.hash_keys(keys.encoded, key_hash)
-            order = np.argsort(hashes, kind="stable")
-            sorted_hashes = hashes[order]
-            encoded = [keys.encoded[i] for i in order.tolist()]
-            sizes = np.fromiter((len(key) for key in encoded), dtype=np.int64, count=len(encoded))
-            stops = np.cumsum(sizes)
-            spans = np.stack([stops - sizes, stops], axis=1)
-            blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
-            rows = chunk_rows(8, len(keys), self._chunk_bytes)
-            arrays["key_hash"] = self._write_array(group, "key_hash", sorted_hashes, None, rows, None)
-            arrays["key_spans"] = self._write_array(group, "key_spans", spans, None, None, None)
-            arrays["key_bytes"] = self._write_array(group, "key_bytes", blob, None, None, None)
-            fences = sorted_hashes[::rows].tolist()
-        return arrays, fences, key_hash, order
+        return write_keys(group, keys, self._chunk_bytes)
 
     def _write_array(
         self,
@@ -348,34 +316,7 @@ class Draft:
         rows: int | None,
         task: Any,
     ) -> ArraySpec:
-        """Write ``data[order]`` as an uncompressed little-endian zarr array, every chunk."""
-        from zarr.codecs import BytesCodec
-
-        dtype = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
-        n = data.shape[0]
-        row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * dtype.itemsize
-        rows = rows or chunk_rows(row_bytes, n, self._chunk_bytes)
-        fill: Any = np.nan if dtype.kind == "f" else (_validate.ITEM_PAD if dtype.kind == "i" else 0)
-        array = group.create_array(
-            name,
-            shape=data.shape,
-            chunks=(rows, *data.shape[1:]),
-            dtype=dtype,
-            fill_value=fill,
-            compressors=None,
-            filters=None,
-            serializer=BytesCodec(endian="little" if dtype.itemsize > 1 else None),
-            config={"write_empty_chunks": True},
-        )
-        step = rows * max(1, _WRITE_BLOCK_BYTES // max(1, rows * row_bytes))
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            # Rows are C-contiguous here (normalised on input), where np.take is the fastest gather.
-            block = np.take(data, order[start:stop], axis=0) if order is not None else data[start:stop]
-            array[start:stop] = block
-            if task is not None:
-                task.advance(block.nbytes)
-        return ArraySpec(dtype=dtype.str, shape=tuple(data.shape), chunks=(rows, *data.shape[1:]))
+        return write_array(group, name, data, order, rows, task, self._chunk_bytes)
 
     # -- commit ----------------------------------------------------------------------------
 
@@ -430,29 +371,7 @@ class Draft:
         assert root is not None, "drafts are always written on local disk"
         view = parse_manifest(manifest.dumps(), f"{root}/{MANIFEST}")
         new = Reader(OpenVersion(view, LocalFolder(root), root))
-        live = self._open_parent()
-        results = run_guards(self._guards, new, live)
-        failed = [result for result in results if not result.passed]
-        checks: dict[str, JsonValue] = {
-            result.name: {"passed": result.passed, "message": result.message, **result.values}
-            for result in results
-        }
-        if failed and self._force:
-            log.warning(
-                "publishing version %s despite failed guards (force=True): %s",
-                self._id,
-                "; ".join(f"{r.name}: {r.message}" for r in failed),
-            )
-            checks["forced"] = True
-        elif failed:
-            against = f"live version {self._parent.version}" if self._parent else "an empty store"
-            raise PublishRejected(
-                f"version {self._id} was refused by {len(failed)} publish guard(s) against {against}: "
-                + "; ".join(f"{r.name}: {r.message}" for r in failed)
-                + ". Nothing was published. Fix the batch job, or pass force=True (or different guards=) "
-                "if the change is intended"
-            )
-        return checks
+        return judge(self._guards, self._force, self._id, self._parent, new, self._open_parent())
 
     def _open_parent(self) -> Reader | None:
         if self._parent is None or self._open_live is None:
@@ -484,22 +403,152 @@ class Draft:
         return files
 
     def _move_pointer(self, manifest: Manifest) -> None:
-        from sharedrec.store import pointer_for
+        move_pointer(self._backend, self._pointer_path, manifest, self._parent, self._parent_raw)
 
-        previous = [self._parent.version, *self._parent.previous] if self._parent else []
-        pointer = pointer_for(self._backend, self._id, previous[:POINTER_HISTORY], manifest.json_object())
-        try:
-            self._backend.swap_pointer(self._pointer_path, pointer.dumps(), self._parent_raw)
-        except PointerMoved as moved:
-            other = _pointer_version(moved.current)
-            base = self._parent.version if self._parent else "an empty store"
-            raise ConcurrentPublishError(
-                f"another writer made version {other} live while version {self._id} was being "
-                f"published (both started from {base}); "
-                f"{other} stays live and {self._id} was kept unpublished: "
-                f"store.set_current({self._id!r}) makes it live"
-            ) from None
-        log.info("published version %s to %s", self._id, self._backend.location)
+
+def write_keys(
+    group: Any, keys: _validate.Keys, chunk_bytes: int
+) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
+    """Write the key index.
+
+    Returns its array specs, the fences, the hash name, and the order in which input
+    rows must be written (None when they already are in key order).
+    """
+    arrays: dict[str, ArraySpec] = {}
+    order: NDArray[np.intp] | None
+    if keys.ints is not None:
+        order = np.argsort(keys.ints, kind="stable")
+        sorted_keys = keys.ints[order]
+        if bool((order[1:] > order[:-1]).all()):  # already in key order: write rows as given
+            order = None
+        rows = chunk_rows(8, len(keys), chunk_bytes)
+        arrays["keys"] = write_array(group, "keys", sorted_keys, None, rows, None, chunk_bytes)
+        fences = sorted_keys[::rows].tolist()
+        key_hash = None
+    else:
+        assert keys.encoded is not None
+        key_hash = index.DEFAULT_KEY_HASH
+        hashes = index.hash_keys(keys.encoded, key_hash)
+        order = np.argsort(hashes, kind="stable")
+        sorted_hashes = hashes[order]
+        encoded = [keys.encoded[i] for i in order.tolist()]
+        sizes = np.fromiter((len(key) for key in encoded), dtype=np.int64, count=len(encoded))
+        stops = np.cumsum(sizes)
+        spans = np.stack([stops - sizes, stops], axis=1)
+        blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+        rows = chunk_rows(8, len(keys), chunk_bytes)
+        arrays["key_hash"] = write_array(group, "key_hash", sorted_hashes, None, rows, None, chunk_bytes)
+        arrays["key_spans"] = write_array(group, "key_spans", spans, None, None, None, chunk_bytes)
+        arrays["key_bytes"] = write_array(group, "key_bytes", blob, None, None, None, chunk_bytes)
+        fences = sorted_hashes[::rows].tolist()
+    return arrays, fences, key_hash, order
+
+
+def write_array(
+    group: Any,
+    name: str,
+    data: NDArray[Any],
+    order: NDArray[np.intp] | None,
+    rows: int | None,
+    task: Any,
+    chunk_bytes: int,
+) -> ArraySpec:
+    """Write ``data[order]`` as an uncompressed little-endian zarr array, every chunk."""
+    from zarr.codecs import BytesCodec
+
+    dtype = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
+    n = data.shape[0]
+    row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * dtype.itemsize
+    rows = rows or chunk_rows(row_bytes, n, chunk_bytes)
+    fill: Any = np.nan if dtype.kind == "f" else (_validate.ITEM_PAD if dtype.kind == "i" else 0)
+    array = group.create_array(
+        name,
+        shape=data.shape,
+        chunks=(rows, *data.shape[1:]),
+        dtype=dtype,
+        fill_value=fill,
+        compressors=None,
+        filters=None,
+        serializer=BytesCodec(endian="little" if dtype.itemsize > 1 else None),
+        config={"write_empty_chunks": True},
+    )
+    step = rows * max(1, _WRITE_BLOCK_BYTES // max(1, rows * row_bytes))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        # Rows are C-contiguous here (normalised on input), where np.take is the fastest gather.
+        block = np.take(data, order[start:stop], axis=0) if order is not None else data[start:stop]
+        array[start:stop] = block
+        if task is not None:
+            task.advance(block.nbytes)
+    return ArraySpec(dtype=dtype.str, shape=tuple(data.shape), chunks=(rows, *data.shape[1:]))
+
+
+def judge(
+    guards: Sequence[GuardLike],
+    force: bool,
+    version_id: str,
+    parent: PointerView | None,
+    new: Reader,
+    live: Reader | None,
+) -> dict[str, JsonValue]:
+    """Run the guards on a finished version; the manifest's ``checks``, or raise if one fails.
+
+    Raises:
+        PublishRejected: A guard failed and ``force`` is False.
+    """
+    results = run_guards(guards, new, live)
+    failed = [result for result in results if not result.passed]
+    checks: dict[str, JsonValue] = {
+        result.name: {"passed": result.passed, "message": result.message, **result.values}
+        for result in results
+    }
+    if failed and force:
+        log.warning(
+            "publishing version %s despite failed guards (force=True): %s",
+            version_id,
+            "; ".join(f"{r.name}: {r.message}" for r in failed),
+        )
+        checks["forced"] = True
+    elif failed:
+        against = f"live version {parent.version}" if parent else "an empty store"
+        raise PublishRejected(
+            f"version {version_id} was refused by {len(failed)} publish guard(s) against {against}: "
+            + "; ".join(f"{r.name}: {r.message}" for r in failed)
+            + ". Nothing was published. Fix the batch job, or pass force=True (or different guards=) "
+            "if the change is intended"
+        )
+    return checks
+
+
+def move_pointer(
+    backend: Backend,
+    pointer_path: str,
+    manifest: Manifest,
+    parent: PointerView | None,
+    parent_raw: bytes | None,
+) -> None:
+    """Compare-and-swap a pointer from ``parent_raw`` to the committed ``manifest``'s version.
+
+    Raises:
+        ConcurrentPublishError: Another writer moved the pointer since ``parent_raw`` was read.
+    """
+    from sharedrec.store import pointer_for
+
+    version_id = manifest.id
+    previous = [parent.version, *parent.previous] if parent else []
+    pointer = pointer_for(backend, version_id, previous[:POINTER_HISTORY], manifest.json_object())
+    try:
+        backend.swap_pointer(pointer_path, pointer.dumps(), parent_raw)
+    except PointerMoved as moved:
+        other = _pointer_version(moved.current)
+        base = parent.version if parent else "an empty store"
+        raise ConcurrentPublishError(
+            f"another writer made version {other} live while version {version_id} was being "
+            f"published (both started from {base}); "
+            f"{other} stays live and {version_id} was kept unpublished: "
+            f"store.set_current({version_id!r}) makes it live"
+        ) from None
+    log.info("published version %s to %s", version_id, backend.location)
 
 
 def _pointer_version(raw: bytes | None) -> str:

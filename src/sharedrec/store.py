@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from sharedrec.errors import (
     ConcurrentPublishError,
     CorruptVersion,
     InvalidInput,
+    PublishRejected,
     SharedrecError,
     StoreNotFound,
     VersionGone,
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from sharedrec._progress import ProgressMode
     from sharedrec.cache import ChunkCache
     from sharedrec.diff import VersionDiff
+    from sharedrec.distributed import PublishHandle
     from sharedrec.format import Manifest, Pointer
     from sharedrec.gc import GCReport
     from sharedrec.guards import GuardLike
@@ -108,7 +111,9 @@ def open(
         >>> store = sharedrec.open("s3://bucket/recs")  # doctest: +SKIP
     """
     backend = backend_for(location, create=create, storage_options=storage_options)
-    return Store(backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
+    return Store(
+        backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes, storage_options=storage_options
+    )
 
 
 class Store:
@@ -120,8 +125,10 @@ class Store:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_max_bytes: int | None = 10 * 1024**3,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self._backend = backend
+        self._storage_options = storage_options
         self._cache_dir = cache_dir
         self._cache_max_bytes = cache_max_bytes
         self._cache: ChunkCache | None = None
@@ -243,6 +250,217 @@ class Store:
         with self.publish(metadata=metadata, progress=progress, guards=guards, force=force, ref=ref) as draft:
             draft.add_vectors(name, keys, vectors)
         return draft.version_id
+
+    # -- publishing from many tasks ----------------------------------------------------------
+
+    def begin_publish(
+        self,
+        *,
+        partitions: int,
+        metadata: dict[str, JsonValue] | None = None,
+        version_id: str | None = None,
+        chunk_bytes: int = CHUNK_TARGET_BYTES,
+        ref: str = "current",
+    ) -> PublishHandle:
+        """Start a version that worker tasks write partition by partition (on the driver).
+
+        Reserves the version folder and returns a handle to ship to the workers (it pickles
+        and serialises to JSON). Each collection of the version is split into
+        ``partitions`` partitions by a hash of the key (`PublishHandle.partition_of`);
+        workers write whole partitions with `PublishHandle.write_ranked` /
+        `PublishHandle.write_vectors`, and `commit_publish()` makes the version live from
+        their receipts. See [Publishing from Spark and Dask](distributed.md).
+
+        Args:
+            partitions: How many partitions every collection has (1 to 100,000).
+            metadata: JSON facts to keep in the manifest.
+            version_id: Choose the id (default: a time-sortable id).
+            chunk_bytes: Target size of a chunk file (default 4 MiB).
+            ref: The pointer `commit_publish()` moves, and whose version guards compare with.
+
+        Returns:
+            The `PublishHandle`.
+
+        Raises:
+            InvalidInput: Bad arguments, an existing version id, or ``storage_options`` that
+                are not JSON (give credentials through the environment instead).
+
+        Example:
+            >>> handle = store.begin_publish(partitions=64)  # doctest: +SKIP
+            >>> receipts = [handle.write_ranked("home", p, *rows_of(p)) for p in range(64)]  # doctest: +SKIP
+            >>> store.commit_publish(handle, receipts)  # doctest: +SKIP
+        """
+        from sharedrec.distributed import PublishHandle, _check_partitions, group_metadata, now
+        from sharedrec.format import validate_metadata
+
+        _check_partitions(partitions)
+        if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
+            raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
+        vid = validate_version_id(version_id) if version_id is not None else new_version_id()
+        metadata = validate_metadata(metadata)
+        options = validate_metadata(self._storage_options) if self._storage_options else None
+        _, raw = self._read_pointer(ref)
+        directory = f"{VERSIONS}/{vid}"
+        if self._backend.exists(directory):
+            raise InvalidInput(f"version {vid!r} already exists in {self.location}")
+        handle = PublishHandle(
+            location=self.location,
+            storage_options=options,
+            version_id=vid,
+            partitions=partitions,
+            chunk_bytes=chunk_bytes,
+            ref=ref,
+            parent_pointer=raw.decode() if raw is not None else None,
+            metadata=metadata,
+            started_at=now(),
+        )
+        # The root group's metadata reserves the folder: workers check it is there.
+        self._backend.write_atomic(f"{directory}/zarr.json", group_metadata({}, vid)["zarr.json"])
+        return handle
+
+    def commit_publish(
+        self,
+        handle: PublishHandle,
+        receipts: Sequence[object],
+        *,
+        guards: Sequence[GuardLike] | None = None,
+        force: bool = False,
+        make_current: bool = True,
+    ) -> str:
+        """Commit a version written by worker tasks from their receipts (on the driver).
+
+        Keeps one receipt per partition (a partition written by several attempts of a
+        retried task keeps one and the other attempts' files are deleted), checks that
+        every file a receipt names is in the store with its size, deletes files no receipt
+        kept, runs the guards, writes the manifest and moves the pointer (by
+        compare-and-swap from the pointer read by `begin_publish()`).
+
+        Args:
+            handle: From `begin_publish()`.
+            receipts: Every receipt the tasks returned (objects, dicts or JSON).
+            guards: As in `publish()`.
+            force: Publish even if guards fail.
+            make_current: Move the pointer (default); with False the version is committed only.
+
+        Returns:
+            The version id.
+
+        Raises:
+            InvalidInput: Receipts of another version, a partition missing or written twice
+                with different contents, partitions that disagree, or files written for a
+                collection no receipt names.
+            CorruptVersion: A file a receipt names is missing or has another size.
+            PublishRejected: A guard failed, or the version was already committed.
+            ConcurrentPublishError: Another writer moved the pointer since `begin_publish()`.
+        """
+        from sharedrec._spec import parse_manifest, parse_pointer
+        from sharedrec.distributed import PublishHandle, collection_spec, group_metadata, resolve_receipts
+        from sharedrec.format import FileEntry, Manifest
+        from sharedrec.guards import DEFAULT_GUARDS, as_guard
+        from sharedrec.publish import judge, move_pointer
+        from sharedrec.reader import Reader
+
+        if not isinstance(handle, PublishHandle):
+            raise InvalidInput(
+                f"handle must be the PublishHandle of begin_publish(); got {type(handle).__name__}"
+            )
+        if handle.location != self.location:
+            raise InvalidInput(
+                f"the handle publishes to {handle.location}, not to this store ({self.location})"
+            )
+        vid = handle.version_id
+        directory = f"{VERSIONS}/{vid}"
+        if self._backend.exists(f"{directory}/{MANIFEST}"):
+            raise PublishRejected(f"version {vid} is already committed")
+        collections, dropped = resolve_receipts(handle, receipts)
+        files = self._settle_partitions(directory, collections)
+        for receipt in dropped:
+            log.info("version %s: dropped attempt %s of %s", vid, receipt.attempt, receipt.collection)
+        for path, data in group_metadata(
+            {name: parts[0].kind for name, parts in collections.items()}, vid
+        ).items():
+            self._backend.write_atomic(f"{directory}/{path}", data)
+            files[path] = FileEntry(size=len(data), crc32=zlib.crc32(data))
+        manifest = Manifest(
+            id=vid,
+            parent=None,
+            created_at=datetime.now(UTC),
+            metadata=handle.metadata,
+            collections={name: collection_spec(parts) for name, parts in collections.items()},
+            files=dict(sorted(files.items())),
+        )
+        raw = handle.parent_pointer.encode() if handle.parent_pointer is not None else None
+        parent = parse_pointer(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
+        manifest = manifest.model_copy(update={"parent": parent.version if parent else None})
+        checks = {}
+        chosen = [as_guard(guard) for guard in (DEFAULT_GUARDS if guards is None else guards)]
+        if chosen:
+            view = parse_manifest(manifest.dumps(), f"{self.location}/{directory}/{MANIFEST}")
+            new = Reader(self.open_version(vid, "lazy", manifest=view))
+            live = None
+            if parent is not None:
+                try:
+                    live = Reader(self.open_version(parent.version, "lazy"))
+                except SharedrecError as exc:
+                    log.warning("guards cannot read the live version %s (%s)", parent.version, exc)
+            checks = judge(chosen, force, vid, parent, new, live)
+        manifest = manifest.model_copy(update={"checks": checks})
+        self._backend.write_atomic(f"{directory}/{MANIFEST}", manifest.dumps())
+        if make_current:
+            move_pointer(self._backend, ref_path(handle.ref), manifest, parent, raw)
+        return vid
+
+    def abort_publish(self, handle: PublishHandle) -> None:
+        """Remove what the tasks of an uncommitted publish wrote (on the driver).
+
+        Raises:
+            PublishRejected: The version was already committed.
+        """
+        directory = f"{VERSIONS}/{handle.version_id}"
+        if self._backend.exists(f"{directory}/{MANIFEST}"):
+            raise PublishRejected(f"version {handle.version_id} is committed; it is not aborted")
+        self._backend.remove_tree(directory)
+
+    def _settle_partitions(self, directory: str, collections: dict[str, list[Any]]) -> dict[str, Any]:
+        """Check the kept partitions' files, delete every other attempt; the kept files."""
+        from sharedrec.format import FileEntry
+
+        present = dict(self._backend.walk_files(directory))
+        files: dict[str, FileEntry] = {}
+        kept: set[str] = set()
+        for name, parts in collections.items():
+            for receipt in parts:
+                if receipt.path is None:
+                    continue
+                kept.add(f"{name}/{receipt.path}")
+                for path, entry in receipt.files.items():
+                    full = f"{name}/{receipt.path}/{path}"
+                    if present.get(full) != entry.size:
+                        found = present.get(full)
+                        raise CorruptVersion(
+                            f"{self.location}/{directory}/{full} "
+                            + ("is missing" if found is None else f"has {found} bytes, not {entry.size}")
+                            + f": partition {receipt.partition} of {name!r} (attempt {receipt.attempt}) is "
+                            "damaged or was removed; re-run its task and commit again, or abort"
+                        )
+                    files[full] = entry
+        stale: set[str] = set()
+        for path in present:
+            parts = path.split("/")
+            if len(parts) < 3 or parts[0].startswith("."):
+                continue  # the root's and the collections' zarr.json, temporary files
+            if parts[0] not in collections:
+                raise InvalidInput(
+                    f"{self.location}/{directory}/{parts[0]}/ holds partitions written for collection "
+                    f"{parts[0]!r}, but no receipt names it: pass its receipts too, or abort the publish"
+                )
+            folder = f"{parts[0]}/{parts[1]}"
+            if folder not in kept:
+                stale.add(folder)
+        for folder in sorted(stale):
+            log.info("removing %s/%s: an attempt no receipt kept", directory, folder)
+            self._backend.remove_tree(f"{directory}/{folder}")
+        return files
 
     # -- reading ---------------------------------------------------------------------------
 

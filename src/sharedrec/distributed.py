@@ -1,0 +1,593 @@
+"""Two-phase publishing: worker tasks write partitions, the driver commits them.
+
+A batch job that runs on many machines (Spark, Dask, or plain processes) publishes one
+version without any process holding all of it:
+
+1. The driver calls `Store.begin_publish()`, which reserves the version folder and returns a
+   `PublishHandle`: a small value that pickles and serialises to JSON, to ship to workers.
+2. Each worker task writes the partitions it owns straight to the store with
+   `PublishHandle.write_ranked()` / `PublishHandle.write_vectors()`, into a folder named
+   after the partition and a random attempt id, and returns a `PartitionReceipt`: counts,
+   array shapes, and the size and CRC-32 of every file it wrote.
+3. The driver calls `Store.commit_publish()` with every receipt. It checks that each
+   partition of each collection is there exactly once (a partition written by several
+   attempts of a retried task keeps one attempt; the others' files are deleted), that the
+   files are in the store with the sizes the receipts state, runs the publish guards,
+   writes the manifest and moves the pointer.
+
+Nothing is visible before the manifest is written: a job that dies before the commit
+leaves an unfinished version folder, which garbage collection removes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+
+from sharedrec import _validate, index
+from sharedrec._layout import MANIFEST, VERSIONS, validate_collection_name
+from sharedrec.errors import InvalidInput, PublishRejected
+from sharedrec.format import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
+from sharedrec.integrity import file_crc32
+from sharedrec.publish import chunk_rows, write_array, write_keys
+
+if TYPE_CHECKING:
+    from sharedrec.backends.base import Backend
+
+__all__ = ["MAX_PARTITIONS", "PartitionReceipt", "PublishHandle", "partition_of", "resolve_receipts"]
+
+log = logging.getLogger("sharedrec")
+
+MAX_PARTITIONS = 100_000
+"""Partition folders are numbered with five digits."""
+
+_ATTEMPT = re.compile(r"^[0-9a-f]{8}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def partition_of(keys: ArrayLike, partitions: int) -> NDArray[np.intp]:
+    """The partition of every key when a collection is split into ``partitions``.
+
+    int64 keys go to ``splitmix64(key) mod partitions``, str keys to
+    ``blake2b-64(UTF-8 bytes) mod partitions`` (see the on-disk format). Use it to route
+    rows to the task that writes their partition.
+
+    Raises:
+        InvalidInput: The keys are not all integers or all str, or ``partitions`` is out of range.
+    """
+    _check_partitions(partitions)
+    if isinstance(keys, str | bytes):
+        raise InvalidInput(f"keys must be a sequence of keys, not a single {type(keys).__name__}")
+    if _is_empty(keys):
+        return np.empty(0, dtype=np.intp)
+    return _partitions_of(_validate.normalize_keys("partition_of", keys, unique=False), partitions)
+
+
+def _partitions_of(keys: _validate.Keys, partitions: int) -> NDArray[np.intp]:
+    if keys.ints is not None:
+        return index.partitions_of(keys.ints, partitions)
+    assert keys.encoded is not None
+    return index.partitions_of(keys.encoded, partitions)
+
+
+def _check_partitions(partitions: object) -> int:
+    if (
+        not isinstance(partitions, int)
+        or isinstance(partitions, bool)
+        or not 1 <= partitions <= MAX_PARTITIONS
+    ):
+        raise InvalidInput(f"partitions must be an int from 1 to {MAX_PARTITIONS}; got {partitions!r}")
+    return partitions
+
+
+class PartitionReceipt(_Model):
+    """What a worker wrote for one partition of one collection: returned to the driver.
+
+    Small (a few hundred bytes plus one entry per file); pickles and serialises to JSON
+    (`dumps()` / `loads()`).
+    """
+
+    format: Literal["sharedrec-receipt/1"] = "sharedrec-receipt/1"
+    version: str = Field(description="the version being published")
+    collection: str
+    partition: int = Field(ge=0)
+    partitions: int = Field(ge=1, le=MAX_PARTITIONS, description="partitions of the collection")
+    attempt: str = Field(description="random id of the task attempt that wrote the files")
+    kind: Literal["ranked", "vectors"]
+    key_type: Literal["int64", "str"] | None = Field(description="None for an empty partition")
+    path: str | None = Field(description="the partition's folder in the collection; None when empty")
+    count: int = Field(ge=0)
+    key_fences: list[int]
+    width: int = Field(ge=1)
+    min_length: int = Field(ge=0)
+    max_length: int = Field(ge=0)
+    empty_lists: int = Field(ge=0)
+    arrays: dict[str, ArraySpec]
+    files: dict[str, FileEntry] = Field(description="size and CRC-32 of every file, by path in the folder")
+
+    def dumps(self) -> str:
+        """The receipt as JSON."""
+        return self.model_dump_json()
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> PartitionReceipt:
+        """Parse a receipt from JSON.
+
+        Raises:
+            InvalidInput: The text is not a receipt.
+        """
+        return _receipt(data)
+
+    def _content(self) -> tuple[int, dict[str, FileEntry]]:
+        return self.count, self.files
+
+
+class PublishHandle(_Model):
+    """A version being published by many tasks; from `Store.begin_publish()`.
+
+    Ship it to workers as it is (it pickles) or as JSON (`dumps()` / `loads()`). It
+    carries the store's location and ``storage_options``, so treat it like them.
+    """
+
+    format: Literal["sharedrec-draft/1"] = "sharedrec-draft/1"
+    location: str = Field(description="the store: a path all workers see, or an object-store URL")
+    storage_options: dict[str, JsonValue] | None = None
+    version_id: str
+    partitions: int = Field(ge=1, le=MAX_PARTITIONS)
+    chunk_bytes: int = Field(ge=1024, le=1 << 30)
+    ref: str = Field(description="the pointer the commit moves")
+    parent_pointer: str | None = Field(description="the pointer's bytes when the publish began")
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    started_at: datetime
+
+    def dumps(self) -> str:
+        """The handle as JSON."""
+        return self.model_dump_json()
+
+    @classmethod
+    def loads(cls, data: str | bytes) -> PublishHandle:
+        """Parse a handle from JSON.
+
+        Raises:
+            InvalidInput: The text is not a handle.
+        """
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise InvalidInput(f"not a sharedrec publish handle: {_first_error(exc)}") from None
+
+    def partition_of(self, keys: ArrayLike) -> NDArray[np.intp]:
+        """The partition of every key (see `partition_of()`)."""
+        return partition_of(keys, self.partitions)
+
+    def write_ranked(
+        self,
+        collection: str,
+        partition: int,
+        keys: ArrayLike,
+        items: ArrayLike,
+        scores: ArrayLike,
+        *,
+        lengths: ArrayLike | None = None,
+        pad: int | None = None,
+        sort: bool = False,
+        top_k: int | None = None,
+    ) -> PartitionReceipt:
+        """Write one whole partition of a ranked collection; on a worker.
+
+        Takes the arguments of `Draft.add_ranked()` for the keys of one partition (every
+        key must belong to ``partition``; none may appear twice). An empty ``keys`` writes
+        an empty partition. Each call writes a new attempt folder, so a retried task never
+        mixes its files with an earlier attempt's.
+
+        Returns:
+            The receipt to hand to `Store.commit_publish()`.
+
+        Raises:
+            InvalidInput: Bad input, or a key that belongs to another partition.
+            PublishRejected: The version was already committed or abandoned.
+        """
+        where = self._check_target(collection, partition)
+        if _is_empty(keys):
+            return self._empty(collection, partition, "ranked")
+        key_data = _validate.normalize_keys(where, keys)
+        self._check_keys(where, key_data, partition)
+        ranked = _validate.normalize_ranked(
+            where, key_data, items, scores, lengths=lengths, pad=pad, sort=sort, top_k=top_k
+        )
+        width = ranked.items.shape[1]
+
+        def write(group: Any) -> tuple[dict[str, ArraySpec], list[int]]:
+            arrays, fences, _, order = write_keys(group, key_data, self.chunk_bytes)
+            rows = chunk_rows(
+                [width * ranked.items.itemsize, width * ranked.scores.itemsize],
+                len(key_data),
+                self.chunk_bytes,
+            )
+            for name, data, chunk in (
+                ("items", ranked.items, rows),
+                ("scores", ranked.scores, rows),
+                ("lengths", ranked.lengths, None),
+            ):
+                arrays[name] = write_array(group, name, data, order, chunk, None, self.chunk_bytes)
+            return arrays, fences
+
+        return self._write(
+            collection,
+            partition,
+            "ranked",
+            key_data,
+            write,
+            width=width,
+            min_length=int(ranked.lengths.min()),
+            max_length=int(ranked.lengths.max()),
+            empty_lists=int(np.count_nonzero(ranked.lengths == 0)),
+        )
+
+    def write_vectors(
+        self, collection: str, partition: int, keys: ArrayLike, vectors: ArrayLike
+    ) -> PartitionReceipt:
+        """Write one whole partition of a vectors collection; on a worker.
+
+        As `write_ranked()`, with the arguments of `Draft.add_vectors()`.
+        """
+        where = self._check_target(collection, partition)
+        if _is_empty(keys):
+            return self._empty(collection, partition, "vectors")
+        key_data = _validate.normalize_keys(where, keys)
+        self._check_keys(where, key_data, partition)
+        array = _validate.normalize_vectors(where, key_data, vectors)
+        dim = array.shape[1]
+
+        def write(group: Any) -> tuple[dict[str, ArraySpec], list[int]]:
+            arrays, fences, _, order = write_keys(group, key_data, self.chunk_bytes)
+            rows = chunk_rows(dim * array.itemsize, len(key_data), self.chunk_bytes)
+            arrays["vectors"] = write_array(group, "vectors", array, order, rows, None, self.chunk_bytes)
+            return arrays, fences
+
+        return self._write(
+            collection, partition, "vectors", key_data, write, width=dim, min_length=dim, max_length=dim
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _check_target(self, collection: str, partition: int) -> str:
+        validate_collection_name(collection)
+        if (
+            not isinstance(partition, int | np.integer)
+            or isinstance(partition, bool)
+            or not 0 <= partition < self.partitions
+        ):
+            raise InvalidInput(
+                f"partition must be an int from 0 to {self.partitions - 1} (the handle's partitions); "
+                f"got {partition!r}"
+            )
+        return f"{collection}[partition {int(partition)}]"
+
+    def _check_keys(self, where: str, keys: _validate.Keys, partition: int) -> None:
+        owners = _partitions_of(keys, self.partitions)
+        wrong = np.flatnonzero(owners != partition)
+        if wrong.size:
+            row = int(wrong[0])
+            raise InvalidInput(
+                f"collection {where}: {keys.describe(row)} (input row {row}) belongs to partition "
+                f"{int(owners[row])} of {self.partitions}, not {partition}; route rows with "
+                "handle.partition_of(keys)"
+            )
+
+    def _empty(self, collection: str, partition: int, kind: Literal["ranked", "vectors"]) -> PartitionReceipt:
+        return PartitionReceipt(
+            version=self.version_id,
+            collection=collection,
+            partition=int(partition),
+            partitions=self.partitions,
+            attempt=os.urandom(4).hex(),
+            kind=kind,
+            key_type=None,
+            path=None,
+            count=0,
+            key_fences=[],
+            width=1,
+            min_length=0,
+            max_length=0,
+            empty_lists=0,
+            arrays={},
+            files={},
+        )
+
+    def _write(
+        self,
+        collection: str,
+        partition: int,
+        kind: Literal["ranked", "vectors"],
+        keys: _validate.Keys,
+        write: Any,
+        *,
+        width: int,
+        min_length: int,
+        max_length: int,
+        empty_lists: int = 0,
+    ) -> PartitionReceipt:
+        import zarr
+
+        backend = _backend(self.location, self.storage_options)
+        version_dir = f"{VERSIONS}/{self.version_id}"
+        if backend.exists(f"{version_dir}/{MANIFEST}"):
+            raise PublishRejected(f"version {self.version_id} is already committed; begin a new publish")
+        if not backend.exists(version_dir):
+            raise PublishRejected(
+                f"version {self.version_id} is not being published in {self.location} (aborted, or "
+                "removed by garbage collection as an unfinished publish): begin a new publish"
+            )
+        attempt = os.urandom(4).hex()
+        folder = f"part-{int(partition):05d}-{attempt}"
+        target = f"{version_dir}/{collection}/{folder}"
+        local, staging = _local_for(backend, target)
+        try:
+            group = zarr.open_group(
+                store=local.zarr_store(target), mode="w-", attributes={"sharedrec_partition": int(partition)}
+            )
+            arrays, fences = write(group)
+            local.sync_tree(target)
+            files = {
+                path: FileEntry(size=size, crc32=file_crc32(local, f"{target}/{path}"))
+                for path, size in local.walk_files(target)
+            }
+            if staging is not None:
+                backend.upload([(f"{staging}/{target}/{path}", f"{target}/{path}") for path in files])
+        except BaseException:
+            backend.remove_tree(target)
+            raise
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        return PartitionReceipt(
+            version=self.version_id,
+            collection=collection,
+            partition=int(partition),
+            partitions=self.partitions,
+            attempt=attempt,
+            kind=kind,
+            key_type=keys.kind,
+            path=folder,
+            count=len(keys),
+            key_fences=fences,
+            width=width,
+            min_length=min_length,
+            max_length=max_length,
+            empty_lists=empty_lists,
+            arrays=arrays,
+            files=files,
+        )
+
+
+# -- driver side ---------------------------------------------------------------------------
+
+
+def _receipt(raw: object) -> PartitionReceipt:
+    if isinstance(raw, PartitionReceipt):
+        return raw
+    try:
+        if isinstance(raw, str | bytes):
+            return PartitionReceipt.model_validate_json(raw)
+        if isinstance(raw, Mapping):
+            return PartitionReceipt.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(f"not a sharedrec partition receipt: {_first_error(exc)}") from None
+    raise InvalidInput(
+        f"a receipt must be a PartitionReceipt, its JSON or its dict; got {type(raw).__name__}"
+    )
+
+
+def resolve_receipts(
+    handle: PublishHandle, receipts: Iterable[object]
+) -> tuple[dict[str, list[PartitionReceipt]], list[PartitionReceipt]]:
+    """Check receipts and keep one per partition.
+
+    Returns ``({collection: [receipt of partition 0, 1, ...]}, [receipts not kept])``.
+    Receipts of the same partition from several attempts must describe the same content
+    (a deterministic task wrote it twice); the one with the smallest attempt id is kept.
+
+    Raises:
+        InvalidInput: A receipt of another version, an unknown partition, two receipts of
+            one partition with different content, a missing partition, or collections whose
+            partitions disagree on kind, key type or dtypes.
+    """
+    chosen: dict[str, dict[int, PartitionReceipt]] = {}
+    dropped: list[PartitionReceipt] = []
+    for raw in receipts:
+        receipt = _receipt(raw)
+        where = f"receipt of {receipt.collection!r} partition {receipt.partition} (attempt {receipt.attempt})"
+        if receipt.version != handle.version_id:
+            raise InvalidInput(
+                f"{where} is for version {receipt.version}, not {handle.version_id}: it comes from "
+                "another publish; pass only the receipts of this handle's tasks"
+            )
+        if receipt.partitions != handle.partitions or receipt.partition >= handle.partitions:
+            raise InvalidInput(
+                f"{where} names partition {receipt.partition} of {receipt.partitions}; this publish "
+                f"has {handle.partitions} partitions"
+            )
+        validate_collection_name(receipt.collection)
+        if not _ATTEMPT.match(receipt.attempt) or (
+            receipt.path is not None and receipt.path != f"part-{receipt.partition:05d}-{receipt.attempt}"
+        ):
+            raise InvalidInput(f"{where} names folder {receipt.path!r}, which its writer would not use")
+        parts = chosen.setdefault(receipt.collection, {})
+        other = parts.get(receipt.partition)
+        if other is None:
+            parts[receipt.partition] = receipt
+            continue
+        if other.attempt == receipt.attempt:
+            if other != receipt:
+                raise InvalidInput(f"{where} was given twice with different contents")
+            continue
+        if other._content() != receipt._content():
+            raise InvalidInput(
+                f"partition {receipt.partition} of {receipt.collection!r} has two receipts with different "
+                f"contents (attempts {other.attempt} and {receipt.attempt}: {other.count:,} and "
+                f"{receipt.count:,} keys); the task that wrote it is not deterministic, so sharedrec "
+                "cannot tell which is right: pass one receipt per partition"
+            )
+        keep, drop = sorted((other, receipt), key=lambda r: r.attempt)
+        parts[receipt.partition] = keep
+        dropped.append(drop)
+    if not chosen:
+        raise InvalidInput(f"no receipts for version {handle.version_id}: nothing to publish")
+    result: dict[str, list[PartitionReceipt]] = {}
+    for collection, parts in sorted(chosen.items()):
+        missing = [p for p in range(handle.partitions) if p not in parts]
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise InvalidInput(
+                f"collection {collection!r} lacks the receipts of {len(missing)} of its "
+                f"{handle.partitions} partitions ({shown}); every partition must be written, empty "
+                "ones included (write_ranked/write_vectors with no keys)"
+            )
+        ordered = [parts[p] for p in range(handle.partitions)]
+        _check_alike(collection, ordered)
+        result[collection] = ordered
+    return result, dropped
+
+
+def _check_alike(collection: str, parts: list[PartitionReceipt]) -> None:
+    first = parts[0]
+    written = [part for part in parts if part.count]
+    if not written:
+        raise InvalidInput(f"collection {collection!r} holds no key in any partition: nothing to publish")
+    model = written[0]
+    for part in parts:
+        if part.kind != first.kind:
+            raise InvalidInput(
+                f"collection {collection!r}: partition {part.partition} holds {part.kind}, "
+                f"partition {first.partition} holds {first.kind}"
+            )
+    value_arrays = ("items", "scores") if model.kind == "ranked" else ("vectors",)
+    for part in written:
+        if part.key_type != model.key_type:
+            raise InvalidInput(
+                f"collection {collection!r}: partition {part.partition} has {part.key_type} keys, "
+                f"partition {model.partition} has {model.key_type} keys"
+            )
+        for array in value_arrays:
+            if part.arrays[array].dtype != model.arrays[array].dtype:
+                raise InvalidInput(
+                    f"collection {collection!r}: partition {part.partition} stores {array} as "
+                    f"{part.arrays[array].dtype}, partition {model.partition} as "
+                    f"{model.arrays[array].dtype}; give every task the same dtypes"
+                )
+        if model.kind == "vectors" and part.width != model.width:
+            raise InvalidInput(
+                f"collection {collection!r}: partition {part.partition} has vectors of dimension "
+                f"{part.width}, partition {model.partition} of {model.width}"
+            )
+
+
+def collection_spec(parts: list[PartitionReceipt]) -> CollectionSpec:
+    """The manifest entry of a collection made of these partitions (in partition order)."""
+    written = [part for part in parts if part.count]
+    model = written[0]
+    key_type = model.key_type
+    assert key_type is not None
+    return CollectionSpec(
+        kind=model.kind,
+        key_type=key_type,
+        count=sum(part.count for part in parts),
+        key_hash=index.DEFAULT_KEY_HASH if key_type == "str" else None,
+        key_fences=[],
+        width=max(part.width for part in written),
+        min_length=min(part.min_length for part in written),
+        max_length=max(part.max_length for part in written),
+        empty_lists=sum(part.empty_lists for part in parts),
+        arrays={},
+        partitions=PartitionsSpec(
+            hash=index.partition_hash(key_type),
+            parts=[
+                PartSpec(
+                    path=part.path,
+                    count=part.count,
+                    key_fences=part.key_fences,
+                    width=part.width,
+                    min_length=part.min_length,
+                    max_length=part.max_length,
+                    empty_lists=part.empty_lists,
+                    arrays=part.arrays,
+                )
+                for part in parts
+            ],
+        ),
+    )
+
+
+def group_metadata(collections: Mapping[str, str], version_id: str) -> dict[str, bytes]:
+    """The ``zarr.json`` of the version's root group and of each collection's group, as zarr writes them."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    with tempfile.TemporaryDirectory(prefix="sharedrec-groups-") as folder:
+        attributes = {"sharedrec": {"format": "sharedrec/1", "version": version_id}}
+        root = zarr.open_group(store=LocalStore(folder), mode="w-", attributes=attributes)
+        for name, kind in collections.items():
+            root.create_group(name, attributes={"sharedrec_kind": kind})
+        paths = ["zarr.json", *(f"{name}/zarr.json" for name in collections)]
+        return {path: open(os.path.join(folder, path), "rb").read() for path in paths}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+_BACKENDS: dict[str, Backend] = {}
+_BACKENDS_LOCK = threading.Lock()
+
+
+def _backend(location: str, storage_options: Mapping[str, Any] | None) -> Backend:
+    """One backend per store and process: a worker writing many partitions connects once."""
+    from sharedrec.backends import backend_for
+
+    key = json.dumps([location, storage_options], sort_keys=True)
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(key)
+        if backend is None:
+            backend = _BACKENDS[key] = backend_for(
+                location, create=False, storage_options=dict(storage_options) if storage_options else None
+            )
+        return backend
+
+
+def _local_for(backend: Backend, target: str) -> tuple[Backend, str | None]:
+    """Where a worker writes: in place on a POSIX path, else a local staging folder."""
+    if backend.local_path(target) is not None:
+        return backend, None
+    from sharedrec.backends.posix import PosixBackend
+
+    staging = tempfile.mkdtemp(prefix="sharedrec-part-")
+    return PosixBackend(staging, create=True), staging
+
+
+def _is_empty(keys: object) -> bool:
+    return hasattr(keys, "__len__") and not isinstance(keys, str | bytes) and len(keys) == 0
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where or 'the value'}: {first['msg']}"
+
+
+def now() -> datetime:
+    """The time a handle records as its start."""
+    return datetime.now(UTC)
