@@ -28,7 +28,7 @@ from sharedrec.errors import InvalidInput, SharedrecError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["RankedArrays", "read_lists", "read_long", "read_npz", "read_vectors"]
+__all__ = ["RankedArrays", "group_rows", "read_lists", "read_long", "read_npz", "read_vectors"]
 
 _FORMATS = {
     ".parquet": "parquet",
@@ -247,23 +247,13 @@ class _Spill:
             scores = np.fromfile(self.folder / f"{b}.scores", dtype=np.float64)
             order = np.fromfile(self.folder / f"{b}.order", dtype=np.float64)
             if str_keys:
-                names = np.asarray(self.str_users[b], dtype=object)
-                uniques, users = np.unique(names, return_inverse=True)
+                users: NDArray[Any] = np.asarray(self.str_users[b], dtype=object)
             else:
-                raw = np.fromfile(self.folder / f"{b}.users", dtype=np.int64)
-                uniques, users = np.unique(raw, return_inverse=True)
-            sort = np.lexsort((order, users))
-            users, items, scores = users[sort], items[sort], scores[sort]
-            del order, sort
-            starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-            position = np.arange(len(users)) - np.repeat(starts, np.diff(np.r_[starts, len(users)]))
-            keep = position < top_k
-            group = users[keep]
-            padded_items = np.full((len(uniques), top_k), -1, dtype=item_dtype)
-            padded_scores = np.full((len(uniques), top_k), np.nan, dtype=score_dtype)
-            padded_items[group, position[keep]] = items[keep]
-            padded_scores[group, position[keep]] = scores[keep]
-            lengths = np.minimum(np.bincount(users, minlength=len(uniques)), top_k).astype(np.int32)
+                users = np.fromfile(self.folder / f"{b}.users", dtype=np.int64)
+            uniques, padded_items, padded_scores, lengths = group_rows(
+                users, items, scores, order, top_k, item_dtype, score_dtype
+            )
+            del order
             keys.extend(uniques.tolist())
             item_parts.append(padded_items)
             score_parts.append(padded_scores)
@@ -276,6 +266,36 @@ class _Spill:
             lengths=np.concatenate(length_parts),
             rows_read=rows,
         )
+
+
+def group_rows(
+    users: NDArray[Any],
+    items: NDArray[Any],
+    scores: NDArray[Any],
+    order: NDArray[Any],
+    top_k: int | None,
+    item_dtype: Any,
+    score_dtype: Any,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[np.int32]]:
+    """Group long-format rows into one padded list per user, ascending ``order`` first.
+
+    Returns ``(users, items, scores, lengths)``: the distinct users (sorted) and their
+    lists, at most ``top_k`` long (default: the longest list), padded with -1 and NaN.
+    """
+    uniques, inverse = np.unique(users, return_inverse=True)
+    sort = np.lexsort((order, inverse))
+    inverse, items, scores = inverse[sort], items[sort], scores[sort]
+    starts = np.flatnonzero(np.r_[True, inverse[1:] != inverse[:-1]])
+    position = np.arange(len(inverse)) - np.repeat(starts, np.diff(np.r_[starts, len(inverse)]))
+    counts = np.bincount(inverse, minlength=len(uniques))
+    width = top_k if top_k is not None else max(1, int(counts.max()))
+    keep = position < width
+    group = inverse[keep]
+    padded_items = np.full((len(uniques), width), -1, dtype=item_dtype)
+    padded_scores = np.full((len(uniques), width), np.nan, dtype=score_dtype)
+    padded_items[group, position[keep]] = items[keep]
+    padded_scores[group, position[keep]] = scores[keep]
+    return uniques, padded_items, padded_scores, np.minimum(counts, width).astype(np.int32)
 
 
 def _stack(parts: list[NDArray[Any]], width: int) -> NDArray[Any]:

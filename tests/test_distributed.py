@@ -1,0 +1,208 @@
+"""Partitioned collections and the two-phase publish, on every backend, without an engine."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sharedrec
+from sharedrec.distributed import PartitionReceipt, PublishHandle
+from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, PublishRejected
+from sharedrec.index import splitmix64
+
+from conftest import make_ranked, version_folders
+
+
+def _write_all(handle: PublishHandle, name: str, keys, items, scores) -> list[PartitionReceipt]:  # type: ignore[no-untyped-def]
+    owners = handle.partition_of(keys)
+    receipts = []
+    for part in range(handle.partitions):
+        where = np.flatnonzero(owners == part)
+        part_keys = [keys[i] for i in where] if isinstance(keys, list) else keys[where]
+        receipts.append(handle.write_ranked(name, part, part_keys, items[where], scores[where]))
+    return receipts
+
+
+@pytest.mark.parametrize("str_keys", [False, True])
+def test_partitioned_version_answers_like_a_single_process_one(any_store: sharedrec.Store, str_keys: bool) -> None:
+    data = make_ranked(800, 12, str_keys=str_keys, seed=5)
+    whole = any_store.publish_ranked("home", data.keys, data.items, data.scores, guards=[])
+    handle = any_store.begin_publish(partitions=8, chunk_bytes=4096)
+    receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
+    version = any_store.commit_publish(handle, receipts, guards=[])
+    assert any_store.current() == version
+    spec = any_store.manifest(version).collections["home"]
+    assert spec.partitions is not None and len(spec.partitions.parts) == 8
+    assert spec.count == 800 and sum(p.count for p in spec.partitions.parts) == 800
+    part, ref = any_store.reader(version=version, lease=False), any_store.reader(version=whole, lease=False)
+    keys = list(data.keys) if str_keys else data.keys
+    for key in keys[:200]:
+        assert part.get("home", key, k=5).items.tolist() == ref.get("home", key, k=5).items.tolist()
+    absent = ["nobody", "x"] if str_keys else [-1, 3]
+    query = [*keys[:300], *absent] if str_keys else np.r_[keys[:300], absent]
+    got, want = part.get_many("home", query, k=7), ref.get_many("home", query, k=7)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1], equal_nan=True)
+    assert got[2].tolist() == want[2].tolist() == [True] * 300 + [False, False]
+    with pytest.raises(KeyNotFound):
+        part.get("home", absent[0])
+    with pytest.raises(InvalidInput, match="keys"):
+        part.get("home", 1.5)  # type: ignore[arg-type]
+    assert any_store.verify(version).ok
+
+
+def test_partitioned_vectors(store: sharedrec.Store) -> None:
+    rng = np.random.default_rng(1)
+    keys = rng.choice(10**6, 300, replace=False)
+    vectors = rng.random((300, 4), dtype=np.float32)
+    handle = store.begin_publish(partitions=3)
+    owners = handle.partition_of(keys)
+    receipts = [handle.write_vectors("emb", p, keys[owners == p], vectors[owners == p]) for p in range(3)]
+    reader = store.reader(version=store.commit_publish(handle, receipts), lease=False)
+    assert np.array_equal(reader.vector("emb", int(keys[10])), vectors[10])
+    out, found = reader.vectors("emb", np.r_[keys, [-5]])
+    assert np.array_equal(out[:300], vectors) and found.tolist() == [True] * 300 + [False]
+
+
+def test_unpartitioned_manifest_has_no_partitions_field(store: sharedrec.Store) -> None:
+    data = make_ranked(50, 3)
+    version = store.publish_ranked("home", data.keys, data.items, data.scores)
+    raw = (Path(store.location) / "versions" / version / "manifest.json").read_bytes()
+    assert b"partitions" not in raw
+    assert store.manifest(version).dumps() == raw
+
+
+def test_partition_hash_is_the_documented_one() -> None:
+    # SplitMix64's finaliser of key 1, and blake2b-64 of "alice" (see docs/format.md).
+    assert splitmix64(1) == 0x5692161D100B05E5
+    assert sharedrec.partition_of([1, -1, 2**62], 1000).tolist() == [
+        splitmix64(1) % 1000,
+        splitmix64(2**64 - 1) % 1000,
+        splitmix64(2**62) % 1000,
+    ]
+    assert sharedrec.partition_of(["alice"], 7).tolist() == [9933345172075899469 % 7]
+
+
+def test_handle_and_receipts_cross_process_boundaries(store: sharedrec.Store) -> None:
+    handle = store.begin_publish(partitions=2, metadata={"run": 1})
+    assert pickle.loads(pickle.dumps(handle)) == handle == PublishHandle.loads(handle.dumps())
+    data = make_ranked(40, 3)
+    receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
+    as_json = [receipt.dumps() for receipt in receipts]
+    assert all(len(text) < 4000 for text in as_json)
+    version = store.commit_publish(handle, [as_json[0], json.loads(as_json[1])])
+    assert store.manifest(version).metadata == {"run": 1}
+
+
+def test_retried_attempts_keep_one_copy(store: sharedrec.Store) -> None:
+    data = make_ranked(400, 5, seed=2)
+    handle = store.begin_publish(partitions=4)
+    receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
+    owners = handle.partition_of(data.keys)
+    sel = owners == 2
+    again = handle.write_ranked("home", 2, data.keys[sel][::-1], data.items[sel][::-1], data.scores[sel][::-1])
+    handle.write_ranked("home", 1, data.keys[owners == 1], data.items[owners == 1], data.scores[owners == 1])
+    # ^ a task that wrote partition 1 and died before reporting: no receipt
+    version = store.commit_publish(handle, [*receipts, again])
+    folders = sorted(p.name for p in (Path(store.location) / "versions" / version / "home").iterdir())
+    assert len(folders) == 5 and folders[-1] == "zarr.json"
+    assert [name[:10] for name in folders[:4]] == [f"part-0000{p}" for p in range(4)]
+    assert store.verify(version).ok
+    reader = store.reader(version=version, lease=False)
+    assert reader.get("home", int(data.keys[sel][0])).items.tolist() == data.items[sel][0].tolist()
+
+
+def test_bad_receipts_are_refused_clearly(store: sharedrec.Store) -> None:
+    data = make_ranked(300, 4, seed=3)
+    handle = store.begin_publish(partitions=3)
+    receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
+    with pytest.raises(InvalidInput, match=r"lacks the receipts of 1 of its 3 partitions \(1\)"):
+        store.commit_publish(handle, [receipts[0], receipts[2]])
+    other = store.begin_publish(partitions=3)
+    with pytest.raises(InvalidInput, match=f"is for version {handle.version_id}, not {other.version_id}"):
+        store.commit_publish(other, receipts)
+    owners = handle.partition_of(data.keys)
+    sel = np.flatnonzero(owners == 0)[:-1]  # one key fewer: another content
+    changed = handle.write_ranked("home", 0, data.keys[sel], data.items[sel], data.scores[sel])
+    with pytest.raises(InvalidInput, match="two receipts with different contents"):
+        store.commit_publish(handle, [*receipts, changed])
+    with pytest.raises(InvalidInput, match="not a sharedrec partition receipt"):
+        store.commit_publish(handle, [*receipts[:2], '{"version": 1}'])
+    wrong = np.flatnonzero(owners == 1)
+    with pytest.raises(InvalidInput, match="belongs to partition 1 of 3, not 0"):
+        handle.write_ranked("home", 0, data.keys[wrong], data.items[wrong], data.scores[wrong])
+    with pytest.raises(InvalidInput, match="partition must be an int from 0 to 2"):
+        handle.write_ranked("home", 3, data.keys[:1], data.items[:1], data.scores[:1])
+    assert store.current() is None  # nothing was committed by the refused attempts
+    version = store.commit_publish(handle, receipts)
+    with pytest.raises(PublishRejected, match="already committed"):
+        store.commit_publish(handle, receipts)
+    with pytest.raises(PublishRejected, match="already committed"):
+        handle.write_ranked("home", 0, data.keys[owners == 0], data.items[owners == 0], data.scores[owners == 0])
+    assert store.current() == version
+
+
+def test_a_removed_partition_file_is_caught_at_commit(store: sharedrec.Store) -> None:
+    data = make_ranked(100, 3)
+    handle = store.begin_publish(partitions=2)
+    receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
+    chunk = Path(store.location) / "versions" / handle.version_id / "home" / str(receipts[1].path) / "items/c/0/0"
+    chunk.unlink()
+    with pytest.raises(CorruptVersion, match="is missing: partition 1 of 'home'"):
+        store.commit_publish(handle, receipts)
+
+
+def test_guards_run_on_a_distributed_publish(store: sharedrec.Store) -> None:
+    data = make_ranked(400, 4)
+    store.publish_ranked("home", data.keys, data.items, data.scores)
+    handle = store.begin_publish(partitions=2)
+    receipts = _write_all(handle, "home", data.keys[:100], data.items[:100], data.scores[:100])
+    with pytest.raises(PublishRejected, match="max_shrink"):
+        store.commit_publish(handle, receipts)
+    assert store.commit_publish(handle, receipts, force=True) == store.current()
+
+
+_KILLED_WRITER = """
+import os, sys, numpy as np, sharedrec
+store = sharedrec.open(sys.argv[1])
+handle = store.begin_publish(partitions=4)
+keys = np.arange(1000, dtype=np.int64)
+owners = handle.partition_of(keys)
+for part in range(2):
+    k = keys[owners == part]
+    handle.write_ranked("home", part, k, np.zeros((len(k), 2), np.int32), np.ones((len(k), 2), np.float32))
+print(handle.version_id, flush=True)
+os._exit(9)  # dies before the commit
+"""
+
+
+def test_a_job_killed_before_commit_changes_nothing_and_gc_removes_it(store: sharedrec.Store) -> None:
+    data = make_ranked(100, 3)
+    live = store.publish_ranked("home", data.keys, data.items, data.scores)
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, store.location], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 9, done.stderr
+    unfinished = done.stdout.strip()
+    assert unfinished in version_folders(store)
+    assert store.current() == live and [v.id for v in store.versions()] == [live]
+    assert store.reader(lease=False).version == live
+    report = store.gc(grace=0)
+    assert report.unfinished == [unfinished] and unfinished not in version_folders(store)
+
+
+def test_abort_publish_removes_the_folder(any_store: sharedrec.Store) -> None:
+    handle = any_store.begin_publish(partitions=2)
+    handle.write_ranked("home", 0, [], [], [])
+    keys = np.arange(50)
+    owned = keys[handle.partition_of(keys) == 1]
+    handle.write_ranked("home", 1, owned, np.zeros((len(owned), 1), np.int32), np.ones((len(owned), 1)))
+    any_store.abort_publish(handle)
+    assert handle.version_id not in version_folders(any_store)
+    with pytest.raises(PublishRejected, match="not being published"):
+        handle.write_ranked("home", 1, owned, np.zeros((len(owned), 1), np.int32), np.ones((len(owned), 1)))
