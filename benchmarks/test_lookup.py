@@ -18,6 +18,7 @@ import itertools
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,3 +232,68 @@ def test_get_many(
         median = benchmark.stats.stats.median
         benchmark.extra_info["per_key_ns"] = median / settings.batch * 1e9
         benchmark.extra_info["keys_per_s"] = settings.batch / median
+
+
+@pytest.fixture(scope="module")
+def partitioned_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The workload's rows as a collection split into 8 partitions, in a store of its own."""
+    store = sharedrec.open(tmp_path_factory.mktemp("partitioned") / "store")
+    handle = store.begin_publish(partitions=8)
+    owners = handle.partition_of(workload.keys)
+    receipts = []
+    for part in range(8):
+        rows = np.flatnonzero(owners == part)
+        receipts.append(
+            handle.write_ranked(
+                COLLECTION, part, workload.keys[rows], workload.items[rows], workload.scores[rows]
+            )
+        )
+    store.commit_publish(handle, receipts, guards=[])
+    return Path(store.location)
+
+
+@pytest.mark.parametrize("partitions", [1, 8])
+def test_get_partitioned(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    partitions: int,
+) -> None:
+    """``get`` on the same rows stored whole (P=1, the usual layout) and in 8 partitions."""
+    benchmark.group = f"get-partitions-{workload.n_users}"
+    root = workload.store if partitions == 1 else request.getfixturevalue("partitioned_store")
+    keys = workload.sample_keys(settings.rotation, seed=11).tolist()
+    with sharedrec.open(root, create=False).reader(lease=False) as reader:
+        for key in keys[:200]:
+            got = reader.get(COLLECTION, key)
+            want_items, _ = workload.expected(np.asarray([key]))
+            assert got.items.tolist() == want_items[0].tolist()
+        for key in keys:
+            reader.get(COLLECTION, key)
+        rotation = itertools.cycle(keys)
+        benchmark(lambda: reader.get(COLLECTION, next(rotation)))
+    benchmark.extra_info.update(partitions=partitions, n_users=workload.n_users, k=workload.k)
+
+
+@pytest.mark.parametrize("partitions", [1, 8])
+def test_get_many_partitioned(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+    partitions: int,
+) -> None:
+    """``get_many`` on the same rows stored whole and in 8 partitions (keys grouped by partition)."""
+    benchmark.group = f"get_many{settings.batch}-partitions-{workload.n_users}"
+    root = workload.store if partitions == 1 else request.getfixturevalue("partitioned_store")
+    batches = [workload.sample_keys(settings.batch, seed=100 + i) for i in range(settings.batches)]
+    with sharedrec.open(root, create=False).reader(lease=False) as reader:
+        items, _, found = reader.get_many(COLLECTION, batches[0])
+        want_items, _ = workload.expected(batches[0])
+        assert found.all() and np.array_equal(items, want_items)
+        for batch in batches:
+            reader.get_many(COLLECTION, batch)
+        rotation = itertools.cycle(batches)
+        benchmark(lambda: reader.get_many(COLLECTION, next(rotation)))
+    benchmark.extra_info.update(partitions=partitions, n_users=workload.n_users, batch=settings.batch)

@@ -26,7 +26,13 @@ def publish_single(store: sharedrec.Store, frame: pd.DataFrame, collection: str)
 
     scores = frame["score"].to_numpy()
     keys, items, padded, lengths = group_rows(
-        frame["key"].to_numpy(), frame["item"].to_numpy(), scores, -scores.astype(np.float64), None, "<i4", "<f4"
+        frame["key"].to_numpy(),
+        frame["item"].to_numpy(),
+        scores,
+        -scores.astype(np.float64),
+        None,
+        "<i4",
+        "<f4",
     )
     with store.publish(make_current=False, guards=[]) as draft:
         draft.add_ranked(collection, keys, items, padded, lengths=lengths)

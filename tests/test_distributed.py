@@ -30,7 +30,9 @@ def _write_all(handle: PublishHandle, name: str, keys, items, scores) -> list[Pa
 
 
 @pytest.mark.parametrize("str_keys", [False, True])
-def test_partitioned_version_answers_like_a_single_process_one(any_store: sharedrec.Store, str_keys: bool) -> None:
+def test_partitioned_version_answers_like_a_single_process_one(
+    any_store: sharedrec.Store, str_keys: bool
+) -> None:
     data = make_ranked(800, 12, str_keys=str_keys, seed=5)
     whole = any_store.publish_ranked("home", data.keys, data.items, data.scores, guards=[])
     handle = any_store.begin_publish(partitions=8, chunk_bytes=4096)
@@ -105,7 +107,9 @@ def test_retried_attempts_keep_one_copy(store: sharedrec.Store) -> None:
     receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
     owners = handle.partition_of(data.keys)
     sel = owners == 2
-    again = handle.write_ranked("home", 2, data.keys[sel][::-1], data.items[sel][::-1], data.scores[sel][::-1])
+    again = handle.write_ranked(
+        "home", 2, data.keys[sel][::-1], data.items[sel][::-1], data.scores[sel][::-1]
+    )
     handle.write_ranked("home", 1, data.keys[owners == 1], data.items[owners == 1], data.scores[owners == 1])
     # ^ a task that wrote partition 1 and died before reporting: no receipt
     version = store.commit_publish(handle, [*receipts, again])
@@ -143,7 +147,9 @@ def test_bad_receipts_are_refused_clearly(store: sharedrec.Store) -> None:
     with pytest.raises(PublishRejected, match="already committed"):
         store.commit_publish(handle, receipts)
     with pytest.raises(PublishRejected, match="already committed"):
-        handle.write_ranked("home", 0, data.keys[owners == 0], data.items[owners == 0], data.scores[owners == 0])
+        handle.write_ranked(
+            "home", 0, data.keys[owners == 0], data.items[owners == 0], data.scores[owners == 0]
+        )
     assert store.current() == version
 
 
@@ -151,7 +157,9 @@ def test_a_removed_partition_file_is_caught_at_commit(store: sharedrec.Store) ->
     data = make_ranked(100, 3)
     handle = store.begin_publish(partitions=2)
     receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
-    chunk = Path(store.location) / "versions" / handle.version_id / "home" / str(receipts[1].path) / "items/c/0/0"
+    chunk = (
+        Path(store.location) / "versions" / handle.version_id / "home" / str(receipts[1].path) / "items/c/0/0"
+    )
     chunk.unlink()
     with pytest.raises(CorruptVersion, match="is missing: partition 1 of 'home'"):
         store.commit_publish(handle, receipts)

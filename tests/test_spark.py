@@ -12,9 +12,8 @@ import pytest
 
 import sharedrec
 import sharedrec.spark
-from sharedrec.distributed import PartitionReceipt
-
 from _distributed_data import assert_same, long_frame, publish_single
+from sharedrec.distributed import PartitionReceipt
 
 pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'sharedrec[spark]')")
 pytestmark = pytest.mark.spark
@@ -53,7 +52,9 @@ def test_spark_long_and_list_format_equal_a_single_process_publish(spark: object
         F.sort_array(F.collect_list(F.struct(-F.col("score"), F.col("item"), F.col("score")))).alias("l")
     )
     lists = lists.select("key", F.col("l.item").alias("items"), F.col("l.score").alias("scores"))
-    listed = sharedrec.spark.publish_ranked(store, lists, "home", partitions=3, items="items", scores="scores")
+    listed = sharedrec.spark.publish_ranked(
+        store, lists, "home", partitions=3, items="items", scores="scores"
+    )
     assert_same(store, reference, listed, "home")
 
 
@@ -88,7 +89,11 @@ def test_spark_job_that_fails_leaves_the_live_version(spark: object, tmp_path: P
 
     with pytest.raises(Exception, match="the job dies"):
         sharedrec.spark.publish_ranked(
-            store, spark.createDataFrame(frame), "home", partitions=2, on_partition=always  # type: ignore[attr-defined]
+            store,
+            spark.createDataFrame(frame),
+            "home",
+            partitions=2,
+            on_partition=always,  # type: ignore[attr-defined]
         )
     assert store.current() == live
     assert sorted(p.name for p in (Path(store.location) / "versions").iterdir()) == [live]
