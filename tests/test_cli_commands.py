@@ -67,6 +67,13 @@ def test_parquet_long_format_round_trip(tmp_path: Path) -> None:
     for user in (5, 18, 5 + 13 * 59):
         assert get_items(store, "home", str(user)) == expected_top(table, user, 10)
     assert sharedrec.open(store).reader(lease=False).metadata == {"model": "als"}
+    # The same output again as a delta: nothing changed, so no list is written.
+    again = run("publish", str(store), str(tmp_path / "out"), "-c", "home", "--top-k", "10", "--delta", "-q")
+    assert again.returncode == 0, again.stderr
+    handle = sharedrec.open(store)
+    manifest = handle.manifest(handle.current() or "")
+    assert manifest.base is not None and "keys" not in manifest.collections["home"].arrays
+    assert get_items(store, "home", "18") == expected_top(table, 18, 10)
 
 
 def test_rank_column_csv_and_feather(tmp_path: Path) -> None:
@@ -170,6 +177,13 @@ def test_management_commands(tmp_path: Path) -> None:
     assert handle.current() == v3
     missing = run("get", str(store), "home", "999")
     assert json.loads(missing.stdout)["results"] == [{"key": 999, "found": False}]
+    assert run("compact", str(store)).stdout.strip() == f"current: {v3} (already a full version)"
+    v4 = handle.publish_ranked("home", keys, np.ones((50, 3), dtype=int) * 4, np.ones((50, 3)), delta=True)
+    assert handle.manifest(v4).base == v3
+    out = run("compact", str(store), "--quiet").stdout.strip()
+    v5 = handle.current()
+    assert out == f"current: {v5} (was {v4})" and handle.manifest(v5 or "").base is None
+    assert json.loads(run("get", str(store), "home", "7").stdout)["results"][0]["items"] == [4, 4, 4]
 
 
 @pytest.mark.parametrize(

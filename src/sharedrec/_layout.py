@@ -48,7 +48,7 @@ that a lookup never pulls much through a lazy cache."""
 POINTER_HISTORY = 32
 """How many previously live versions ``CURRENT`` remembers for `rollback()`."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def validate_collection_name(name: object) -> str:
@@ -57,7 +57,7 @@ def validate_collection_name(name: object) -> str:
         raise InvalidInput(
             f"invalid collection name {name!r}: names ending in .json are reserved for metadata"
         )
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidInput(
             f"invalid collection name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit (no path separators, no '..')"
@@ -69,7 +69,7 @@ def ref_path(ref: str) -> str:
     """Where a named pointer lives: ``CURRENT`` for ``"current"``, else ``refs/<name>``."""
     if ref == "current":
         return CURRENT
-    if not isinstance(ref, str) or not _NAME.match(ref) or ".." in ref or ref.lower() == "current":
+    if not isinstance(ref, str) or not _NAME.fullmatch(ref) or ".." in ref or ref.lower() == "current":
         raise InvalidInput(
             f"invalid ref name {ref!r}: use 1-128 letters, digits, '_', '-' or '.', starting with a "
             "letter or digit ('current' is the live pointer, CURRENT)"
@@ -79,7 +79,7 @@ def ref_path(ref: str) -> str:
 
 def validate_version_id(version_id: object) -> str:
     """Return ``version_id`` if it is a valid version id, else raise `InvalidInput`."""
-    if not isinstance(version_id, str) or not _NAME.match(version_id) or ".." in version_id:
+    if not isinstance(version_id, str) or not _NAME.fullmatch(version_id) or ".." in version_id:
         raise InvalidInput(
             f"invalid version id {version_id!r}: use 1-128 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"

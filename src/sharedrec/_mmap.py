@@ -194,6 +194,11 @@ class MappedArray:
         self._whole: NDArray[np.generic] | None = None
         self._lock = threading.Lock()
 
+    @property
+    def n_cols(self) -> int:
+        """Columns of a 2-D array (1 for a 1-D one)."""
+        return self._chunk_shape[1] if self._ndim > 1 else 1
+
     def chunk(self, index: int) -> NDArray[np.generic]:
         """The whole chunk ``index`` as a read-only array view of the mapped file."""
         array = self._chunks[index]

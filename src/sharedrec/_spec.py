@@ -14,6 +14,7 @@ files, so a damaged or hostile manifest cannot make a reader allocate without bo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -126,6 +127,7 @@ class CollectionView(_View):
         "arrays",
         "count",
         "default_length",
+        "delta",
         "empty_lists",
         "fallbacks",
         "key_fences",
@@ -135,6 +137,7 @@ class CollectionView(_View):
         "max_length",
         "min_length",
         "partitions",
+        "removed",
         "width",
     )
     kind: str
@@ -148,6 +151,8 @@ class CollectionView(_View):
     default_length: int | None
     empty_lists: int
     fallbacks: list[str]
+    delta: bool
+    removed: int
     arrays: dict[str, ArrayView]
     partitions: PartitionsView | None
 
@@ -164,10 +169,12 @@ class ManifestView(_View):
     """A parsed ``manifest.json`` (see ``sharedrec.format.Manifest``); ``raw`` is its bytes."""
 
     __slots__ = (
+        "base",
         "checks",
         "checksum",
         "collections",
         "created_at",
+        "depth",
         "files",
         "format",
         "id",
@@ -178,6 +185,8 @@ class ManifestView(_View):
     format: str
     id: str
     parent: str | None
+    base: str | None
+    depth: int
     created_at: datetime
     metadata: dict[str, Any]
     collections: dict[str, CollectionView]
@@ -220,6 +229,12 @@ def _int(value: object, field: str, low: int = 0, high: int | None = None) -> in
     return value
 
 
+def _bool(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"{field} must be true or false, not {type(value).__name__}")
+    return value
+
+
 def _str(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise _Bad(f"{field} must be a string, not {type(value).__name__}")
@@ -258,6 +273,26 @@ def _datetime(value: object, field: str) -> datetime:
         raise _Bad(f"{field} is not an ISO 8601 date and time ({value!r})") from None
 
 
+_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_MAX_WIDTH = 1 << 24
+
+
+def _name(value: object, field: str) -> str:
+    """A collection or array name: one path component that stays inside its folder."""
+    name = _str(value, field)
+    if not _SAFE.fullmatch(name) or ".." in name:
+        raise _Bad(f"{field} {name!r} is not a valid name: a name must not lead outside the version folder")
+    return name
+
+
+def _path(value: object, field: str) -> str:
+    """A file path relative to the version folder: safe names joined by '/'."""
+    path = _str(value, field)
+    for part in path.split("/"):
+        _name(part, f"{field} {path!r}: part")
+    return path
+
+
 def _fields(raw: object, field: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
     """``raw`` as an object holding every required key and no key outside both sets."""
     obj = _dict(raw, field)
@@ -292,11 +327,19 @@ _COLLECTION_REQUIRED = (
     "max_length",
     "arrays",
 )
-_COLLECTION_OPTIONAL = ("key_hash", "default_length", "empty_lists", "fallbacks", "partitions")
+_COLLECTION_OPTIONAL = (
+    "key_hash",
+    "default_length",
+    "empty_lists",
+    "fallbacks",
+    "delta",
+    "removed",
+    "partitions",
+)
 
 
 def _arrays(raw: object, field: str) -> dict[str, ArrayView]:
-    return {_str(name, field): _array(spec, f"{field}.{name}") for name, spec in _dict(raw, field).items()}
+    return {_name(name, field): _array(spec, f"{field}.{name}") for name, spec in _dict(raw, field).items()}
 
 
 _PART_REQUIRED = ("path", "count", "key_fences", "width", "min_length", "max_length", "arrays")
@@ -307,16 +350,27 @@ def _part(raw: object, field: str) -> PartView:
     path = _optional(_str)(obj["path"], f"{field}.path")
     if path is not None and (not path or path[0] in "._" or "/" in path or ".." in path):
         raise _Bad(f"{field}.path {path!r} is not a folder name")
+    arrays = _arrays(obj["arrays"], f"{field}.arrays")
+    width = _int(obj["width"], f"{field}.width", 1, _MAX_WIDTH)
+    _check_width(arrays, width, field)
     return PartView(
         path=path,
         count=_int(obj["count"], f"{field}.count"),
         key_fences=_list(obj["key_fences"], f"{field}.key_fences", lambda v, f: _int(v, f, -(2**63), 2**64)),
-        width=_int(obj["width"], f"{field}.width", 1),
+        width=width,
         min_length=_int(obj["min_length"], f"{field}.min_length"),
         max_length=_int(obj["max_length"], f"{field}.max_length"),
         empty_lists=_int(obj.get("empty_lists", 0), f"{field}.empty_lists"),
-        arrays=_arrays(obj["arrays"], f"{field}.arrays"),
+        arrays=arrays,
     )
+
+
+def _check_width(arrays: dict[str, ArrayView], width: int, field: str) -> None:
+    """Rows of items, scores and vectors are ``width`` wide, as the collection says."""
+    for row_array in ("items", "scores", "vectors"):
+        spec = arrays.get(row_array)
+        if spec is not None and spec.shape[1:] != (width,):
+            raise _Bad(f"{field}.width is {width} but its {row_array} array has shape {list(spec.shape)}")
 
 
 def _partitions(raw: object, field: str) -> PartitionsView | None:
@@ -334,18 +388,22 @@ def _partitions(raw: object, field: str) -> PartitionsView | None:
 def _collection(raw: object, field: str) -> CollectionView:
     obj = _fields(raw, field, _COLLECTION_REQUIRED, _COLLECTION_OPTIONAL)
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
+    width = _int(obj["width"], f"{field}.width", 1, _MAX_WIDTH)
+    _check_width(arrays, width, field)
     return CollectionView(
         kind=_literal(obj["kind"], f"{field}.kind", "ranked", "vectors"),
         key_type=_literal(obj["key_type"], f"{field}.key_type", "int64", "str"),
         count=_int(obj["count"], f"{field}.count", 1),
         key_hash=_optional(_str)(obj.get("key_hash"), f"{field}.key_hash"),
         key_fences=_list(obj["key_fences"], f"{field}.key_fences", lambda v, f: _int(v, f, -(2**63), 2**64)),
-        width=_int(obj["width"], f"{field}.width", 1),
+        width=width,
         min_length=_int(obj["min_length"], f"{field}.min_length"),
         max_length=_int(obj["max_length"], f"{field}.max_length"),
         default_length=_optional(_int)(obj.get("default_length"), f"{field}.default_length"),
         empty_lists=_int(obj.get("empty_lists", 0), f"{field}.empty_lists"),
         fallbacks=_list(obj.get("fallbacks", []), f"{field}.fallbacks", _str),
+        delta=_bool(obj.get("delta", False), f"{field}.delta"),
+        removed=_int(obj.get("removed", 0), f"{field}.removed"),
         arrays=arrays,
         partitions=_partitions(obj.get("partitions"), f"{field}.partitions"),
     )
@@ -359,17 +417,17 @@ def _file(raw: object, field: str) -> FileView:
 
 
 _MANIFEST_REQUIRED = ("id", "created_at", "collections", "files")
-_MANIFEST_OPTIONAL = ("format", "parent", "metadata", "checksum", "checks")
+_MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks")
 
 
 def _manifest(raw: object, data: bytes) -> ManifestView:
     obj = _fields(raw, "the manifest", _MANIFEST_REQUIRED, _MANIFEST_OPTIONAL)
     files = {
-        _str(path, "files"): _file(entry, f"files.{path}")
+        _path(path, "files"): _file(entry, f"files.{path}")
         for path, entry in _dict(obj["files"], "files").items()
     }
     collections = {
-        _str(name, "collections"): _collection(spec, f"collections.{name}")
+        _name(name, "collections"): _collection(spec, f"collections.{name}")
         for name, spec in _dict(obj["collections"], "collections").items()
     }
     for name, collection in collections.items():
@@ -390,6 +448,8 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
         format=_literal(obj.get("format", "sharedrec/1"), "format", "sharedrec/1"),
         id=_str(obj["id"], "id"),
         parent=_optional(_str)(obj.get("parent"), "parent"),
+        base=_optional(_str)(obj.get("base"), "base"),
+        depth=_int(obj.get("depth", 0), "depth"),
         created_at=_datetime(obj["created_at"], "created_at"),
         metadata=_dict(obj.get("metadata", {}), "metadata"),
         collections=collections,

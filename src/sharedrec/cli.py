@@ -237,6 +237,21 @@ def promote(store: str, ref: str, target: str, endpoint_url: str | None) -> None
     click.echo(f"{target}: {version}")
 
 
+@cli.command()
+@click.argument("store")
+@click.option("--ref", default="current", show_default=True, help="The pointer to compact.")
+@_endpoint
+@_quiet
+def compact(store: str, ref: str, endpoint_url: str | None, quiet: bool) -> None:
+    """Rewrite the version REF names as a full version if it is a delta, and make it live."""
+    handle = _open(store, endpoint_url, create=True)
+    before = handle.current(ref)
+    version = handle.compact(ref=ref, progress=_progress(quiet))
+    click.echo(
+        f"{ref}: {version}" + (" (already a full version)" if version == before else f" (was {before})")
+    )
+
+
 @cli.command("diff")
 @click.argument("store")
 @click.argument("a")
@@ -305,6 +320,12 @@ def set_current(store: str, version: str, endpoint_url: str | None) -> None:
 @click.option("--force", is_flag=True, help="Publish even if a guard fails.")
 @click.option("--no-guards", is_flag=True, help="Run no publish guard.")
 @click.option("--ref", default="current", show_default=True, help="Pointer to move, e.g. canary.")
+@click.option(
+    "--delta",
+    is_flag=True,
+    help="Write only the keys added, changed or removed since the version the ref names; "
+    "other collections of that version are kept.",
+)
 @_endpoint
 @_quiet
 def publish(
@@ -322,6 +343,7 @@ def publish(
     force: bool,
     no_guards: bool,
     ref: str,
+    delta: bool,
     endpoint_url: str | None,
     quiet: bool,
 ) -> None:
@@ -342,7 +364,12 @@ def publish(
     handle = _open(store, endpoint_url, create=True)
     progress = _progress(quiet)
     with handle.publish(
-        metadata=meta, ref=ref, progress=progress, force=force, guards=[] if no_guards else None
+        metadata=meta,
+        ref=ref,
+        progress=progress,
+        force=force,
+        guards=[] if no_guards else None,
+        delta=delta,
     ) as draft:
         if fmt == "vectors":
             keys, vectors = ingest.read_vectors(

@@ -141,6 +141,12 @@ class CollectionSpec(_Model):
     fallbacks: list[str] = Field(
         default_factory=list, description="ranked collections tried in order for an unknown key"
     )
+    delta: bool = Field(
+        default=False,
+        description="the arrays hold only the keys added or changed since the same collection of "
+        "the manifest's base (none when nothing changed); count and lengths describe the result",
+    )
+    removed: int = Field(default=0, ge=0, description="delta: keys of the base removed (tombstones)")
     arrays: dict[str, ArraySpec]
     partitions: PartitionsSpec | None = Field(
         default=None,
@@ -162,6 +168,10 @@ class Manifest(_Model):
     format: Literal["sharedrec/1"] = "sharedrec/1"
     id: str
     parent: str | None = None
+    base: str | None = Field(
+        default=None, description="a delta version: the version whose collections it updates"
+    )
+    depth: int = Field(default=0, ge=0, description="deltas between this version and a full one")
     created_at: datetime
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     collections: dict[str, CollectionSpec]

@@ -57,6 +57,7 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
     newest = {info.id for info in versions[-keep:]} if keep else set()
     committed = {info.id: info for info in versions}
 
+    doomed: list[str] = []
     for name in backend.listdir(VERSIONS):
         if name.startswith("."):
             continue
@@ -91,11 +92,26 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
         elif (now - info.created_at).total_seconds() < grace_s:
             report.kept[name] = "younger than the grace period"
             continue
-        else:
+        doomed.append(name)
+    # A delta version reads the versions below it: keep every base of a version kept.
+    kept = [name for name in committed if name not in doomed]
+    needed: dict[str, str] = {}
+    for name in kept:
+        below = committed[name].base
+        while below is not None and below not in needed:
+            needed[below] = name
+            below = committed[below].base if below in committed else None
+    for name in doomed:
+        info = committed.get(name)
+        if info is not None and name in needed:
+            report.kept[name] = f"a base of delta version {needed[name]}, which is kept"
+            continue
+        if info is not None:
             report.deleted.append(name)
             report.freed_bytes += info.size_bytes
         if not dry_run:
             # The manifest goes first: from then on no reader or listing sees the version.
+            directory = f"{VERSIONS}/{name}"
             backend.remove_tree(f"{directory}/{MANIFEST}")
             backend.remove_tree(directory)
             log.info("gc deleted %s from %s", directory, backend.location)

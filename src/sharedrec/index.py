@@ -149,7 +149,7 @@ class IntIndex:
 
     def find(self, key: object) -> int:
         """The row of ``key``, or -1 when it is absent."""
-        if not isinstance(key, int | np.integer):
+        if not isinstance(key, int | np.integer) or type(key) is bool:
             raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
         try:
             return self._sorted.find(key)

@@ -96,6 +96,7 @@ class Draft:
         force: bool = False,
         open_live: Callable[[str], Reader] | None = None,
         pointer_path: str = CURRENT,
+        base: Reader | None = None,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
@@ -119,11 +120,18 @@ class Draft:
         self._collections: dict[str, CollectionSpec] = {}
         self._group: Any = None
         self._state = "new"
+        # A delta publish: the version it updates, read through a pinned reader.
+        self._base = base
 
     @property
     def version_id(self) -> str:
         """The id the version will have once committed."""
         return self._id
+
+    @property
+    def base(self) -> str | None:
+        """The version this draft is a delta over (None: a full version)."""
+        return self._base.version if self._base is not None else None
 
     @property
     def collections(self) -> dict[str, CollectionSpec]:
@@ -220,14 +228,28 @@ class Draft:
             _validate.normalize_default(name, default, width, sort) if default is not None else None
         )
         group = self._group.create_group(name, attributes={"sharedrec_kind": "ranked"})
-        arrays, fences, key_hash, order = self._write_keys(group, key_data)
-        row_bytes = [width * ranked.items.itemsize, width * ranked.scores.itemsize]
-        rows = chunk_rows(row_bytes, len(key_data), self._chunk_bytes)
-        nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
-        with self._reporter.task(f"{name}: lists", nbytes) as task:
-            arrays["items"] = self._write_array(group, "items", ranked.items, order, rows, task)
-            arrays["scores"] = self._write_array(group, "scores", ranked.scores, order, rows, task)
-            arrays["lengths"] = self._write_array(group, "lengths", ranked.lengths, order, None, task)
+        full = ranked
+        changes = self._changes(name, "ranked", key_data, ranked.items, ranked.scores)
+        stored, removed = key_data, 0
+        arrays: dict[str, ArraySpec] = {}
+        fences: list[int] = []
+        key_hash = index.DEFAULT_KEY_HASH if key_data.kind == "str" else None
+        if changes is not None:
+            changed, gone = changes
+            stored = _take_keys(key_data, changed)
+            ranked = _validate.Ranked(ranked.items[changed], ranked.scores[changed], ranked.lengths[changed])
+            arrays.update(self._write_removed(group, gone))
+            removed = len(gone)
+        if len(stored):
+            key_arrays, fences, key_hash, order = self._write_keys(group, stored)
+            arrays.update(key_arrays)
+            row_bytes = [width * ranked.items.itemsize, width * ranked.scores.itemsize]
+            rows = chunk_rows(row_bytes, len(stored), self._chunk_bytes)
+            nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
+            with self._reporter.task(f"{name}: lists", nbytes) as task:
+                arrays["items"] = self._write_array(group, "items", ranked.items, order, rows, task)
+                arrays["scores"] = self._write_array(group, "scores", ranked.scores, order, rows, task)
+                arrays["lengths"] = self._write_array(group, "lengths", ranked.lengths, order, None, task)
         default_length = None
         if default_arrays is not None:
             d_items = default_arrays[0].astype(ranked.items.dtype)
@@ -242,11 +264,13 @@ class Draft:
             key_hash=key_hash,
             key_fences=fences,
             width=width,
-            min_length=int(ranked.lengths.min()),
-            max_length=int(ranked.lengths.max()),
+            min_length=int(full.lengths.min()),
+            max_length=int(full.lengths.max()),
             default_length=default_length,
-            empty_lists=int(np.count_nonzero(ranked.lengths == 0)),
+            empty_lists=int(np.count_nonzero(full.lengths == 0)),
             fallbacks=fallback_names,
+            delta=changes is not None,
+            removed=removed,
             arrays=arrays,
         )
         self._collections[name] = spec
@@ -270,11 +294,23 @@ class Draft:
         key_data = _validate.normalize_keys(name, keys)
         array = _validate.normalize_vectors(name, key_data, vectors)
         group = self._group.create_group(name, attributes={"sharedrec_kind": "vectors"})
-        arrays, fences, key_hash, order = self._write_keys(group, key_data)
-        rows = chunk_rows(array.shape[1] * array.itemsize, len(key_data), self._chunk_bytes)
-        with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
-            arrays["vectors"] = self._write_array(group, "vectors", array, order, rows, task)
+        changes = self._changes(name, "vectors", key_data, array, None)
+        stored, removed = key_data, 0
+        arrays: dict[str, ArraySpec] = {}
+        fences: list[int] = []
+        key_hash = index.DEFAULT_KEY_HASH if key_data.kind == "str" else None
         dim = array.shape[1]
+        if changes is not None:
+            changed, gone = changes
+            stored, array = _take_keys(key_data, changed), array[changed]
+            arrays.update(self._write_removed(group, gone))
+            removed = len(gone)
+        if len(stored):
+            key_arrays, fences, key_hash, order = self._write_keys(group, stored)
+            arrays.update(key_arrays)
+            rows = chunk_rows(array.shape[1] * array.itemsize, len(stored), self._chunk_bytes)
+            with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
+                arrays["vectors"] = self._write_array(group, "vectors", array, order, rows, task)
         spec = CollectionSpec(
             kind="vectors",
             key_type=key_data.kind,
@@ -284,10 +320,92 @@ class Draft:
             width=dim,
             min_length=dim,
             max_length=dim,
+            delta=changes is not None,
+            removed=removed,
             arrays=arrays,
         )
         self._collections[name] = spec
         return spec
+
+    # -- deltas ----------------------------------------------------------------------------
+
+    def _changes(
+        self,
+        name: str,
+        kind: str,
+        keys: _validate.Keys,
+        rows: NDArray[Any],
+        scores: NDArray[Any] | None,
+    ) -> tuple[NDArray[np.bool_], list[Any]] | None:
+        """For a delta publish: which input rows differ from the base, and the keys removed.
+
+        None when the collection is written in full: not a delta publish, or the base has
+        no collection of that name, kind and key type (or vectors of another dimension).
+        """
+        base = self._base
+        if base is None:
+            return None
+        spec = base.collections.get(name)
+        if spec is None or spec.kind != kind or spec.key_type != keys.kind:
+            return None
+        if kind == "vectors" and spec.width != rows.shape[1]:
+            return None
+        query: Any = keys.ints if keys.ints is not None else [key.decode() for key in keys.encoded or ()]
+        with self._reporter.task(f"{name}: compare with {base.version}", len(keys)) as task:
+            if scores is None:
+                old_rows, found = base.vectors(name, query)
+                same = found & _rows_equal(old_rows, rows)
+            else:
+                old_items, old_scores, found = base.get_many(name, query)
+                same = found & _rows_equal(old_items, rows) & _rows_equal(old_scores, scores)
+            task.advance(len(keys))
+        old_keys = base._all_keys(name)
+        if keys.ints is not None:
+            assert isinstance(old_keys, np.ndarray)
+            gone: list[Any] = old_keys[~np.isin(old_keys, keys.ints)].tolist()
+        else:
+            present = set(query)
+            gone = [key for key in old_keys if key not in present]
+        return ~same, gone
+
+    def _write_removed(self, group: Any, gone: list[Any]) -> dict[str, ArraySpec]:
+        """The tombstones of a delta collection: the keys of the base it removes."""
+        if not gone:
+            return {}
+        if isinstance(gone[0], str):
+            encoded = [key.encode() for key in gone]
+            sizes = np.fromiter((len(key) for key in encoded), dtype=np.int64, count=len(encoded))
+            stops = np.cumsum(sizes)
+            spans = np.stack([stops - sizes, stops], axis=1)
+            blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+            return {
+                "removed_spans": self._write_array(group, "removed_spans", spans, None, None, None),
+                "removed_bytes": self._write_array(group, "removed_bytes", blob, None, None, None),
+            }
+        removed = np.sort(np.asarray(gone, dtype=np.int64))
+        return {"removed": self._write_array(group, "removed", removed, None, None, None)}
+
+    def _inherit(self) -> None:
+        """Collections of the base that this delta does not mention are kept as they are."""
+        base = self._base
+        if base is None:
+            return
+        for name, spec in base.collections.items():
+            if name in self._collections:
+                continue
+            group = self._group.create_group(name, attributes={"sharedrec_kind": spec.kind})
+            arrays: dict[str, ArraySpec] = {}
+            if spec.kind == "ranked" and spec.default_length is not None:
+                default = base._collection(name).default
+                arrays["default_items"] = self._write_array(
+                    group, "default_items", default.items, None, None, None
+                )
+                arrays["default_scores"] = self._write_array(
+                    group, "default_scores", default.scores, None, None, None
+                )
+            self._collections[name] = spec.model_copy(
+                update={"delta": True, "removed": 0, "key_fences": [], "arrays": arrays}
+            )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -341,11 +459,15 @@ class Draft:
                         f"collection {name!r} names fallback {fallback!r}, which is not a ranked "
                         "collection of this version: add it in the same publish"
                     )
+        self._inherit()
         self._group = None
         self._local.sync_tree(self._dir)
+        base = self._base
         manifest = Manifest(
             id=self._id,
             parent=self._parent.version if self._parent else None,
+            base=base.version if base is not None else None,
+            depth=base._v.manifest.depth + 1 if base is not None else 0,
             created_at=datetime.now(UTC),
             metadata=self._metadata,
             collections=self._collections,
@@ -370,7 +492,8 @@ class Draft:
         root = self._local.local_path(self._dir)
         assert root is not None, "drafts are always written on local disk"
         view = parse_manifest(manifest.dumps(), f"{root}/{MANIFEST}")
-        new = Reader(OpenVersion(view, LocalFolder(root), root))
+        below = self._base._v if self._base is not None else None
+        new = Reader(OpenVersion(view, LocalFolder(root), root, below))
         return judge(self._guards, self._force, self._id, self._parent, new, self._open_parent())
 
     def _open_parent(self) -> Reader | None:
@@ -549,6 +672,30 @@ def move_pointer(
             f"store.set_current({version_id!r}) makes it live"
         ) from None
     log.info("published version %s to %s", version_id, backend.location)
+
+
+def _take_keys(keys: _validate.Keys, mask: NDArray[np.bool_]) -> _validate.Keys:
+    """The keys of the rows where ``mask`` is True."""
+    if keys.ints is not None:
+        return _validate.Keys("int64", keys.ints[mask], None)
+    assert keys.encoded is not None
+    return _validate.Keys(
+        "str", None, [key for key, keep in zip(keys.encoded, mask.tolist(), strict=True) if keep]
+    )
+
+
+def _rows_equal(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.bool_]:
+    """Row by row, whether two padded arrays hold the same values (NaN equals NaN)."""
+    width = max(old.shape[1], new.shape[1])
+    if old.shape[1] < width or new.shape[1] < width:
+        # A shorter stored width is padding: compare over the wider one, padded alike.
+        pad: Any = np.nan if old.dtype.kind == "f" else _validate.ITEM_PAD
+        old = np.pad(old, ((0, 0), (0, width - old.shape[1])), constant_values=pad)
+        new = np.pad(new, ((0, 0), (0, width - new.shape[1])), constant_values=pad)
+    equal = old == new
+    if old.dtype.kind == "f":
+        equal |= np.isnan(old) & np.isnan(new)
+    return equal.all(axis=1)  # type: ignore[no-any-return]
 
 
 def _pointer_version(raw: bytes | None) -> str:

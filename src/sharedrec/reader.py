@@ -73,9 +73,11 @@ class RankedList:
 
     def head(self, k: int | None) -> RankedList:
         """The first ``k`` entries (all when ``k`` is None)."""
-        if k is None or k >= len(self.items):
+        if k is None:
             return self
         n = _check_k(k)
+        if n >= len(self.items):
+            return self
         return RankedList(self.items[:n], self.scores[:n], self.source)
 
 
@@ -84,6 +86,7 @@ Index = IntIndex | StrIndex
 
 class _Ranked:
     __slots__ = (
+        "chain",
         "default",
         "index",
         "items",
@@ -129,11 +132,16 @@ class _Ranked:
                 arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
             )
         self.single = spec.count == 1
+        self.chain: _Chain | None = None
+
+    def locate(self, key: object) -> tuple[_Ranked, int]:
+        """The collection holding ``key`` and its row there (-1 when absent)."""
+        return self, self.index.find(key)
 
     def row(self, row: int, k: int | None) -> RankedList:
         n = self.uniform if self.uniform >= 0 else int(self.lengths.row(row))
-        if k is not None and k < n:
-            n = _check_k(k)
+        if k is not None and (type(k) is not int or k < n):
+            n = min(n, _check_k(k))
         chunk, offset = divmod(row, self.rows_per_chunk)
         return RankedList(
             self.items.chunk(chunk)[offset, :n], self.scores.chunk(chunk)[offset, :n], self.name
@@ -141,13 +149,160 @@ class _Ranked:
 
 
 class _Vectors:
-    __slots__ = ("index", "name", "spec", "vectors")
+    __slots__ = ("chain", "index", "name", "spec", "vectors")
 
     def __init__(self, name: str, spec: CollectionView, index: Index, arrays: dict[str, MappedArray]):
         self.name = name
         self.spec = spec
         self.index = index
         self.vectors = arrays["vectors"]
+        self.chain: _Chain | None = None
+
+    def locate(self, key: object) -> tuple[_Vectors, int]:
+        """The collection holding ``key`` and its row there (-1 when absent)."""
+        return self, self.index.find(key)
+
+
+_LEVEL_SHIFT = 40
+_ROW_MASK = (1 << _LEVEL_SHIFT) - 1
+_ROOT = -1
+"""In `_Chain.locate_many`: the key is looked up in the full collection at the chain's root."""
+_REMOVED = -2
+"""In `_Chain.locate_many`: a delta removed the key."""
+_UNTOUCHED = -(1 << 62)
+"""A code no key of `_Chain.lookup` has: no delta touched the key."""
+
+
+class _Chain:
+    """Where the keys of a collection of a delta version live.
+
+    ``levels`` are the collections of the deltas that hold rows, oldest first; ``lookup``
+    maps every key a delta added, changed or removed to ``level << 40 | row`` (the newest
+    delta wins), or to -1 when removed. Any other key is in ``root``, the collection of the
+    full version at the bottom of the chain. The dict is built at open from the deltas'
+    keys, which are few: a lookup costs one dict probe more than in a full version.
+    """
+
+    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys")
+
+    def __init__(self, root: Any, levels: list[Any], lookup: dict[Any, int]) -> None:
+        self.root = root
+        self.levels = levels
+        self.lookup = lookup
+        self.str_keys = root.spec.key_type == "str"
+        self._sorted: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+        self._effective: NDArray[np.int64] | list[str] | None = None
+
+    @classmethod
+    def extend(cls, prior: Any, level: Any, removed: Sequence[Any]) -> _Chain:
+        """The chain of ``prior`` (a collection of the base) with one more delta on top."""
+        if prior.chain is None:
+            root, levels, lookup = prior, [], {}
+        else:
+            root, levels, lookup = prior.chain.root, list(prior.chain.levels), dict(prior.chain.lookup)
+        if level is not None:
+            code = len(levels) << _LEVEL_SHIFT
+            levels.append(level)
+            keys = level.index.all_keys()
+            listed = keys.tolist() if isinstance(keys, np.ndarray) else keys
+            lookup.update(zip(listed, range(code, code + len(listed)), strict=True))
+        lookup.update(dict.fromkeys(removed, -1))
+        return cls(root, levels, lookup)
+
+    def locate(self, key: object) -> tuple[Any, int]:
+        """The collection holding ``key`` and its row there (-1 when absent)."""
+        if self.str_keys:
+            if not isinstance(key, str):
+                raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
+        elif not isinstance(key, int | np.integer) or type(key) is bool:
+            raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
+        code = self.lookup.get(key)
+        if code is None:
+            return self.root, self.root.index.find(key)
+        if code < 0:
+            return self.root, -1
+        return self.levels[code >> _LEVEL_SHIFT], code & _ROW_MASK
+
+    def locate_many(self, keys: ArrayLike) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """``(where, rows)`` of many keys: ``where`` is a level, `_ROOT` or `_REMOVED`."""
+        rows = self.root.index.find_many(keys)  # also checks the keys' types
+        if self.str_keys:
+            listed: Sequence[Any] = keys  # type: ignore[assignment]  # find_many checked: str keys
+            codes = np.fromiter((self.lookup.get(key, _UNTOUCHED) for key in listed), np.int64, len(rows))
+        else:
+            query = np.asarray(keys).astype(np.int64, copy=False)
+            ordered, ordered_codes = self._sorted_lookup()
+            at = np.minimum(np.searchsorted(ordered, query), max(0, len(ordered) - 1))
+            hit = ordered[at] == query if len(ordered) else np.zeros(len(query), bool)
+            codes = np.where(hit, ordered_codes[at] if len(ordered) else 0, _UNTOUCHED)
+        where = np.full(len(rows), _ROOT, dtype=np.intp)
+        touched = codes != _UNTOUCHED
+        where[touched & (codes < 0)] = _REMOVED
+        rows[touched & (codes < 0)] = -1
+        moved = touched & (codes >= 0)
+        where[moved] = codes[moved] >> _LEVEL_SHIFT
+        rows[moved] = codes[moved] & _ROW_MASK
+        return where, rows
+
+    def _sorted_lookup(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        if self._sorted is None:
+            keys = np.fromiter(self.lookup.keys(), np.int64, len(self.lookup))
+            codes = np.fromiter(self.lookup.values(), np.int64, len(self.lookup))
+            order = np.argsort(keys)
+            self._sorted = keys[order], codes[order]
+        return self._sorted
+
+    def all_keys(self) -> NDArray[np.int64] | list[str]:
+        """Every key the collection serves (int keys sorted); computed once, on demand."""
+        if self._effective is None:
+            kept = [key for key, code in self.lookup.items() if code >= 0]
+            root_keys = self.root.index.all_keys()
+            if self.str_keys:
+                touched = set(self.lookup)
+                self._effective = sorted([k for k in root_keys if k not in touched] + kept)
+            else:
+                touched_ints = np.fromiter(self.lookup.keys(), np.int64, len(self.lookup))
+                untouched = root_keys[~np.isin(root_keys, touched_ints)]
+                self._effective = np.sort(np.concatenate([untouched, np.asarray(kept, np.int64)]))
+        return self._effective
+
+
+class _ChainedRanked:
+    """A ranked collection of a delta version: its own spec and default over a `_Chain`."""
+
+    __slots__ = ("chain", "default", "name", "single", "spec")
+
+    def __init__(self, name: str, spec: CollectionView, chain: _Chain, default: RankedList | None) -> None:
+        self.name = name
+        self.spec = spec
+        self.chain = chain
+        self.default = default
+        self.single = spec.count == 1
+
+    def locate(self, key: object) -> tuple[_Ranked, int]:
+        target, row = self.chain.locate(key)
+        return target, row
+
+    def row(self, row: int, k: int | None) -> RankedList:
+        # Only a single-list fallback asks for a row by number: the chain's only key.
+        key = self.chain.all_keys()[row]
+        target, found = self.locate(key)
+        return target.row(found, k)
+
+
+class _ChainedVectors:
+    """A vectors collection of a delta version, over a `_Chain`."""
+
+    __slots__ = ("chain", "name", "spec")
+
+    def __init__(self, name: str, spec: CollectionView, chain: _Chain) -> None:
+        self.name = name
+        self.spec = spec
+        self.chain = chain
+
+    def locate(self, key: object) -> tuple[_Vectors, int]:
+        target, row = self.chain.locate(key)
+        return target, row
 
 
 class _PartitionedRanked:
@@ -179,6 +334,10 @@ class _PartitionedRanked:
             )
         self.single = spec.count == 1
 
+    def locate(self, key: object) -> tuple[_PartitionedRanked, int]:
+        """This collection and the key's row in it (-1 when absent); see `row()`."""
+        return self, self.index.find(key)
+
     def row(self, row: int, k: int | None) -> RankedList:
         part, local = self.index.locate(row)
         ranked = self.parts[part]
@@ -206,6 +365,7 @@ class OpenVersion:
 
     __slots__ = (
         "_model",
+        "base",
         "manifest",
         "partitioned_ranked",
         "partitioned_vectors",
@@ -215,18 +375,25 @@ class OpenVersion:
         "vectors",
     )
 
-    def __init__(self, manifest: ManifestView, source: ChunkSource, where: str) -> None:
+    def __init__(
+        self, manifest: ManifestView, source: ChunkSource, where: str, base: OpenVersion | None = None
+    ) -> None:
         self.manifest = manifest
         self._model: Manifest | None = None
         self.source = source
         self.root = where
+        self.base = base
         version_root = where
         # Collections stored whole and partitioned ones apart: a lookup in a whole collection
         # (the common case) pays nothing for partitions.
-        self.ranked: dict[str, _Ranked] = {}
-        self.vectors: dict[str, _Vectors] = {}
+        self.ranked: dict[str, _Ranked | _ChainedRanked] = {}
+        self.vectors: dict[str, _Vectors | _ChainedVectors] = {}
         self.partitioned_ranked: dict[str, _PartitionedRanked] = {}
         self.partitioned_vectors: dict[str, _PartitionedVectors] = {}
+        if manifest.base is not None and (base is None or base.id != manifest.base):
+            raise CorruptVersion(
+                f"version {manifest.id} is a delta over {manifest.base}, which was not opened with it"
+            )
         for name, spec in manifest.collections.items():
             arrays = {
                 array: MappedArray(source, f"{name}/{array}", array_spec)
@@ -234,6 +401,10 @@ class OpenVersion:
             }
             if spec.partitions is not None:
                 self._open_partitioned(name, spec, arrays, source, version_root)
+                continue
+            if spec.delta:
+                assert base is not None  # checked above: a delta collection needs a delta version
+                self._open_delta(name, spec, arrays, base)
                 continue
             index = _open_index(name, spec, spec.arrays, arrays, version_root)
             if spec.kind == "ranked":
@@ -243,7 +414,7 @@ class OpenVersion:
                 _require(name, spec.arrays, ("vectors",), version_root)
                 self.vectors[name] = _Vectors(name, spec, index, arrays)
         ranked_names = set(self.ranked) | set(self.partitioned_ranked)
-        all_ranked: list[_Ranked | _PartitionedRanked] = [
+        all_ranked: list[_Ranked | _ChainedRanked | _PartitionedRanked] = [
             *self.ranked.values(),
             *self.partitioned_ranked.values(),
         ]
@@ -297,9 +468,55 @@ class OpenVersion:
         else:
             self.partitioned_vectors[name] = _PartitionedVectors(name, spec, vector_parts)
 
+    def _open_delta(
+        self, name: str, spec: CollectionView, arrays: dict[str, MappedArray], base: OpenVersion
+    ) -> None:
+        """A collection that holds only what changed since the same collection of ``base``."""
+        where = self.root
+        if spec.kind == "ranked":
+            prior: Any = base.ranked.get(name)
+        else:
+            prior = base.vectors.get(name)
+        if prior is None or prior.spec.key_type != spec.key_type:  # (partitioned ones are never bases)
+            raise CorruptVersion(
+                f"collection {name!r} in {where}/manifest.json updates the {spec.kind} collection of "
+                f"version {base.id}, which has no such collection with {spec.key_type} keys"
+            )
+        level: _Ranked | _Vectors | None = None
+        if "keys" in arrays or "key_hash" in arrays:  # rows added or changed
+            index = _open_index(name, spec, spec.arrays, arrays, where)
+            if spec.kind == "ranked":
+                _require(name, spec.arrays, _RANKED_ARRAYS, where)
+                level = _Ranked(name, spec, index, arrays)
+            else:
+                _require(name, spec.arrays, ("vectors",), where)
+                level = _Vectors(name, spec, index, arrays)
+        removed = _removed_keys(name, spec, arrays, where)
+        chain = _Chain.extend(prior, level, removed)
+        if spec.kind == "ranked":
+            default = None
+            if spec.default_length is not None:
+                _require(name, spec.arrays, ("default_items", "default_scores"), where)
+                n = spec.default_length
+                default = RankedList(
+                    arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
+                )
+            self.ranked[name] = _ChainedRanked(name, spec, chain, default)
+        else:
+            self.vectors[name] = _ChainedVectors(name, spec, chain)
+
     @property
     def id(self) -> str:
         return self.manifest.id
+
+    def chain(self) -> list[str]:
+        """This version's id, then the ids of the versions it is a delta over, newest first."""
+        ids = []
+        version: OpenVersion | None = self
+        while version is not None:
+            ids.append(version.id)
+            version = version.base
+        return ids
 
     def model(self) -> Manifest:
         """The manifest as the pydantic model (parsed on first use: it imports pydantic)."""
@@ -314,6 +531,7 @@ class OpenVersion:
         empty = OpenVersion.__new__(OpenVersion)
         empty.manifest, empty.root, empty.source = self.manifest, self.root, self.source
         empty._model = self._model
+        empty.base = None
         empty.ranked, empty.vectors = {}, {}
         empty.partitioned_ranked, empty.partitioned_vectors = {}, {}
         return empty
@@ -469,12 +687,17 @@ class Reader:
             col = v.ranked.get(collection)
             if col is None:
                 return self._get_partitioned(v, collection, key, k, fallback_keys)
+            if col.chain is not None:  # a delta version: the key may live in any of its deltas
+                target, row = col.locate(key)
+                if row < 0:
+                    return self._missing(v, col, key, k, fallback_keys)
+                return target.row(row, k)
             row = col.index.find(key)
             if row < 0:
                 return self._missing(v, col, key, k, fallback_keys)
             n = col.uniform if col.uniform >= 0 else int(col.lengths.row(row))
-            if k is not None and k < n:
-                n = _check_k(k)
+            if k is not None and (type(k) is not int or k < n):  # any other type is checked
+                n = min(n, _check_k(k))
             chunk, offset = divmod(row, col.rows_per_chunk)
             return RankedList(
                 col.items.chunk(chunk)[offset, :n], col.scores.chunk(chunk)[offset, :n], collection
@@ -521,8 +744,11 @@ class Reader:
             col = v.ranked.get(collection)
             if col is None:
                 return self._get_many_partitioned(v, collection, keys, k)
-            rows = col.index.find_many(keys)
             width = col.spec.width if k is None else min(_check_k(k), col.spec.width)
+            if col.chain is not None:
+                items, scores, found = _chained_ranked(col.chain, keys, width)
+                return self._count_batch(col, items, scores, found)
+            rows = col.index.find_many(keys)
             found = rows >= 0
             hit = np.flatnonzero(found)
             # Stored rows carry their own padding, so only the rows of missing keys need filling.
@@ -533,16 +759,7 @@ class Reader:
                 scores[~found] = np.nan
             plan = _gather(col.items, rows, hit, items, None)
             _gather(col.scores, rows, hit, scores, plan)  # items and scores are chunked alike
-            missing = len(rows) - hit.size
-            self._lookups += len(rows)
-            self._misses += missing
-            if col.default is not None and missing:
-                miss = ~found
-                n = min(width, len(col.default))
-                items[miss, :n] = col.default.items[:n]
-                scores[miss, :n] = col.default.scores[:n]
-                self._fallbacks += missing
-            return items, scores, found
+            return self._count_batch(col, items, scores, found)
         except VersionGone:
             if not self._recover():
                 raise
@@ -578,14 +795,24 @@ class Reader:
             items[target, :cols] = part_items
             scores[target, :cols] = part_scores
             found[target] = True
-        missing = n - int(np.count_nonzero(found))
-        self._lookups += n
+        return self._count_batch(col, items, scores, found)
+
+    def _count_batch(
+        self,
+        col: _Ranked | _ChainedRanked | _PartitionedRanked,
+        items: NDArray[Any],
+        scores: NDArray[Any],
+        found: NDArray[np.bool_],
+    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.bool_]]:
+        """Count a batch and put the default list in the rows of missing keys."""
+        missing = len(found) - int(np.count_nonzero(found))
+        self._lookups += len(found)
         self._misses += missing
         if col.default is not None and missing:
             miss = ~found
-            m = min(width, len(col.default))
-            items[miss, :m] = col.default.items[:m]
-            scores[miss, :m] = col.default.scores[:m]
+            n = min(items.shape[1], len(col.default))
+            items[miss, :n] = col.default.items[:n]
+            scores[miss, :n] = col.default.scores[:n]
             self._fallbacks += missing
         return items, scores, found
 
@@ -604,11 +831,11 @@ class Reader:
             col = v.vectors.get(collection)
             if col is None:
                 return self._vector_partitioned(v, collection, key)
-            row = col.index.find(key)
+            target, row = col.locate(key)
             if row < 0:
                 self._misses += 1
                 raise KeyNotFound(f"key {key!r} is not in collection {collection!r} of version {v.id}")
-            return col.vectors.row(row)
+            return target.vectors.row(row)
         except VersionGone:
             if not self._recover():
                 raise
@@ -635,6 +862,11 @@ class Reader:
             col = v.vectors.get(collection)
             if col is None:
                 return self._vectors_partitioned(v, collection, keys)
+            if col.chain is not None:
+                out, found = _chained_vectors(col.chain, keys, col.spec.width)
+                self._lookups += len(found)
+                self._misses += len(found) - int(np.count_nonzero(found))
+                return out, found
             rows = col.index.find_many(keys)
             out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             found = rows >= 0
@@ -690,15 +922,22 @@ class Reader:
                 raise UnknownCollection(
                     f"version {v.id} has no collection {name!r}; it has {sorted(v.manifest.collections)}"
                 )
-        files = [
-            (path, entry.size) for path, entry in v.manifest.files.items() if path.split("/", 1)[0] in names
-        ]
+        files = []
+        version: OpenVersion | None = v
+        while version is not None:  # a delta version reads the versions below it too
+            source = version.source
+            files += [
+                (source, path, entry.size)
+                for path, entry in version.manifest.files.items()
+                if path.split("/", 1)[0] in names
+            ]
+            version = version.base
         bars = reporter(progress)
 
         def warm() -> None:
-            with bars.task(f"prefetch {', '.join(names)}", sum(size for _, size in files)) as task:
-                for path, size in files:
-                    local = v.source.local_file(path)
+            with bars.task(f"prefetch {', '.join(names)}", sum(size for _, _, size in files)) as task:
+                for source, path, size in files:
+                    local = source.local_file(path)
                     fd = os.open(local, os.O_RDONLY)
                     try:
                         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
@@ -729,22 +968,35 @@ class Reader:
 
     # -- for guards ------------------------------------------------------------------------
 
-    def _index(self, collection: str) -> Index | PartitionedIndex:
+    def _collection(self, collection: str) -> Any:
         v = self._v
         for collections in (v.ranked, v.vectors, v.partitioned_ranked, v.partitioned_vectors):
             col = collections.get(collection)
             if col is not None:
-                return col.index
+                return col
         raise self._unknown(v, collection, "ranked or vectors")
 
     def _key_at(self, collection: str, row: int) -> int | str:
-        return self._index(collection).key_at(row)
+        col = self._collection(collection)
+        chain = getattr(col, "chain", None)
+        if chain is not None:
+            key: int | str = chain.all_keys()[row]
+            return int(key) if isinstance(key, np.integer) else key
+        return col.index.key_at(row)  # type: ignore[no-any-return]
 
     def _all_keys(self, collection: str) -> NDArray[np.int64] | list[str]:
-        return self._index(collection).all_keys()
+        col = self._collection(collection)
+        chain = getattr(col, "chain", None)
+        if chain is not None:
+            return chain.all_keys()  # type: ignore[no-any-return]
+        return col.index.all_keys()  # type: ignore[no-any-return]
 
     def _row_of(self, collection: str, key: int | str) -> int:
-        return self._index(collection).find(key)
+        """Whether ``key`` is served: its row in the collection holding it, else -1."""
+        col = self._collection(collection)
+        if getattr(col, "chain", None) is not None:
+            return col.locate(key)[1]  # type: ignore[no-any-return]
+        return col.index.find(key)  # type: ignore[no-any-return]
 
     # -- switching versions ----------------------------------------------------------------
 
@@ -842,24 +1094,27 @@ class Reader:
     def _missing(
         self,
         v: OpenVersion,
-        col: _Ranked | _PartitionedRanked,
+        col: _Ranked | _ChainedRanked | _PartitionedRanked,
         key: object,
         k: int | None,
         fallback_keys: Mapping[str, int | str] | None,
     ) -> RankedList:
         self._misses += 1
         for name in col.spec.fallbacks:
-            fallback: _Ranked | _PartitionedRanked = v.ranked.get(name) or v.partitioned_ranked[name]
+            fallback: _Ranked | _ChainedRanked | _PartitionedRanked = (
+                v.ranked.get(name) or v.partitioned_ranked[name]
+            )
             fallback_key = fallback_keys.get(name, key) if fallback_keys else key
+            holder: Any = fallback
             try:
-                row = fallback.index.find(fallback_key)
+                holder, row = fallback.locate(fallback_key)
             except InvalidInput:  # a key of the other type: only its default or single list
                 row = -1
             if row < 0 and fallback.single:
-                row = 0
+                holder, row = fallback, 0
             if row >= 0:
                 self._fallbacks += 1
-                return fallback.row(row, k)
+                return holder.row(row, k)  # type: ignore[no-any-return]
             if fallback.default is not None:
                 self._fallbacks += 1
                 return fallback.default.head(k)
@@ -954,10 +1209,68 @@ def _gather(
     return plan
 
 
+def _gather_level(
+    array: MappedArray, rows: NDArray[np.intp], at: NDArray[np.intp], out: NDArray[Any]
+) -> None:
+    """Copy ``rows`` of ``array`` into ``out[at]``, over as many leading columns as both have."""
+    width = min(out.shape[1], array.n_cols)
+    part = np.empty((len(rows), width), dtype=out.dtype)
+    array.take(rows, part)
+    out[at, :width] = part
+
+
+def _chained_ranked(
+    chain: _Chain, keys: ArrayLike, width: int
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.bool_]]:
+    """`Reader.get_many` over a chain of deltas: each key's row from the delta holding it."""
+    where, rows = chain.locate_many(keys)
+    root = chain.root
+    items = np.full((len(rows), width), _ITEM_PAD, dtype=root.items.dtype)
+    scores = np.full((len(rows), width), np.nan, dtype=root.scores.dtype)
+    found = rows >= 0
+    for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
+        at = np.flatnonzero(found & (where == level))
+        if at.size:
+            _gather_level(holder.items, rows[at], at, items)
+            _gather_level(holder.scores, rows[at], at, scores)
+    return items, scores, found
+
+
+def _chained_vectors(chain: _Chain, keys: ArrayLike, dim: int) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """`Reader.vectors` over a chain of deltas."""
+    where, rows = chain.locate_many(keys)
+    root = chain.root
+    out = np.full((len(rows), dim), np.nan, dtype=root.vectors.dtype)
+    found = rows >= 0
+    for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
+        at = np.flatnonzero(found & (where == level))
+        if at.size:
+            _gather_level(holder.vectors, rows[at], at, out)
+    return out, found
+
+
 def _check_k(k: int) -> int:
-    if not isinstance(k, int | np.integer) or k < 0:
+    if not isinstance(k, int | np.integer) or type(k) is bool or k < 0:
         raise InvalidInput(f"k must be a non-negative int; got {k!r}")
     return int(k)
+
+
+def _removed_keys(
+    name: str, spec: CollectionView, arrays: dict[str, MappedArray], where: str
+) -> Sequence[Any]:
+    """The keys a delta collection removed from its base (its tombstones)."""
+    if not spec.removed:
+        return []
+    if spec.key_type == "int64":
+        _require(name, spec.arrays, ("removed",), where)
+        array = arrays["removed"]
+        return array.span(0, array.n_rows).tolist()  # type: ignore[no-any-return]
+    _require(name, spec.arrays, ("removed_spans", "removed_bytes"), where)
+    spans = arrays["removed_spans"]
+    blob = arrays["removed_bytes"]
+    pairs = np.concatenate([spans.chunk(c) for c in range(spans.n_chunks)])[: spans.n_rows]
+    data = blob.span(0, blob.n_rows).tobytes()
+    return [data[start:stop].decode() for start, stop in pairs.tolist()]
 
 
 def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], root: str) -> None:

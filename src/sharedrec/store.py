@@ -72,6 +72,8 @@ class VersionInfo:
     """Number of keys of every collection."""
     size_bytes: int
     current: bool
+    base: str | None = None
+    """For a delta version, the version it updates."""
 
 
 def open(
@@ -154,6 +156,9 @@ class Store:
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
         ref: str = "current",
+        delta: bool = False,
+        base: str | None = None,
+        max_chain: int = 8,
     ) -> Draft:
         """Start a new version; use it as a context manager.
 
@@ -178,6 +183,14 @@ class Store:
             ref: The pointer to move: ``"current"`` (``CURRENT``, what readers follow by
                 default) or a named ref such as ``"canary"`` that only readers opened with
                 ``ref="canary"`` follow. Guards compare with the version that ref names.
+            delta: Write a delta version over the version ``ref`` names: give the full new
+                data as usual; only the keys added, changed or removed are written, and
+                collections not added are kept as they are. Readers answer from the delta
+                first and from the versions below it otherwise.
+            base: Write a delta over this version instead (implies ``delta``).
+            max_chain: When the delta would sit on ``max_chain`` deltas already, a full
+                version is written instead, so a chain never grows past it (see also
+                `compact()`).
 
         Raises:
             ConcurrentPublishError: On exit, when another writer moved ``CURRENT`` first.
@@ -195,6 +208,7 @@ class Store:
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
         metadata = validate_metadata(metadata)
         pointer, raw = self._read_pointer(ref)
+        base_reader = self._delta_base(base, delta, pointer, max_chain)
         return Draft(
             self._backend,
             vid,
@@ -208,7 +222,74 @@ class Store:
             force,
             lambda version: Reader(self.open_version(version, "lazy")),
             ref_path(ref),
+            base_reader,
         )
+
+    def _delta_base(
+        self, base: str | None, delta: bool, pointer: PointerView | None, max_chain: int
+    ) -> Reader | None:
+        """The version a delta publish builds on, opened pinned; None for a full version."""
+        from sharedrec.reader import Reader
+
+        if not isinstance(max_chain, int) or max_chain < 1:
+            raise InvalidInput(f"max_chain must be a positive int; got {max_chain!r}")
+        if base is None and not delta:
+            return None
+        if base is None:
+            if pointer is None:
+                log.info("no version is live yet: writing a full version instead of a delta")
+                return None
+            base = pointer.version
+        manifest = self._manifest_view(base)
+        if any(spec.partitions is not None for spec in manifest.collections.values()):
+            log.info("version %s holds partitioned collections: writing a full version, not a delta", base)
+            return None
+        if manifest.depth + 1 > max_chain:
+            log.info(
+                "a delta over %s would make a chain of %d deltas (max_chain=%d): writing a full version",
+                base,
+                manifest.depth + 1,
+                max_chain,
+            )
+            return None
+        return Reader(self.open_version(base, "lazy", manifest=manifest))
+
+    def compact(self, *, ref: str = "current", progress: ProgressMode = None) -> str:
+        """Rewrite the version ``ref`` names as a full version, if it is a delta, and make it live.
+
+        The new version answers exactly as the old one; afterwards garbage collection can
+        delete the versions of the chain. Returns the id of the version ``ref`` names
+        afterwards (unchanged when it was already full).
+
+        Raises:
+            VersionNotFound: ``ref`` names no version.
+            ConcurrentPublishError: Another writer moved ``ref`` meanwhile.
+        """
+        import numpy as np
+
+        from sharedrec.reader import Reader
+
+        live = self._live_id(ref)
+        manifest = self._manifest_view(live)
+        if manifest.base is None:
+            return live
+        reader = Reader(self.open_version(live, "lazy", manifest=manifest))
+        metadata = {**manifest.metadata, "compacted_from": live}
+        with self.publish(metadata=metadata, progress=progress, guards=[], ref=ref) as draft:
+            for name, spec in manifest.collections.items():
+                keys = reader._all_keys(name)
+                if spec.kind == "vectors":
+                    vectors, _ = reader.vectors(name, keys)
+                    draft.add_vectors(name, keys, vectors)
+                    continue
+                items, scores, _ = reader.get_many(name, keys)
+                lengths = np.count_nonzero(items != -1, axis=1)  # item ids are never negative
+                col = reader._collection(name)
+                default = (col.default.items, col.default.scores) if col.default is not None else None
+                draft.add_ranked(
+                    name, keys, items, scores, lengths=lengths, default=default, fallbacks=spec.fallbacks
+                )
+        return draft.version_id
 
     def publish_ranked(
         self,
@@ -222,15 +303,18 @@ class Store:
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
         ref: str = "current",
+        delta: bool = False,
         **options: Any,
     ) -> str:
         """Publish a version holding one ranked collection; returns the version id.
 
         ``options`` are those of `add_ranked()` (``lengths``, ``pad``, ``sort``,
         ``top_k``, ``default``, ``fallbacks``); ``ref`` moves a named pointer instead of
-        ``CURRENT`` (see `publish()`).
+        ``CURRENT``, and ``delta`` writes only what changed (see `publish()`).
         """
-        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force, ref=ref) as draft:
+        with self.publish(
+            metadata=metadata, progress=progress, guards=guards, force=force, ref=ref, delta=delta
+        ) as draft:
             draft.add_ranked(name, keys, items, scores, **options)
         return draft.version_id
 
@@ -245,9 +329,15 @@ class Store:
         guards: Sequence[GuardLike] | None = None,
         force: bool = False,
         ref: str = "current",
+        delta: bool = False,
     ) -> str:
-        """Publish a version holding one vectors collection; returns the version id."""
-        with self.publish(metadata=metadata, progress=progress, guards=guards, force=force, ref=ref) as draft:
+        """Publish a version holding one vectors collection; returns the version id.
+
+        ``ref`` and ``delta`` are as in `publish()`.
+        """
+        with self.publish(
+            metadata=metadata, progress=progress, guards=guards, force=force, ref=ref, delta=delta
+        ) as draft:
             draft.add_vectors(name, keys, vectors)
         return draft.version_id
 
@@ -579,18 +669,27 @@ class Store:
 
         if manifest is None or manifest.id != version_id:
             manifest = self._manifest_view(version_id)
+        base = None
+        if manifest.base is not None:  # a delta: open the versions it builds on first
+            try:
+                base = self.open_version(manifest.base, verify)
+            except VersionNotFound as exc:
+                raise CorruptVersion(
+                    f"version {version_id} is a delta over version {manifest.base}, which is gone "
+                    f"({exc}); roll back, or republish the data in full"
+                ) from None
         directory = f"{VERSIONS}/{version_id}"
         root = self._backend.local_path(directory)
         if root is not None:
             raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
-            return OpenVersion(manifest, LocalFolder(root), root)
+            return OpenVersion(manifest, LocalFolder(root), root, base)
         from sharedrec.cache import CachedVersion
 
         source = CachedVersion(self._chunk_cache(), manifest, lambda rel: self._fetch(directory, rel))
         if verify == "full":
             for relpath in manifest.files:
                 source.local_file(relpath)
-        return OpenVersion(manifest, source, f"{self.location}/{directory}")
+        return OpenVersion(manifest, source, f"{self.location}/{directory}", base)
 
     def _chunk_cache(self) -> ChunkCache:
         if self._cache is None:
@@ -780,6 +879,7 @@ class Store:
                     collections={n: c.count for n, c in manifest.collections.items()},
                     size_bytes=manifest.data_bytes,
                     current=manifest.id == live,
+                    base=manifest.base,
                 )
             )
         return sorted(found, key=lambda info: (info.created_at, info.id))
@@ -792,7 +892,11 @@ class Store:
             ConcurrentPublishError: Another writer moved the pointer at the same moment.
         """
         manifest = self._manifest_view(version_id)
-        pointer, raw = self._read_pointer(ref)
+        try:
+            pointer, raw = self._read_pointer(ref)
+        except CorruptVersion as exc:  # a damaged pointer is what set_current() repairs
+            log.warning("%s; replacing it (its history is lost)", exc)
+            pointer, raw = None, self._read_file(ref_path(ref))
         if pointer and pointer.version == version_id:
             return
         history = [pointer.version, *pointer.previous] if pointer else []

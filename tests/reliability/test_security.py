@@ -20,14 +20,7 @@ SECRET = "s3cr3t/Reliability+Suite/NeverPrintMe"
     "check",
     [
         "read-only",
-        pytest.param(
-            "non-root",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="pods get a securityContext only when run_as_user/run_as_group are given; "
-                "by default nothing sets runAsNonRoot, so an image whose USER is root runs as root",
-            ),
-        ),
+        "non-root",
     ],
 )
 def test_generated_manifests_mount_read_only_and_run_as_non_root(check: str, tally: Tally) -> None:

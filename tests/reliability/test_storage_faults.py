@@ -137,11 +137,6 @@ def test_current_pointing_to_garbage(live: tuple[sharedrec.Store, Path, str], ta
     assert reader.stats().refresh_failures == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set_current() and rollback() read the garbage CURRENT first and raise, though the "
-    "CorruptVersion message says 'point it at a good version with store.set_current()'",
-)
 def test_set_current_repairs_a_garbage_pointer(live: tuple[sharedrec.Store, Path, str]) -> None:
     store, root, v0 = live
     (root / "CURRENT").write_bytes(b"\x00garbage")

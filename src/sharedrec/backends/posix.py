@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from sharedrec.backends.base import replace_if_unchanged
@@ -24,26 +22,29 @@ __all__ = ["PosixBackend"]
 
 _LOCK = ".sharedrec.lock"
 
+# Plain os.path, not pathlib: every reader process opens its store through this module,
+# and pathlib (with shutil) would add milliseconds to its start-up.
+
 
 class PosixBackend:
     """A store root on a POSIX path."""
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool) -> None:
-        self.root = Path(root).expanduser().absolute()
-        if not self.root.is_dir():
+        self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        if not os.path.isdir(self.root):
             if not create:
                 raise StoreNotFound(
                     f"no store at {self.root}: the folder does not exist "
                     "(check the mount, or pass create=True to start a new store)"
                 )
-            self.root.mkdir(parents=True, exist_ok=True)
+            os.makedirs(self.root, exist_ok=True)
 
     @property
     def location(self) -> str:
-        return str(self.root)
+        return self.root
 
-    def _abs(self, path: str) -> Path:
-        return self.root / path if path else self.root
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, path) if path else self.root
 
     def read_bytes(self, path: str) -> bytes:
         with open(self._abs(path), "rb") as f:
@@ -55,17 +56,20 @@ class PosixBackend:
         return None if data == token else (data, data)
 
     def upload(self, files: list[tuple[str, str]], progress: Any = None) -> None:
+        import shutil
+
         for local, path in files:
             target = self._abs(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(local, target)
             if progress is not None:
-                progress.advance(target.stat().st_size)
+                progress.advance(os.stat(target).st_size)
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         target = self._abs(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.urandom(4).hex()}")
+        folder, name = os.path.split(target)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{name}.tmp-{os.urandom(4).hex()}")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -75,14 +79,14 @@ class PosixBackend:
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
         if durable:
-            _fsync_dir(target.parent)
+            _fsync_dir(folder)
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
         # flock works across hosts on NFSv4 (EFS), so two writers on two pods serialise here.
-        with open(self.root / _LOCK, "a+b") as lock:
+        with open(os.path.join(self.root, _LOCK), "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 replace_if_unchanged(self, path, data, expected)
@@ -96,15 +100,17 @@ class PosixBackend:
             return []
 
     def exists(self, path: str) -> bool:
-        return self._abs(path).exists()
+        return os.path.exists(self._abs(path))
 
     def remove_tree(self, path: str) -> None:
         target = self._abs(path)
-        if target.is_dir():
+        if os.path.isdir(target):
+            import shutil
+
             shutil.rmtree(target, ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):
-                target.unlink()
+                os.unlink(target)
 
     def size(self, path: str) -> int | None:
         try:
@@ -131,8 +137,9 @@ class PosixBackend:
         found: list[tuple[str, int]] = []
         for folder, _dirs, files in os.walk(base):
             for name in files:
-                full = Path(folder) / name
-                found.append((full.relative_to(base).as_posix(), full.stat().st_size))
+                full = os.path.join(folder, name)
+                relative = os.path.relpath(full, base).replace(os.sep, "/")
+                found.append((relative, os.stat(full).st_size))
         yield from sorted(found)
 
     def open_read(self, path: str) -> BinaryIO:
@@ -142,26 +149,26 @@ class PosixBackend:
         base = self._abs(path)
         for folder, _dirs, files in os.walk(base, topdown=False):
             for name in files:
-                fd = os.open(Path(folder) / name, os.O_RDONLY)
+                fd = os.open(os.path.join(folder, name), os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            _fsync_dir(Path(folder))
-        _fsync_dir(base.parent)
+            _fsync_dir(folder)
+        _fsync_dir(os.path.dirname(base))
 
     def zarr_store(self, path: str) -> Any:
         from zarr.storage import LocalStore
 
         target = self._abs(path)
-        target.mkdir(parents=True, exist_ok=True)
+        os.makedirs(target, exist_ok=True)
         return LocalStore(target)
 
     def local_path(self, path: str) -> str | None:
-        return str(self._abs(path))
+        return self._abs(path)
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

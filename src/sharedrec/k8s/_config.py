@@ -558,6 +558,11 @@ class K8sConfig(_Model):
     access_mode: AccessMode | None = Field(None, description="Default: what the backend needs.")
     run_as_user: int | None = Field(None, ge=0, le=2147483647)
     run_as_group: int | None = Field(None, ge=0, le=2147483647)
+    run_as_non_root: bool = Field(
+        True,
+        description="Pods refuse to start as root (runAsNonRoot): the image sets a non-root USER "
+        "or run_as_user gives one.",
+    )
     reader: ReaderSpec | None = None
     autoscaling: AutoscalingSpec | None = None
     writer: WriterSpec | None = None
@@ -580,6 +585,14 @@ class K8sConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> K8sConfig:
         issues = self._access_issues() + self._autoscaling_issues()
+        if self.run_as_non_root and self.run_as_user == 0:
+            issues.append(
+                (
+                    ("run_as_user",),
+                    "run_as_user=0 is root, which run_as_non_root forbids: give a non-root "
+                    "uid, or run_as_non_root=False",
+                )
+            )
         if issues:
             raise ConfigError(issues)
         return self

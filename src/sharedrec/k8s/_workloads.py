@@ -51,6 +51,8 @@ def _pod_volumes(config: K8sConfig) -> list[dict[str, Any]]:
 
 def _security_context(config: K8sConfig) -> dict[str, Any]:
     context: dict[str, Any] = {}
+    if config.run_as_non_root:
+        context["runAsNonRoot"] = True
     if config.run_as_user is not None:
         context["runAsUser"] = config.run_as_user
     if config.run_as_group is not None:

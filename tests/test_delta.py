@@ -1,0 +1,249 @@
+"""Delta versions: only what changed is written; chains answer as the full data would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sharedrec
+from sharedrec.errors import CorruptVersion, KeyNotFound
+
+from conftest import make_ranked
+
+
+@pytest.fixture
+def store(any_store: sharedrec.Store) -> sharedrec.Store:
+    """Every test here runs on a local folder and on S3."""
+    return any_store
+
+
+class Model:
+    """The data a store should serve, kept as plain dicts: key -> (items, scores)."""
+
+    def __init__(self, keys: list[Any], items: np.ndarray, scores: np.ndarray) -> None:
+        self.rows = {key: (items[i], scores[i]) for i, key in enumerate(keys)}
+
+    def arrays(self) -> tuple[list[Any], np.ndarray, np.ndarray]:
+        keys = list(self.rows)
+        return keys, np.stack([self.rows[k][0] for k in keys]), np.stack([self.rows[k][1] for k in keys])
+
+
+def _assert_serves(reader: sharedrec.Reader, model: Model, gone: set[Any]) -> None:
+    keys, items, scores = model.arrays()
+    got_items, got_scores, found = reader.get_many(
+        "home", np.asarray(keys) if not isinstance(keys[0], str) else keys
+    )
+    assert found.all()
+    np.testing.assert_array_equal(got_items, items)
+    np.testing.assert_array_equal(got_scores, scores)
+    for key in keys[:25]:
+        np.testing.assert_array_equal(reader.get("home", key).items, model.rows[key][0])
+    for key in list(gone)[:25]:
+        with pytest.raises(KeyNotFound):
+            reader.get("home", key)
+    if gone:
+        asked = list(gone) if isinstance(next(iter(gone)), str) else np.array(sorted(gone))
+        assert not reader.get_many("home", asked)[2].any()
+    assert sorted(reader._all_keys("home")) == sorted(keys)
+
+
+def _step(
+    rng: np.random.Generator, model: Model, next_key: int, str_keys: bool, k: int
+) -> tuple[int, set[Any]]:
+    """Change, add and remove a few keys of ``model``; returns the next fresh key and removals."""
+    keys = list(model.rows)
+    for key in rng.choice(len(keys), size=min(len(keys), 7), replace=False).tolist():
+        items, scores = model.rows[keys[key]]
+        model.rows[keys[key]] = (items + 1, scores)
+    removed = {keys[i] for i in rng.choice(len(keys), size=min(len(keys) - 1, 3), replace=False).tolist()}
+    for key in removed:
+        del model.rows[key]
+    for _ in range(4):
+        key: Any = f"user-{next_key}" if str_keys else next_key
+        model.rows[key] = (
+            np.arange(k, dtype=np.int32) * 3 + next_key % 100,
+            np.linspace(1, 0, k, dtype=np.float32),
+        )
+        next_key += 1
+    return next_key, removed
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), str_keys=st.booleans())
+def test_a_chain_of_ten_deltas_equals_the_full_data(tmp_path: Path, seed: int, str_keys: bool) -> None:
+    rng = np.random.default_rng(seed)
+    data = make_ranked(300, 6, str_keys=str_keys, seed=seed % 1000)
+    model = Model(list(data.keys), data.items, data.scores)
+    folder = tmp_path / f"case-{seed}-{str_keys}"
+    chained = sharedrec.open(folder / "chained")
+    full = sharedrec.open(folder / "full")
+    chained.publish_ranked("home", *model.arrays(), progress=False)
+    gone: set[Any] = set()
+    next_key = 10**6
+    for _ in range(10):
+        next_key, removed = _step(rng, model, next_key, str_keys, 6)
+        gone = (gone | removed) - set(model.rows)
+        with chained.publish(delta=True, max_chain=10, guards=[], progress=False) as draft:
+            draft.add_ranked("home", *model.arrays())
+    assert chained.manifest(chained.current() or "").depth == 10
+    full.publish_ranked("home", *model.arrays(), progress=False)
+    with chained.reader(lease=False) as a, full.reader(lease=False) as b:
+        _assert_serves(a, model, gone)
+        _assert_serves(b, model, gone)
+    shutil.rmtree(folder)
+
+
+def test_delta_writes_only_the_changes(store: sharedrec.Store) -> None:
+    data = make_ranked(2000, 10, seed=1)
+    first = store.publish_ranked("home", data.keys, data.items, data.scores)
+    items = data.items.copy()
+    items[:20] += 1  # 1% of the lists change
+    second = store.publish_ranked("home", data.keys, items, data.scores, delta=True)
+    manifest = store.manifest(second)
+    home = manifest.collections["home"]
+    assert (manifest.base, manifest.depth, home.delta, home.removed) == (first, 1, True, 0)
+    assert home.arrays["keys"].shape == (20,)
+    assert home.count == 2000
+    assert manifest.data_bytes < store.manifest(first).data_bytes / 10
+    with store.reader(lease=False) as reader:
+        got, _, found = reader.get_many("home", data.keys)
+        assert found.all()
+        np.testing.assert_array_equal(got, items)
+        assert reader.get("home", int(data.keys[5])).source == "home"
+
+
+def test_removed_keys_are_gone_and_new_ones_served(store: sharedrec.Store) -> None:
+    data = make_ranked(500, 5, seed=2)
+    store.publish_ranked("home", data.keys, data.items, data.scores, default=([9], [0.1]))
+    keys = np.concatenate([data.keys[10:], [7, 8]])
+    items = np.concatenate([data.items[10:], data.items[:2]])
+    scores = np.concatenate([data.scores[10:], data.scores[:2]])
+    version = store.publish_ranked("home", keys, items, scores, delta=True, default=([9], [0.1]))
+    assert store.manifest(version).collections["home"].removed == 10
+    with store.reader(lease=False) as reader:
+        for key in data.keys[:10].tolist():  # removed: the default list answers
+            assert reader.get("home", key).source == "home/default"
+        np.testing.assert_array_equal(reader.get("home", 8).items, data.items[1])
+        _, _, found = reader.get_many("home", data.keys[:12])
+        assert found.tolist() == [False] * 10 + [True, True]
+
+
+def test_collections_not_added_are_kept(store: sharedrec.Store) -> None:
+    data = make_ranked(300, 4, seed=3)
+    vectors = np.random.default_rng(0).random((300, 8)).astype(np.float32)
+    with store.publish() as draft:
+        draft.add_ranked("home", data.keys, data.items, data.scores, default=([1], [1.0]))
+        draft.add_vectors("emb", data.keys, vectors)
+    changed = vectors.copy()
+    changed[3] = 0.5
+    with store.publish(delta=True) as draft:
+        draft.add_vectors("emb", data.keys, changed)
+    manifest = store.manifest(draft.version_id)
+    assert manifest.collections["home"].delta and manifest.collections["home"].arrays.keys() == {
+        "default_items",
+        "default_scores",
+    }
+    assert manifest.collections["emb"].arrays["keys"].shape == (1,)
+    with store.reader(lease=False) as reader:
+        np.testing.assert_array_equal(reader.vector("emb", int(data.keys[3])), changed[3])
+        got, found = reader.vectors("emb", data.keys)
+        assert found.all()
+        np.testing.assert_array_equal(got, changed)
+        assert reader.get("home", -1).source == "home/default"
+        np.testing.assert_array_equal(reader.get("home", int(data.keys[0])).items, data.items[0])
+
+
+def test_compaction_preserves_answers(store: sharedrec.Store) -> None:
+    data = make_ranked(400, 6, seed=4)
+    store.publish_ranked("home", data.keys, data.items, data.scores)
+    items = data.items.copy()
+    for step in range(3):
+        items[step * 10 : step * 10 + 5] += 7
+        store.publish_ranked(
+            "home", data.keys[: -step - 1], items[: -step - 1], data.scores[: -step - 1], delta=True
+        )
+    before = store.current()
+    compacted = store.compact()
+    assert compacted != before and store.current() == compacted
+    manifest = store.manifest(compacted)
+    assert manifest.base is None and manifest.metadata["compacted_from"] == before
+    assert store.compact() == compacted  # already full: nothing to do
+    with store.reader(lease=False, version=before) as old, store.reader(lease=False) as new:
+        for reader in (old, new):
+            got, scores, found = reader.get_many("home", data.keys)
+            assert found.tolist() == [True] * 397 + [False] * 3  # the last step kept keys[:-3]
+            np.testing.assert_array_equal(got[:397], items[:397])
+            np.testing.assert_array_equal(scores[:397], data.scores[:397])
+
+
+def test_max_chain_writes_a_full_version(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(100, 3, seed=5)
+    store.publish_ranked("home", data.keys, data.items, data.scores)
+    depths = []
+    for step in range(5):
+        items = data.items + step + 1
+        with store.publish(delta=True, max_chain=2, guards=[]) as draft:
+            draft.add_ranked("home", data.keys, items, data.scores)
+        depths.append(store.manifest(draft.version_id).depth)
+    assert depths == [1, 2, 0, 1, 2]
+
+
+def test_gc_keeps_every_base_a_kept_version_needs(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(100, 3, seed=6)
+    full = store.publish_ranked("home", data.keys, data.items, data.scores)
+    first = store.publish_ranked("home", data.keys, data.items + 1, data.scores, delta=True, guards=[])
+    second = store.publish_ranked("home", data.keys, data.items + 2, data.scores, delta=True, guards=[])
+    report = store.gc(keep=1, grace=0)
+    assert report.deleted == []
+    assert "a base of delta version" in report.kept[full] and "a base of delta version" in report.kept[first]
+    leased = store.reader(refresh_interval=None)  # holds `second` through its lease
+    store.publish_ranked("home", data.keys, data.items + 3, data.scores, guards=[])  # a full version
+    report = store.gc(keep=1, grace=0)
+    assert set(report.deleted) == set()  # `second` is leased, and it needs `first` and `full`
+    assert report.kept[second].startswith("leased")
+    leased.close()
+    report = store.gc(keep=1, grace=0)
+    assert set(report.deleted) == {full, first, second}
+
+
+def test_a_delta_whose_base_is_gone_is_refused(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(100, 3, seed=7)
+    full = store.publish_ranked("home", data.keys, data.items, data.scores)
+    store.publish_ranked("home", data.keys, data.items + 1, data.scores, delta=True, guards=[])
+    shutil.rmtree(tmp_path / "store" / "versions" / full)
+    with pytest.raises(CorruptVersion, match=f"delta over version {full}, which is gone"):
+        store.reader()
+
+
+def test_a_following_reader_moves_through_deltas(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(200, 4, seed=8)
+    store.publish_ranked("home", data.keys, data.items, data.scores)
+    reader = store.reader(refresh_interval=None, lease=False)
+    for step in range(1, 4):
+        store.publish_ranked("home", data.keys, data.items + step, data.scores, delta=True, guards=[])
+        assert reader.refresh() is True
+        np.testing.assert_array_equal(reader.get("home", int(data.keys[9])).items, data.items[9] + step)
+    store.rollback()
+    assert reader.refresh() is True
+    np.testing.assert_array_equal(reader.get("home", int(data.keys[9])).items, data.items[9] + 2)
+    reader.close()
+
+
+def test_guards_see_the_delta_as_the_full_data(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(1000, 4, seed=9)
+    store.publish_ranked("home", data.keys, data.items, data.scores)
+    with pytest.raises(sharedrec.PublishRejected, match="max_shrink"):  # 70% of the keys removed
+        store.publish_ranked("home", data.keys[:300], data.items[:300], data.scores[:300], delta=True)
+    version = store.publish_ranked("home", data.keys[:900], data.items[:900], data.scores[:900], delta=True)
+    assert store.manifest(version).checks["max_shrink"]["passed"] is True
