@@ -78,7 +78,9 @@ def test_benchmark_page_keeps_the_generated_block() -> None:
 
 
 def test_format_page_examples_parse() -> None:
-    # The JSON examples of the format specification are valid pointers, manifests and leases.
+    # The JSON examples of the format specification are valid pointers, manifests and leases,
+    # for the pydantic models and, for pointers and manifests, for the readers' own parser.
+    from sharedrec._spec import parse_manifest, parse_pointer
     from sharedrec.format import Lease, Manifest, Pointer
 
     text = (DOCS / "format.md").read_text(encoding="utf-8")
@@ -88,6 +90,7 @@ def test_format_page_examples_parse() -> None:
         '"sharedrec-lease/1"': Lease,
     }
     parsed = set()
+    manifests = 0
     for block in re.findall(r"```json\n(.*?)```", text, re.S):
         if not re.match(r'\{\s*"format"', block):  # e.g. the attributes of a version's group
             continue
@@ -95,4 +98,10 @@ def test_format_page_examples_parse() -> None:
             if f'"format": {marker}' in block or f'"format":{marker}' in block:
                 model.loads(block.encode(), "docs/format.md")
                 parsed.add(model.__name__)
+                if model is Manifest:
+                    parse_manifest(block.encode(), "docs/format.md")
+                    manifests += 1
+                elif model is Pointer:
+                    parse_pointer(block.encode(), "docs/format.md")
     assert parsed == {"Pointer", "Manifest", "Lease"}
+    assert manifests == 2  # a full version and a delta
