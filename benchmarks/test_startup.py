@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -144,6 +145,26 @@ def _run_child(command: list[str]) -> dict[str, Any]:
     return report
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def _drop_page_cache() -> None:
+    """Write back dirty pages and drop the page cache (root, with /proc/sys writable)."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
+
+
+@pytest.fixture(scope="session")
+def can_drop_caches() -> None:
+    try:
+        _drop_page_cache()
+    except OSError as exc:
+        pytest.skip(
+            f"cannot drop the page cache here ({exc.strerror or exc}): needs root and a writable /proc/sys"
+        )
+
+
+@pytest.mark.parametrize("cache", ["warm", "dropped"])
 @pytest.mark.parametrize("system", SYSTEMS)
 def test_startup(
     benchmark: BenchmarkFixture,
@@ -151,14 +172,19 @@ def test_startup(
     settings: Settings,
     request: pytest.FixtureRequest,
     system: str,
+    cache: str,
 ) -> None:
-    benchmark.group = f"startup-{workload.n_users}"
+    benchmark.group = f"startup-{workload.n_users}" + ("" if cache == "warm" else "-dropped-cache")
+    if cache == "dropped":
+        request.getfixturevalue("can_drop_caches")
     lmdb_path: Path | None = request.getfixturevalue("lmdb_env") if system == "lmdb" else None
     keys = itertools.cycle(workload.sample_keys(64, seed=7).tolist())
     asked: list[int] = []
     reports: list[dict[str, Any]] = []
 
     def setup() -> tuple[tuple[list[str]], dict[str, Any]]:
+        if cache == "dropped":  # every round starts from disk, as a pod on a fresh node does
+            _drop_page_cache()
         key = next(keys)
         asked.append(key)
         return (_child_command(system, workload, key, lmdb_path),), {}
@@ -184,6 +210,8 @@ def test_startup(
         n_users=workload.n_users,
         k=workload.k,
         data_bytes=sum(path.stat().st_size for path in data.rglob("*") if path.is_file()),
-        page_cache="warm: files written earlier in this run, no network transfer",
+        page_cache="warm: files written earlier in this run, no network transfer"
+        if cache == "warm"
+        else "dropped before every round (echo 3 > /proc/sys/vm/drop_caches)",
         split_statistic="median over timed rounds",
     )
