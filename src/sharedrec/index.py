@@ -40,10 +40,16 @@ __all__ = [
 ]
 
 
-def _blake2b_64(data: bytes) -> int:
-    from hashlib import blake2b  # imported on first use: int-keyed readers never need it
+_BLAKE2B: Any = None
 
-    return int.from_bytes(blake2b(data, digest_size=8).digest(), "little")
+
+def _blake2b_64(data: bytes) -> int:
+    global _BLAKE2B
+    if _BLAKE2B is None:  # imported on first use: int-keyed readers never need hashlib
+        from hashlib import blake2b
+
+        _BLAKE2B = blake2b
+    return int.from_bytes(_BLAKE2B(data, digest_size=8).digest(), "little")
 
 
 KEY_HASHES: dict[str, Callable[[bytes], int]] = {"blake2b-64": _blake2b_64}
@@ -222,10 +228,33 @@ class StrIndex:
         return self._bytes.span(start, stop).tobytes().decode()
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
-        """Rows of ``keys`` (-1 where absent)."""
+        """Rows of ``keys`` (-1 where absent), hashed one by one and searched at once."""
         if isinstance(keys, str | bytes) or not hasattr(keys, "__len__"):
             raise InvalidInput("keys must be a sequence of str for a str-keyed collection")
-        return np.fromiter((self.find(key) for key in keys), dtype=np.intp)  # type: ignore[attr-defined]
+        listed = list(keys)  # type: ignore[call-overload]
+        for key in listed:
+            if not isinstance(key, str):
+                raise InvalidInput(
+                    "keys must be a sequence of str for a str-keyed collection; "
+                    f"got {type(key).__name__} {key!r}"
+                )
+        encoded = [key.encode() for key in listed]
+        digests = np.fromiter((self._hash(data) for data in encoded), dtype=np.uint64, count=len(encoded))
+        rows = self._sorted.lower_bounds(digests)
+        out = np.full(len(rows), -1, dtype=np.intp)
+        candidates = np.flatnonzero(rows < self._n)
+        same = self._sorted.values(rows[candidates]) == digests[candidates]
+        candidates = candidates[same]
+        spans = np.empty((len(candidates), 2), dtype=np.int64)
+        self._spans.take(rows[candidates], spans)
+        span = self._bytes.span
+        for position, (start, stop) in zip(candidates.tolist(), spans.tolist(), strict=True):
+            data = encoded[position]
+            if stop - start == len(data) and span(start, stop).tobytes() == data:
+                out[position] = rows[position]
+            else:  # another key with the same hash comes first: search the run of equal hashes
+                out[position] = self.find(listed[position])
+        return out
 
 
 # -- partitions ------------------------------------------------------------------------------
