@@ -101,6 +101,22 @@ def test_handle_and_receipts_cross_process_boundaries(store: sharedrec.Store) ->
     assert store.manifest(version).metadata == {"run": 1}
 
 
+def test_handle_repr_hides_the_storage_options() -> None:
+    secret = "s3cr3t/NeverPrintMe"
+    handle = PublishHandle(
+        location="s3://bucket/recs",
+        storage_options={"key": "AKIAEXAMPLE", "secret": secret},
+        version_id="v1",
+        partitions=2,
+        chunk_bytes=4096,
+        ref="current",
+        parent_pointer=None,
+        started_at="2026-11-29T00:00:00Z",  # type: ignore[arg-type]
+    )
+    assert secret not in repr(handle) and secret not in str(handle)
+    assert PublishHandle.loads(handle.dumps()).storage_options == {"key": "AKIAEXAMPLE", "secret": secret}
+
+
 def test_retried_attempts_keep_one_copy(store: sharedrec.Store) -> None:
     data = make_ranked(400, 5, seed=2)
     handle = store.begin_publish(partitions=4)

@@ -146,7 +146,7 @@ class PublishHandle(_Model):
 
     format: Literal["sharedrec-draft/1"] = "sharedrec-draft/1"
     location: str = Field(description="the store: a path all workers see, or an object-store URL")
-    storage_options: dict[str, JsonValue] | None = None
+    storage_options: dict[str, JsonValue] | None = Field(default=None, repr=False)  # credentials
     version_id: str
     partitions: int = Field(ge=1, le=MAX_PARTITIONS)
     chunk_bytes: int = Field(ge=1024, le=1 << 30)

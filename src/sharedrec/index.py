@@ -318,7 +318,7 @@ class PartitionedIndex:
     def partition(self, key: object) -> int:
         """The partition ``key`` belongs to (raises `InvalidInput` for a key of the wrong type)."""
         if self.key_type == "int64":
-            if not isinstance(key, int | np.integer):
+            if not isinstance(key, int | np.integer) or type(key) is bool:
                 raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
             return splitmix64(int(key)) % self.n_parts
         if not isinstance(key, str):
