@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,68 @@ def test_guards_see_the_delta_as_the_full_data(tmp_path: Path) -> None:
         store.publish_ranked("home", data.keys[:300], data.items[:300], data.scores[:300], delta=True)
     version = store.publish_ranked("home", data.keys[:900], data.items[:900], data.scores[:900], delta=True)
     assert store.manifest(version).checks["max_shrink"]["passed"] is True
+
+
+def test_a_dtype_change_is_written_in_full(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys = np.arange(50)
+    store.publish_ranked("home", keys, np.ones((50, 3), dtype=np.int32), np.ones((50, 3), np.float32))
+    wide = np.ones((50, 3), dtype=np.int64)
+    wide[0, 0] = 5_000_000_000  # needs int64
+    version = store.publish_ranked("home", keys, wide, np.ones((50, 3), np.float32), delta=True, guards=[])
+    home = store.manifest(version).collections["home"]
+    assert not home.delta and home.arrays["items"].dtype == "<i8"
+    with store.reader(lease=False) as reader:
+        assert reader.get("home", 0).items[0] == 5_000_000_000
+        assert reader.get_many("home", [0, 1])[0][0, 0] == 5_000_000_000
+
+
+def test_inherited_collections_keep_their_fallbacks(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    with store.publish() as draft:
+        draft.add_ranked("popular", [0], [[9, 8]], [[1.0, 0.5]])
+        draft.add_ranked("home", [1, 2], [[1], [2]], [[1.0], [1.0]], fallbacks=["popular"])
+    # "popular" becomes a vectors collection: "home", inherited, would name a fallback that
+    # is no longer ranked, so the publish is refused before anything is committed.
+    live = store.current()
+    with (
+        pytest.raises(sharedrec.InvalidInput, match="names fallback 'popular'"),
+        store.publish(delta=True, guards=[]) as draft,
+    ):
+        draft.add_vectors("popular", [0], np.ones((1, 4), np.float32))
+    assert store.current() == live
+    with store.reader(lease=False) as reader:
+        assert reader.get("home", 5).source == "popular"
+
+
+def test_the_base_is_leased_while_a_delta_is_written(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(100, 3, seed=10)
+    old = store.publish_ranked("home", data.keys, data.items, data.scores)
+    store.publish_ranked("home", data.keys, data.items + 1, data.scores, guards=[])
+    time.sleep(1.2)  # both versions are now older than the collector's grace period
+    with store.publish(base=old, guards=[]) as draft:
+        draft.add_ranked("home", data.keys, data.items + 2, data.scores)
+        report = store.gc(keep=0, grace=1)  # a collector running meanwhile
+        assert old not in report.deleted and report.kept[old].startswith("leased")
+    assert store.manifest(draft.version_id).base == old
+    assert store.leases() == []  # the draft's lease ends with it
+    with store.reader(lease=False) as reader:
+        np.testing.assert_array_equal(reader.get("home", int(data.keys[4])).items, data.items[4] + 2)
+
+
+def test_damaged_chains_are_refused(tmp_path: Path) -> None:
+    import json
+
+    store = sharedrec.open(tmp_path / "store")
+    data = make_ranked(100, 3, seed=11)
+    store.publish_ranked("home", data.keys, data.items, data.scores)
+    delta = store.publish_ranked("home", data.keys, data.items + 1, data.scores, delta=True, guards=[])
+    path = tmp_path / "store" / "versions" / delta / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    path.write_text(json.dumps({**manifest, "base": delta}))  # a delta over itself
+    with pytest.raises(CorruptVersion, match="loop or run too long"):
+        store.reader(lease=False)
+    path.write_text(json.dumps({**manifest, "base": None}))  # a delta collection, no base
+    with pytest.raises(CorruptVersion, match="is a delta, but the version names no base"):
+        store.reader(lease=False)

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sharedrec
@@ -167,3 +168,16 @@ def test_gc_never_deletes_what_a_live_reader_maps(store: sharedrec.Store) -> Non
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0
     assert v1 in store.gc(keep=0, grace=0).deleted  # closed: its lease is gone
+
+
+def test_a_publish_whose_files_a_collector_removed_is_refused(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys = np.arange(20)
+    live = store.publish_ranked("home", keys, np.ones((20, 2), dtype=int), np.ones((20, 2)))
+    with (
+        pytest.raises(sharedrec.PublishRejected, match="disappeared while it was published"),
+        store.publish(guards=[]) as draft,
+    ):
+        draft.add_ranked("home", keys, np.ones((20, 2), dtype=int) * 2, np.ones((20, 2)))
+        store.gc(keep=0, grace=0)  # no grace: the unfinished folder goes
+    assert store.current() == live and [v.id for v in store.versions()] == [live]

@@ -139,3 +139,17 @@ def test_views_outlive_the_reader(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     single, batch = json.loads(done.stdout)
     assert single == batch == data.items[1234].tolist()
+
+
+def test_the_cache_never_evicts_the_file_it_just_fetched(tmp_path: Path) -> None:
+    import zlib
+
+    from sharedrec.cache import ChunkCache
+
+    cache = ChunkCache(tmp_path / "cache", "s3://bucket/recs", max_bytes=100)  # smaller than a chunk
+    data = [bytes([n]) * 300 for n in range(3)]
+    for n, blob in enumerate(data):
+        path = cache.fetch("v1", f"home/items/c/{n}/0", len(blob), zlib.crc32(blob), lambda blob=blob: blob)
+        assert Path(path).read_bytes() == blob  # still there for the reader to map
+    files = [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
+    assert [path.parent.name for path in files] == ["2"]  # the older files were evicted

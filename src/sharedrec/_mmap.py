@@ -101,13 +101,14 @@ class _Region:
     __slots__ = ("address", "size")
 
     def __init__(self, size: int) -> None:
+        self.address = 0  # nothing to unmap if the reservation fails
+        self.size = size
         libc = _libc()
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
         address = libc.mmap(None, size, 0, flags, -1, 0)  # PROT_NONE: reserved, not usable
         if address is None or address == _MAP_FAILED:
             raise OSError(ctypes.get_errno(), f"cannot reserve {size} bytes of address space")
-        self.address: int = address
-        self.size = size
+        self.address = address
 
     def map_file(self, fd: int, offset: int, size: int) -> None:
         """Map ``size`` bytes of the file ``fd`` read-only at ``offset`` in the span."""
@@ -124,7 +125,8 @@ class _Region:
         return {"shape": (self.size,), "typestr": "|u1", "data": (self.address, True), "version": 3}
 
     def __del__(self) -> None:
-        _libc().munmap(self.address, self.size)
+        if self.address:
+            _libc().munmap(self.address, self.size)
 
 
 _MAP_FIXED = 0x10  # the same value on Linux and macOS
@@ -260,9 +262,16 @@ class MappedArray:
         return np.concatenate(parts)
 
     def _map(self, index: int) -> NDArray[np.generic]:
-        path = self._source.local_file(chunk_path(self._path, index, self._ndim))
+        relpath = chunk_path(self._path, index, self._ndim)
+        path = self._source.local_file(relpath)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                # A cache shared with other processes may have evicted the file between the
+                # fetch and the open: fetch it once more (on a version folder, nothing changes).
+                path = self._source.local_file(relpath)
+                fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             raise CorruptVersion(
                 f"chunk file {path} is missing: the version is damaged; "

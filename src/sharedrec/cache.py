@@ -80,10 +80,10 @@ class ChunkCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._added(size)
+        self._added(size, target)
         return str(target)
 
-    def _added(self, size: int) -> None:
+    def _added(self, size: int, keep: Path) -> None:
         if self.max_bytes is None:
             return
         with self._lock:
@@ -92,7 +92,7 @@ class ChunkCache:
             else:
                 self._size += size
             if self._size > self.max_bytes:
-                self._evict()
+                self._evict(keep)
 
     def _files(self) -> list[tuple[float, int, Path]]:
         found = []
@@ -106,8 +106,11 @@ class ChunkCache:
                 found.append((stat.st_mtime, stat.st_size, path))
         return found
 
-    def _evict(self) -> None:
-        """Delete least recently used files until the cache is at 90% of its bound."""
+    def _evict(self, keep: Path) -> None:
+        """Delete least recently used files until the cache is at 90% of its bound.
+
+        ``keep``, the file just fetched, stays: its reader maps it next.
+        """
         assert self.max_bytes is not None
         files = sorted(self._files())
         total = sum(size for _, size, _ in files)
@@ -115,6 +118,8 @@ class ChunkCache:
         for _, size, path in files:
             if total <= goal:
                 break
+            if path == keep:
+                continue
             path.unlink(missing_ok=True)
             total -= size
         self._size = total

@@ -37,6 +37,7 @@ from sharedrec.format import (
     FileEntry,
     Manifest,
     Pointer,
+    chunk_path,
     validate_collection_name,
 )
 from sharedrec.guards import DEFAULT_GUARDS, GuardLike, as_guard, run_guards
@@ -166,16 +167,20 @@ class Draft:
         exc: BaseException | None,
         traceback: types.TracebackType | None,
     ) -> None:
-        if exc_type is not None:
-            self._abort()
-            return
         try:
-            self._commit()
-        except BaseException:
-            # A committed version is complete and kept even if CURRENT could not move to it.
-            if self._state != "committed":
+            if exc_type is not None:
                 self._abort()
-            raise
+                return
+            try:
+                self._commit()
+            except BaseException:
+                # A committed version is complete and kept even if CURRENT could not move to it.
+                if self._state != "committed":
+                    self._abort()
+                raise
+        finally:
+            if self._base is not None:
+                self._base.close()  # ends the lease that kept the base from garbage collection
 
     def add_ranked(
         self,
@@ -350,6 +355,14 @@ class Draft:
             return None
         if kind == "vectors" and spec.width != rows.shape[1]:
             return None
+        # Every level of a chain stores rows alike, so batches gather them into one array.
+        col = base._collection(name)
+        root = col.chain.root if getattr(col, "chain", None) is not None else col
+        stored = [root.vectors.dtype] if kind == "vectors" else [root.items.dtype, root.scores.dtype]
+        given = [rows.dtype] if scores is None else [rows.dtype, scores.dtype]
+        if [np.dtype(d).newbyteorder("<") for d in given] != [np.dtype(d).newbyteorder("<") for d in stored]:
+            log.info("collection %r changes dtypes: written in full, not as a delta", name)
+            return None
         query: Any = keys.ints if keys.ints is not None else [key.decode() for key in keys.encoded or ()]
         with self._reporter.task(f"{name}: compare with {base.version}", len(keys)) as task:
             if scores is None:
@@ -451,6 +464,7 @@ class Draft:
             raise PublishRejected(f"draft {self._id} is {self._state}; it cannot be committed")
         if not self._collections:
             raise PublishRejected(f"nothing to publish in version {self._id}: add at least one collection")
+        self._inherit()  # before the checks: inherited collections name fallbacks too
         for name, spec in self._collections.items():
             for fallback in spec.fallbacks:
                 target = self._collections.get(fallback)
@@ -459,7 +473,6 @@ class Draft:
                         f"collection {name!r} names fallback {fallback!r}, which is not a ranked "
                         "collection of this version: add it in the same publish"
                     )
-        self._inherit()
         self._group = None
         self._local.sync_tree(self._dir)
         base = self._base
@@ -473,6 +486,7 @@ class Draft:
             collections=self._collections,
             files=self._checksum_files(),
         )
+        self._check_files(manifest)
         manifest = manifest.model_copy(update={"checks": self._run_guards(manifest)})
         if self._staging is not None:
             self._upload(manifest)
@@ -480,6 +494,19 @@ class Draft:
         self._state = "committed"
         if self._make_current:
             self._move_pointer(manifest)
+
+    def _check_files(self, manifest: Manifest) -> None:
+        """Every chunk file the manifest's arrays need is among the files written."""
+        for name, spec in manifest.collections.items():
+            for array, shape in spec.arrays.items():
+                for chunk in range(shape.n_chunks):
+                    path = chunk_path(f"{name}/{array}", chunk, len(shape.shape))
+                    if path not in manifest.files:
+                        raise PublishRejected(
+                            f"{path} of version {self._id} disappeared while it was published (a "
+                            "garbage collector with a grace period shorter than the publish?); "
+                            "nothing was published: publish again"
+                        )
 
     def _run_guards(self, manifest: Manifest) -> dict[str, JsonValue]:
         """Check the finished draft against the live version; raise if a guard fails."""

@@ -403,7 +403,11 @@ class OpenVersion:
                 self._open_partitioned(name, spec, arrays, source, version_root)
                 continue
             if spec.delta:
-                assert base is not None  # checked above: a delta collection needs a delta version
+                if base is None:
+                    raise CorruptVersion(
+                        f"collection {name!r} in {version_root}/manifest.json is a delta, but the "
+                        "version names no base: republish the version"
+                    )
                 self._open_delta(name, spec, arrays, base)
                 continue
             index = _open_index(name, spec, spec.arrays, arrays, version_root)
@@ -1225,8 +1229,9 @@ def _chained_ranked(
     """`Reader.get_many` over a chain of deltas: each key's row from the delta holding it."""
     where, rows = chain.locate_many(keys)
     root = chain.root
-    items = np.full((len(rows), width), _ITEM_PAD, dtype=root.items.dtype)
-    scores = np.full((len(rows), width), np.nan, dtype=root.scores.dtype)
+    levels = [root, *chain.levels]
+    items = np.full((len(rows), width), _ITEM_PAD, dtype=np.result_type(*(c.items.dtype for c in levels)))
+    scores = np.full((len(rows), width), np.nan, dtype=np.result_type(*(c.scores.dtype for c in levels)))
     found = rows >= 0
     for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
         at = np.flatnonzero(found & (where == level))
@@ -1240,7 +1245,8 @@ def _chained_vectors(chain: _Chain, keys: ArrayLike, dim: int) -> tuple[NDArray[
     """`Reader.vectors` over a chain of deltas."""
     where, rows = chain.locate_many(keys)
     root = chain.root
-    out = np.full((len(rows), dim), np.nan, dtype=root.vectors.dtype)
+    dtype = np.result_type(*(c.vectors.dtype for c in [root, *chain.levels]))
+    out = np.full((len(rows), dim), np.nan, dtype=dtype)
     found = rows >= 0
     for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
         at = np.flatnonzero(found & (where == level))

@@ -229,7 +229,6 @@ class Store:
         self, base: str | None, delta: bool, pointer: PointerView | None, max_chain: int
     ) -> Reader | None:
         """The version a delta publish builds on, opened pinned; None for a full version."""
-        from sharedrec.reader import Reader
 
         if not isinstance(max_chain, int) or max_chain < 1:
             raise InvalidInput(f"max_chain must be a positive int; got {max_chain!r}")
@@ -252,7 +251,9 @@ class Store:
                 max_chain,
             )
             return None
-        return Reader(self.open_version(base, "lazy", manifest=manifest))
+        # A pinned reader with a lease: garbage collection keeps the base while the delta is
+        # written over it (the draft closes the reader when it is done).
+        return self.reader(base, pin=True, refresh_interval=None, verify="lazy")
 
     def compact(self, *, ref: str = "current", progress: ProgressMode = None) -> str:
         """Rewrite the version ``ref`` names as a full version, if it is a delta, and make it live.
@@ -655,7 +656,12 @@ class Store:
         return reader
 
     def open_version(
-        self, version_id: str, verify: VerifyLevel = "sizes", *, manifest: ManifestView | None = None
+        self,
+        version_id: str,
+        verify: VerifyLevel = "sizes",
+        *,
+        manifest: ManifestView | None = None,
+        _below: tuple[str, ...] | None = None,
     ) -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`).
 
@@ -669,10 +675,17 @@ class Store:
 
         if manifest is None or manifest.id != version_id:
             manifest = self._manifest_view(version_id)
+        below = _below or ()
         base = None
         if manifest.base is not None:  # a delta: open the versions it builds on first
+            if manifest.base in below or manifest.base == version_id or len(below) > _MAX_CHAIN_OPEN:
+                raise CorruptVersion(
+                    f"version {version_id} is a delta over {manifest.base}, which makes the chain "
+                    f"of deltas {' -> '.join([*below, version_id, manifest.base])} loop or run too "
+                    "long: republish the data in full"
+                )
             try:
-                base = self.open_version(manifest.base, verify)
+                base = self.open_version(manifest.base, verify, _below=(*below, version_id))
             except VersionNotFound as exc:
                 raise CorruptVersion(
                     f"version {version_id} is a delta over version {manifest.base}, which is gone "
@@ -971,6 +984,10 @@ class Store:
                 "finished (garbage collection removes it)"
             )
         return f"version {version_id} does not exist in {self.location}"
+
+
+_MAX_CHAIN_OPEN = 256
+"""Deltas a reader follows down a chain before it calls the chain damaged."""
 
 
 def _now() -> datetime:
