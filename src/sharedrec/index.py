@@ -318,9 +318,15 @@ class PartitionedIndex:
     def partition(self, key: object) -> int:
         """The partition ``key`` belongs to (raises `InvalidInput` for a key of the wrong type)."""
         if self.key_type == "int64":
-            if not isinstance(key, int | np.integer) or type(key) is bool:
-                raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
-            return splitmix64(int(key)) % self.n_parts
+            if type(key) is not int:  # the common case first: a plain int needs no checks
+                if not isinstance(key, int | np.integer) or type(key) is bool:
+                    raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
+                key = int(key)
+            # splitmix64(), inlined: this runs on every lookup of a partitioned collection.
+            z = key & _MASK64
+            z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+            z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+            return (z ^ (z >> 31)) % self.n_parts
         if not isinstance(key, str):
             raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
         return _blake2b_64(key.encode()) % self.n_parts
