@@ -90,6 +90,17 @@ def test_partition_hash_is_the_documented_one() -> None:
     assert sharedrec.partition_of(["alice"], 7).tolist() == [9933345172075899469 % 7]
 
 
+def test_single_key_partition_matches_the_batch_one() -> None:
+    from sharedrec.index import PartitionedIndex
+
+    index = PartitionedIndex("int64", [None] * 7, [0] * 7)
+    keys = [0, 1, -1, 2**63 - 1, -(2**63), 123456789, np.int64(-5), np.uint32(7)]
+    assert [index.partition(key) for key in keys] == sharedrec.partition_of(keys, 7).tolist()
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(InvalidInput, match="int64 keys"):
+            index.partition(bad)
+
+
 def test_handle_and_receipts_cross_process_boundaries(store: sharedrec.Store) -> None:
     handle = store.begin_publish(partitions=2, metadata={"run": 1})
     assert pickle.loads(pickle.dumps(handle)) == handle == PublishHandle.loads(handle.dumps())
