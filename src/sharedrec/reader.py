@@ -305,6 +305,16 @@ class _ChainedVectors:
         return target, row
 
 
+def _partitioned_index(spec: CollectionView, parts: Sequence[_Ranked | _Vectors | None]) -> PartitionedIndex:
+    """The index over the partitions of a collection (None for an empty partition)."""
+    assert spec.partitions is not None
+    return PartitionedIndex(
+        spec.key_type,
+        [part.index if part is not None else None for part in parts],
+        [part.count for part in spec.partitions.parts],
+    )
+
+
 class _PartitionedRanked:
     """A ranked collection split into partitions: a lookup goes to the key's partition."""
 
@@ -321,11 +331,7 @@ class _PartitionedRanked:
         self.name = name
         self.spec = spec
         self.parts = parts
-        self.index = PartitionedIndex(
-            spec.key_type,
-            [part.index if part is not None else None for part in parts],
-            [part.count for part in spec.partitions.parts],
-        )
+        self.index = _partitioned_index(spec, parts)
         self.default: RankedList | None = None
         if spec.default_length is not None:
             n = spec.default_length
@@ -353,11 +359,7 @@ class _PartitionedVectors:
         self.name = name
         self.spec = spec
         self.parts = parts
-        self.index = PartitionedIndex(
-            spec.key_type,
-            [part.index if part is not None else None for part in parts],
-            [part.count for part in spec.partitions.parts],
-        )
+        self.index = _partitioned_index(spec, parts)
 
 
 class OpenVersion:
