@@ -792,14 +792,9 @@ class Reader:
             if not hit.size:
                 continue
             # Partitions are written apart: each may be narrower than the collection.
-            cols = min(width, part.width)
-            part_items = np.empty((hit.size, cols), dtype=items.dtype)
-            part_scores = np.empty((hit.size, cols), dtype=scores.dtype)
-            plan = part.items.take(rows[hit], part_items)
-            part.scores.take(rows[hit], part_scores, plan)
             target = where[hit]
-            items[target, :cols] = part_items
-            scores[target, :cols] = part_scores
+            plan = _gather_into(part.items, rows[hit], target, items)
+            _gather_into(part.scores, rows[hit], target, scores, plan)
             found[target] = True
         return self._count_batch(col, items, scores, found)
 
@@ -903,9 +898,7 @@ class Reader:
             rows = part.index.find_many(sub)
             hit = np.flatnonzero(rows >= 0)
             if hit.size:
-                gathered = np.empty((hit.size, col.spec.width), dtype=out.dtype)
-                part.vectors.take(rows[hit], gathered)
-                out[where[hit]] = gathered
+                _gather_into(part.vectors, rows[hit], where[hit], out)
                 found[where[hit]] = True
         self._lookups += n
         self._misses += n - int(np.count_nonzero(found))
@@ -1215,14 +1208,23 @@ def _gather(
     return plan
 
 
-def _gather_level(
-    array: MappedArray, rows: NDArray[np.intp], at: NDArray[np.intp], out: NDArray[Any]
-) -> None:
-    """Copy ``rows`` of ``array`` into ``out[at]``, over as many leading columns as both have."""
+def _gather_into(
+    array: MappedArray,
+    rows: NDArray[np.intp],
+    at: NDArray[np.intp],
+    out: NDArray[Any],
+    plan: RowPlan | None = None,
+) -> RowPlan | None:
+    """Copy ``rows`` of ``array`` into ``out[at]``, over as many leading columns as both have.
+
+    For the levels of a delta chain and the partitions of a collection, which may be
+    narrower than the output. Returns the chunk plan, for the next array chunked alike.
+    """
     width = min(out.shape[1], array.n_cols)
     part = np.empty((len(rows), width), dtype=out.dtype)
-    array.take(rows, part)
+    plan = array.take(rows, part, plan)
     out[at, :width] = part
+    return plan
 
 
 def _chained_ranked(
@@ -1238,8 +1240,8 @@ def _chained_ranked(
     for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
         at = np.flatnonzero(found & (where == level))
         if at.size:
-            _gather_level(holder.items, rows[at], at, items)
-            _gather_level(holder.scores, rows[at], at, scores)
+            plan = _gather_into(holder.items, rows[at], at, items)
+            _gather_into(holder.scores, rows[at], at, scores, plan)
     return items, scores, found
 
 
@@ -1253,7 +1255,7 @@ def _chained_vectors(chain: _Chain, keys: ArrayLike, dim: int) -> tuple[NDArray[
     for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
         at = np.flatnonzero(found & (where == level))
         if at.size:
-            _gather_level(holder.vectors, rows[at], at, out)
+            _gather_into(holder.vectors, rows[at], at, out)
     return out, found
 
 
