@@ -41,7 +41,7 @@ from sharedrec._layout import MANIFEST, VERSIONS, validate_collection_name
 from sharedrec.errors import InvalidInput, PublishRejected
 from sharedrec.format import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
 from sharedrec.integrity import file_crc32
-from sharedrec.publish import chunk_rows, write_array, write_keys
+from sharedrec.publish import write_ranked_rows, write_vector_rows
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -213,18 +213,7 @@ class PublishHandle(_Model):
         width = ranked.items.shape[1]
 
         def write(group: Any) -> tuple[dict[str, ArraySpec], list[int]]:
-            arrays, fences, _, order = write_keys(group, key_data, self.chunk_bytes)
-            rows = chunk_rows(
-                [width * ranked.items.itemsize, width * ranked.scores.itemsize],
-                len(key_data),
-                self.chunk_bytes,
-            )
-            for name, data, chunk in (
-                ("items", ranked.items, rows),
-                ("scores", ranked.scores, rows),
-                ("lengths", ranked.lengths, None),
-            ):
-                arrays[name] = write_array(group, name, data, order, chunk, None, self.chunk_bytes)
+            arrays, fences, _ = write_ranked_rows(group, key_data, ranked, self.chunk_bytes)
             return arrays, fences
 
         return self._write(
@@ -255,9 +244,7 @@ class PublishHandle(_Model):
         dim = array.shape[1]
 
         def write(group: Any) -> tuple[dict[str, ArraySpec], list[int]]:
-            arrays, fences, _, order = write_keys(group, key_data, self.chunk_bytes)
-            rows = chunk_rows(dim * array.itemsize, len(key_data), self.chunk_bytes)
-            arrays["vectors"] = write_array(group, "vectors", array, order, rows, None, self.chunk_bytes)
+            arrays, fences, _ = write_vector_rows(group, key_data, array, self.chunk_bytes)
             return arrays, fences
 
         return self._write(

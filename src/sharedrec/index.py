@@ -33,6 +33,8 @@ __all__ = [
     "IntIndex",
     "PartitionedIndex",
     "StrIndex",
+    "decode_keys",
+    "encode_keys",
     "hash_keys",
     "partition_hash",
     "partitions_of",
@@ -56,6 +58,23 @@ KEY_HASHES: dict[str, Callable[[bytes], int]] = {"blake2b-64": _blake2b_64}
 """Hash functions for string keys, by the name recorded in the manifest."""
 
 DEFAULT_KEY_HASH = "blake2b-64"
+
+
+def encode_keys(keys: Sequence[bytes]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
+    """UTF-8 keys as stored: ``(start, stop)`` spans into one byte array (a NUL when empty)."""
+    sizes = np.fromiter((len(key) for key in keys), dtype=np.int64, count=len(keys))
+    stops = np.cumsum(sizes)
+    spans = np.stack([stops - sizes, stops], axis=1)
+    return spans, np.frombuffer(b"".join(keys) or b"\0", dtype=np.uint8)
+
+
+def decode_keys(spans: MappedArray, key_bytes: MappedArray, n: int) -> list[str]:
+    """The first ``n`` keys stored by `encode_keys()`, read from mapped arrays."""
+    if not n:
+        return []
+    pairs = np.concatenate([spans.chunk(c) for c in range(spans.n_chunks)])[:n]
+    blob = key_bytes.span(0, int(pairs[:, 1].max())).tobytes()
+    return [blob[start:stop].decode() for start, stop in pairs.tolist()]
 
 
 def hash_keys(keys: Sequence[bytes], name: str) -> NDArray[np.uint64]:
@@ -218,9 +237,7 @@ class StrIndex:
 
     def all_keys(self) -> list[str]:
         """Every key, in stored (hash) order: reads and decodes the whole key index."""
-        spans = np.concatenate([self._spans.chunk(c) for c in range(self._spans.n_chunks)])[: self._n]
-        blob = self._bytes.span(0, int(spans[:, 1].max())).tobytes() if self._n else b""
-        return [blob[start:stop].decode() for start, stop in spans.tolist()]
+        return decode_keys(self._spans, self._bytes, self._n)
 
     def key_at(self, row: int) -> str:
         """The key stored at ``row`` (rows are in hash order)."""

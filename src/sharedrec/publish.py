@@ -246,15 +246,12 @@ class Draft:
             arrays.update(self._write_removed(group, gone))
             removed = len(gone)
         if len(stored):
-            key_arrays, fences, key_hash, order = self._write_keys(group, stored)
-            arrays.update(key_arrays)
-            row_bytes = [width * ranked.items.itemsize, width * ranked.scores.itemsize]
-            rows = chunk_rows(row_bytes, len(stored), self._chunk_bytes)
             nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
             with self._reporter.task(f"{name}: lists", nbytes) as task:
-                arrays["items"] = self._write_array(group, "items", ranked.items, order, rows, task)
-                arrays["scores"] = self._write_array(group, "scores", ranked.scores, order, rows, task)
-                arrays["lengths"] = self._write_array(group, "lengths", ranked.lengths, order, None, task)
+                row_arrays, fences, key_hash = write_ranked_rows(
+                    group, stored, ranked, self._chunk_bytes, task
+                )
+            arrays.update(row_arrays)
         default_length = None
         if default_arrays is not None:
             d_items = default_arrays[0].astype(ranked.items.dtype)
@@ -311,11 +308,11 @@ class Draft:
             arrays.update(self._write_removed(group, gone))
             removed = len(gone)
         if len(stored):
-            key_arrays, fences, key_hash, order = self._write_keys(group, stored)
-            arrays.update(key_arrays)
-            rows = chunk_rows(array.shape[1] * array.itemsize, len(stored), self._chunk_bytes)
             with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
-                arrays["vectors"] = self._write_array(group, "vectors", array, order, rows, task)
+                row_arrays, fences, key_hash = write_vector_rows(
+                    group, stored, array, self._chunk_bytes, task
+                )
+            arrays.update(row_arrays)
         spec = CollectionSpec(
             kind="vectors",
             key_type=key_data.kind,
@@ -386,11 +383,7 @@ class Draft:
         if not gone:
             return {}
         if isinstance(gone[0], str):
-            encoded = [key.encode() for key in gone]
-            sizes = np.fromiter((len(key) for key in encoded), dtype=np.int64, count=len(encoded))
-            stops = np.cumsum(sizes)
-            spans = np.stack([stops - sizes, stops], axis=1)
-            blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+            spans, blob = index.encode_keys([key.encode() for key in gone])
             return {
                 "removed_spans": self._write_array(group, "removed_spans", spans, None, None, None),
                 "removed_bytes": self._write_array(group, "removed_bytes", blob, None, None, None),
@@ -432,11 +425,6 @@ class Draft:
         if name in self._collections:
             raise InvalidInput(f"collection {name!r} was already added to this version")
         return name
-
-    def _write_keys(
-        self, group: Any, keys: _validate.Keys
-    ) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
-        return write_keys(group, keys, self._chunk_bytes)
 
     def _write_array(
         self,
@@ -556,6 +544,32 @@ class Draft:
         move_pointer(self._backend, self._pointer_path, manifest, self._parent, self._parent_raw)
 
 
+def write_ranked_rows(
+    group: Any, keys: _validate.Keys, ranked: _validate.Ranked, chunk_bytes: int, task: Any = None
+) -> tuple[dict[str, ArraySpec], list[int], str | None]:
+    """Write the key index and the lists of ranked rows; items and scores are chunked alike.
+
+    Returns the array specs, the key fences and the key hash name.
+    """
+    arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
+    width = ranked.items.shape[1]
+    rows = chunk_rows([width * ranked.items.itemsize, width * ranked.scores.itemsize], len(keys), chunk_bytes)
+    arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
+    arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
+    arrays["lengths"] = write_array(group, "lengths", ranked.lengths, order, None, task, chunk_bytes)
+    return arrays, fences, key_hash
+
+
+def write_vector_rows(
+    group: Any, keys: _validate.Keys, vectors: NDArray[Any], chunk_bytes: int, task: Any = None
+) -> tuple[dict[str, ArraySpec], list[int], str | None]:
+    """Write the key index and the vectors of rows; returns specs, fences and hash name."""
+    arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
+    rows = chunk_rows(vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes)
+    arrays["vectors"] = write_array(group, "vectors", vectors, order, rows, task, chunk_bytes)
+    return arrays, fences, key_hash
+
+
 def write_keys(
     group: Any, keys: _validate.Keys, chunk_bytes: int
 ) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
@@ -581,11 +595,7 @@ def write_keys(
         hashes = index.hash_keys(keys.encoded, key_hash)
         order = np.argsort(hashes, kind="stable")
         sorted_hashes = hashes[order]
-        encoded = [keys.encoded[i] for i in order.tolist()]
-        sizes = np.fromiter((len(key) for key in encoded), dtype=np.int64, count=len(encoded))
-        stops = np.cumsum(sizes)
-        spans = np.stack([stops - sizes, stops], axis=1)
-        blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+        spans, blob = index.encode_keys([keys.encoded[i] for i in order.tolist()])
         rows = chunk_rows(8, len(keys), chunk_bytes)
         arrays["key_hash"] = write_array(group, "key_hash", sorted_hashes, None, rows, None, chunk_bytes)
         arrays["key_spans"] = write_array(group, "key_spans", spans, None, None, None, chunk_bytes)

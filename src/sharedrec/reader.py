@@ -30,7 +30,7 @@ from sharedrec.errors import (
     UnknownCollection,
     VersionGone,
 )
-from sharedrec.index import KEY_HASHES, IntIndex, PartitionedIndex, StrIndex
+from sharedrec.index import KEY_HASHES, IntIndex, PartitionedIndex, StrIndex, decode_keys
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -1277,10 +1277,7 @@ def _removed_keys(
         return array.span(0, array.n_rows).tolist()  # type: ignore[no-any-return]
     _require(name, spec.arrays, ("removed_spans", "removed_bytes"), where)
     spans = arrays["removed_spans"]
-    blob = arrays["removed_bytes"]
-    pairs = np.concatenate([spans.chunk(c) for c in range(spans.n_chunks)])[: spans.n_rows]
-    data = blob.span(0, blob.n_rows).tobytes()
-    return [data[start:stop].decode() for start, stop in pairs.tolist()]
+    return decode_keys(spans, arrays["removed_bytes"], spans.n_rows)
 
 
 def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], root: str) -> None:
