@@ -98,8 +98,7 @@ def _collection(old: Reader, new: Reader, name: str, kind: str, k: int) -> Colle
         ib, sb, _ = new.get_many(name, batch)
         width = max(ia.shape[1], ib.shape[1])
         ia, sa, ib, sb = (_pad(x, width) for x in (ia, sa, ib, sb))
-        differs = (ia != ib) | ((sa != sb) & ~(np.isnan(sa) & np.isnan(sb)))
-        rows = differs.any(axis=1)
+        rows = ~(rows_equal(ia, ib) & rows_equal(sa, sb))
         changed += int(rows.sum())
         if rows.any():
             overlaps.append(_overlap(ia[rows, :k], ib[rows, :k]))
@@ -120,6 +119,20 @@ def _collection(old: Reader, new: Reader, name: str, kind: str, k: int) -> Colle
         added_sample=list(added[:_SAMPLE]),
         removed_sample=list(removed[:_SAMPLE]),
     )
+
+
+def rows_equal(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.bool_]:
+    """Row by row, whether two padded arrays hold the same values (NaN equals NaN).
+
+    The narrower array is padded to the wider one's width first (-1 items, NaN scores),
+    so lists of different stored widths compare by their content.
+    """
+    width = max(old.shape[1], new.shape[1])
+    old, new = _pad(old, width), _pad(new, width)
+    equal = old == new
+    if old.dtype.kind == "f":
+        equal |= np.isnan(old) & np.isnan(new)
+    return equal.all(axis=1)  # type: ignore[no-any-return]
 
 
 def _pad(array: NDArray[Any], width: int) -> NDArray[Any]:

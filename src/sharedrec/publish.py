@@ -25,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from sharedrec import _validate, index
 from sharedrec._progress import Reporter
 from sharedrec.backends.base import Backend, PointerMoved
+from sharedrec.diff import rows_equal
 from sharedrec.errors import ConcurrentPublishError, InvalidInput, PublishRejected, SharedrecError
 from sharedrec.format import (
     CHUNK_TARGET_BYTES,
@@ -364,10 +365,10 @@ class Draft:
         with self._reporter.task(f"{name}: compare with {base.version}", len(keys)) as task:
             if scores is None:
                 old_rows, found = base.vectors(name, query)
-                same = found & _rows_equal(old_rows, rows)
+                same = found & rows_equal(old_rows, rows)
             else:
                 old_items, old_scores, found = base.get_many(name, query)
-                same = found & _rows_equal(old_items, rows) & _rows_equal(old_scores, scores)
+                same = found & rows_equal(old_items, rows) & rows_equal(old_scores, scores)
             task.advance(len(keys))
         old_keys = base._all_keys(name)
         if keys.ints is not None:
@@ -719,20 +720,6 @@ def _take_keys(keys: _validate.Keys, mask: NDArray[np.bool_]) -> _validate.Keys:
     return _validate.Keys(
         "str", None, [key for key, keep in zip(keys.encoded, mask.tolist(), strict=True) if keep]
     )
-
-
-def _rows_equal(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.bool_]:
-    """Row by row, whether two padded arrays hold the same values (NaN equals NaN)."""
-    width = max(old.shape[1], new.shape[1])
-    if old.shape[1] < width or new.shape[1] < width:
-        # A shorter stored width is padding: compare over the wider one, padded alike.
-        pad: Any = np.nan if old.dtype.kind == "f" else _validate.ITEM_PAD
-        old = np.pad(old, ((0, 0), (0, width - old.shape[1])), constant_values=pad)
-        new = np.pad(new, ((0, 0), (0, width - new.shape[1])), constant_values=pad)
-    equal = old == new
-    if old.dtype.kind == "f":
-        equal |= np.isnan(old) & np.isnan(new)
-    return equal.all(axis=1)  # type: ignore[no-any-return]
 
 
 def _pointer_version(raw: bytes | None) -> str:
