@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from sharedrec._keys import int_keys, str_keys
 from sharedrec.errors import InvalidInput
 
 __all__ = ["Keys", "Ranked", "normalize_keys", "normalize_ranked", "normalize_vectors"]
@@ -50,7 +51,11 @@ class Ranked:
 
 
 def normalize_keys(collection: str, keys: object, *, unique: bool = True) -> Keys:
-    """Check keys: 1-D, non-empty, all int64 or all str, no duplicates (unless not ``unique``)."""
+    """Check keys: 1-D, non-empty, all int64 or all str, no duplicates (unless not ``unique``).
+
+    Keys are read as lookups read them (`sharedrec._keys`): integers of any numpy dtype by
+    exact value, never bools; str keys must have a UTF-8 form.
+    """
     where = f"collection {collection!r}: keys"
     if isinstance(keys, str | bytes):
         raise InvalidInput(f"{where} must be a sequence of keys, not a single {type(keys).__name__}")
@@ -63,35 +68,51 @@ def normalize_keys(collection: str, keys: object, *, unique: bool = True) -> Key
                 f"{where} must be integers (stored as int64) or str, not a mix; found "
                 f"{type(odd).__name__} {odd!r} among str keys"
             )
-        return _str_keys(where, list(keys), unique)
-    array = keys if isinstance(keys, np.ndarray) else np.asarray(keys)
-    if array.ndim != 1:
-        raise InvalidInput(f"{where} must be 1-D; got shape {array.shape}")
-    if array.size == 0:
+        return _str_keys(where, keys, unique)
+    if not isinstance(keys, Sequence | np.ndarray):
+        keys = np.asarray(keys)
+    if isinstance(keys, np.ndarray):
+        if keys.ndim != 1:
+            raise InvalidInput(f"{where} must be 1-D; got shape {keys.shape}")
+        if keys.dtype.kind == "U" or (
+            keys.dtype.kind == "O" and keys.size and all(isinstance(key, str) for key in keys.tolist())
+        ):
+            return _str_keys(where, keys, unique)
+    ints, outside = int_keys(keys, where, "integers (stored as int64) or str")
+    if ints.size == 0:
         raise InvalidInput(f"{where} are empty: a collection needs at least one key")
-    if array.dtype.kind in "iu":
-        if array.dtype.kind == "u" and int(array.max()) > np.iinfo(np.int64).max:
-            raise InvalidInput(f"{where} exceed the int64 range (max {int(array.max())})")
-        ints = array.astype("<i8", copy=False)
-        if not unique:
-            return Keys("int64", ints, None)
-        ordered = np.sort(ints)
-        dup = np.flatnonzero(ordered[1:] == ordered[:-1])
-        if dup.size:
-            raise InvalidInput(
-                f"{where} contain duplicates ({dup.size} repeated, first {int(ordered[dup[0]])}): "
-                "each key may appear once"
-            )
+    if outside is not None:
+        first = int(np.flatnonzero(outside)[0])
+        raise InvalidInput(
+            f"{where} exceed the int64 range ({int(outside.sum())} of them, first "
+            f"{_at(keys, first)!r} at row {first})"
+        )
+    if not unique:
         return Keys("int64", ints, None)
-    if array.dtype.kind == "U" or (
-        array.dtype.kind == "O" and all(isinstance(key, str) for key in array.tolist())
-    ):
-        return _str_keys(where, array.tolist(), unique)
-    raise InvalidInput(f"{where} must be integers (stored as int64) or str; got dtype {array.dtype}")
+    ordered = np.sort(ints)
+    dup = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if dup.size:
+        raise InvalidInput(
+            f"{where} contain duplicates ({dup.size} repeated, first {int(ordered[dup[0]])}): "
+            "each key may appear once"
+        )
+    return Keys("int64", ints, None)
 
 
-def _str_keys(where: str, text: list[str], unique: bool = True) -> Keys:
-    encoded = [key.encode() for key in text]
+def _at(keys: object, row: int) -> int:
+    value: Any = keys[row] if isinstance(keys, Sequence | np.ndarray) else None
+    return int(value)
+
+
+def _str_keys(where: str, keys: object, unique: bool = True) -> Keys:
+    _, maybe = str_keys(keys, where, "all str")
+    if None in maybe:
+        row = maybe.index(None)
+        raise InvalidInput(
+            f"{where}: row {row} is not valid text (it holds a lone surrogate, which has no UTF-8 "
+            "form); decode the source with errors='replace' or drop the key"
+        )
+    encoded: list[bytes] = maybe  # type: ignore[assignment]  # no None left
     if unique and len(set(encoded)) != len(encoded):
         seen: set[bytes] = set()
         first = next(key for key in encoded if key in seen or seen.add(key))  # type: ignore[func-returns-value]

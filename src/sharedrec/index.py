@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sharedrec._keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
 from sharedrec._mmap import MappedArray
-from sharedrec.errors import InvalidInput
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -173,13 +173,13 @@ class IntIndex:
         self._n = keys.n_rows
 
     def find(self, key: object) -> int:
-        """The row of ``key``, or -1 when it is absent."""
-        if not isinstance(key, int | np.integer) or type(key) is bool:
-            raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
-        try:
+        """The row of ``key``, or -1 when it is absent (see `sharedrec._keys`)."""
+        if type(key) is not int:  # the common case first: a plain int needs no conversion
+            key = int_key(key)
+        # numpy would compare a value outside int64 as a float, equal to a stored neighbour.
+        if INT64_MIN <= key <= INT64_MAX:
             return self._sorted.find(key)
-        except OverflowError:  # outside int64: cannot be stored
-            return -1
+        return -1
 
     def all_keys(self) -> NDArray[np.int64]:
         """Every key, in stored (sorted) order: reads the whole key array."""
@@ -192,11 +192,13 @@ class IntIndex:
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent)."""
-        query = _int_query(keys)
+        query, outside = int_keys(keys)
         rows = self._sorted.lower_bounds(query)
         inside = rows < self._n
         hit = np.zeros(len(query), dtype=bool)
         hit[inside] = self._sorted.values(rows[inside]) == query[inside]
+        if outside is not None:
+            hit &= ~outside
         return np.where(hit, rows, -1)
 
 
@@ -221,10 +223,10 @@ class StrIndex:
         self._hash = KEY_HASHES[hash_name]
 
     def find(self, key: object) -> int:
-        """The row of ``key``, or -1 when it is absent."""
-        if not isinstance(key, str):
-            raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
-        data = key.encode()
+        """The row of ``key``, or -1 when it is absent (see `sharedrec._keys`)."""
+        data = str_key(key)
+        if data is None:
+            return -1
         digest = self._hash(data)
         row = self._sorted.lower_bound(np.uint64(digest))
         # Every row with the same hash is a candidate; only equal bytes are a match.
@@ -246,20 +248,18 @@ class StrIndex:
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent), hashed one by one and searched at once."""
-        if isinstance(keys, str | bytes) or not hasattr(keys, "__len__"):
-            raise InvalidInput("keys must be a sequence of str for a str-keyed collection")
-        listed = list(keys)  # type: ignore[call-overload]
-        for key in listed:
-            if not isinstance(key, str):
-                raise InvalidInput(
-                    "keys must be a sequence of str for a str-keyed collection; "
-                    f"got {type(key).__name__} {key!r}"
-                )
-        encoded = [key.encode() for key in listed]
-        digests = np.fromiter((self._hash(data) for data in encoded), dtype=np.uint64, count=len(encoded))
+        listed, encoded = str_keys(keys)
+        digests = np.fromiter(
+            (self._hash(data) if data is not None else 0 for data in encoded),
+            dtype=np.uint64,
+            count=len(encoded),
+        )
         rows = self._sorted.lower_bounds(digests)
         out = np.full(len(rows), -1, dtype=np.intp)
-        candidates = np.flatnonzero(rows < self._n)
+        searched = rows < self._n
+        if None in encoded:  # keys with no UTF-8 form were never stored
+            searched &= np.fromiter((data is not None for data in encoded), dtype=bool, count=len(encoded))
+        candidates = np.flatnonzero(searched)
         same = self._sorted.values(rows[candidates]) == digests[candidates]
         candidates = candidates[same]
         spans = np.empty((len(candidates), 2), dtype=np.int64)
@@ -267,6 +267,7 @@ class StrIndex:
         span = self._bytes.span
         for position, (start, stop) in zip(candidates.tolist(), spans.tolist(), strict=True):
             data = encoded[position]
+            assert data is not None
             if stop - start == len(data) and span(start, stop).tobytes() == data:
                 out[position] = rows[position]
             else:  # another key with the same hash comes first: search the run of equal hashes
@@ -333,20 +334,21 @@ class PartitionedIndex:
         self._starts = np.asarray(self._offsets[:-1], dtype=np.int64)
 
     def partition(self, key: object) -> int:
-        """The partition ``key`` belongs to (raises `InvalidInput` for a key of the wrong type)."""
+        """The partition ``key`` belongs to (raises `InvalidInput` for a key of the wrong type).
+
+        A key that can never be stored (outside int64, or a str with no UTF-8 form) gets some
+        partition, whose index then does not find it.
+        """
         if self.key_type == "int64":
             if type(key) is not int:  # the common case first: a plain int needs no checks
-                if not isinstance(key, int | np.integer) or type(key) is bool:
-                    raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
-                key = int(key)
+                key = int_key(key)
             # splitmix64(), inlined: this runs on every lookup of a partitioned collection.
             z = key & _MASK64
             z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
             z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
             return (z ^ (z >> 31)) % self.n_parts
-        if not isinstance(key, str):
-            raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
-        return _blake2b_64(key.encode()) % self.n_parts
+        data = str_key(key)
+        return _blake2b_64(data) % self.n_parts if data is not None else 0
 
     def locate(self, row: int) -> tuple[int, int]:
         """``(partition, row within it)`` of a global row."""
@@ -364,25 +366,27 @@ class PartitionedIndex:
         """Split a batch of keys by partition: ``(n, [(partition, positions, keys), ...])``.
 
         Only partitions that hold keys and are asked for appear; ``positions`` index the batch.
+        Keys that can never be stored (outside int64, or a str with no UTF-8 form) are in no group.
         """
+        never: NDArray[np.bool_] | None
         if self.key_type == "int64":
-            query = _int_query(keys)
+            query, never = int_keys(keys)
             parts = partitions_of(query, self.n_parts)
             select: Callable[[NDArray[np.intp]], Any] = query.__getitem__
         else:
-            if isinstance(keys, str | bytes) or not isinstance(keys, Sequence | np.ndarray):
-                raise InvalidInput("keys must be a sequence of str for a str-keyed collection")
-            text = list(keys)
-            for key in text:
-                if not isinstance(key, str):
-                    raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
-            parts = partitions_of([key.encode() for key in text], self.n_parts)
+            text, encoded = str_keys(keys)
+            never = None
+            if None in encoded:
+                never = np.fromiter((data is None for data in encoded), dtype=bool, count=len(encoded))
+            parts = partitions_of([data or b"" for data in encoded], self.n_parts)
 
             def select(where: NDArray[np.intp]) -> Any:
                 return [text[i] for i in where.tolist()]
 
+        if never is not None:
+            parts[never] = self.n_parts  # one more group, after the last partition, never served
         order = np.argsort(parts, kind="stable")
-        bounds = np.cumsum(np.bincount(parts, minlength=self.n_parts)).tolist()
+        bounds = np.cumsum(np.bincount(parts, minlength=self.n_parts)).tolist()[: self.n_parts]
         out = []
         start = 0
         for part, stop in enumerate(bounds):
@@ -416,15 +420,3 @@ class PartitionedIndex:
         if self.key_type == "int64":
             return np.concatenate(keys) if keys else np.empty(0, dtype=np.int64)
         return [key for part in keys for key in part]
-
-
-def _int_query(keys: object) -> NDArray[np.int64]:
-    query = np.asarray(keys)
-    if query.ndim != 1 or (query.dtype.kind not in "iu" and query.size):
-        raise InvalidInput(
-            f"keys must be a 1-D sequence of integers for an int64 collection; got "
-            f"dtype {query.dtype} with shape {query.shape}"
-        )
-    if query.dtype.kind == "u" and query.size and int(query.max()) > np.iinfo(np.int64).max:
-        raise InvalidInput("keys larger than the int64 range cannot be looked up")
-    return query.astype(np.int64, copy=False)

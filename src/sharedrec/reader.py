@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from sharedrec._keys import int_key, int_keys, str_key, str_keys
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
 from sharedrec._spec import CollectionView, ManifestView, PartView
 from sharedrec.errors import (
@@ -212,10 +213,10 @@ class _Chain:
     def locate(self, key: object) -> tuple[Any, int]:
         """The collection holding ``key`` and its row there (-1 when absent)."""
         if self.str_keys:
-            if not isinstance(key, str):
-                raise InvalidInput(f"this collection has str keys; got {type(key).__name__} {key!r}")
-        elif not isinstance(key, int | np.integer) or type(key) is bool:
-            raise InvalidInput(f"this collection has int64 keys; got {type(key).__name__} {key!r}")
+            if type(key) is not str:
+                str_key(key)  # refuses a key of another type
+        elif type(key) is not int:
+            key = int_key(key)  # the dict holds Python ints: compare by exact value
         code = self.lookup.get(key)
         if code is None:
             return self.root, self.root.index.find(key)
@@ -225,16 +226,20 @@ class _Chain:
 
     def locate_many(self, keys: ArrayLike) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """``(where, rows)`` of many keys: ``where`` is a level, `_ROOT` or `_REMOVED`."""
-        rows = self.root.index.find_many(keys)  # also checks the keys' types
         if self.str_keys:
-            listed: Sequence[Any] = keys  # type: ignore[assignment]  # find_many checked: str keys
+            listed, _ = str_keys(keys)
+            rows = self.root.index.find_many(listed)
             codes = np.fromiter((self.lookup.get(key, _UNTOUCHED) for key in listed), np.int64, len(rows))
         else:
-            query = np.asarray(keys).astype(np.int64, copy=False)
+            query, outside = int_keys(keys)
+            rows = self.root.index.find_many(query)
             ordered, ordered_codes = self._sorted_lookup()
             at = np.minimum(np.searchsorted(ordered, query), max(0, len(ordered) - 1))
             hit = ordered[at] == query if len(ordered) else np.zeros(len(query), bool)
             codes = np.where(hit, ordered_codes[at] if len(ordered) else 0, _UNTOUCHED)
+            if outside is not None:  # their entries in ``query`` stand for no key
+                rows[outside] = -1
+                codes[outside] = _UNTOUCHED
         where = np.full(len(rows), _ROOT, dtype=np.intp)
         touched = codes != _UNTOUCHED
         where[touched & (codes < 0)] = _REMOVED
@@ -1108,6 +1113,8 @@ class Reader:
             try:
                 holder, row = fallback.locate(fallback_key)
             except InvalidInput:  # a key of the other type: only its default or single list
+                if isinstance(fallback_key, bool | np.bool_):  # a key for no collection at all
+                    raise
                 row = -1
             if row < 0 and fallback.single:
                 holder, row = fallback, 0
