@@ -267,7 +267,7 @@ def test_a_dtype_change_is_written_in_full(tmp_path: Path) -> None:
 def test_inherited_collections_keep_their_fallbacks(tmp_path: Path) -> None:
     store = sharedrec.open(tmp_path / "store")
     with store.publish() as draft:
-        draft.add_ranked("popular", [0], [[9, 8]], [[1.0, 0.5]])
+        draft.add_ranked("popular", [0], [[9, 8]], [[1.0, 0.5]], serve_to_all=True)
         draft.add_ranked("home", [1, 2], [[1], [2]], [[1.0], [1.0]], fallbacks=["popular"])
     # "popular" becomes a vectors collection: "home", inherited, would name a fallback that
     # is no longer ranked, so the publish is refused before anything is committed.

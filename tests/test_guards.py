@@ -135,7 +135,7 @@ def test_fallback_chain(store: sharedrec.Store) -> None:
             "home", [1, 2], [[10, 11], [20, 21]], [[2.0, 1.0]] * 2, fallbacks=["by_country", "popular"]
         )
         draft.add_ranked("by_country", ["DE", "FR"], [[30, 31], [40, 41]], [[2.0, 1.0]] * 2)
-        draft.add_ranked("popular", ["all"], [[50, 51, 52]], [[3.0, 2.0, 1.0]])
+        draft.add_ranked("popular", ["all"], [[50, 51, 52]], [[3.0, 2.0, 1.0]], serve_to_all=True)
         draft.add_ranked("plain", [1], [[1]], [[1.0]], default=([9], [1.0]))
     reader = store.reader()
     own = reader.get("home", 1)

@@ -35,7 +35,7 @@ def manifest_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     data = make_ranked(300, 7, seed=3)
     words = make_ranked(50, 4, str_keys=True, seed=4)
     with store.publish(chunk_bytes=4096, metadata={"model": "als", "n": [1, 2]}) as draft:
-        draft.add_ranked("popular", [0], data.items[:1], data.scores[:1])
+        draft.add_ranked("popular", [0], data.items[:1], data.scores[:1], serve_to_all=True)
         draft.add_ranked(
             "home", data.keys, data.items, data.scores, default=([5], [1.0]), fallbacks=["popular"]
         )
@@ -111,6 +111,8 @@ def _mutations() -> st.SearchStrategy[tuple[list[str], object]]:
             ["collections", "home", "width"],
             ["collections", "home", "key_fences"],
             ["collections", "home", "fallbacks"],
+            ["collections", "home", "serve_to_all"],
+            ["collections", "popular", "serve_to_all"],
             ["collections", "home", "default_length"],
             ["collections", "home", "arrays", "items", "shape"],
             ["collections", "home", "arrays", "items", "chunks"],

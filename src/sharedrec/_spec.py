@@ -138,6 +138,7 @@ class CollectionView(_View):
         "min_length",
         "partitions",
         "removed",
+        "serve_to_all",
         "width",
     )
     kind: str
@@ -151,6 +152,7 @@ class CollectionView(_View):
     default_length: int | None
     empty_lists: int
     fallbacks: list[str]
+    serve_to_all: bool
     delta: bool
     removed: int
     arrays: dict[str, ArrayView]
@@ -332,6 +334,7 @@ _COLLECTION_OPTIONAL = (
     "default_length",
     "empty_lists",
     "fallbacks",
+    "serve_to_all",
     "delta",
     "removed",
     "partitions",
@@ -390,10 +393,18 @@ def _collection(raw: object, field: str) -> CollectionView:
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
     width = _int(obj["width"], f"{field}.width", 1, _MAX_WIDTH)
     _check_width(arrays, width, field)
+    kind = _literal(obj["kind"], f"{field}.kind", "ranked", "vectors")
+    count = _int(obj["count"], f"{field}.count", 1)
+    serve_to_all = _bool(obj.get("serve_to_all", False), f"{field}.serve_to_all")
+    if serve_to_all and (kind != "ranked" or count != 1):
+        raise _Bad(
+            f"{field}.serve_to_all is true for a {kind} collection of {count} keys; only a ranked "
+            "collection of one key serves its list to every key"
+        )
     return CollectionView(
-        kind=_literal(obj["kind"], f"{field}.kind", "ranked", "vectors"),
+        kind=kind,
         key_type=_literal(obj["key_type"], f"{field}.key_type", "int64", "str"),
-        count=_int(obj["count"], f"{field}.count", 1),
+        count=count,
         key_hash=_optional(_str)(obj.get("key_hash"), f"{field}.key_hash"),
         key_fences=_list(obj["key_fences"], f"{field}.key_fences", lambda v, f: _int(v, f, -(2**63), 2**64)),
         width=width,
@@ -402,6 +413,7 @@ def _collection(raw: object, field: str) -> CollectionView:
         default_length=_optional(_int)(obj.get("default_length"), f"{field}.default_length"),
         empty_lists=_int(obj.get("empty_lists", 0), f"{field}.empty_lists"),
         fallbacks=_list(obj.get("fallbacks", []), f"{field}.fallbacks", _str),
+        serve_to_all=serve_to_all,
         delta=_bool(obj.get("delta", False), f"{field}.delta"),
         removed=_int(obj.get("removed", 0), f"{field}.removed"),
         arrays=arrays,

@@ -19,7 +19,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, model_validator
 
 from sharedrec._layout import (
     CHECKSUM,
@@ -141,6 +141,12 @@ class CollectionSpec(_Model):
     fallbacks: list[str] = Field(
         default_factory=list, description="ranked collections tried in order for an unknown key"
     )
+    serve_to_all: bool = Field(
+        default=False,
+        description="a ranked collection of one key whose list, as a fallback, serves every key "
+        "(published with serve_to_all=True; a collection that merely holds one key serves only it); "
+        "written only when true",
+    )
     delta: bool = Field(
         default=False,
         description="the arrays hold only the keys added or changed since the same collection of "
@@ -153,6 +159,15 @@ class CollectionSpec(_Model):
         description="absent for a collection stored whole; else its partitions, each with its own key "
         "index and arrays (``arrays`` then holds only the collection-wide default list)",
     )
+
+    @model_validator(mode="after")
+    def _one_list_for_all(self) -> CollectionSpec:
+        if self.serve_to_all and (self.kind != "ranked" or self.count != 1):
+            raise ValueError(
+                f"serve_to_all is true for a {self.kind} collection of {self.count} keys; "
+                "only a ranked collection of one key serves its list to every key"
+            )
+        return self
 
 
 class FileEntry(_Model):
@@ -198,10 +213,17 @@ class Manifest(_Model):
         return data
 
     def _unwritten(self) -> dict[str, Any]:
-        # A collection stored whole has no ``partitions`` field at all: the format of
-        # unpartitioned collections stays byte for byte what it always was.
-        whole = {name: {"partitions"} for name, spec in self.collections.items() if spec.partitions is None}
-        return {"collections": whole} if whole else {}
+        # A collection stored whole has no ``partitions`` field at all, and one that does not
+        # serve its list to every key no ``serve_to_all``: the format of the collections that
+        # use neither stays byte for byte what it always was.
+        unwritten: dict[str, set[str]] = {}
+        for name, spec in self.collections.items():
+            fields = {"partitions"} if spec.partitions is None else set()
+            if not spec.serve_to_all:
+                fields.add("serve_to_all")
+            if fields:
+                unwritten[name] = fields
+        return {"collections": unwritten} if unwritten else {}
 
     @classmethod
     def loads(cls, data: bytes, where: str) -> Manifest:

@@ -196,6 +196,7 @@ class Draft:
         top_k: int | None = None,
         default: tuple[ArrayLike, ArrayLike] | None = None,
         fallbacks: Sequence[str] = (),
+        serve_to_all: bool = False,
     ) -> CollectionSpec:
         """Add a collection of ranked lists: key -> items in descending score order.
 
@@ -214,6 +215,10 @@ class Draft:
             default: ``(items, scores)`` served by `get()` for unknown keys.
             fallbacks: Ranked collections of this version tried in order for a key that
                 is absent here (e.g. ``["by_segment", "popular"]``), before ``default``.
+            serve_to_all: This collection holds one list (``keys`` has exactly one key)
+                that it serves, as a fallback, to every key, e.g. a list of popular items.
+                Without it a fallback collection serves only the keys it holds, even when
+                it holds one.
 
         Returns:
             The collection's manifest entry.
@@ -226,6 +231,15 @@ class Draft:
         if name in fallback_names:
             raise InvalidInput(f"collection {name!r} cannot be its own fallback")
         key_data = _validate.normalize_keys(name, keys)
+        if type(serve_to_all) is not bool:
+            raise InvalidInput(
+                f"collection {name!r}: serve_to_all must be True or False; got {serve_to_all!r}"
+            )
+        if serve_to_all and len(key_data) != 1:
+            raise InvalidInput(
+                f"collection {name!r}: serve_to_all=True needs exactly one key, whose list is served "
+                f"to every key; got {len(key_data)} keys"
+            )
         ranked = _validate.normalize_ranked(
             name, key_data, items, scores, lengths=lengths, pad=pad, sort=sort, top_k=top_k
         )
@@ -272,6 +286,7 @@ class Draft:
             default_length=default_length,
             empty_lists=int(np.count_nonzero(full.lengths == 0)),
             fallbacks=fallback_names,
+            serve_to_all=serve_to_all,
             delta=changes is not None,
             removed=removed,
             arrays=arrays,

@@ -132,7 +132,7 @@ class _Ranked:
             self.default = RankedList(
                 arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
             )
-        self.single = spec.count == 1
+        self.single = spec.serve_to_all  # declared at publish, never inferred from the count
         self.chain: _Chain | None = None
 
     def locate(self, key: object) -> tuple[_Ranked, int]:
@@ -282,7 +282,7 @@ class _ChainedRanked:
         self.spec = spec
         self.chain = chain
         self.default = default
-        self.single = spec.count == 1
+        self.single = spec.serve_to_all  # declared at publish, never inferred from the count
 
     def locate(self, key: object) -> tuple[_Ranked, int]:
         target, row = self.chain.locate(key)
@@ -343,7 +343,7 @@ class _PartitionedRanked:
             self.default = RankedList(
                 arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
             )
-        self.single = spec.count == 1
+        self.single = spec.serve_to_all  # declared at publish, never inferred from the count
 
     def locate(self, key: object) -> tuple[_PartitionedRanked, int]:
         """This collection and the key's row in it (-1 when absent); see `row()`."""
@@ -674,8 +674,8 @@ class Reader:
         """The ranked list of ``key``, best first, at most ``k`` long.
 
         When the key is absent, the collection's fallbacks are tried in order (each looked
-        up with ``fallback_keys[name]`` if given, else with ``key``; a fallback holding a
-        single list serves it to everyone), then its default list.
+        up with ``fallback_keys[name]`` if given, else with ``key``; a fallback published
+        with ``serve_to_all=True`` serves its one list to every key), then its default list.
 
         Args:
             collection: A ranked collection of the version.
@@ -1112,7 +1112,7 @@ class Reader:
             holder: Any = fallback
             try:
                 holder, row = fallback.locate(fallback_key)
-            except InvalidInput:  # a key of the other type: only its default or single list
+            except InvalidInput:  # a key of the other type: only its default or list for all
                 if isinstance(fallback_key, bool | np.bool_):  # a key for no collection at all
                     raise
                 row = -1

@@ -288,7 +288,14 @@ class Store:
                 col = reader._collection(name)
                 default = (col.default.items, col.default.scores) if col.default is not None else None
                 draft.add_ranked(
-                    name, keys, items, scores, lengths=lengths, default=default, fallbacks=spec.fallbacks
+                    name,
+                    keys,
+                    items,
+                    scores,
+                    lengths=lengths,
+                    default=default,
+                    fallbacks=spec.fallbacks,
+                    serve_to_all=spec.serve_to_all,
                 )
         return draft.version_id
 
