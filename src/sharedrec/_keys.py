@@ -26,7 +26,7 @@ from sharedrec.errors import InvalidInput
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["INT64_MAX", "INT64_MIN", "int_key", "int_keys", "str_key", "str_keys"]
+__all__ = ["INT64_MAX", "INT64_MIN", "int_key", "int_keys", "is_bool", "str_key", "str_keys"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -35,7 +35,8 @@ _INT_BATCH = "a 1-D sequence of integers for an int64 collection"
 _STR_BATCH = "a sequence of str for a str-keyed collection"
 
 
-def _is_bool(value: object) -> bool:
+def is_bool(value: object) -> bool:
+    """Whether ``value`` is a Python or numpy bool, which is never a key."""
     return isinstance(value, bool | np.bool_)
 
 
@@ -88,7 +89,7 @@ def int_keys(
                 return _exact(list(keys), where, expected)
         if all(issubclass(t, int | np.integer) and not issubclass(t, bool) for t in types):
             return _exact(list(keys), where, expected)  # numpy scalars, possibly uint64 ones
-        bad = next((key for key in keys if _is_bool(key)), None)
+        bad = next((key for key in keys if is_bool(key)), None)
         if bad is not None:
             raise InvalidInput(f"{where} must be {expected}, not bools; got {bad!r}")
     try:
@@ -120,8 +121,8 @@ def _exact(
     """Integers one by one, by exact value (the slow path: numpy scalars, huge ints)."""
     ints = []
     for value in values:
-        if not isinstance(value, int | np.integer) or _is_bool(value):
-            what = "not bools; got" if _is_bool(value) else "got"
+        if not isinstance(value, int | np.integer) or is_bool(value):
+            what = "not bools; got" if is_bool(value) else "got"
             raise InvalidInput(f"{where} must be {expected}, {what} {_describe(value)}")
         ints.append(int(value))
     outside = np.fromiter((not INT64_MIN <= v <= INT64_MAX for v in ints), dtype=bool, count=len(ints))
@@ -139,26 +140,25 @@ def str_keys(
     Raises:
         InvalidInput: ``keys`` is not a 1-D sequence of str.
     """
-    if isinstance(keys, str | bytes) or not isinstance(keys, Sequence | np.ndarray):
+    if isinstance(keys, str | bytes) or not hasattr(keys, "__len__") or not hasattr(keys, "__iter__"):
         raise InvalidInput(f"{where} must be {expected}; got {type(keys).__name__}")
     if isinstance(keys, np.ndarray) and keys.ndim != 1:
         raise InvalidInput(f"{where} must be 1-D; got shape {keys.shape}")
-    text = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
-    encoded: list[bytes | None] = []
-    for key in text:
-        if not isinstance(key, str):
-            raise InvalidInput(f"{where} must be {expected}; got {_describe(key)}")
-        try:
-            encoded.append(key.encode())
-        except UnicodeEncodeError:
-            encoded.append(None)
-    return text, encoded
+    text: list[Any] = keys.tolist() if isinstance(keys, np.ndarray) else list(keys)
+    if not set(map(type, text)) <= {str}:  # np.str_ and other subclasses are str too
+        odd = next((key for key in text if not isinstance(key, str)), None)
+        if odd is not None:
+            raise InvalidInput(f"{where} must be {expected}; got {_describe(odd)}")
+    try:
+        return text, [key.encode() for key in text]  # the common case, in one pass
+    except UnicodeEncodeError:
+        return text, [str_key(key) for key in text]
 
 
 def _describe(key: object) -> str:
     text = f"{type(key).__name__} {key!r}"
     if len(text) > 80:
         text = text[:77] + "..."
-    if _is_bool(key):
+    if is_bool(key):
         return f"{text} (a bool is not a key: pass int(key) if 0 or 1 is meant)"
     return text

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sharedrec._keys import int_key, int_keys, str_key, str_keys
+from sharedrec._keys import int_key, int_keys, is_bool, str_key, str_keys
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
 from sharedrec._spec import CollectionView, ManifestView, PartView
 from sharedrec.errors import (
@@ -1113,7 +1113,7 @@ class Reader:
             try:
                 holder, row = fallback.locate(fallback_key)
             except InvalidInput:  # a key of the other type: only its default or list for all
-                if isinstance(fallback_key, bool | np.bool_):  # a key for no collection at all
+                if is_bool(fallback_key):  # a key for no collection at all
                     raise
                 row = -1
             if row < 0 and fallback.single:
