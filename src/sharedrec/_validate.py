@@ -74,6 +74,8 @@ def normalize_keys(collection: str, keys: object, *, unique: bool = True) -> Key
     if isinstance(keys, np.ndarray):
         if keys.ndim != 1:
             raise InvalidInput(f"{where} must be 1-D; got shape {keys.shape}")
+        if keys.size == 0:
+            raise InvalidInput(f"{where} are empty: a collection needs at least one key")
         if keys.dtype.kind == "U" or (
             keys.dtype.kind == "O" and keys.size and all(isinstance(key, str) for key in keys.tolist())
         ):

@@ -234,6 +234,28 @@ def test_any_integer_in_any_dtype_finds_exactly_its_key(
     run()
 
 
+def test_publish_reads_keys_by_exact_value(tmp_path: Path, tally: Tally) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    tally.scenarios += 1
+    for keys in (
+        [2**63, 1],
+        [np.uint64(2**64 - 1), 3],
+        np.array([1, 2**63], dtype=np.uint64),
+        [-(2**63) - 1, 0],
+    ):
+        tally.bad_inputs += 1
+        with pytest.raises(InvalidInput, match="int64 range"), store.publish(guards=[]) as draft:
+            draft.add_ranked("home", keys, [[1], [2]], [[1.0], [1.0]])
+    # numpy scalars of mixed signedness, each read by its exact value (never through float64)
+    keys = [np.uint64(2**63 - 1), np.int64(-1), np.uint64(2**53 + 1), np.int8(-128), 2**53]
+    with store.publish(guards=[]) as draft:
+        draft.add_ranked("home", keys, [[i] for i in range(5)], [[1.0]] * 5)
+    reader = store.reader(lease=False)
+    for i, key in enumerate(keys):
+        assert reader.get("home", int(key)).items.tolist() == [i]
+    tally.answers_checked += len(keys)
+
+
 # -- point 4: bools are refused everywhere ---------------------------------------------------
 
 BOOL_KEYS: list[Any] = [True, False, np.True_, np.bool_(False)]
