@@ -1,0 +1,195 @@
+"""Limits and damage a reader must survive: a flipped bit in a key chunk, a manifest whose
+declared sizes or dtypes do not fit its files, rows wider than readers accept, chains of
+deltas longer than readers follow. Each is refused with the sharedrec error that names the
+file or the limit, before any answer is served and before any large allocation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import sharedrec
+from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.format import MAX_CHAIN, MAX_WIDTH
+
+from ._support import Tally
+
+N = 300
+KEYS = np.arange(N, dtype=np.int64) * 11 + 5
+NAMES = [f"user-{i:04d}" for i in range(N)]
+ITEMS = np.arange(N * 5, dtype=np.int64).reshape(N, 5)
+SCORES = np.tile(np.linspace(1.0, 0.1, 5), (N, 1))
+
+
+def _publish(store: sharedrec.Store, **options: Any) -> str:
+    options.setdefault("guards", [])
+    with store.publish(chunk_bytes=1024, progress=False, **options) as draft:
+        draft.add_ranked("home", KEYS, ITEMS, SCORES, default=([7, 8], [0.5, 0.4]))
+        draft.add_ranked("named", NAMES, ITEMS, SCORES)
+        draft.add_vectors("emb", KEYS, np.arange(N * 4, dtype=np.float32).reshape(N, 4))
+    return draft.version_id
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.Store, Path, str]:
+    root = tmp_path_factory.mktemp("limits") / "store"
+    store = sharedrec.open(root)
+    return store, root, _publish(store)
+
+
+def _clone(
+    sample: tuple[sharedrec.Store, Path, str], name: str, change: Callable[[dict[str, Any]], None]
+) -> Path:
+    """A copy of the sample version named ``name``, its manifest edited by ``change``."""
+    _, root, version = sample
+    target = root / "versions" / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(root / "versions" / version, target)
+    manifest = json.loads((target / "manifest.json").read_bytes())
+    manifest["id"] = name
+    change(manifest)
+    (target / "manifest.json").write_bytes(json.dumps(manifest).encode())
+    return target
+
+
+def _lookups(reader: sharedrec.Reader) -> None:
+    """Every kind of lookup on every collection, each of which must raise."""
+    for call in (
+        lambda: reader.get("home", int(KEYS[-1])),
+        lambda: reader.get_many("home", KEYS),
+        lambda: reader.get("home", -1),
+        lambda: reader.get("named", NAMES[-1]),
+        lambda: reader.get_many("named", NAMES),
+        lambda: reader.vector("emb", int(KEYS[-1])),
+        lambda: reader.vectors("emb", KEYS),
+    ):
+        call()
+
+
+def _arrays(collection: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda m: m["collections"][collection]["arrays"]  # type: ignore[no-any-return]
+
+
+def _set(
+    where: Callable[[dict[str, Any]], dict[str, Any]], key: str, value: Any
+) -> Callable[[dict[str, Any]], None]:
+    def change(manifest: dict[str, Any]) -> None:
+        where(manifest)[key] = value
+
+    return change
+
+
+def _fewer_rows(array: str, collection: str = "home") -> Callable[[dict[str, Any]], None]:
+    def change(manifest: dict[str, Any]) -> None:
+        spec = _arrays(collection)(manifest)[array]
+        spec["shape"][0] = spec["chunks"][0]  # one chunk's rows: every file listed still fits
+
+    return change
+
+
+def _drop_defaults(manifest: dict[str, Any]) -> None:
+    arrays = _arrays("home")(manifest)
+    del arrays["default_items"], arrays["default_scores"]
+
+
+def _dtype(array: str, dtype: str, collection: str = "home") -> Callable[[dict[str, Any]], None]:
+    return lambda m: _arrays(collection)(m)[array].update(dtype=dtype)
+
+
+CORRUPT_MANIFESTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "fewer item rows than keys": _fewer_rows("items"),
+    "fewer length rows than keys": _fewer_rows("lengths"),
+    "fewer vector rows than keys": _fewer_rows("vectors", "emb"),
+    "fewer span rows than hashes": _fewer_rows("key_spans", "named"),
+    "items dtype <i3": _dtype("items", "<i3"),
+    "lengths dtype <u0": _dtype("lengths", "<u0"),
+    "scores dtype |b8": _dtype("scores", "|b8"),
+    "keys dtype <f8": _dtype("keys", "<f8"),
+    "default length without default arrays": _drop_defaults,
+    "default length past the default arrays": _set(lambda m: m["collections"]["home"], "default_length", 5),
+    "more fences than key chunks": _set(
+        lambda m: m["collections"]["home"], "key_fences", [5, 600, 1200, 2400]
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_MANIFESTS))
+def test_corrupt_manifest_that_looks_valid_is_refused(
+    sample: tuple[sharedrec.Store, Path, str], case: str, tally: Tally
+) -> None:
+    store = sample[0]
+    name = "bad-" + case.replace(" ", "-").replace("<", "").replace("|", "")
+    _clone(sample, name, CORRUPT_MANIFESTS[case])
+    tally.scenarios += 1
+    tally.bad_inputs += 1
+    with pytest.raises(CorruptVersion, match=rf"{name}/manifest\.json"):
+        reader = store.reader(name, lease=False, verify="lazy")
+        _lookups(reader)
+
+
+def test_rows_wider_than_readers_accept_are_refused_when_publishing(tmp_path: Path, tally: Tally) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    good = store.publish_vectors("emb", [1], np.ones((1, 4), np.float32), progress=False)
+    tally.scenarios += 1
+    wide = 1 << 24
+    for guards in ([], None):
+        with (
+            pytest.raises(InvalidInput, match=r"MAX_WIDTH \(16777215\)"),
+            store.publish(guards=guards, progress=False) as draft,
+        ):
+            draft.add_vectors("emb", [1], np.zeros((1, wide), np.float16))
+        with (
+            pytest.raises(InvalidInput, match=r"list length of 16777216 exceeds MAX_WIDTH"),
+            store.publish(guards=guards, progress=False) as draft,
+        ):
+            draft.add_ranked("home", [1], np.ones((1, wide), np.int32), np.ones((1, wide), np.float32))
+    assert store.current() == good
+    assert [v.id for v in store.versions()] == [good]
+
+
+def test_rows_as_wide_as_the_limit_are_served(tmp_path: Path, tally: Tally) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    vector = np.zeros((1, MAX_WIDTH), np.float16)
+    vector[0, -1] = 3.0
+    store.publish_vectors("emb", [1], vector, progress=False, guards=[])
+    tally.scenarios += 1
+    with store.reader(lease=False) as reader:
+        assert reader.vector("emb", 1).shape == (MAX_WIDTH,)
+        assert float(reader.vector("emb", 1)[-1]) == 3.0
+
+
+@pytest.mark.parametrize("max_chain", [MAX_CHAIN + 1, 1000])
+def test_writers_refuse_chains_readers_refuse(tmp_path: Path, max_chain: int) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
+    with pytest.raises(InvalidInput, match=rf"max_chain must be an int from 1 to {MAX_CHAIN}"):
+        store.publish(delta=True, max_chain=max_chain)
+
+
+def test_readers_follow_the_longest_chain_writers_make(tmp_path: Path, tally: Tally) -> None:
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
+    changed = ITEMS.copy()
+    changed[0] += 1
+    first = store.publish_ranked("home", KEYS, changed, SCORES, delta=True, progress=False, guards=[])
+    # Copies of the one delta, each over the previous: a chain as long as writers allow, and one more.
+    below = first
+    for depth in range(2, MAX_CHAIN + 2):
+        name = f"delta-{depth:03d}"
+        shutil.copytree(root / "versions" / first, root / "versions" / name)
+        manifest = json.loads((root / "versions" / name / "manifest.json").read_bytes())
+        manifest.update(id=name, base=below, parent=below, depth=depth)
+        (root / "versions" / name / "manifest.json").write_bytes(json.dumps(manifest).encode())
+        below = name
+    tally.scenarios += 1
+    with store.reader(f"delta-{MAX_CHAIN:03d}", lease=False) as reader:
+        np.testing.assert_array_equal(reader.get("home", int(KEYS[0])).items, changed[0])
+    with pytest.raises(CorruptVersion, match="run too long"):
+        store.reader(f"delta-{MAX_CHAIN + 1:03d}", lease=False)
