@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
-from sharedrec._spec import CollectionView, ManifestView, PartView
+from sharedrec._spec import CollectionView, FileView, ManifestView, PartView
 from sharedrec.errors import (
     CorruptVersion,
     InvalidInput,
@@ -398,7 +398,7 @@ class OpenVersion:
             )
         for name, spec in manifest.collections.items():
             arrays = {
-                array: MappedArray(source, f"{name}/{array}", array_spec)
+                array: MappedArray(source, f"{name}/{array}", array_spec, _checked(array, manifest))
                 for array, array_spec in spec.arrays.items()
             }
             if spec.partitions is not None:
@@ -453,7 +453,7 @@ class OpenVersion:
                 continue
             label = f"{name}/{part.path}"
             part_arrays = {
-                array: MappedArray(source, f"{label}/{array}", array_spec)
+                array: MappedArray(source, f"{label}/{array}", array_spec, _checked(array, self.manifest))
                 for array, array_spec in part.arrays.items()
             }
             _require(label, part.arrays, needed, where)
@@ -1277,7 +1277,36 @@ def _removed_keys(
         return array.span(0, array.n_rows).tolist()  # type: ignore[no-any-return]
     _require(name, spec.arrays, ("removed_spans", "removed_bytes"), where)
     spans = arrays["removed_spans"]
+    _spans_within(spans, arrays["removed_bytes"])
     return decode_keys(spans, arrays["removed_bytes"], spans.n_rows)
+
+
+_KEY_ARRAYS = frozenset(
+    ("keys", "key_hash", "key_spans", "key_bytes", "removed", "removed_spans", "removed_bytes")
+)
+"""Arrays that decide which row a key is (or whether a delta removed it): their chunks are
+small, and a flipped bit in one would serve another key's data, so each chunk's checksum is
+checked when it is first mapped."""
+
+
+def _checked(array: str, manifest: ManifestView) -> Mapping[str, FileView] | None:
+    """The manifest's file entries for a key array (checksummed when mapped), else None."""
+    return manifest.files if array in _KEY_ARRAYS else None
+
+
+def _spans_within(spans: MappedArray, key_bytes: MappedArray) -> None:
+    """Check, as each chunk of a span array is mapped, that its spans lie in the key bytes."""
+    size = key_bytes.n_rows
+
+    def check(chunk: NDArray[Any]) -> str | None:
+        starts, stops = chunk[:, 0], chunk[:, 1]
+        bad = (starts < 0) | (starts > stops) | (stops > size)
+        if bad.any():
+            row = int(np.argmax(bad))
+            return f"has a key span {chunk[row].tolist()} outside the {size} key bytes (row {row})"
+        return None
+
+    spans.on_map = check
 
 
 def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], root: str) -> None:
@@ -1308,4 +1337,5 @@ def _open_index(
             f"collection {name!r} hashes its keys with {spec.key_hash!r}, which this version of "
             f"sharedrec does not know ({sorted(KEY_HASHES)}); upgrade sharedrec"
         )
+    _spans_within(arrays["key_spans"], arrays["key_bytes"])
     return StrIndex(arrays["key_hash"], arrays["key_spans"], arrays["key_bytes"], fences, spec.key_hash)

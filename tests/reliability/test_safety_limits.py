@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,134 @@ def test_readers_follow_the_longest_chain_writers_make(tmp_path: Path, tally: Ta
         np.testing.assert_array_equal(reader.get("home", int(KEYS[0])).items, changed[0])
     with pytest.raises(CorruptVersion, match="run too long"):
         store.reader(f"delta-{MAX_CHAIN + 1:03d}", lease=False)
+
+
+# -- point 6: key chunks are checked against their checksum when first mapped --------------
+
+
+def _flip_bit(path: Path, offset: int, bit: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[sharedrec.Store, Path, str]:
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    return store, root, _publish(store)
+
+
+@pytest.mark.parametrize("verify", ["lazy", "sizes"])
+def test_a_flipped_bit_in_the_key_array_never_serves_another_key(
+    fresh: tuple[sharedrec.Store, Path, str], verify: str, tally: Tally
+) -> None:
+    store, root, version = fresh
+    chunk = root / "versions" / version / "home" / "keys" / "c" / "0"
+    # Key 16 (row 1) becomes 17, which no list was published for: the sort order still holds,
+    # so a binary search finds 17 at row 1 and would serve key 16's list.
+    assert int(KEYS[1]) == 16 and 17 not in KEYS
+    _flip_bit(chunk, 8, 0)
+    tally.faults_injected += 1
+    tally.scenarios += 1
+    for lookup in (
+        lambda r: r.get("home", 17),
+        lambda r: r.get_many("home", [17, int(KEYS[0])]),
+        lambda r: r.get("home", int(KEYS[0])),
+    ):
+        reader = store.reader(lease=False, verify=verify, refresh_interval=None)  # type: ignore[arg-type]
+        with pytest.raises(CorruptVersion, match=r"home/keys/c/0 has crc32 [0-9a-f]{8}, the manifest says"):
+            lookup(reader)
+        with pytest.raises(CorruptVersion, match=r"home/keys/c/0"):  # and again: never an answer
+            lookup(reader)
+        reader.close()
+
+
+@pytest.mark.parametrize(
+    ("array", "offset", "bit"),
+    [("named/key_hash/c/0", 3, 2), ("named/key_bytes/c/0", 2, 0), ("named/key_spans/c/0/0", 13, 6)],
+)
+def test_a_flipped_bit_in_a_string_key_index_is_corruption(
+    fresh: tuple[sharedrec.Store, Path, str], array: str, offset: int, bit: int, tally: Tally
+) -> None:
+    store, root, version = fresh
+    _flip_bit(root / "versions" / version / array, offset, bit)
+    tally.faults_injected += 1
+    tally.scenarios += 1
+    with store.reader(lease=False, refresh_interval=None) as reader:
+        for lookup in (
+            lambda: [reader.get("named", n) for n in NAMES],
+            lambda: reader.get_many("named", NAMES),
+        ):
+            with pytest.raises(CorruptVersion, match=array):
+                lookup()
+
+
+def test_key_spans_outside_the_key_bytes_are_corruption(
+    fresh: tuple[sharedrec.Store, Path, str], tally: Tally
+) -> None:
+    """Even with a checksum that matches (a manifest rewritten to fit), spans are checked."""
+    store, root, version = fresh
+    relpath = "named/key_spans/c/0/0"
+    folder = root / "versions" / version
+    _flip_bit(folder / relpath, 13, 6)  # the stop of row 0 jumps by 2**46
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    manifest["files"][relpath]["crc32"] = zlib.crc32((folder / relpath).read_bytes())
+    (folder / "manifest.json").write_bytes(json.dumps(manifest).encode())
+    tally.faults_injected += 1
+    with store.reader(lease=False, refresh_interval=None) as reader:
+        for lookup in (
+            lambda: [reader.get("named", n) for n in NAMES],
+            lambda: reader.get_many("named", NAMES),
+        ):
+            with pytest.raises(CorruptVersion, match=rf"{relpath} has a key span .* outside the"):
+                lookup()
+
+
+_S3_CHILD = """\
+import json, sys
+import sharedrec
+store = sharedrec.open(sys.argv[1], storage_options=json.loads(sys.argv[2]), cache_dir=sys.argv[3])
+reader = store.reader(lease=False, refresh_interval=None)
+print(json.dumps(reader.get("home", int(sys.argv[4])).items.tolist()))
+"""
+
+
+def test_a_damaged_key_chunk_in_the_s3_cache_is_fetched_again(
+    s3_server: str, tmp_path: Path, tally: Tally
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import make_bucket, s3_options
+
+    location = f"s3://{make_bucket(s3_server)}/recs"
+    options = s3_options(s3_server)
+    cache = tmp_path / "cache"
+    store = sharedrec.open(location, storage_options=options, cache_dir=cache)
+    version = _publish(store)
+    original = store._backend.read_bytes(f"versions/{version}/home/keys/c/0")  # type: ignore[attr-defined]
+    with store.reader(lease=False, refresh_interval=None) as reader:
+        np.testing.assert_array_equal(reader.get("home", 16).items, ITEMS[1])
+    # The cached copy of the key chunk (wherever the cache keeps it) gets a flipped bit.
+    cached = [p for p in cache.rglob("*") if p.is_file() and p.read_bytes() == original]
+    assert len(cached) == 1
+    _flip_bit(cached[0], 8, 0)  # key 16 becomes 17
+    tally.faults_injected += 1
+    tally.scenarios += 1
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for key, want in ((17, None), (16, ITEMS[1])):
+        done = subprocess.run(
+            [sys.executable, "-c", _S3_CHILD, location, json.dumps(options), str(cache), str(key)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        if want is None:  # 17 was never published: the default list, not key 16's
+            assert json.loads(done.stdout) == [7, 8], done.stderr
+        else:
+            assert json.loads(done.stdout) == want.tolist(), done.stderr
+        tally.answers_checked += 1
+    assert cached[0].read_bytes() == original  # the cache holds the good copy again
