@@ -185,6 +185,7 @@ class MappedArray:
         "_region",
         "_source",
         "_whole",
+        "backed",
         "dtype",
         "n_chunks",
         "n_rows",
@@ -204,6 +205,8 @@ class MappedArray:
         # for the arrays that decide which row a key is, where a flipped bit that keeps the
         # size would serve another key's data. Once per chunk per process, never per lookup.
         self._files = files
+        self.backed = False
+        """Whether a chunk is mapped: a file of the size the manifest declares exists."""
         self.on_map: Callable[[NDArray[np.generic]], str | None] | None = None
         """Checks a chunk's rows (not the padding past the last) when it is first mapped:
         a problem found, or None."""
@@ -234,6 +237,15 @@ class MappedArray:
         if array is None:
             array = self._map(index)
         return array
+
+    def back(self, row: int = 0) -> None:
+        """Map the chunk of ``row`` unless a chunk is mapped already.
+
+        Its file's size is checked then, so rows as wide as the manifest declares are
+        held by a real file: call this before sizing an allocation by that width.
+        """
+        if not self.backed:
+            self.chunk(row // self.rows_per_chunk)
 
     def row(self, row: int) -> NDArray[np.generic]:
         """Row ``row`` (a scalar for 1-D arrays) as a view."""
@@ -323,6 +335,7 @@ class MappedArray:
         array = np.frombuffer(mapped, dtype=self.dtype).reshape(self._chunk_shape)
         self._check_values(array, index, path)
         self._chunks[index] = array
+        self.backed = True
         return array
 
     def _open(self, relpath: str, path: str) -> int:
@@ -380,4 +393,5 @@ class MappedArray:
                 self._check_values(array, index, path)  # unmarked, the chunk is mapped and checked again
                 self._mapped[index] = True
             self._chunks[index] = array
+            self.backed = True
             return array

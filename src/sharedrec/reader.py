@@ -183,13 +183,16 @@ class _Chain:
     keys, which are few: a lookup costs one dict probe more than in a full version.
     """
 
-    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys")
+    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys", "widest")
 
     def __init__(self, root: Any, levels: list[Any], lookup: dict[Any, int]) -> None:
         self.root = root
         self.levels = levels
         self.lookup = lookup
         self.str_keys = root.spec.key_type == "str"
+        rows = "items" if root.spec.kind == "ranked" else "vectors"
+        self.widest: MappedArray = max((getattr(c, rows) for c in [root, *levels]), key=lambda a: a.n_cols)
+        """The rows array with the most columns: a batch's output is at most this wide."""
         self._sorted: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._effective: NDArray[np.int64] | list[str] | None = None
 
@@ -305,6 +308,13 @@ class _ChainedVectors:
         return target, row
 
 
+def _widest(arrays: list[MappedArray], name: str) -> MappedArray:
+    """The rows array of the widest partition (the collection's width, as the parser checked)."""
+    if not arrays:
+        raise CorruptVersion(f"collection {name!r}: no partition holds a key; republish the version")
+    return max(arrays, key=lambda array: array.n_cols)
+
+
 def _partitioned_index(spec: CollectionView, parts: Sequence[_Ranked | _Vectors | None]) -> PartitionedIndex:
     """The index over the partitions of a collection (None for an empty partition)."""
     assert spec.partitions is not None
@@ -318,7 +328,7 @@ def _partitioned_index(spec: CollectionView, parts: Sequence[_Ranked | _Vectors 
 class _PartitionedRanked:
     """A ranked collection split into partitions: a lookup goes to the key's partition."""
 
-    __slots__ = ("default", "index", "name", "parts", "single", "spec")
+    __slots__ = ("default", "index", "name", "parts", "single", "spec", "widest")
 
     def __init__(
         self,
@@ -332,6 +342,7 @@ class _PartitionedRanked:
         self.spec = spec
         self.parts = parts
         self.index = _partitioned_index(spec, parts)
+        self.widest = _widest([part.items for part in parts if part is not None], name)
         self.default: RankedList | None = None
         if spec.default_length is not None:
             n = spec.default_length
@@ -352,7 +363,7 @@ class _PartitionedRanked:
 
 
 class _PartitionedVectors:
-    __slots__ = ("index", "name", "parts", "spec")
+    __slots__ = ("index", "name", "parts", "spec", "widest")
 
     def __init__(self, name: str, spec: CollectionView, parts: list[_Vectors | None]) -> None:
         assert spec.partitions is not None
@@ -360,6 +371,7 @@ class _PartitionedVectors:
         self.spec = spec
         self.parts = parts
         self.index = _partitioned_index(spec, parts)
+        self.widest = _widest([part.vectors for part in parts if part is not None], name)
 
 
 class OpenVersion:
@@ -499,6 +511,11 @@ class OpenVersion:
                 level = _Vectors(name, spec, index, arrays)
         removed = _removed_keys(name, spec, arrays, where)
         chain = _Chain.extend(prior, level, removed)
+        if spec.width > chain.widest.n_cols:  # a batch's output is sized by the width
+            raise CorruptVersion(
+                f"collection {name!r} in {where}/manifest.json is {spec.width} wide, but no version "
+                f"of its chain of deltas stores rows wider than {chain.widest.n_cols}; republish the version"
+            )
         if spec.kind == "ranked":
             default = None
             if spec.default_length is not None:
@@ -757,6 +774,7 @@ class Reader:
             rows = col.index.find_many(keys)
             found = rows >= 0
             hit = np.flatnonzero(found)
+            _back(col.items, rows, hit)
             # Stored rows carry their own padding, so only the rows of missing keys need filling.
             items = np.empty((len(rows), width), dtype=col.items.dtype)
             scores = np.empty((len(rows), width), dtype=col.scores.dtype)
@@ -781,6 +799,7 @@ class Reader:
         n, groups = col.index.groups(keys)
         first = next((part for part in col.parts if part is not None), None)
         assert first is not None, "a collection holds at least one key"
+        col.widest.back()
         items = np.full((n, width), _ITEM_PAD, dtype=first.items.dtype)
         scores = np.full((n, width), np.nan, dtype=first.scores.dtype)
         found = np.zeros(n, dtype=bool)
@@ -869,9 +888,10 @@ class Reader:
                 self._misses += len(found) - int(np.count_nonzero(found))
                 return out, found
             rows = col.index.find_many(keys)
-            out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             found = rows >= 0
             hit = np.flatnonzero(found)
+            _back(col.vectors, rows, hit)
+            out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             _gather(col.vectors, rows, hit, out, None)
             self._lookups += len(rows)
             self._misses += len(rows) - hit.size
@@ -890,6 +910,7 @@ class Reader:
         n, groups = col.index.groups(keys)
         first = next((part for part in col.parts if part is not None), None)
         assert first is not None, "a collection holds at least one key"
+        col.widest.back()
         out = np.full((n, col.spec.width), np.nan, dtype=first.vectors.dtype)
         found = np.zeros(n, dtype=bool)
         for number, where, sub in groups:
@@ -1188,6 +1209,13 @@ def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
         threading.Thread(target=lease.remove, name="sharedrec-lease-removal", daemon=True).start()
 
 
+def _back(array: MappedArray, rows: NDArray[np.intp], hit: NDArray[np.intp]) -> None:
+    """Before a batch's output is sized by the collection's width: check that a chunk file
+    holds rows that wide (a damaged manifest's width must not size an allocation)."""
+    if not array.backed:
+        array.back(int(rows[hit[0]]) if hit.size else 0)
+
+
 def _gather(
     array: MappedArray,
     rows: NDArray[np.intp],
@@ -1234,6 +1262,7 @@ def _chained_ranked(
     where, rows = chain.locate_many(keys)
     root = chain.root
     levels = [root, *chain.levels]
+    chain.widest.back()
     items = np.full((len(rows), width), _ITEM_PAD, dtype=np.result_type(*(c.items.dtype for c in levels)))
     scores = np.full((len(rows), width), np.nan, dtype=np.result_type(*(c.scores.dtype for c in levels)))
     found = rows >= 0
@@ -1250,6 +1279,7 @@ def _chained_vectors(chain: _Chain, keys: ArrayLike, dim: int) -> tuple[NDArray[
     where, rows = chain.locate_many(keys)
     root = chain.root
     dtype = np.result_type(*(c.vectors.dtype for c in [root, *chain.levels]))
+    chain.widest.back()
     out = np.full((len(rows), dim), np.nan, dtype=dtype)
     found = rows >= 0
     for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:

@@ -325,3 +325,57 @@ def test_a_damaged_key_chunk_in_the_s3_cache_is_fetched_again(
             assert json.loads(done.stdout) == want.tolist(), done.stderr
         tally.answers_checked += 1
     assert cached[0].read_bytes() == original  # the cache holds the good copy again
+
+
+# -- point 9: declared sizes never size an allocation before a file backs them ---------------
+
+WIDE = MAX_WIDTH  # 16,777,215: 268 MB per row of int64 items and float64 scores
+
+
+def _wide(collection: str, arrays: tuple[str, ...], *, files_too: bool) -> Callable[[dict[str, Any]], None]:
+    """Declare ``collection`` WIDE wide; with ``files_too`` the listed chunk sizes agree, as a
+    manifest rewritten to fit would, while the files on disk stay small."""
+
+    def change(manifest: dict[str, Any]) -> None:
+        spec = manifest["collections"][collection]
+        spec["width"] = WIDE
+        if spec["kind"] == "vectors":
+            spec["min_length"] = spec["max_length"] = WIDE
+        for name in arrays:
+            array = spec["arrays"][name]
+            array["shape"][1] = array["chunks"][1] = WIDE
+            if files_too:
+                nbytes = array["chunks"][0] * WIDE * int(array["dtype"][2:])
+                for path, entry in manifest["files"].items():
+                    if path.startswith(f"{collection}/{name}/c/"):
+                        entry["size"] = nbytes
+
+    return change
+
+
+@pytest.mark.parametrize("files_too", [False, True], ids=["width only", "width and file sizes"])
+@pytest.mark.parametrize("collection", ["home", "emb"])
+def test_a_declared_width_allocates_nothing_before_a_file_backs_it(
+    sample: tuple[sharedrec.Store, Path, str], collection: str, files_too: bool, tally: Tally
+) -> None:
+    import tracemalloc
+
+    store = sample[0]
+    arrays = ("items", "scores") if collection == "home" else ("vectors",)
+    name = f"wide-{collection}-{int(files_too)}"
+    _clone(sample, name, _wide(collection, arrays, files_too=files_too))
+    tally.scenarios += 1
+    tally.bad_inputs += 1
+    keys = np.concatenate([KEYS[:2], [-1, -2]])  # rows of missing keys are filled: touched memory
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptVersion, match=rf"{name}/(manifest\.json|{collection}/)"):
+            reader = store.reader(name, lease=False, verify="lazy")
+            if collection == "home":
+                reader.get_many("home", keys)
+            else:
+                reader.vectors("emb", keys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak / 1e6:.0f} MB allocated for a width no file holds"
