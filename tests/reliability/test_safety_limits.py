@@ -379,3 +379,99 @@ def test_a_declared_width_allocates_nothing_before_a_file_backs_it(
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, f"{peak / 1e6:.0f} MB allocated for a width no file holds"
+
+
+@pytest.fixture(scope="module")
+def partitioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.Store, Path, str]:
+    """The home lists split into two partitions."""
+    root = tmp_path_factory.mktemp("partitioned") / "store"
+    store = sharedrec.open(root)
+    handle = store.begin_publish(partitions=2, chunk_bytes=1024)
+    owner = handle.partition_of(KEYS)
+    receipts = [
+        handle.write_ranked("home", part, KEYS[owner == part], ITEMS[owner == part], SCORES[owner == part])
+        for part in range(2)
+    ]
+    return store, root, store.commit_publish(handle, receipts, guards=[])
+
+
+def _shrink_first_partition(manifest: dict[str, Any]) -> None:
+    """Partition 0 claims 5 keys fewer than it holds: its last keys' global rows would fall
+    into partition 1, on other keys' lists."""
+    spec = manifest["collections"]["home"]
+    spec["partitions"]["parts"][0]["count"] -= 5
+    spec["count"] -= 5
+
+
+def _widen_partitions(manifest: dict[str, Any]) -> None:
+    spec = manifest["collections"]["home"]
+    spec["width"] = WIDE
+    for part in spec["partitions"]["parts"]:
+        part["width"] = WIDE
+        for name in ("items", "scores"):
+            array = part["arrays"][name]
+            array["shape"][1] = array["chunks"][1] = WIDE
+            for path, entry in manifest["files"].items():
+                if path.startswith(f"home/{part['path']}/{name}/c/"):
+                    entry["size"] = array["chunks"][0] * WIDE * 8
+
+
+@pytest.mark.parametrize("case", ["partition count", "partition width"])
+def test_a_partitioned_manifest_that_does_not_fit_its_files(
+    partitioned: tuple[sharedrec.Store, Path, str], case: str, tally: Tally
+) -> None:
+    import tracemalloc
+
+    store = partitioned[0]
+    name = case.replace(" ", "-")
+    change = _shrink_first_partition if case == "partition count" else _widen_partitions
+    _clone(partitioned, name, change)
+    tally.scenarios += 1
+    tally.bad_inputs += 1
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptVersion, match=rf"{name}/(manifest\.json|home/)"):
+            reader = store.reader(name, lease=False, verify="lazy")
+            reader.get_many("home", np.concatenate([KEYS[:2], [-1, -2]]))
+            for key in KEYS.tolist():
+                reader.get("home", key)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak / 1e6:.0f} MB allocated for a width no file holds"
+
+
+@pytest.mark.parametrize("rows", ["no rows", "rows"])
+def test_a_delta_wider_than_its_chain_allocates_nothing(tmp_path: Path, rows: str, tally: Tally) -> None:
+    import tracemalloc
+
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
+    changed = ITEMS.copy()
+    if rows == "rows":
+        changed[0] += 1
+    delta = store.publish_ranked("home", KEYS, changed, SCORES, delta=True, progress=False, guards=[])
+    folder = root / "versions" / delta
+    manifest = json.loads((folder / "manifest.json").read_bytes())
+    spec = manifest["collections"]["home"]
+    assert ("items" in spec["arrays"]) == (rows == "rows")
+    spec["width"] = WIDE
+    for name in ("items", "scores") if rows == "rows" else ():
+        array = spec["arrays"][name]
+        array["shape"][1] = array["chunks"][1] = WIDE
+        for path, entry in manifest["files"].items():
+            if path.startswith(f"home/{name}/c/"):
+                entry["size"] = array["chunks"][0] * WIDE * 8
+    (folder / "manifest.json").write_bytes(json.dumps(manifest).encode())
+    tally.scenarios += 1
+    tally.bad_inputs += 1
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptVersion, match=rf"{delta}"):
+            reader = store.reader(delta, lease=False, verify="lazy")
+            reader.get_many("home", np.concatenate([KEYS[:2], [-1, -2]]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak / 1e6:.0f} MB allocated for a width no file holds"
