@@ -545,13 +545,16 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
                     f"{where} declares {spec.n_chunks} chunks but the manifest lists {len(files)} files"
                 )
             # ...of the size its geometry implies, so that the sizes checked against the files
-            # (at open, or when a chunk is mapped) bound every size declared here.
+            # (at open, or when a chunk is mapped) bound every size declared here. (A chunk
+            # missing from the list has its size checked when mapped; a key chunk is refused.)
             for chunk in range(spec.n_chunks):
                 relpath = chunk_path(path, chunk, len(spec.shape))
                 entry = files.get(relpath)
-                if entry is None or entry.size != spec.chunk_nbytes:
-                    listed = "is not listed" if entry is None else f"is listed with {entry.size} bytes"
-                    raise _Bad(f"{where}: chunk file {relpath} {listed}, the array needs {spec.chunk_nbytes}")
+                if entry is not None and entry.size != spec.chunk_nbytes:
+                    raise _Bad(
+                        f"{where}: chunk file {relpath} is listed with {entry.size} bytes, "
+                        f"the array needs {spec.chunk_nbytes}"
+                    )
         _check_collection(collection, f"collections.{name}")
     return ManifestView(
         format=_literal(obj.get("format", "sharedrec/1"), "format", "sharedrec/1"),
