@@ -547,13 +547,14 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
             # ...of the size its geometry implies, so that the sizes checked against the files
             # (at open, or when a chunk is mapped) bound every size declared here. (A chunk
             # missing from the list has its size checked when mapped; a key chunk is refused.)
+            nbytes, ndim = spec.chunk_nbytes, len(spec.shape)
+            prefix, suffix = f"{path}/c/", "/0" * (ndim - 1)  # chunk_path(), built once per array
             for chunk in range(spec.n_chunks):
-                relpath = chunk_path(path, chunk, len(spec.shape))
-                entry = files.get(relpath)
-                if entry is not None and entry.size != spec.chunk_nbytes:
+                entry = files.get(f"{prefix}{chunk}{suffix}")
+                if entry is not None and entry.size != nbytes:
                     raise _Bad(
-                        f"{where}: chunk file {relpath} is listed with {entry.size} bytes, "
-                        f"the array needs {spec.chunk_nbytes}"
+                        f"{where}: chunk file {chunk_path(path, chunk, ndim)} is listed "
+                        f"with {entry.size} bytes, the array needs {nbytes}"
                     )
         _check_collection(collection, f"collections.{name}")
     return ManifestView(
