@@ -2,7 +2,9 @@
 
 A chunk file of an uncompressed little-endian zarr v3 array is the C-order bytes of the
 chunk, so it can be mapped and viewed as a numpy array directly. Chunks are mapped on
-first use; nothing is read when the array is opened.
+first use; nothing is read when the array is opened. When a chunk is first mapped its size
+is checked against the manifest, and for the arrays of a key index (small, and deciding
+which row a key is) its CRC32 too.
 
 When every chunk file is a whole number of pages (sharedrec sizes chunks so), the chunks
 of an array are mapped back to back into one reserved span of address space, so the whole
