@@ -475,3 +475,39 @@ def test_a_delta_wider_than_its_chain_allocates_nothing(tmp_path: Path, rows: st
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, f"{peak / 1e6:.0f} MB allocated for a width no file holds"
+
+
+_LOCAL_CHILD = """\
+import json, sys
+import sharedrec
+reader = sharedrec.open(sys.argv[1], create=False).reader(lease=False, refresh_interval=None)
+try:
+    print(json.dumps(reader.get("home", int(sys.argv[2])).items.tolist()))
+except sharedrec.CorruptVersion as exc:
+    print(json.dumps(str(exc)))
+"""
+
+
+def test_every_fresh_process_refuses_a_damaged_key_chunk(
+    fresh: tuple[sharedrec.Store, Path, str], tally: Tally
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _, root, version = fresh
+    _flip_bit(root / "versions" / version / "home" / "keys" / "c" / "0", 8, 0)  # key 16 becomes 17
+    tally.faults_injected += 1
+    tally.scenarios += 1
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for key in (17, 16, 17):
+        done = subprocess.run(
+            [sys.executable, "-c", _LOCAL_CHILD, str(root), str(key)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        answer = json.loads(done.stdout)
+        assert isinstance(answer, str) and "home/keys/c/0 has crc32" in answer, (answer, done.stderr)
+        tally.answers_checked += 1
