@@ -20,6 +20,9 @@ __all__ = [
     "LEASES",
     "LEASE_FORMAT",
     "MANIFEST",
+    "MAX_CHAIN",
+    "MAX_PARTITIONS",
+    "MAX_WIDTH",
     "POINTER_FORMAT",
     "POINTER_HISTORY",
     "REFS",
@@ -47,6 +50,18 @@ that a lookup never pulls much through a lazy cache."""
 
 POINTER_HISTORY = 32
 """How many previously live versions ``CURRENT`` remembers for `rollback()`."""
+
+# The limits of the format: readers refuse a manifest past any of them, writers refuse to
+# publish one, so that nothing a writer accepts can be unreadable.
+
+MAX_WIDTH = (1 << 24) - 1
+"""The longest list (ranked) or widest vector a collection may hold."""
+
+MAX_CHAIN = 256
+"""The most deltas a chain may stack on its full version (``max_chain`` of a publish)."""
+
+MAX_PARTITIONS = 100_000
+"""The most partitions a collection may be split into (their folders have five digits)."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 

@@ -2,7 +2,9 @@
 
 A chunk file of an uncompressed little-endian zarr v3 array is the C-order bytes of the
 chunk, so it can be mapped and viewed as a numpy array directly. Chunks are mapped on
-first use; nothing is read when the array is opened.
+first use; nothing is read when the array is opened. When a chunk is first mapped its size
+is checked against the manifest, and for the arrays of a key index (small, and deciding
+which row a key is) its CRC32 too.
 
 When every chunk file is a whole number of pages (sharedrec sizes chunks so), the chunks
 of an array are mapped back to back into one reserved span of address space, so the whole
@@ -13,12 +15,15 @@ the chunks it needs first.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import mmap
 import os
 import sys
 import threading
+import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
 
     from sharedrec._spec import ArrayGeometry
 
-__all__ = ["PAGE", "ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
+__all__ = ["PAGE", "Checksummed", "ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
 
 PAGE = mmap.PAGESIZE
 """Chunk files whose size is a multiple of this can be mapped back to back."""
@@ -43,6 +48,15 @@ class ChunkSource(Protocol):
 
     def local_file(self, relpath: str) -> str:
         """A local path of the file ``relpath`` of the version (fetching it if needed)."""
+        ...
+
+
+class Checksummed(Protocol):
+    """A manifest's entry for one file: its CRC32."""
+
+    @property
+    def crc32(self) -> int:
+        """CRC32 of the file's bytes."""
         ...
 
 
@@ -165,6 +179,7 @@ class MappedArray:
         "_chunk_nbytes",
         "_chunk_shape",
         "_chunks",
+        "_files",
         "_lock",
         "_mapped",
         "_ndim",
@@ -172,14 +187,31 @@ class MappedArray:
         "_region",
         "_source",
         "_whole",
+        "backed",
         "dtype",
         "n_chunks",
         "n_rows",
+        "on_map",
         "rows_per_chunk",
     )
 
-    def __init__(self, source: ChunkSource, path: str, spec: ArrayGeometry) -> None:
+    def __init__(
+        self,
+        source: ChunkSource,
+        path: str,
+        spec: ArrayGeometry,
+        files: Mapping[str, Checksummed] | None = None,
+    ) -> None:
         self._source = source
+        # With the manifest's entries, each chunk's CRC32 is checked when it is first mapped:
+        # for the arrays that decide which row a key is, where a flipped bit that keeps the
+        # size would serve another key's data. Once per chunk per process, never per lookup.
+        self._files = files
+        self.backed = False
+        """Whether a chunk is mapped: a file of the size the manifest declares exists."""
+        self.on_map: Callable[[NDArray[np.generic]], str | None] | None = None
+        """Checks a chunk's rows (not the padding past the last) when it is first mapped:
+        a problem found, or None."""
         self._path = path
         self.dtype = np.dtype(spec.dtype)
         self._ndim = len(spec.shape)
@@ -207,6 +239,15 @@ class MappedArray:
         if array is None:
             array = self._map(index)
         return array
+
+    def back(self, row: int = 0) -> None:
+        """Map the chunk of ``row`` unless a chunk is mapped already.
+
+        Its file's size is checked then, so rows as wide as the manifest declares are
+        held by a real file: call this before sizing an allocation by that width.
+        """
+        if not self.backed:
+            self.chunk(row // self.rows_per_chunk)
 
     def row(self, row: int) -> NDArray[np.generic]:
         """Row ``row`` (a scalar for 1-D arrays) as a view."""
@@ -264,38 +305,81 @@ class MappedArray:
     def _map(self, index: int) -> NDArray[np.generic]:
         relpath = chunk_path(self._path, index, self._ndim)
         path = self._source.local_file(relpath)
+        for attempt in (1, 2):
+            fd = self._open(relpath, path)
+            try:
+                size = os.fstat(fd).st_size
+                if size != self._chunk_nbytes:
+                    raise CorruptVersion(
+                        f"chunk file {path} has {size} bytes, the manifest says "
+                        f"{self._chunk_nbytes}: the version is damaged; roll back or republish it"
+                    )
+                problem = self._checksum(fd, relpath)
+                if problem is None:
+                    if self._mapped is not None:
+                        return self._map_into_region(fd, index, path)
+                    mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+                    break
+            finally:
+                os.close(fd)
+            if attempt == 1 and not isinstance(self._source, LocalFolder):
+                # A damaged copy in a node's cache: drop it, so that it is fetched again (and
+                # checked on arrival) instead of being trusted by this or any later process.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                path = self._source.local_file(relpath)
+                continue
+            raise CorruptVersion(
+                f"chunk file {path} {problem}: the version is damaged; roll back or republish it"
+            )
+        # Lookups touch one row of a chunk; read-ahead would only pull pages nobody asked for.
+        mapped.madvise(mmap.MADV_RANDOM)
+        array = np.frombuffer(mapped, dtype=self.dtype).reshape(self._chunk_shape)
+        self._check_values(array, index, path)
+        self._chunks[index] = array
+        self.backed = True
+        return array
+
+    def _open(self, relpath: str, path: str) -> int:
         try:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                return os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 # A cache shared with other processes may have evicted the file between the
                 # fetch and the open: fetch it once more (on a version folder, nothing changes).
-                path = self._source.local_file(relpath)
-                fd = os.open(path, os.O_RDONLY)
+                return os.open(self._source.local_file(relpath), os.O_RDONLY)
         except FileNotFoundError:
             raise CorruptVersion(
                 f"chunk file {path} is missing: the version is damaged; "
                 "roll back (store.rollback()) or republish it"
             ) from None
-        try:
-            size = os.fstat(fd).st_size
-            if size != self._chunk_nbytes:
-                raise CorruptVersion(
-                    f"chunk file {path} has {size} bytes, the manifest says "
-                    f"{self._chunk_nbytes}: the version is damaged; roll back or republish it"
-                )
-            if self._mapped is not None:
-                return self._map_into_region(fd, index)
-            mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-        finally:
-            os.close(fd)
-        # Lookups touch one row of a chunk; read-ahead would only pull pages nobody asked for.
-        mapped.madvise(mmap.MADV_RANDOM)
-        array = np.frombuffer(mapped, dtype=self.dtype).reshape(self._chunk_shape)
-        self._chunks[index] = array
-        return array
 
-    def _map_into_region(self, fd: int, index: int) -> NDArray[np.generic]:
+    def _checksum(self, fd: int, relpath: str) -> str | None:
+        """Why the chunk file does not match its manifest entry's CRC32, or None."""
+        if self._files is None:
+            return None
+        entry = self._files.get(relpath)
+        if entry is None:
+            return "is not listed in the manifest"
+        # A mapping of its own, read front to back with read-ahead: the lookup mappings are
+        # MADV_RANDOM, and would fault the chunk in one page at a time.
+        with mmap.mmap(fd, self._chunk_nbytes, access=mmap.ACCESS_READ) as whole:
+            whole.madvise(mmap.MADV_SEQUENTIAL)
+            crc = zlib.crc32(whole)
+        if crc != entry.crc32:
+            return f"has crc32 {crc:08x}, the manifest says {entry.crc32:08x}"
+        return None
+
+    def _check_values(self, array: NDArray[np.generic], index: int, path: str) -> None:
+        check = self.on_map
+        rows = min(self.rows_per_chunk, self.n_rows - index * self.rows_per_chunk)
+        problem = check(array[:rows]) if check is not None else None
+        if problem is not None:
+            raise CorruptVersion(
+                f"chunk file {path} {problem}: the version is damaged; roll back or republish it"
+            )
+
+    def _map_into_region(self, fd: int, index: int, path: str) -> NDArray[np.generic]:
         assert self._mapped is not None
         with self._lock:
             if self._whole is None:
@@ -304,10 +388,12 @@ class MappedArray:
                 whole = np.asarray(self._region).view(self.dtype)
                 self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
             assert self._region is not None
-            if not self._mapped[index]:
-                self._region.map_file(fd, index * self._chunk_nbytes, self._chunk_nbytes)
-                self._mapped[index] = True
             start = index * self.rows_per_chunk
             array = self._whole[start : start + self.rows_per_chunk]
+            if not self._mapped[index]:
+                self._region.map_file(fd, index * self._chunk_nbytes, self._chunk_nbytes)
+                self._check_values(array, index, path)  # unmarked, the chunk is mapped and checked again
+                self._mapped[index] = True
             self._chunks[index] = array
+            self.backed = True
             return array

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sharedrec._layout import MAX_PARTITIONS, MAX_WIDTH, POINTER_HISTORY, chunk_path
 from sharedrec.errors import CorruptVersion
 
 __all__ = [
@@ -276,7 +277,24 @@ def _datetime(value: object, field: str) -> datetime:
 
 
 _SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_MAX_WIDTH = 1 << 24
+
+_ROLES: dict[str, tuple[tuple[str, ...], int]] = {
+    "keys": (("<i8",), 1),
+    "key_hash": (("<u8",), 1),
+    "key_spans": (("<i8",), 2),
+    "key_bytes": (("|u1",), 1),
+    "items": (("<i4", "<i8"), 2),
+    "scores": (("<f4", "<f8"), 2),
+    "lengths": (("<i4",), 1),
+    "vectors": (("<f2", "<f4", "<f8"), 2),
+    "default_items": (("<i4", "<i8"), 1),
+    "default_scores": (("<f4", "<f8"), 1),
+    "removed": (("<i8",), 1),
+    "removed_spans": (("<i8",), 2),
+    "removed_bytes": (("|u1",), 1),
+}
+"""The dtypes and dimensions sharedrec writes, by array name: what a reader can map."""
+_ANY_DTYPE = tuple(sorted({dtype for dtypes, _ in _ROLES.values() for dtype in dtypes}))
 
 
 def _name(value: object, field: str) -> str:
@@ -307,15 +325,20 @@ def _fields(raw: object, field: str, required: tuple[str, ...], optional: tuple[
     return obj
 
 
-def _array(raw: object, field: str) -> ArrayView:
+def _array(raw: object, field: str, name: str) -> ArrayView:
     obj = _fields(raw, field, ("dtype", "shape", "chunks"), ())
     dtype = _str(obj["dtype"], f"{field}.dtype")
-    if len(dtype) < 3 or dtype[0] not in "<|" or dtype[1] not in "iufb" or not dtype[2:].isdigit():
-        raise _Bad(f"{field}.dtype {dtype!r} is not a little-endian numeric dtype")
+    # Only what sharedrec writes: anything else (``<i3``, ``<u0``, ``|b8``) would fail later,
+    # in numpy, with an error that names no file.
+    allowed, ndim = _ROLES.get(name, (_ANY_DTYPE, 0))
+    if dtype not in allowed:
+        raise _Bad(f"{field}.dtype {dtype!r} is not one of the dtypes of such an array ({list(allowed)})")
     shape = tuple(_list(obj["shape"], f"{field}.shape", _int))
     chunks = tuple(_list(obj["chunks"], f"{field}.chunks", lambda v, f: _int(v, f, 1)))
     if not shape or len(chunks) != len(shape) or chunks[1:] != shape[1:]:
         raise _Bad(f"{field}: chunks {list(chunks)} must split the rows of shape {list(shape)} only")
+    if (ndim and len(shape) != ndim) or (name.endswith("_spans") and shape[1:] != (2,)):
+        raise _Bad(f"{field} has shape {list(shape)}, which is not the shape of such an array")
     return ArrayView(dtype=dtype, shape=shape, chunks=chunks)
 
 
@@ -342,7 +365,42 @@ _COLLECTION_OPTIONAL = (
 
 
 def _arrays(raw: object, field: str) -> dict[str, ArrayView]:
-    return {_name(name, field): _array(spec, f"{field}.{name}") for name, spec in _dict(raw, field).items()}
+    return {
+        _name(name, field): _array(spec, f"{field}.{name}", name) for name, spec in _dict(raw, field).items()
+    }
+
+
+_PER_KEY = ("key_spans", "items", "scores", "lengths", "vectors")
+"""Arrays that hold one row per key, in the order of the key array."""
+
+
+def _check_rows(arrays: dict[str, ArrayView], fences: list[int], count: int | None, field: str) -> None:
+    """The arrays of a key index and its rows agree: as many rows, and one fence per key chunk.
+
+    ``count`` is the number of keys the arrays must hold (None for a delta, whose arrays
+    hold only the keys it changed).
+    """
+    key = "keys" if "keys" in arrays else "key_hash"
+    spec = arrays.get(key)
+    if spec is None:
+        present = [name for name in _PER_KEY if name in arrays]
+        if present:
+            raise _Bad(f"{field}.arrays holds {present} but no key array")
+        return
+    rows = spec.shape[0]
+    if count is not None and rows != count:
+        raise _Bad(f"{field}.arrays.{key} holds {rows} keys, but count is {count}")
+    for name in _PER_KEY:
+        other = arrays.get(name)
+        if other is not None and other.shape[0] != rows:
+            raise _Bad(f"{field}.arrays.{name} has {other.shape[0]} rows for {rows} keys")
+    if len(fences) != spec.n_chunks:
+        raise _Bad(f"{field}.key_fences lists {len(fences)} fences for {spec.n_chunks} chunks of keys")
+
+
+def _check_lengths(obj: CollectionView | PartView, field: str) -> None:
+    if not obj.min_length <= obj.max_length <= obj.width:
+        raise _Bad(f"{field}: lengths {obj.min_length}..{obj.max_length} do not fit the width {obj.width}")
 
 
 _PART_REQUIRED = ("path", "count", "key_fences", "width", "min_length", "max_length", "arrays")
@@ -354,7 +412,7 @@ def _part(raw: object, field: str) -> PartView:
     if path is not None and (not path or path[0] in "._" or "/" in path or ".." in path):
         raise _Bad(f"{field}.path {path!r} is not a folder name")
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
-    width = _int(obj["width"], f"{field}.width", 1, _MAX_WIDTH)
+    width = _int(obj["width"], f"{field}.width", 1, MAX_WIDTH + 1)
     _check_width(arrays, width, field)
     return PartView(
         path=path,
@@ -380,6 +438,8 @@ def _partitions(raw: object, field: str) -> PartitionsView | None:
     if raw is None:
         return None
     obj = _fields(raw, field, ("hash", "parts"), ())
+    if isinstance(obj["parts"], list) and len(obj["parts"]) > MAX_PARTITIONS:
+        raise _Bad(f"{field}.parts lists {len(obj['parts'])} partitions, at most {MAX_PARTITIONS}")
     parts = _list(obj["parts"], f"{field}.parts", _part)
     if not parts:
         raise _Bad(f"{field}.parts must list at least one partition")
@@ -391,7 +451,7 @@ def _partitions(raw: object, field: str) -> PartitionsView | None:
 def _collection(raw: object, field: str) -> CollectionView:
     obj = _fields(raw, field, _COLLECTION_REQUIRED, _COLLECTION_OPTIONAL)
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
-    width = _int(obj["width"], f"{field}.width", 1, _MAX_WIDTH)
+    width = _int(obj["width"], f"{field}.width", 1, MAX_WIDTH + 1)
     _check_width(arrays, width, field)
     kind = _literal(obj["kind"], f"{field}.kind", "ranked", "vectors")
     count = _int(obj["count"], f"{field}.count", 1)
@@ -421,6 +481,44 @@ def _collection(raw: object, field: str) -> CollectionView:
     )
 
 
+def _check_collection(spec: CollectionView, field: str) -> None:
+    """What the reader relies on beyond types: rows, defaults and partitions that agree."""
+    _check_lengths(spec, field)
+    if spec.partitions is None:
+        _check_rows(spec.arrays, spec.key_fences, None if spec.delta else spec.count, field)
+    else:
+        parts = spec.partitions.parts
+        for number, part in enumerate(parts):
+            if part.count:
+                where = f"{field}.partitions.parts[{number}]"
+                _check_rows(part.arrays, part.key_fences, part.count, where)
+                _check_lengths(part, where)
+        if sum(part.count for part in parts) != spec.count:
+            raise _Bad(
+                f"{field}: its partitions hold {sum(p.count for p in parts)} keys, count is {spec.count}"
+            )
+        # A batch lookup sizes its output by the collection's width: no partition is wider.
+        widest = max(part.width for part in parts if part.count)
+        if widest != spec.width:
+            raise _Bad(f"{field}.width is {spec.width} but its widest partition is {widest} wide")
+    if spec.default_length is not None:
+        if spec.default_length > spec.width:
+            raise _Bad(f"{field}.default_length {spec.default_length} exceeds the width {spec.width}")
+        for name in ("default_items", "default_scores"):
+            array = spec.arrays.get(name)
+            if array is None or array.shape[0] < spec.default_length:
+                held = "no" if array is None else f"a {array.shape[0]}-row"
+                raise _Bad(
+                    f"{field}.default_length is {spec.default_length} but the collection has "
+                    f"{held} {name} array"
+                )
+    if spec.removed:
+        name = "removed" if spec.key_type == "int64" else "removed_spans"
+        array = spec.arrays.get(name)
+        if array is None or array.shape[0] != spec.removed:
+            raise _Bad(f"{field}.removed is {spec.removed} but its {name} array does not hold as many keys")
+
+
 def _file(raw: object, field: str) -> FileView:
     obj = _fields(raw, field, ("size", "crc32"), ())
     return FileView(
@@ -443,19 +541,34 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
         for name, spec in _dict(obj["collections"], "collections").items()
     }
     for name, collection in collections.items():
-        arrays = [(f"collections.{name}.arrays.{a}", spec) for a, spec in collection.arrays.items()]
+        arrays = [
+            (f"collections.{name}.arrays.{a}", f"{name}/{a}", spec) for a, spec in collection.arrays.items()
+        ]
         if collection.partitions is not None:
             arrays += [
-                (f"collections.{name}.partitions.parts[{p}].arrays.{a}", spec)
+                (f"collections.{name}.partitions.parts[{p}].arrays.{a}", f"{name}/{part.path}/{a}", spec)
                 for p, part in enumerate(collection.partitions.parts)
                 for a, spec in part.arrays.items()
             ]
-        for where, spec in arrays:
+        for where, path, spec in arrays:
             # Every chunk is a listed file: a declared size cannot outgrow the manifest itself.
             if spec.n_chunks > len(files):
                 raise _Bad(
                     f"{where} declares {spec.n_chunks} chunks but the manifest lists {len(files)} files"
                 )
+            # ...of the size its geometry implies, so that the sizes checked against the files
+            # (at open, or when a chunk is mapped) bound every size declared here. (A chunk
+            # missing from the list has its size checked when mapped; a key chunk is refused.)
+            nbytes, ndim = spec.chunk_nbytes, len(spec.shape)
+            prefix, suffix = f"{path}/c/", "/0" * (ndim - 1)  # chunk_path(), built once per array
+            for chunk in range(spec.n_chunks):
+                entry = files.get(f"{prefix}{chunk}{suffix}")
+                if entry is not None and entry.size != nbytes:
+                    raise _Bad(
+                        f"{where}: chunk file {chunk_path(path, chunk, ndim)} is listed "
+                        f"with {entry.size} bytes, the array needs {nbytes}"
+                    )
+        _check_collection(collection, f"collections.{name}")
     return ManifestView(
         format=_literal(obj.get("format", "sharedrec/1"), "format", "sharedrec/1"),
         id=_str(obj["id"], "id"),
@@ -475,8 +588,8 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
 def _pointer(raw: object) -> PointerView:
     obj = _fields(raw, "the pointer", ("version", "updated_at"), ("format", "previous", "manifest"))
     previous = _list(obj.get("previous", []), "previous", _str)
-    if len(previous) > 32:  # POINTER_HISTORY
-        raise _Bad(f"previous lists {len(previous)} versions, at most 32")
+    if len(previous) > POINTER_HISTORY:
+        raise _Bad(f"previous lists {len(previous)} versions, at most {POINTER_HISTORY}")
     return PointerView(
         format=_literal(obj.get("format", "sharedrec-pointer/1"), "format", "sharedrec-pointer/1"),
         version=_str(obj["version"], "version"),

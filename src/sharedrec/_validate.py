@@ -14,9 +14,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sharedrec._keys import int_keys, str_keys
+from sharedrec._layout import MAX_WIDTH
 from sharedrec.errors import InvalidInput
 
-__all__ = ["Keys", "Ranked", "normalize_keys", "normalize_ranked", "normalize_vectors"]
+__all__ = ["Keys", "Ranked", "check_width", "normalize_keys", "normalize_ranked", "normalize_vectors"]
 
 ITEM_PAD = -1
 """Stored after the end of every list; item ids must be non-negative."""
@@ -189,6 +190,7 @@ def normalize_ranked(
         length_arr = np.minimum(length_arr, top_k).astype(np.int32)
     # Store no wider than the longest list (at least one column, so every row has a width).
     width = max(1, int(length_arr.max()))
+    check_width(where, width, "a list length of", "keep fewer items per list (top_k=)")
     if width > item_arr.shape[1]:
         item_arr = np.full((n, width), ITEM_PAD, dtype=item_arr.dtype)
         score_arr = np.full((n, width), np.nan, dtype=score_arr.dtype)
@@ -339,12 +341,22 @@ def _sort_rows(
     return np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
+def check_width(where: str, width: int, what: str, fix: str) -> None:
+    """Refuse rows wider than ``MAX_WIDTH``, which no reader opens."""
+    if width > MAX_WIDTH:
+        raise InvalidInput(
+            f"{where}: {what} {width} exceeds MAX_WIDTH ({MAX_WIDTH}), the widest row a version "
+            f"may hold (readers refuse wider ones); {fix}"
+        )
+
+
 def normalize_vectors(collection: str, keys: Keys, vectors: object) -> NDArray[np.floating[Any]]:
     """Check vectors: a (n_keys, dim) array of finite floats."""
     where = f"collection {collection!r}: vectors"
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[0] != len(keys) or array.shape[1] == 0:
         raise InvalidInput(f"{where} must have shape ({len(keys)}, dim) (one row per key); got {array.shape}")
+    check_width(where, array.shape[1], "a dimension of", "reduce the dimension")
     if array.dtype.kind != "f":
         raise InvalidInput(f"{where} must be floating point (float16/32/64); got dtype {array.dtype}")
     bad = np.flatnonzero(~np.isfinite(array).all(axis=1))

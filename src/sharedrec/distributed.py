@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from sharedrec import _validate, index
-from sharedrec._layout import MANIFEST, VERSIONS, validate_collection_name
+from sharedrec._layout import MANIFEST, MAX_PARTITIONS, VERSIONS, validate_collection_name
 from sharedrec.errors import InvalidInput, PublishRejected
 from sharedrec.format import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
 from sharedrec.integrity import file_crc32
@@ -49,9 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PARTITIONS", "PartitionReceipt", "PublishHandle", "partition_of", "resolve_receipts"]
 
 log = logging.getLogger("sharedrec")
-
-MAX_PARTITIONS = 100_000
-"""Partition folders are numbered with five digits."""
 
 _ATTEMPT = re.compile(r"^[0-9a-f]{8}$")
 

@@ -58,7 +58,8 @@ def check_version(
     """Compare every file of a version with its manifest entry.
 
     ``sizes`` stats each file; ``full`` also recomputes its CRC32; ``lazy`` checks
-    nothing here (each chunk's size is then checked when it is first mapped).
+    nothing here (each chunk's size is then checked when it is first mapped, and the
+    CRC32 of each chunk of a key index too).
     """
     if level not in _LEVELS:
         raise InvalidInput(f"verify must be one of {_LEVELS}; got {level!r}")

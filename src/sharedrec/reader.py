@@ -22,7 +22,7 @@ import numpy as np
 
 from sharedrec._keys import int_key, int_keys, is_bool, str_key, str_keys
 from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
-from sharedrec._spec import CollectionView, ManifestView, PartView
+from sharedrec._spec import CollectionView, FileView, ManifestView, PartView
 from sharedrec.errors import (
     CorruptVersion,
     InvalidInput,
@@ -184,13 +184,16 @@ class _Chain:
     keys, which are few: a lookup costs one dict probe more than in a full version.
     """
 
-    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys")
+    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys", "widest")
 
     def __init__(self, root: Any, levels: list[Any], lookup: dict[Any, int]) -> None:
         self.root = root
         self.levels = levels
         self.lookup = lookup
         self.str_keys = root.spec.key_type == "str"
+        rows = "items" if root.spec.kind == "ranked" else "vectors"
+        self.widest: MappedArray = max((getattr(c, rows) for c in [root, *levels]), key=lambda a: a.n_cols)
+        """The rows array with the most columns: a batch's output is at most this wide."""
         self._sorted: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._effective: NDArray[np.int64] | list[str] | None = None
 
@@ -310,6 +313,13 @@ class _ChainedVectors:
         return target, row
 
 
+def _widest(arrays: list[MappedArray], name: str) -> MappedArray:
+    """The rows array of the widest partition (the collection's width, as the parser checked)."""
+    if not arrays:
+        raise CorruptVersion(f"collection {name!r}: no partition holds a key; republish the version")
+    return max(arrays, key=lambda array: array.n_cols)
+
+
 def _partitioned_index(spec: CollectionView, parts: Sequence[_Ranked | _Vectors | None]) -> PartitionedIndex:
     """The index over the partitions of a collection (None for an empty partition)."""
     assert spec.partitions is not None
@@ -323,7 +333,7 @@ def _partitioned_index(spec: CollectionView, parts: Sequence[_Ranked | _Vectors 
 class _PartitionedRanked:
     """A ranked collection split into partitions: a lookup goes to the key's partition."""
 
-    __slots__ = ("default", "index", "name", "parts", "single", "spec")
+    __slots__ = ("default", "index", "name", "parts", "single", "spec", "widest")
 
     def __init__(
         self,
@@ -337,6 +347,7 @@ class _PartitionedRanked:
         self.spec = spec
         self.parts = parts
         self.index = _partitioned_index(spec, parts)
+        self.widest = _widest([part.items for part in parts if part is not None], name)
         self.default: RankedList | None = None
         if spec.default_length is not None:
             n = spec.default_length
@@ -357,7 +368,7 @@ class _PartitionedRanked:
 
 
 class _PartitionedVectors:
-    __slots__ = ("index", "name", "parts", "spec")
+    __slots__ = ("index", "name", "parts", "spec", "widest")
 
     def __init__(self, name: str, spec: CollectionView, parts: list[_Vectors | None]) -> None:
         assert spec.partitions is not None
@@ -365,6 +376,7 @@ class _PartitionedVectors:
         self.spec = spec
         self.parts = parts
         self.index = _partitioned_index(spec, parts)
+        self.widest = _widest([part.vectors for part in parts if part is not None], name)
 
 
 class OpenVersion:
@@ -403,7 +415,7 @@ class OpenVersion:
             )
         for name, spec in manifest.collections.items():
             arrays = {
-                array: MappedArray(source, f"{name}/{array}", array_spec)
+                array: MappedArray(source, f"{name}/{array}", array_spec, _checked(array, manifest))
                 for array, array_spec in spec.arrays.items()
             }
             if spec.partitions is not None:
@@ -458,7 +470,7 @@ class OpenVersion:
                 continue
             label = f"{name}/{part.path}"
             part_arrays = {
-                array: MappedArray(source, f"{label}/{array}", array_spec)
+                array: MappedArray(source, f"{label}/{array}", array_spec, _checked(array, self.manifest))
                 for array, array_spec in part.arrays.items()
             }
             _require(label, part.arrays, needed, where)
@@ -504,6 +516,11 @@ class OpenVersion:
                 level = _Vectors(name, spec, index, arrays)
         removed = _removed_keys(name, spec, arrays, where)
         chain = _Chain.extend(prior, level, removed)
+        if spec.width > chain.widest.n_cols:  # a batch's output is sized by the width
+            raise CorruptVersion(
+                f"collection {name!r} in {where}/manifest.json is {spec.width} wide, but no version "
+                f"of its chain of deltas stores rows wider than {chain.widest.n_cols}; republish the version"
+            )
         if spec.kind == "ranked":
             default = None
             if spec.default_length is not None:
@@ -762,6 +779,7 @@ class Reader:
             rows = col.index.find_many(keys)
             found = rows >= 0
             hit = np.flatnonzero(found)
+            _back(col.items, rows, hit)
             # Stored rows carry their own padding, so only the rows of missing keys need filling.
             items = np.empty((len(rows), width), dtype=col.items.dtype)
             scores = np.empty((len(rows), width), dtype=col.scores.dtype)
@@ -786,6 +804,7 @@ class Reader:
         n, groups = col.index.groups(keys)
         first = next((part for part in col.parts if part is not None), None)
         assert first is not None, "a collection holds at least one key"
+        col.widest.back()
         items = np.full((n, width), _ITEM_PAD, dtype=first.items.dtype)
         scores = np.full((n, width), np.nan, dtype=first.scores.dtype)
         found = np.zeros(n, dtype=bool)
@@ -874,9 +893,10 @@ class Reader:
                 self._misses += len(found) - int(np.count_nonzero(found))
                 return out, found
             rows = col.index.find_many(keys)
-            out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             found = rows >= 0
             hit = np.flatnonzero(found)
+            _back(col.vectors, rows, hit)
+            out = np.full((len(rows), col.spec.width), np.nan, dtype=col.vectors.dtype)
             _gather(col.vectors, rows, hit, out, None)
             self._lookups += len(rows)
             self._misses += len(rows) - hit.size
@@ -895,6 +915,7 @@ class Reader:
         n, groups = col.index.groups(keys)
         first = next((part for part in col.parts if part is not None), None)
         assert first is not None, "a collection holds at least one key"
+        col.widest.back()
         out = np.full((n, col.spec.width), np.nan, dtype=first.vectors.dtype)
         found = np.zeros(n, dtype=bool)
         for number, where, sub in groups:
@@ -1195,6 +1216,13 @@ def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
         threading.Thread(target=lease.remove, name="sharedrec-lease-removal", daemon=True).start()
 
 
+def _back(array: MappedArray, rows: NDArray[np.intp], hit: NDArray[np.intp]) -> None:
+    """Before a batch's output is sized by the collection's width: check that a chunk file
+    holds rows that wide (a damaged manifest's width must not size an allocation)."""
+    if not array.backed:
+        array.back(int(rows[hit[0]]) if hit.size else 0)
+
+
 def _gather(
     array: MappedArray,
     rows: NDArray[np.intp],
@@ -1241,6 +1269,7 @@ def _chained_ranked(
     where, rows = chain.locate_many(keys)
     root = chain.root
     levels = [root, *chain.levels]
+    chain.widest.back()
     items = np.full((len(rows), width), _ITEM_PAD, dtype=np.result_type(*(c.items.dtype for c in levels)))
     scores = np.full((len(rows), width), np.nan, dtype=np.result_type(*(c.scores.dtype for c in levels)))
     found = rows >= 0
@@ -1257,6 +1286,7 @@ def _chained_vectors(chain: _Chain, keys: ArrayLike, dim: int) -> tuple[NDArray[
     where, rows = chain.locate_many(keys)
     root = chain.root
     dtype = np.result_type(*(c.vectors.dtype for c in [root, *chain.levels]))
+    chain.widest.back()
     out = np.full((len(rows), dim), np.nan, dtype=dtype)
     found = rows >= 0
     for level, holder in [(_ROOT, root), *enumerate(chain.levels)]:
@@ -1284,7 +1314,36 @@ def _removed_keys(
         return array.span(0, array.n_rows).tolist()  # type: ignore[no-any-return]
     _require(name, spec.arrays, ("removed_spans", "removed_bytes"), where)
     spans = arrays["removed_spans"]
+    _spans_within(spans, arrays["removed_bytes"])
     return decode_keys(spans, arrays["removed_bytes"], spans.n_rows)
+
+
+_KEY_ARRAYS = frozenset(
+    ("keys", "key_hash", "key_spans", "key_bytes", "removed", "removed_spans", "removed_bytes")
+)
+"""Arrays that decide which row a key is (or whether a delta removed it): their chunks are
+small, and a flipped bit in one would serve another key's data, so each chunk's checksum is
+checked when it is first mapped."""
+
+
+def _checked(array: str, manifest: ManifestView) -> Mapping[str, FileView] | None:
+    """The manifest's file entries for a key array (checksummed when mapped), else None."""
+    return manifest.files if array in _KEY_ARRAYS else None
+
+
+def _spans_within(spans: MappedArray, key_bytes: MappedArray) -> None:
+    """Check, as each chunk of a span array is mapped, that its spans lie in the key bytes."""
+    size = key_bytes.n_rows
+
+    def check(chunk: NDArray[Any]) -> str | None:
+        starts, stops = chunk[:, 0], chunk[:, 1]
+        bad = (starts < 0) | (starts > stops) | (stops > size)
+        if bad.any():
+            row = int(np.argmax(bad))
+            return f"has a key span {chunk[row].tolist()} outside the {size} key bytes (row {row})"
+        return None
+
+    spans.on_map = check
 
 
 def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], root: str) -> None:
@@ -1315,4 +1374,5 @@ def _open_index(
             f"collection {name!r} hashes its keys with {spec.key_hash!r}, which this version of "
             f"sharedrec does not know ({sorted(KEY_HASHES)}); upgrade sharedrec"
         )
+    _spans_within(arrays["key_spans"], arrays["key_bytes"])
     return StrIndex(arrays["key_hash"], arrays["key_spans"], arrays["key_bytes"], fences, spec.key_hash)

@@ -17,6 +17,7 @@ from sharedrec._layout import (
     CURRENT,
     LEASES,
     MANIFEST,
+    MAX_CHAIN,
     POINTER_HISTORY,
     REFS,
     VERSIONS,
@@ -190,9 +191,10 @@ class Store:
             base: Write a delta over this version instead (implies ``delta``).
             max_chain: When the delta would sit on ``max_chain`` deltas already, a full
                 version is written instead, so a chain never grows past it (see also
-                `compact()`).
+                `compact()`). At most ``MAX_CHAIN`` (256), the longest chain readers open.
 
         Raises:
+            InvalidInput: ``max_chain`` is out of range.
             ConcurrentPublishError: On exit, when another writer moved ``CURRENT`` first.
             PublishRejected: On exit, when the draft holds no collection or a guard fails.
 
@@ -230,8 +232,11 @@ class Store:
     ) -> Reader | None:
         """The version a delta publish builds on, opened pinned; None for a full version."""
 
-        if not isinstance(max_chain, int) or max_chain < 1:
-            raise InvalidInput(f"max_chain must be a positive int; got {max_chain!r}")
+        if not isinstance(max_chain, int) or isinstance(max_chain, bool) or not 1 <= max_chain <= MAX_CHAIN:
+            raise InvalidInput(
+                f"max_chain must be an int from 1 to {MAX_CHAIN} (MAX_CHAIN: readers refuse longer "
+                f"chains of deltas); got {max_chain!r}"
+            )
         if base is None and not delta:
             return None
         if base is None:
@@ -685,7 +690,7 @@ class Store:
         below = _below or ()
         base = None
         if manifest.base is not None:  # a delta: open the versions it builds on first
-            if manifest.base in below or manifest.base == version_id or len(below) > _MAX_CHAIN_OPEN:
+            if manifest.base in below or manifest.base == version_id or len(below) >= _MAX_CHAIN_OPEN:
                 raise CorruptVersion(
                     f"version {version_id} is a delta over {manifest.base}, which makes the chain "
                     f"of deltas {' -> '.join([*below, version_id, manifest.base])} loop or run too "
@@ -993,8 +998,8 @@ class Store:
         return f"version {version_id} does not exist in {self.location}"
 
 
-_MAX_CHAIN_OPEN = 256
-"""Deltas a reader follows down a chain before it calls the chain damaged."""
+_MAX_CHAIN_OPEN = MAX_CHAIN
+"""Deltas a reader follows down a chain before it calls the chain damaged: what writers allow."""
 
 
 def _now() -> datetime:
