@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sharedrec._layout import chunk_path
-from sharedrec.errors import CorruptVersion
+from sharedrec._layout import MANIFEST, chunk_path
+from sharedrec.errors import CorruptVersion, SharedrecError, VersionGone
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -57,6 +57,25 @@ class LocalFolder:
     def local_file(self, relpath: str) -> str:
         """``root/relpath``."""
         return os.path.join(self.root, relpath)
+
+
+def _missing_chunk(source: ChunkSource, path: str) -> SharedrecError:
+    """The error for a chunk file that is not there.
+
+    Garbage collection deletes a version's manifest first: a version folder without one was
+    deleted under the reader (`VersionGone`: a following reader moves to the live version),
+    while a missing chunk beside a manifest is damage.
+    """
+    if isinstance(source, LocalFolder) and not os.path.exists(os.path.join(source.root, MANIFEST)):
+        version = os.path.basename(os.path.normpath(source.root))
+        return VersionGone(
+            f"chunk file {path} is gone: version {version} was deleted (garbage-collected) while "
+            "this reader used it, e.g. after its lease expired while the process was paused; "
+            "open a reader on a version that exists (store.versions())"
+        )
+    return CorruptVersion(
+        f"chunk file {path} is missing: the version is damaged; roll back (store.rollback()) or republish it"
+    )
 
 
 @dataclass(frozen=True)
@@ -273,10 +292,7 @@ class MappedArray:
                 path = self._source.local_file(relpath)
                 fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            raise CorruptVersion(
-                f"chunk file {path} is missing: the version is damaged; "
-                "roll back (store.rollback()) or republish it"
-            ) from None
+            raise _missing_chunk(self._source, path) from None
         try:
             size = os.fstat(fd).st_size
             if size != self._chunk_nbytes:
