@@ -19,6 +19,7 @@ import mmap
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -181,6 +182,7 @@ class MappedArray:
     """Row access to one array of a version on a POSIX path."""
 
     __slots__ = (
+        "__weakref__",
         "_chunk_nbytes",
         "_chunk_shape",
         "_chunks",
@@ -316,6 +318,7 @@ class MappedArray:
         with self._lock:
             if self._whole is None:
                 self._region = _Region(self.n_chunks * self._chunk_nbytes)
+                _LOCKED.add(self)
                 rows = self.n_chunks * self.rows_per_chunk
                 whole = np.asarray(self._region).view(self.dtype)
                 self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
@@ -327,3 +330,18 @@ class MappedArray:
             array = self._whole[start : start + self.rows_per_chunk]
             self._chunks[index] = array
             return array
+
+
+_LOCKED: weakref.WeakSet[MappedArray] = weakref.WeakSet()
+"""Arrays whose lock maps chunks into their span (a forked child needs fresh locks)."""
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a lock at fork(); it stays held in the child, where
+    # that thread no longer exists: the next map of a chunk of the array would block forever.
+    for array in list(_LOCKED):
+        array._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
