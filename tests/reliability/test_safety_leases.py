@@ -104,28 +104,15 @@ def test_processes_sharing_a_reader_id_each_hold_a_lease(tmp_path: Path, tally: 
             assert proc.stdout is not None
             opened.append(json.loads(proc.stdout.readline()))
         assert [o["version"] for o in opened] == [v_a, v_a]
-        # Two lease files, one per process; both say the pod.
-        leases = lease_files(root)
-        assert len(leases) == 2, leases
-        assert {lease["reader_id"] for lease in leases.values()} == {"recs-api-7f9c"}
-        assert sorted(lease["pid"] for lease in leases.values()) == sorted(o["pid"] for o in opened)
-        fleet = store.leases()
-        assert [(info.reader_id, info.pid) for info in fleet] == sorted(
-            ("recs-api-7f9c", o["pid"]) for o in opened
-        )
-        assert len({info.process for info in fleet}) == 2
-
+        leases, fleet = lease_files(root), store.leases()  # checked below, after the harm
         publish_tagged(store, 1)  # CURRENT moves to B; the workers stay on A
         first, second = workers
         assert first.stdin is not None and first.stdout is not None
         first.stdin.write("close\n")
         first.stdin.flush()
         assert first.stdout.readline().strip() == "closed"
-        # The second worker's lease still holds A.
-        assert [lease["version"] for lease in lease_files(root).values()] == [v_a]
+        left = lease_files(root)
         report = store.gc(keep=0, grace=0)
-        assert v_a not in report.deleted and (root / "versions" / v_a / "manifest.json").is_file()
-        assert "leased by reader recs-api-7f9c" in report.kept[v_a]
         assert second.stdin is not None and second.stdout is not None
         second.stdin.write("read\n")
         second.stdin.flush()
@@ -133,11 +120,22 @@ def test_processes_sharing_a_reader_id_each_hold_a_lease(tmp_path: Path, tally: 
         tally.scenarios += 1
         tally.answers_checked += N_KEYS
         tally.wrong_answers += result["wrong"]
-        assert result == {"wrong": 0, "error": None, "version": v_a}
+        assert result == {"wrong": 0, "error": None, "version": v_a}, result
+        assert v_a not in report.deleted and (root / "versions" / v_a / "manifest.json").is_file()
+        assert "leased by reader recs-api-7f9c" in report.kept[v_a]
+        assert [lease["version"] for lease in left.values()] == [v_a]  # the second worker's
     finally:
         for proc in workers:
             proc.kill()
             proc.communicate()
+    # Two lease files, one per process; both name the pod, and the fleet view groups them.
+    assert len(leases) == 2, leases
+    assert {lease["reader_id"] for lease in leases.values()} == {"recs-api-7f9c"}
+    assert sorted(lease["pid"] for lease in leases.values()) == sorted(o["pid"] for o in opened)
+    assert [(info.reader_id, info.pid) for info in fleet] == sorted(
+        ("recs-api-7f9c", o["pid"]) for o in opened
+    )
+    assert len({info.process for info in fleet}) == 2
 
 
 def test_two_readers_of_one_process_hold_two_leases(tmp_path: Path, tally: Tally) -> None:
@@ -381,3 +379,61 @@ def test_reader_frozen_past_its_lease_recovers(tmp_path: Path, mode: str, tally:
     assert result == {"wrong": 0, "error": None, "version": v_b}
     assert f"version {v_a} was garbage-collected while this reader was paused" in err, err
     assert f"switched to {v_b}" in err and "lease expired" in err
+
+
+# -- the fleet view and the readiness probe over a pod's processes -------------------------------
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    """Run the command line in this process: its exit code, and its output or error."""
+    from click.testing import CliRunner
+
+    from sharedrec.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        return 1, str(result.exception)
+    return result.exit_code, result.output
+
+
+def test_readiness_and_fleet_view_over_a_pods_processes(tmp_path: Path, tally: Tally) -> None:
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    version = publish_tagged(store, 0)
+    # A worker of the pod killed an hour ago left its expired lease behind.
+    (root / "leases").mkdir()
+    stale = {
+        "reader_id": "pod-r",
+        "host": "h",
+        "pid": 4242,
+        "version": version,
+        "versions": [version],
+        "started_at": "2026-01-01T00:00:00Z",
+        "heartbeat": "2026-01-01T00:00:00Z",
+        "expires_at": "2026-01-01T00:01:00Z",
+    }
+    (root / "leases" / "pod-r.4242-abcdef.json").write_text(json.dumps(stale))
+    other = store.reader(reader_id="pod-r.x", refresh_interval=None)  # an id that starts alike
+    code, said = _cli("ready", str(root), "--reader-id", "pod-r")
+    assert code == 1 and "expired" in said, said
+    one = store.reader(reader_id="pod-r", refresh_interval=None)
+    two = store.reader(reader_id="pod-r", refresh_interval=None)
+    code, said = _cli("ready", str(root), "--reader-id", "pod-r")
+    assert code == 0, said
+    assert f"pod-r serves version {version}" in said and "2 processes" in said
+    fleet = store.leases()
+    assert [info.reader_id for info in fleet] == ["pod-r", "pod-r", "pod-r", "pod-r.x"]
+    assert fleet[0].process == "4242-abcdef" and not fleet[0].live
+    assert {info.process for info in fleet[1:3]} == {one._lease.process, two._lease.process}  # type: ignore[union-attr]
+    code, said = _cli("info", str(root))
+    lines = [line for line in said.splitlines() if line.startswith("  pod-r")]
+    assert code == 0 and len(lines) == 4 and f"pid {os.getpid()}" in lines[1] and "EXPIRED" in lines[0], said
+    one.close()
+    two.close()
+    other.close()
+    tally.scenarios += 1
+    code, said = _cli("ready", str(root), "--reader-id", "pod-r")
+    assert code == 1 and "expired" in said
+    (root / "leases" / "pod-r.4242-abcdef.json").unlink()
+    code, said = _cli("ready", str(root), "--reader-id", "pod-r")
+    assert code == 1 and "no lease" in said
