@@ -35,6 +35,9 @@ log = logging.getLogger("sharedrec")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
+STALE_AFTER = 3600.0
+"""Seconds after its expiry a lease file of a reader's own id is removed as left behind."""
+
 
 def default_reader_id() -> str:
     """``$SHAREDREC_READER_ID`` (e.g. a pod name), else ``<host>-<pid>-<random>``."""
@@ -156,6 +159,46 @@ class LeaseKeeper:
                 raise
             with open(local, "wb") as f:
                 f.write(data)
+
+    def sweep(self) -> None:
+        """Remove lease files of this reader id that expired long ago.
+
+        Each process writes a file of its own, so a killed one (OOM, SIGKILL) leaves its
+        file behind, and a pod whose container restarts would pile them up. An expired
+        lease protects nothing, and one expired for an hour belongs to no live reader in
+        practice: a process back from so long a pause writes its lease again at its next
+        heartbeat. Damaged files are left to people (garbage collection reports them).
+        """
+        prefix = f"{self.reader_id}."
+        own = self._path.rsplit("/", 1)[-1]
+        try:
+            names = self._backend.listdir(self._folder)
+        except Exception as exc:
+            log.debug("could not list leases to remove stale ones: %s", exc)
+            return
+        now = time.time()
+        for name in names:
+            if not name.startswith(prefix) or not name.endswith(".json") or name == own:
+                continue
+            path = f"{self._folder}/{name}" if self._folder else name
+            try:
+                lease = json.loads(self._backend.read_bytes(path))
+                if lease.get("reader_id") != self.reader_id:
+                    continue  # another reader whose id starts like this one
+                expires = datetime.fromisoformat(lease["expires_at"]).timestamp()
+            except Exception:
+                continue
+            if now - expires > STALE_AFTER:
+                try:
+                    self._backend.remove_tree(path)
+                    log.info(
+                        "removed the lease %s/%s, expired %.0f s ago",
+                        self._backend.location,
+                        path,
+                        now - expires,
+                    )
+                except Exception as exc:
+                    log.debug("could not remove stale lease %s: %s", path, exc)
 
     def remove(self) -> None:
         """Delete the lease (on close); a missing file is fine."""

@@ -595,6 +595,7 @@ class Reader:
         self._retired: list[tuple[str, float]] = []  # versions left, leased until the deadline
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._swept = False
         if lease is not None and lease.version != opened.id:  # store.reader() leased it already
             lease.write(opened.id, [])
         self._start_thread()
@@ -1094,6 +1095,9 @@ class Reader:
                     self._lease.write(self._v.id, self._held())
             except SharedrecError as exc:
                 log.warning("%s", exc)
+            if not self._swept:  # once, off the open path: files of killed processes of this id
+                self._swept = True
+                self._lease.sweep()
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -437,3 +437,28 @@ def test_readiness_and_fleet_view_over_a_pods_processes(tmp_path: Path, tally: T
     (root / "leases" / "pod-r.4242-abcdef.json").unlink()
     code, said = _cli("ready", str(root), "--reader-id", "pod-r")
     assert code == 1 and "no lease" in said
+
+
+def test_files_of_killed_processes_do_not_pile_up(tmp_path: Path, tally: Tally) -> None:
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    version = publish_tagged(store, 0)
+    (root / "leases").mkdir()
+    long_ago, lately = (
+        "2026-01-01T00:00:00Z",
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5)),
+    )
+
+    def left_behind(name: str, reader_id: str, expired: str) -> None:
+        lease = {"reader_id": reader_id, "host": "h", "pid": 7, "version": version, "versions": [version]}
+        lease.update(started_at=long_ago, heartbeat=long_ago, expires_at=expired)
+        (root / "leases" / name).write_text(json.dumps(lease))
+
+    left_behind("pod-k.7-aaaaaa.json", "pod-k", long_ago)  # killed long ago: removed
+    left_behind("pod-k.8-bbbbbb.json", "pod-k", lately)  # expired seconds ago: may come back
+    left_behind("pod-k.x.9-cccccc.json", "pod-k.x", long_ago)  # another pod's
+    with store.reader(reader_id="pod-k", lease_ttl=0.3, refresh_interval=None):
+        assert wait_for(lambda: not (root / "leases" / "pod-k.7-aaaaaa.json").exists())
+        names = sorted(lease_files(root))
+    tally.scenarios += 1
+    assert len(names) == 3 and {"pod-k.8-bbbbbb.json", "pod-k.x.9-cccccc.json"} < set(names)
