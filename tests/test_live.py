@@ -119,8 +119,14 @@ def test_background_refresh_reports_a_failure_once(store: sharedrec.Store) -> No
         wait_for(lambda: reader.version == v3)
 
 
+def lease_path(folder: Path, reader_id: str) -> Path:
+    """The one lease file of ``reader_id`` in ``folder`` (``<reader-id>.<pid>-<random>.json``)."""
+    (path,) = folder.glob(f"{reader_id}.{os.getpid()}-*.json")
+    return path
+
+
 def read_lease(store: sharedrec.Store, reader_id: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads((Path(store.location) / "leases" / f"{reader_id}.json").read_text())
+    data: dict[str, object] = json.loads(lease_path(Path(store.location) / "leases", reader_id).read_text())
     return data
 
 
@@ -139,7 +145,7 @@ def test_lease_lifecycle(store: sharedrec.Store) -> None:
     assert lease["versions"] == [v2, v1]  # the old one stays leased while calls in flight finish
     wait_for(lambda: read_lease(store, "pod-a")["versions"] == [v2])  # ...until the ttl passes
     reader.close()
-    assert not (Path(store.location) / "leases" / "pod-a.json").exists()
+    assert os.listdir(Path(store.location) / "leases") == []
 
 
 def test_default_reader_id_and_env(store: sharedrec.Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +156,8 @@ def test_default_reader_id_and_env(store: sharedrec.Store, monkeypatch: pytest.M
         assert reader.ready
     monkeypatch.setenv("SHAREDREC_READER_ID", "recs-api-7f9c")
     with store.reader():
-        assert os.listdir(Path(store.location) / "leases") == ["recs-api-7f9c.json"]
+        (name,) = os.listdir(Path(store.location) / "leases")
+        assert name.startswith(f"recs-api-7f9c.{os.getpid()}-") and name.endswith(".json")
     with pytest.raises(InvalidInput, match="invalid reader id"):
         store.reader(reader_id="../x")
 
@@ -158,13 +165,13 @@ def test_default_reader_id_and_env(store: sharedrec.Store, monkeypatch: pytest.M
 def test_lease_dir_elsewhere(store: sharedrec.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     publish(store, 1)
     with store.reader(reader_id="r1", lease_dir=tmp_path / "mine"):
-        assert (tmp_path / "mine" / "r1.json").is_file()
+        assert lease_path(tmp_path / "mine", "r1").is_file()
         assert not (Path(store.location) / "leases").exists()
     monkeypatch.setenv("SHAREDREC_LEASE_DIR", str(tmp_path / "env"))
     with store.reader(reader_id="r2"):
-        assert (tmp_path / "env" / "r2.json").is_file()
+        assert lease_path(tmp_path / "env", "r2").is_file()
     with store.reader(reader_id="r3", lease=False):
-        assert not (tmp_path / "env" / "r3.json").exists()
+        assert not list((tmp_path / "env").glob("r3.*"))
 
 
 def test_lease_write_failure_is_explained(store: sharedrec.Store, tmp_path: Path) -> None:
@@ -247,6 +254,6 @@ def test_lease_falls_back_to_overwrite_where_rename_fails(tmp_path: Path) -> Non
     keeper = LeaseKeeper(NoRename(tmp_path, create=True), "leases", "pod-m", ttl=30)
     (tmp_path / "leases").mkdir()
     keeper.write("v1", [])
-    assert json.loads((tmp_path / "leases" / "pod-m.json").read_text())["version"] == "v1"
+    assert json.loads(lease_path(tmp_path / "leases", "pod-m").read_text())["version"] == "v1"
     keeper.write("v2", ["v1"])
-    assert json.loads((tmp_path / "leases" / "pod-m.json").read_text())["versions"] == ["v2", "v1"]
+    assert json.loads(lease_path(tmp_path / "leases", "pod-m").read_text())["versions"] == ["v2", "v1"]

@@ -22,6 +22,7 @@ import mmap
 import os
 import sys
 import threading
+import weakref
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sharedrec._layout import chunk_path
-from sharedrec.errors import CorruptVersion
+from sharedrec._layout import MANIFEST, chunk_path
+from sharedrec.errors import CorruptVersion, SharedrecError, VersionGone
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -71,6 +72,25 @@ class LocalFolder:
     def local_file(self, relpath: str) -> str:
         """``root/relpath``."""
         return os.path.join(self.root, relpath)
+
+
+def _missing_chunk(source: ChunkSource, path: str) -> SharedrecError:
+    """The error for a chunk file that is not there.
+
+    Garbage collection deletes a version's manifest first: a version folder without one was
+    deleted under the reader (`VersionGone`: a following reader moves to the live version),
+    while a missing chunk beside a manifest is damage.
+    """
+    if isinstance(source, LocalFolder) and not os.path.exists(os.path.join(source.root, MANIFEST)):
+        version = os.path.basename(os.path.normpath(source.root))
+        return VersionGone(
+            f"chunk file {path} is gone: version {version} was deleted (garbage-collected) while "
+            "this reader used it, e.g. after its lease expired while the process was paused; "
+            "open a reader on a version that exists (store.versions())"
+        )
+    return CorruptVersion(
+        f"chunk file {path} is missing: the version is damaged; roll back (store.rollback()) or republish it"
+    )
 
 
 @dataclass(frozen=True)
@@ -176,6 +196,7 @@ class MappedArray:
     """Row access to one array of a version on a POSIX path."""
 
     __slots__ = (
+        "__weakref__",
         "_chunk_nbytes",
         "_chunk_shape",
         "_chunks",
@@ -349,10 +370,7 @@ class MappedArray:
                 # fetch and the open: fetch it once more (on a version folder, nothing changes).
                 return os.open(self._source.local_file(relpath), os.O_RDONLY)
         except FileNotFoundError:
-            raise CorruptVersion(
-                f"chunk file {path} is missing: the version is damaged; "
-                "roll back (store.rollback()) or republish it"
-            ) from None
+            raise _missing_chunk(self._source, path) from None
 
     def _checksum(self, fd: int, relpath: str) -> str | None:
         """Why the chunk file does not match its manifest entry's CRC32, or None."""
@@ -384,6 +402,7 @@ class MappedArray:
         with self._lock:
             if self._whole is None:
                 self._region = _Region(self.n_chunks * self._chunk_nbytes)
+                _LOCKED.add(self)
                 rows = self.n_chunks * self.rows_per_chunk
                 whole = np.asarray(self._region).view(self.dtype)
                 self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
@@ -397,3 +416,18 @@ class MappedArray:
             self._chunks[index] = array
             self.backed = True
             return array
+
+
+_LOCKED: weakref.WeakSet[MappedArray] = weakref.WeakSet()
+"""Arrays whose lock maps chunks into their span (a forked child needs fresh locks)."""
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a lock at fork(); it stays held in the child, where
+    # that thread no longer exists: the next map of a chunk of the array would block forever.
+    for array in list(_LOCKED):
+        array._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import sys
 from pathlib import Path
@@ -109,7 +110,8 @@ def info(store: str, endpoint_url: str | None, as_json: bool) -> None:
             state = "live" if lease.live else "EXPIRED"
             current = "on live version" if lease.on_current else f"on {lease.version}"
             beat = f"heartbeat {lease.seconds_since_heartbeat:.0f} s ago"
-            click.echo(f"  {lease.reader_id}  {current}  {beat}  {state}")
+            # One line per process; a pod's processes share the reader id and come together.
+            click.echo(f"  {lease.reader_id}  pid {lease.pid} ({lease.process})  {current}  {beat}  {state}")
 
 
 @cli.command()
@@ -430,7 +432,7 @@ def publish(
     help="Where the reader keeps its lease (default: $SHAREDREC_LEASE_DIR, else STORE/leases).",
 )
 def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
-    """Readiness probe: exit 0 when READER-ID holds a fresh lease on an existing version."""
+    """Readiness probe: exit 0 when a process of READER-ID holds a fresh lease on an existing version."""
     from datetime import UTC, datetime
 
     import sharedrec
@@ -438,22 +440,34 @@ def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
 
     handle = sharedrec.open(store, create=False)
     folder = Path(lease_dir) if lease_dir else Path(handle.location) / LEASES
-    path = folder / f"{reader_id}.json"
-    try:
-        lease = Lease.loads(path.read_bytes(), str(path))
-    except FileNotFoundError:
+    # Every process of the pod holds its own lease, <reader-id>.<pid>-<random>.json.
+    leases = []
+    for path in sorted(folder.glob(f"{glob.escape(reader_id)}.*json")):
+        try:
+            lease = Lease.loads(path.read_bytes(), str(path))
+        except FileNotFoundError:
+            continue  # its reader closed meanwhile
+        if lease.reader_id == reader_id:  # not a reader whose id merely starts like this one
+            leases.append(lease)
+    if not leases:
         raise SharedrecError(
-            f"not ready: no lease {path} (the reader has not opened a version yet)"
-        ) from None
+            f"not ready: no lease of reader {reader_id} in {folder} (the reader has not opened a version yet)"
+        )
     now = datetime.now(UTC)
-    if lease.expires_at <= now:
+    # Ready while one process serves: the file of a killed worker expires but stays behind.
+    fresh = [lease for lease in leases if lease.expires_at > now]
+    if not fresh:
+        newest = max(lease.expires_at for lease in leases)
         raise SharedrecError(
-            f"not ready: the lease of {reader_id} expired {(now - lease.expires_at).total_seconds():.0f} s "
+            f"not ready: the lease of {reader_id} expired {(now - newest).total_seconds():.0f} s "
             "ago (its process is stuck or gone)"
         )
-    handle.manifest(lease.version)
+    for lease in fresh:
+        handle.manifest(lease.version)
+    lease = max(fresh, key=lambda lease: lease.heartbeat)
     age = (now - lease.heartbeat).total_seconds()
-    click.echo(f"ready: {reader_id} serves version {lease.version} (heartbeat {age:.1f} s ago)")
+    processes = f", {len(fresh)} processes" if len(fresh) > 1 else ""
+    click.echo(f"ready: {reader_id} serves version {lease.version} (heartbeat {age:.1f} s ago{processes})")
 
 
 cli.add_command(k8s)

@@ -1,9 +1,14 @@
 """Reader leases: how garbage collection knows which versions are still mapped.
 
-Every reader writes ``leases/<reader-id>.json`` (temp file + rename) when it opens, again
-at every heartbeat and before it maps a new version, and removes it on close. A lease
-names the versions the reader may touch and when it expires; garbage collection never
-deletes a version named by a lease that has not expired.
+Every reader writes ``leases/<reader-id>.<pid>-<random>.json`` (temp file + rename) before
+it maps its first version, again at every heartbeat and before it maps a new version, and
+removes it on close. A lease names the versions the reader may touch and when it expires;
+garbage collection never deletes a version named by a lease that has not expired.
+
+The reader id names the pod (``$SHAREDREC_READER_ID``); the rest of the file name names one
+reader of one process. Processes of a pod (gunicorn or uvicorn workers, a child forked after
+the reader opened) and several readers of one process therefore never share a lease file:
+one closing cannot drop the lease another still relies on.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -23,11 +29,14 @@ from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
 if TYPE_CHECKING:
     from sharedrec.format import Lease
 
-__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "read_leases"]
+__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "read_lease_files", "read_leases"]
 
 log = logging.getLogger("sharedrec")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+STALE_AFTER = 3600.0
+"""Seconds after its expiry a lease file of a reader's own id is removed as left behind."""
 
 
 def default_reader_id() -> str:
@@ -49,8 +58,18 @@ def validate_reader_id(reader_id: str) -> str:
     return reader_id
 
 
+def lease_file_name(reader_id: str, process: str) -> str:
+    """The name of the lease file of one reader of one process of ``reader_id``."""
+    return f"{reader_id}.{process}.json"
+
+
+def _process_tag() -> str:
+    # The pid tells a pod's processes apart; the random part, two readers of one process.
+    return f"{os.getpid()}-{os.urandom(3).hex()}"
+
+
 class LeaseKeeper:
-    """Writes and removes one reader's lease file."""
+    """Writes and removes one reader's lease file (one file per reader object and process)."""
 
     def __init__(self, backend: Backend, folder: str, reader_id: str, ttl: float) -> None:
         if ttl <= 0:
@@ -58,9 +77,38 @@ class LeaseKeeper:
         self.reader_id = validate_reader_id(reader_id)
         self.ttl = ttl
         self._backend = backend
-        self._path = f"{folder}/{self.reader_id}.json" if folder else f"{self.reader_id}.json"
+        self._folder = folder
+        self.version: str | None = None
+        """The version the last lease written names."""
+        self._expires: float | None = None
+        self._lapsed: float | None = None  # when a lease expired before its renewal came
+        self._own_file()
+
+    def _own_file(self) -> None:
+        self.process = _process_tag()
+        name = lease_file_name(self.reader_id, self.process)
+        self._path = f"{self._folder}/{name}" if self._folder else name
         self._started = datetime.now(UTC)
         self._removed = False
+        self.version = None
+
+    def after_fork(self) -> None:
+        """In a forked child: write a lease file of its own from now on.
+
+        The parent's file stays the parent's: the child neither renews nor removes it.
+        """
+        self._own_file()
+
+    def expired_for(self) -> float | None:
+        """Seconds since this reader's lease expired, if it is expired now or was renewed late.
+
+        None when every renewal came in time. Reading it forgets a late renewal.
+        """
+        now = time.time()
+        if self._expires is not None and now > self._expires:
+            return now - self._expires
+        lapsed, self._lapsed = self._lapsed, None
+        return None if lapsed is None else now - lapsed
 
     @property
     def where(self) -> str:
@@ -86,6 +134,11 @@ class LeaseKeeper:
             # No fsync: a lease only matters while its process lives, and close() on NFS
             # already publishes it to other clients (close-to-open consistency).
             self._write(json.dumps(lease, separators=(",", ":")).encode())
+            self.version = version
+            if self._expires is not None and now.timestamp() > self._expires:
+                # Renewed too late (the process was paused?): gc may have deleted a version.
+                self._lapsed = self._expires
+            self._expires = now.timestamp() + self.ttl
         except OSError as exc:
             raise SharedrecError(
                 f"cannot write reader lease {self.where} ({exc.strerror or exc}): mount the store's "
@@ -107,6 +160,46 @@ class LeaseKeeper:
             with open(local, "wb") as f:
                 f.write(data)
 
+    def sweep(self) -> None:
+        """Remove lease files of this reader id that expired long ago.
+
+        Each process writes a file of its own, so a killed one (OOM, SIGKILL) leaves its
+        file behind, and a pod whose container restarts would pile them up. An expired
+        lease protects nothing, and one expired for an hour belongs to no live reader in
+        practice: a process back from so long a pause writes its lease again at its next
+        heartbeat. Damaged files are left to people (garbage collection reports them).
+        """
+        prefix = f"{self.reader_id}."
+        own = self._path.rsplit("/", 1)[-1]
+        try:
+            names = self._backend.listdir(self._folder)
+        except Exception as exc:
+            log.debug("could not list leases to remove stale ones: %s", exc)
+            return
+        now = time.time()
+        for name in names:
+            if not name.startswith(prefix) or not name.endswith(".json") or name == own:
+                continue
+            path = f"{self._folder}/{name}" if self._folder else name
+            try:
+                lease = json.loads(self._backend.read_bytes(path))
+                if lease.get("reader_id") != self.reader_id:
+                    continue  # another reader whose id starts like this one
+                expires = datetime.fromisoformat(lease["expires_at"]).timestamp()
+            except Exception:
+                continue
+            if now - expires > STALE_AFTER:
+                try:
+                    self._backend.remove_tree(path)
+                    log.info(
+                        "removed the lease %s/%s, expired %.0f s ago",
+                        self._backend.location,
+                        path,
+                        now - expires,
+                    )
+                except Exception as exc:
+                    log.debug("could not remove stale lease %s: %s", path, exc)
+
     def remove(self) -> None:
         """Delete the lease (on close); a missing file is fine."""
         if not self._removed:
@@ -127,8 +220,11 @@ class LeaseInfo:
     """One reader as seen in the fleet view (`leases()`)."""
 
     reader_id: str
+    """The reader id: the pod (``$SHAREDREC_READER_ID``), shared by its processes."""
     host: str
     pid: int
+    process: str
+    """Which reader of which process holds this lease (``<pid>-<random>``, from the file name)."""
     version: str
     versions: list[str]
     heartbeat: datetime
@@ -141,7 +237,13 @@ class LeaseInfo:
 
 
 def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
-    """Every parsable lease under ``folder``, and the paths of damaged lease files."""
+    """Every parsable lease under ``folder`` (every process's), and the paths of damaged ones."""
+    files, damaged = read_lease_files(backend, folder)
+    return [lease for _, lease in files], damaged
+
+
+def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lease]], list[str]]:
+    """Like `read_leases`, with the name of each lease's file."""
     from sharedrec.format import Lease
 
     leases, damaged = [], []
@@ -150,10 +252,18 @@ def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
             continue
         path = f"{folder}/{name}" if folder else name
         try:
-            leases.append(Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}"))
+            leases.append((name, Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}")))
         except FileNotFoundError:
             continue  # its reader closed while we listed
         except CorruptVersion as exc:
             log.warning("damaged lease: %s", exc)
             damaged.append(f"{backend.location}/{path}")
     return leases, damaged
+
+
+def process_of(name: str, lease: Lease) -> str:
+    """The process part of a lease file's name (the pid for a file named by the reader id alone)."""
+    prefix = f"{lease.reader_id}."
+    if name.startswith(prefix) and name.endswith(".json") and len(name) > len(prefix) + len(".json"):
+        return name[len(prefix) : -len(".json")]
+    return str(lease.pid)

@@ -617,20 +617,49 @@ class Reader:
         self._retired: list[tuple[str, float]] = []  # versions left, leased until the deadline
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if lease is not None:
+        self._swept = False
+        if lease is not None and lease.version != opened.id:  # store.reader() leased it already
             lease.write(opened.id, [])
+        self._start_thread()
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, lease)
+        _LIVE.add(self)
+
+    def _start_thread(self, first: float | None = None) -> None:
+        """Start the background thread if there is anything to poll or renew.
+
+        ``first``: seconds before its first round (default: one period).
+        """
+        refresher, lease = self._refresher, self._lease
         interval = refresher.interval if refresher else None
         if interval or lease is not None:
             beat = lease.ttl / 3 if lease is not None else None
             period = min(p for p in (interval, beat) if p)
             self._thread = threading.Thread(
                 target=_background,
-                args=(weakref.ref(self), self._stop, period),
-                name=f"sharedrec-reader-{opened.id}",
+                args=(weakref.ref(self), self._stop, period, period if first is None else first),
+                name=f"sharedrec-reader-{self._v.id}",
                 daemon=True,
             )
             self._thread.start()
-        self._finalizer = weakref.finalize(self, _shutdown, self._stop, lease)
+
+    def _after_fork(self) -> None:
+        """In a forked child: own locks, a lease file of its own, a live background thread.
+
+        Threads do not survive ``fork()``, and a lock a parent's thread held stays held in
+        the child: without this, the child's reader would never move off its version and
+        never renew a lease, and its ``close()`` would remove the parent's lease.
+        """
+        self._lock = threading.Lock()
+        if self._closed:
+            return
+        self._finalizer.detach()  # it would stop the parent's thread and remove its lease
+        self._stop = threading.Event()
+        self._thread = None
+        if self._lease is not None:
+            self._lease.after_fork()
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._lease)
+        # The first round at once: it writes the child's own lease (no I/O in the fork hook).
+        self._start_thread(first=0.0)
 
     # -- what is open ----------------------------------------------------------------------
 
@@ -986,10 +1015,22 @@ class Reader:
         """After `VersionGone`: move to the live version if this reader follows it."""
         if self._refresher is None:
             return False
+        gone = self._v.id
+        late = self._lease.expired_for() if self._lease is not None else None
         try:
-            return self._refresh(force=True)
+            switched = self._refresh(force=True)
         except SharedrecError:
             return False
+        if switched or self._v.id != gone:  # another thread may have switched meanwhile
+            if late is not None:
+                why = f"while this reader was paused (lease expired {late:.0f} s ago)"
+            elif self._lease is None:
+                why = "while this reader used it (it holds no lease)"
+            else:
+                why = "while this reader used it (its lease had not expired: deleted by hand?)"
+            log.warning("version %s was garbage-collected %s: switched to %s", gone, why, self._v.id)
+            return True
+        return False
 
     # -- for guards ------------------------------------------------------------------------
 
@@ -1080,6 +1121,9 @@ class Reader:
                     self._lease.write(self._v.id, self._held())
             except SharedrecError as exc:
                 log.warning("%s", exc)
+            if not self._swept:  # once, off the open path: files of killed processes of this id
+                self._swept = True
+                self._lease.sweep()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -1092,6 +1136,7 @@ class Reader:
         if self._closed:
             return
         self._closed = True
+        _LIVE.discard(self)
         self._v = self._v.emptied()
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -1192,8 +1237,12 @@ class Refresher(Protocol):
         ...
 
 
-def _background(ref: weakref.ReferenceType[Reader], stop: threading.Event, period: float) -> None:
-    while not stop.wait(period):
+def _background(
+    ref: weakref.ReferenceType[Reader], stop: threading.Event, period: float, first: float
+) -> None:
+    wait = first
+    while not stop.wait(wait):
+        wait = period
         reader = ref()
         if reader is None:
             return
@@ -1202,6 +1251,22 @@ def _background(ref: weakref.ReferenceType[Reader], stop: threading.Event, perio
         except Exception:  # never let the thread die: the next tick tries again
             log.exception("sharedrec reader background refresh failed")
         del reader
+
+
+_LIVE: weakref.WeakSet[Reader] = weakref.WeakSet()
+"""Readers not closed yet: a forked child gives each its own lease and thread."""
+
+
+def _after_fork_in_child() -> None:
+    for reader in list(_LIVE):
+        try:
+            reader._after_fork()
+        except Exception:  # never fail the fork: the reader then only serves its version
+            log.exception("sharedrec reader could not resume after fork()")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:

@@ -609,8 +609,10 @@ class Store:
                 collector reads: mount the store's ``leases/`` folder there.
             lease_ttl: Seconds a lease stays valid without a heartbeat (renewed every third
                 of it).
-            reader_id: Name of the lease file (default: ``$SHAREDREC_READER_ID``, e.g. the
-                pod name, else host, pid and a random suffix).
+            reader_id: Who holds the lease (default: ``$SHAREDREC_READER_ID``, e.g. the
+                pod name, else host, pid and a random suffix). The lease file is
+                ``<reader_id>.<pid>-<random>.json``: each process, and each reader of a
+                process, holds its own.
             on_refresh_error: Called with the exception when a refresh fails.
             prefetch: Warm the cache with every collection (True) or the named ones, in
                 the background, after open (see `Reader.prefetch`).
@@ -629,22 +631,13 @@ class Store:
             raise InvalidInput(f"refresh_interval must be positive seconds or None; got {refresh_interval!r}")
         ref = ref or os.environ.get("SHAREDREC_REF") or "current"
         raw = None
-        if version is not None:
-            opened = self.open_version(version, verify)
-        else:
+        pointer = None
+        target = version
+        if target is None:
             pointer, raw = self._read_pointer(ref)
             if pointer is None:
                 raise self._nothing_live(ref)
-            try:
-                opened = self.open_version(pointer.version, verify, manifest=pointer.manifest)
-            except VersionNotFound as exc:
-                raise VersionNotFound(
-                    f"{self.location}/{ref_path(ref)} names version {pointer.version}, but {exc}; "
-                    "point CURRENT at a good version with store.set_current() or store.rollback()"
-                ) from None
-        follower = None
-        if version is None and not pin:
-            follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw, ref_path(ref))
+            target = pointer.version
         keeper = None
         if lease:
             folder = lease_dir if lease_dir is not None else os.environ.get("SHAREDREC_LEASE_DIR")
@@ -662,6 +655,27 @@ class Store:
                 keeper = LeaseKeeper(keeper_backend, "", reader_id or default_reader_id(), lease_ttl)
             else:
                 keeper = LeaseKeeper(self._backend, LEASES, reader_id or default_reader_id(), lease_ttl)
+            # Lease the version before mapping any of it: garbage collection may delete (or
+            # condemn) a version no lease names, so the lease must come first.
+            keeper.write(target, [])
+        try:
+            if pointer is None:
+                opened = self.open_version(target, verify)
+            else:
+                try:
+                    opened = self.open_version(pointer.version, verify, manifest=pointer.manifest)
+                except VersionNotFound as exc:
+                    raise VersionNotFound(
+                        f"{self.location}/{ref_path(ref)} names version {pointer.version}, but {exc}; "
+                        "point CURRENT at a good version with store.set_current() or store.rollback()"
+                    ) from None
+        except BaseException:
+            if keeper is not None:
+                keeper.remove()
+            raise
+        follower = None
+        if version is None and not pin:
+            follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw, ref_path(ref))
         reader = Reader(opened, refresher=follower, lease=keeper)
         if prefetch:
             reader.prefetch(None if prefetch is True else list(prefetch))
@@ -796,10 +810,13 @@ class Store:
     def leases(self) -> list[LeaseInfo]:
         """The fleet view: every reader's lease, which version it serves and how fresh it is.
 
+        Each process (each reader object) holds a lease of its own; those of one pod share
+        the reader id and come together, sorted by reader id.
+
         Leases kept outside the store (``lease_dir``) appear only if that folder is the
         store's ``leases/`` folder.
         """
-        from sharedrec.leases import LeaseInfo, read_leases
+        from sharedrec.leases import LeaseInfo, process_of, read_lease_files
 
         now = datetime.now(UTC)
         live = self.current()
@@ -809,6 +826,7 @@ class Store:
                     reader_id=lease.reader_id,
                     host=lease.host,
                     pid=lease.pid,
+                    process=process_of(name, lease),
                     version=lease.version,
                     versions=lease.versions,
                     heartbeat=lease.heartbeat,
@@ -817,9 +835,10 @@ class Store:
                     on_current=lease.version == live,
                     seconds_since_heartbeat=(now - lease.heartbeat).total_seconds(),
                 )
-                for lease in read_leases(self._backend, LEASES)[0]
+                for name, lease in read_lease_files(self._backend, LEASES)[0]
             ),
-            key=lambda info: info.reader_id,
+            # A pod's processes share the reader id: sorting by it keeps them together.
+            key=lambda info: (info.reader_id, info.host, info.pid, info.process),
         )
 
     # -- versions --------------------------------------------------------------------------

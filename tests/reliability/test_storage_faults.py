@@ -226,7 +226,8 @@ def test_readers_on_a_read_only_volume(tmp_path: Path, tally: Tally) -> None:
         lease_dir = tmp_path / "leases"
         with ro.reader(lease_dir=lease_dir, reader_id="pod-1") as reader:
             assert check_answers(reader, 0) == 0
-            assert json.loads((lease_dir / "pod-1.json").read_text())["version"] == reader.version
+            (lease,) = lease_dir.glob("pod-1.*.json")  # <reader-id>.<pid>-<random>.json
+            assert json.loads(lease.read_text())["version"] == reader.version
         # The writer sees the volume is read-only with a clear error, and nothing changes.
         with pytest.raises(OSError, match="Read-only file system"):
             publish_tagged(ro, 1)
