@@ -223,6 +223,7 @@ class Store:
             lambda version: Reader(self.open_version(version, "lazy")),
             ref_path(ref),
             base_reader,
+            staging_dir=self._cache_dir,
         )
 
     def _delta_base(
@@ -768,6 +769,10 @@ class Store:
         """
         from sharedrec.gc import collect
 
+        if not dry_run and self._backend.local_path("") is None:
+            from sharedrec._staging import sweep_staging
+
+            sweep_staging(self._cache_dir, self.location)  # what killed publishers on this node left
         return collect(self, self._backend, keep, grace, dry_run)
 
     def diff(self, a: str, b: str, *, k: int = 10) -> VersionDiff:

@@ -6,6 +6,9 @@ the node, while a live publisher's staging is never touched."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,8 @@ import pytest
 
 import sharedrec
 
-from ._support import BASE, DIM, KEYS, N_KEYS, SCORES, TAG, Tally
+from ._support import BASE, DIM, KEYS, N_KEYS, SCORES, TAG, Tally, check_answers, publish_tagged
+from .test_crash import Publisher
 
 REUSED = "daily-2026-11-28"
 
@@ -94,3 +98,95 @@ def test_a_reused_version_id_never_serves_the_deleted_versions_cached_chunks(
     assert inline is not None
     assert publish_folder(inline) == publish_folder(parse_manifest(written, "manifest.json"))
     assert publish_folder(store.manifest(REUSED)) == publish_folder(inline)
+
+
+_LIVE_PUBLISHER = """
+import sys, json
+import numpy as np
+import sharedrec
+sys.path.insert(0, sys.argv[4])
+from reliability._support import DIM, KEYS, N_KEYS, SCORES, tagged_items
+
+store = sharedrec.open(sys.argv[1], storage_options=json.loads(sys.argv[2]), cache_dir=sys.argv[3])
+options = dict(chunk_bytes=1024, progress=False, guards=[], make_current=False)
+with store.publish(metadata={"tag": 7}, **options) as draft:
+    draft.add_ranked("home", KEYS, tagged_items(7), np.tile(SCORES, (N_KEYS, 1)))
+    draft.add_vectors("emb", KEYS, np.full((N_KEYS, DIM), 7.0, dtype=np.float32))
+    print(draft._staging, flush=True)
+    sys.stdin.readline()  # the test says when to commit
+print(draft.version_id, flush=True)
+"""
+
+
+def _leftovers(*folders: Path) -> list[str]:
+    """Staging folders and files under ``folders`` (the node's cache and temp folders)."""
+    found: list[str] = []
+    for folder in folders:
+        found += [str(p) for p in folder.glob("sharedrec-*")]  # mkdtemp-style temp folders
+        found += [str(p) for p in folder.glob("staging/*/*")]
+    return sorted(found)
+
+
+def test_a_killed_s3_publishers_staging_is_removed_by_the_next_publish_or_gc(
+    s3_server: str, tmp_path: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import make_bucket, s3_options
+
+    url = f"s3://{make_bucket(s3_server)}/recs"
+    options = s3_options(s3_server)
+    node_tmp, cache = tmp_path / "tmp", tmp_path / "node-cache"
+    node_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(node_tmp))  # the publishers' temp folder, to look into
+    store = sharedrec.open(url, storage_options=options, cache_dir=cache)
+    publish_tagged(store, 0)
+    assert _leftovers(node_tmp, cache) == []
+
+    killer = Publisher()
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _LIVE_PUBLISHER,
+            url,
+            json.dumps(options),
+            str(cache),
+            str(Path(__file__).parents[1]),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None and live.stdin is not None
+        live_staging = live.stdout.readline().strip()
+        assert live_staging and Path(live_staging).is_dir()
+        for tag, clean in ((1, "gc"), (2, "publish")):
+            # Killed after its second upload: the whole version is still staged on this node.
+            s3 = {"options": options, "cache": str(cache)}
+            answer = killer.publish(root=url, tag=tag, kill_at=3, events=None, s3=s3)
+            assert answer == {"signal": signal.SIGKILL}
+            tally.faults_injected += 1
+            tally.scenarios += 1
+            left = [p for p in _leftovers(node_tmp, cache) if not p.startswith(live_staging)]
+            assert left, "the kill left no staging: it did not hit the upload"
+            if clean == "gc":
+                sharedrec.open(url, storage_options=options, cache_dir=cache).gc(keep=10, grace=3600)
+            else:
+                publish_tagged(sharedrec.open(url, storage_options=options, cache_dir=cache), 10 + tag)
+            left = [p for p in _leftovers(node_tmp, cache) if not p.startswith(live_staging)]
+            assert left == [], f"a {clean} on the node left the killed publisher's staging: {left}"
+            # The live publisher's staging is never taken for a dead one.
+            assert Path(live_staging).is_dir() and any(Path(live_staging).rglob("*.json"))
+        live.stdin.write("commit\n")
+        live.stdin.flush()
+        assert live.wait(timeout=60) == 0
+        store.set_current(live.stdout.readline().strip())
+    finally:
+        killer.close()
+        if live.poll() is None:
+            live.kill()
+            live.wait()
+    assert _leftovers(node_tmp, cache) == []  # the live publisher cleaned up after its commit
+    reader = store.reader(lease=False, refresh_interval=None)
+    assert reader.metadata["tag"] == 7 and check_answers(reader, 7) == 0
+    reader.close()
