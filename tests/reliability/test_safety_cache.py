@@ -190,3 +190,46 @@ def test_a_killed_s3_publishers_staging_is_removed_by_the_next_publish_or_gc(
     reader = store.reader(lease=False, refresh_interval=None)
     assert reader.metadata["tag"] == 7 and check_answers(reader, 7) == 0
     reader.close()
+
+
+_KILLED_WORKER = """
+import os, signal, sys
+import numpy as np
+from sharedrec.backends.s3 import S3Backend
+from sharedrec.distributed import PublishHandle
+
+def die(self, files, progress=None):  # the partition is written and staged: killed before its upload
+    os.kill(os.getpid(), signal.SIGKILL)
+
+S3Backend.upload = die
+handle = PublishHandle.loads(sys.stdin.read())
+keys = np.arange(400, dtype=np.int64)
+mine = keys[handle.partition_of(keys) == 0]
+handle.write_ranked("home", 0, mine, np.ones((len(mine), 5), dtype=np.int32), np.ones((len(mine), 5)))
+"""
+
+
+def test_a_killed_distributed_workers_staging_is_removed_by_gc(
+    s3_server: str, tmp_path: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import make_bucket, s3_options
+
+    node_tmp, cache = tmp_path / "tmp", tmp_path / "node-cache"
+    node_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(node_tmp))
+    monkeypatch.setenv("SHAREDREC_CACHE_DIR", str(cache))  # a worker stages in the node's default cache
+    store = sharedrec.open(f"s3://{make_bucket(s3_server)}/recs", storage_options=s3_options(s3_server))
+    handle = store.begin_publish(partitions=2)
+    worker = subprocess.run(
+        [sys.executable, "-c", _KILLED_WORKER],
+        input=handle.dumps(),
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    assert worker.returncode == -signal.SIGKILL, worker.stderr
+    tally.faults_injected += 1
+    tally.scenarios += 1
+    assert _leftovers(node_tmp, cache), "the kill left no staging"
+    store.gc(keep=10, grace=3600)
+    assert _leftovers(node_tmp, cache) == []
