@@ -44,11 +44,14 @@ def _roots(cache_dir: str | os.PathLike[str] | None, location: str) -> list[Path
     from sharedrec.cache import default_cache_dir
 
     digest = hashlib.sha256(location.encode()).hexdigest()[:16]
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     # The temp folder is the fallback when the cache folder is not writable (a read-only
     # home in a container); it is swept too.
-    fallback = Path(tempfile.gettempdir()) / f"sharedrec-staging-{os.getuid()}"
-    return [base.absolute() / "staging" / digest, fallback / digest]
+    roots = [Path(tempfile.gettempdir()) / f"sharedrec-staging-{os.getuid()}" / digest]
+    try:
+        base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    except RuntimeError:  # no home folder to put the default cache in
+        return roots
+    return [base.absolute() / "staging" / digest, *roots]
 
 
 def new_staging(cache_dir: str | os.PathLike[str] | None, location: str) -> str:

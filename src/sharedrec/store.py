@@ -96,7 +96,8 @@ def open(
             credentials otherwise come from the standard AWS chain.
         cache_dir: For S3: where chunk files are cached on this machine (default
             ``$SHAREDREC_CACHE_DIR``, else ``~/.cache/sharedrec``); processes on one node
-            share it.
+            share it. Publishes stage the version there (``staging/``) before uploading it;
+            the next publish or `gc` on the node removes what a killed publisher left.
         cache_max_bytes: For S3: the cache's size bound (least recently used files go
             first); None for no bound.
 

@@ -233,3 +233,25 @@ def test_a_killed_distributed_workers_staging_is_removed_by_gc(
     assert _leftovers(node_tmp, cache), "the kill left no staging"
     store.gc(keep=10, grace=3600)
     assert _leftovers(node_tmp, cache) == []
+
+
+def test_staging_falls_back_to_the_temp_folder_and_a_live_draft_of_this_process_stays(
+    tmp_path: Path, tally: Tally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from sharedrec._staging import new_staging, remove_staging, sweep_staging
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the cache folder cannot be created: staging goes to the temp folder
+    first = new_staging(blocked, "s3://bucket/recs")
+    assert first.startswith(str(tmp_path / "tmp"))
+    second = new_staging(blocked, "s3://bucket/recs")  # its sweep sees the first one alive
+    assert Path(first).is_dir() and sweep_staging(blocked, "s3://bucket/recs") == []
+    tally.scenarios += 1
+    remove_staging(first)
+    remove_staging(second)
+    left = list((tmp_path / "tmp").rglob("*"))  # only the empty staging root remains
+    assert not [p for p in left if p.is_file() or len(p.relative_to(tmp_path / "tmp").parts) > 2]
