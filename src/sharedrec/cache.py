@@ -1,23 +1,29 @@
 """A local disk cache of chunk files, for stores that cannot be memory-mapped in place (S3).
 
-Versions never change once committed, so a cached file never goes stale: it is keyed by
-store, version and path. Files arrive through a temporary name and ``os.replace``, after
-their size and CRC32 were checked against the manifest, so a crash never leaves a
-truncated file that looks valid, and several processes on one node share the cache
-safely (two downloads of the same chunk both produce the same bytes). When the cache
-grows past its bound the least recently used files are deleted; a process that still
-maps one keeps its pages (on a local disk an unlinked file lives until it is unmapped).
+A version never changes once committed, but its id can be used again: after garbage
+collection deleted a version, a publish may reuse the id for other data. So a cached file
+is keyed by store, path and the exact publish: the folder of a version is named by its id
+and a digest of what its manifest says about it (creation time, and every file's size and
+CRC32), and a republished id gets a folder of its own. Files arrive through a temporary
+name and ``os.replace``, after their size and CRC32 were checked against the manifest, so
+a crash never leaves a truncated file that looks valid, and several processes on one node
+share the cache safely (two downloads of the same chunk both produce the same bytes). When
+the cache grows past its bound the least recently used files are deleted; a process that
+still maps one keeps its pages (on a local disk an unlinked file lives until it is
+unmapped).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
 import threading
 import zlib
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +33,7 @@ if TYPE_CHECKING:
     from sharedrec._spec import ManifestView
     from sharedrec.format import Manifest
 
-__all__ = ["CachedVersion", "ChunkCache", "default_cache_dir"]
+__all__ = ["CachedVersion", "ChunkCache", "default_cache_dir", "publish_folder"]
 
 log = logging.getLogger("sharedrec")
 
@@ -41,6 +47,22 @@ def default_cache_dir() -> Path:
     return Path(base) / "sharedrec"
 
 
+def publish_folder(manifest: Manifest | ManifestView) -> str:
+    """The cache folder of one publish of a version: ``<id>@<digest>``.
+
+    The digest is computed from parsed fields, not the manifest's bytes, so the manifest
+    read from ``manifest.json`` and its copy in an object store's pointer name the same
+    folder. Two publishes under one id differ in creation time, and in the CRC32 of every
+    file whose bytes differ: a file cached for one is never served for the other.
+    """
+    created = manifest.created_at
+    if created.tzinfo is not None:
+        created = created.astimezone(UTC)
+    files = sorted((path, entry.size, entry.crc32) for path, entry in manifest.files.items())
+    canonical = json.dumps([manifest.id, created.isoformat(), files], separators=(",", ":"))
+    return f"{manifest.id}@{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"
+
+
 class ChunkCache:
     """The cache folder of one store."""
 
@@ -52,7 +74,7 @@ class ChunkCache:
         self._size: int | None = None  # measured on the first download, then tracked
 
     def path(self, version: str, relpath: str) -> Path:
-        """Where a file of a version lives in the cache."""
+        """Where a file of a version lives in the cache (``version``: its `publish_folder`)."""
         return self.root / version / relpath
 
     def fetch(self, version: str, relpath: str, size: int, crc32: int, download: Callable[[], bytes]) -> str:
@@ -66,8 +88,9 @@ class ChunkCache:
             pass
         data = download()
         if len(data) != size or zlib.crc32(data) != crc32:
+            name = version.partition("@")[0]  # the id, without the digest of the publish
             raise CorruptVersion(
-                f"{relpath} of version {version} does not match its manifest ({len(data)} bytes, "
+                f"{relpath} of version {name} does not match its manifest ({len(data)} bytes, "
                 f"crc32 {zlib.crc32(data):08x}; expected {size} bytes, crc32 {crc32:08x}); "
                 "roll back or republish the version"
             )
@@ -135,6 +158,7 @@ class CachedVersion:
         self._cache = cache
         self._manifest = manifest
         self._download = download
+        self._folder = publish_folder(manifest)
 
     def local_file(self, relpath: str) -> str:
         """The cached copy of ``relpath`` (fetched and checked on first use)."""
@@ -145,5 +169,5 @@ class CachedVersion:
                 "republish the version"
             )
         return self._cache.fetch(
-            self._manifest.id, relpath, entry.size, entry.crc32, lambda: self._download(relpath)
+            self._folder, relpath, entry.size, entry.crc32, lambda: self._download(relpath)
         )

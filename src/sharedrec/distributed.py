@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from sharedrec import _validate, index
 from sharedrec._layout import MANIFEST, MAX_PARTITIONS, VERSIONS, validate_collection_name
+from sharedrec._staging import remove_staging
 from sharedrec.errors import InvalidInput, PublishRejected
 from sharedrec.format import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
 from sharedrec.integrity import file_crc32
@@ -339,7 +339,7 @@ class PublishHandle(_Model):
             raise
         finally:
             if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
+                remove_staging(staging)
         return PartitionReceipt(
             version=self.version_id,
             collection=collection,
@@ -556,9 +556,10 @@ def _local_for(backend: Backend, target: str) -> tuple[Backend, str | None]:
     """Where a worker writes: in place on a POSIX path, else a local staging folder."""
     if backend.local_path(target) is not None:
         return backend, None
+    from sharedrec._staging import new_staging
     from sharedrec.backends.posix import PosixBackend
 
-    staging = tempfile.mkdtemp(prefix="sharedrec-part-")
+    staging = new_staging(None, backend.location)
     return PosixBackend(staging, create=True), staging
 
 

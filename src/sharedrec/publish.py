@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
-import tempfile
+import os
 import types
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from sharedrec import _validate, index
 from sharedrec._progress import Reporter
+from sharedrec._staging import remove_staging
 from sharedrec.backends.base import Backend, PointerMoved
 from sharedrec.diff import rows_equal
 from sharedrec.errors import ConcurrentPublishError, InvalidInput, PublishRejected, SharedrecError
@@ -99,6 +99,7 @@ class Draft:
         open_live: Callable[[str], Reader] | None = None,
         pointer_path: str = CURRENT,
         base: Reader | None = None,
+        staging_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
@@ -111,6 +112,7 @@ class Draft:
         # Where the files are written: in place on a POSIX path; staged on local disk, then
         # uploaded, for object stores.
         self._staging: str | None = None
+        self._staging_dir = staging_dir  # the node's cache folder (None: the default one)
         self._local: Backend = backend
         self._id = version_id
         self._dir = f"{VERSIONS}/{version_id}"
@@ -150,9 +152,10 @@ class Draft:
         self._state = "open"
         try:
             if self._backend.local_path(self._dir) is None:
+                from sharedrec._staging import new_staging
                 from sharedrec.backends.posix import PosixBackend
 
-                self._staging = tempfile.mkdtemp(prefix="sharedrec-draft-")
+                self._staging = new_staging(self._staging_dir, self._backend.location)
                 self._local = PosixBackend(self._staging, create=True)
             store = self._local.zarr_store(self._dir)
             attributes = {"sharedrec": {"format": "sharedrec/1", "version": self._id}}
@@ -460,7 +463,7 @@ class Draft:
         self._group = None
         self._local.remove_tree(self._dir)
         if self._staging is not None:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            remove_staging(self._staging)
             self._backend.remove_tree(self._dir)  # whatever was uploaded before the failure
 
     def _commit(self) -> None:
@@ -545,7 +548,7 @@ class Draft:
         files = [(f"{self._staging}/{self._dir}/{path}", f"{self._dir}/{path}") for path in manifest.files]
         with self._reporter.task(f"upload to {self._backend.location}", manifest.data_bytes) as task:
             self._backend.upload(files, task)
-        shutil.rmtree(self._staging, ignore_errors=True)
+        remove_staging(self._staging)
 
     def _checksum_files(self) -> dict[str, FileEntry]:
         listing = list(self._local.walk_files(self._dir))

@@ -97,7 +97,8 @@ def open(
             credentials otherwise come from the standard AWS chain.
         cache_dir: For S3: where chunk files are cached on this machine (default
             ``$SHAREDREC_CACHE_DIR``, else ``~/.cache/sharedrec``); processes on one node
-            share it.
+            share it. Publishes stage the version there (``staging/``) before uploading it;
+            the next publish or `gc` on the node removes what a killed publisher left.
         cache_max_bytes: For S3: the cache's size bound (least recently used files go
             first); None for no bound.
 
@@ -225,6 +226,7 @@ class Store:
             lambda version: Reader(self.open_version(version, "lazy")),
             ref_path(ref),
             base_reader,
+            staging_dir=self._cache_dir,
         )
 
     def _delta_base(
@@ -794,6 +796,10 @@ class Store:
         """
         from sharedrec.gc import collect
 
+        if not dry_run and self._backend.local_path("") is None:
+            from sharedrec._staging import sweep_staging
+
+            sweep_staging(self._cache_dir, self.location)  # what killed publishers on this node left
         return collect(self, self._backend, keep, grace, dry_run)
 
     def diff(self, a: str, b: str, *, k: int = 10) -> VersionDiff:
