@@ -175,12 +175,20 @@ def move_guarded(
     process frozen for longer than its lease), and then the pointer is moved back.
 
     Raises:
+        CorruptVersion: The version folder is a symbolic link.
         VersionGone: The version (or one below it) is being deleted; the pointer did not move.
         PointerMoved: The pointer no longer holds ``expected``.
         ConcurrentPublishError: The version was deleted right after the swap.
     """
     from sharedrec._spec import parse_pointer
 
+    outside = _link_out(backend, f"{VERSIONS}/{version}")
+    if outside is not None:
+        raise CorruptVersion(
+            f"{backend.location}/{VERSIONS}/{version} is a symbolic link to {outside}: a pointer never "
+            "names a version outside the store (its data is not this store's to keep); remove the "
+            "link and publish the version here"
+        )
     below = _chain(backend, base, version)
     replaced = None
     if expected is not None:
@@ -263,6 +271,9 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
         raise InvalidInput(f"grace must not be negative; got {grace!r}")
     now = datetime.now(UTC)
     report = GCReport(dry_run=dry_run)
+    # Folders first, leases after: a publish leases its draft before creating the folder, so
+    # every unfinished folder listed here has its lease among those read below.
+    names = backend.listdir(VERSIONS)
     pointed = {version: name for name, version in store.refs().items()}
     leases, damaged = read_leases(backend, LEASES)
     leased = _live(leases, now)
@@ -272,7 +283,7 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
 
     doomed: list[str] = []
     stale: list[str] = []  # marks of a collector that died: removed from versions kept
-    for name in backend.listdir(VERSIONS):
+    for name in names:
         if name.startswith("."):
             continue
         directory = f"{VERSIONS}/{name}"
@@ -311,16 +322,16 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
             ref = pointed[name]
             report.kept[name] = "live (CURRENT)" if ref == "current" else f"named by ref {ref!r}"
             continue
-        elif name in newest:
+        if name in newest:
             report.kept[name] = f"among the newest {keep}"
             continue
-        elif name in leased:
+        if name in leased:
             report.kept[name] = f"leased by reader {leased[name]}"
             continue
-        elif damaged:
+        if damaged:
             report.kept[name] = f"damaged lease files ({', '.join(damaged)}) may protect it"
             continue
-        elif (now - info.created_at).total_seconds() < grace_s:
+        if (now - info.created_at).total_seconds() < grace_s:
             report.kept[name] = "younger than the grace period"
             continue
         doomed.append(name)
