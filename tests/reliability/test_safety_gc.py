@@ -247,7 +247,6 @@ def test_gc_in_a_tight_loop_on_s3(s3_server: str, tmp_path: Path, tally: Tally) 
     options = s3_options(s3_server)
     store = sharedrec.open(location, storage_options=options, cache_dir=tmp_path / "cache")
     publish_tagged(store, 1)
-    _dead_leases(store, 20)
     reports = _race(tmp_path, location, 3.0, [json.dumps(options), str(tmp_path / "cache")])
     _judge(reports, tally)
     for version in store.refs().values():
