@@ -799,7 +799,14 @@ class Store:
 
         A version is deleted when it is not live, not among the ``keep`` newest, not named
         by an unexpired reader lease, and older than ``grace``. Folders of publishes that
-        never finished (no manifest) are deleted once older than ``grace``.
+        never finished (no manifest) are deleted once older than ``grace`` and no publish
+        holds a lease on them (a publish in progress always does). A version folder that is
+        a symbolic link is never followed nor deleted: the report names it.
+
+        Safe against everything running at the same time: the versions chosen are marked
+        first, pointers and leases are read again, and only then is a version deleted that
+        none of them names; pointer movers and readers refuse a marked version (see
+        `sharedrec.gc`).
 
         Args:
             keep: How many of the newest versions to keep whatever their age (rollback room).

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 import sharedrec
-from sharedrec.errors import CorruptVersion, SharedrecError
+from sharedrec.errors import CorruptVersion, SharedrecError, VersionGone, VersionNotFound
 
-from ._support import Tally, publish_tagged
+from ._support import Tally, check_answers, publish_tagged
 
 TESTS = str(Path(__file__).parents[1])
 sys.path.insert(0, TESTS)
@@ -297,3 +297,86 @@ def test_a_symlinked_version_folder_never_leads_gc_into_another_store(tmp_path: 
     assert int(np.asarray(reader.get("home", 3).items)[0]) // 1_000_000 == 7
     tally.scenarios += 1
     tally.faults_injected += 2
+
+
+COLLECTOR = textwrap.dedent(
+    """
+    import json, os, shutil, sys, time
+    root, version, decision = sys.argv[1:4]
+    folder = os.path.join(root, "versions", version)
+    # What gc does to a version it chose: mark it, read pointers and leases (a while, for a
+    # big fleet), then delete it (manifest first) or unmark it.
+    with open(os.path.join(folder, ".gc"), "w") as f:
+        json.dump({"gc": "other-process", "at": time.time()}, f)
+    print("marked", flush=True)
+    time.sleep(0.4)
+    if decision == "delete":
+        os.unlink(os.path.join(folder, "manifest.json"))
+        shutil.rmtree(folder)
+    else:
+        os.unlink(os.path.join(folder, ".gc"))
+    """
+)
+
+
+def _collector(root: Path, version: str, decision: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COLLECTOR, str(root), version, decision], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "marked"
+    return proc
+
+
+def test_readers_and_movers_never_use_a_version_gc_condemned(tmp_path: Path, tally: Tally) -> None:
+    root = tmp_path / "store"
+    store = sharedrec.open(root)
+    old, live = publish_tagged(store, 1), publish_tagged(store, 2)
+    # Marked, then deleted: opening and set_current wait for the decision, then refuse.
+    proc = _collector(root, old, "delete")
+    with pytest.raises(VersionGone, match="garbage collection"):
+        store.open_version(old)
+    assert proc.wait(timeout=30) == 0
+    assert store.current() == live
+    proc = _collector(root, live, "keep")  # marked, then kept (gc saw the pointer): served
+    reader = sharedrec.Reader(store.open_version(live, "sizes"))
+    assert check_answers(reader, 2) == 0
+    assert proc.wait(timeout=30) == 0
+    spare = publish_tagged(store, 3, make_current=False)
+    proc = _collector(root, spare, "delete")
+    with pytest.raises(VersionNotFound):
+        store.set_current(spare)
+    assert proc.wait(timeout=30) == 0
+    assert store.current() == live and store.verify(live).ok
+    # A mark left by a collector that died long ago is removed from a version in use.
+    mark = root / "versions" / live / ".gc"
+    mark.write_text(json.dumps({"gc": "dead", "at": time.time() - 3600}))
+    store.gc(keep=0, grace=0)
+    assert not mark.exists() and store.current() == live
+    tally.scenarios += 1
+    tally.faults_injected += 3
+
+
+def test_a_publish_from_many_tasks_is_leased_until_commit_or_abort(tmp_path: Path, tally: Tally) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    publish_tagged(store, 1)
+    handle = store.begin_publish(partitions=2)
+    report = store.gc(keep=0, grace=0)  # the folder is old enough, but leased
+    assert "a publish is writing it" in report.kept[handle.version_id]
+    leases = tmp_path / "store" / "leases"
+    assert (leases / f"publish-{handle.version_id}.json").exists()
+    keys = np.arange(100, dtype=np.int64)
+    owners = handle.partition_of(keys)
+    receipts = []
+    for part in range(2):
+        k = keys[owners == part]
+        receipts.append(
+            handle.write_ranked("home", part, k, np.zeros((len(k), 2), np.int32), np.ones((len(k), 2)))
+        )
+        assert "a publish is writing it" in store.gc(keep=0, grace=0).kept[handle.version_id]
+    assert store.commit_publish(handle, receipts, guards=[]) == store.current()
+    assert not (leases / f"publish-{handle.version_id}.json").exists()
+    other = store.begin_publish(partitions=2)
+    store.abort_publish(other)
+    assert not (leases / f"publish-{other.version_id}.json").exists()
+    assert other.version_id not in store._backend.listdir("versions")  # type: ignore[attr-defined]
+    tally.scenarios += 1
