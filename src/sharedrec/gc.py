@@ -362,6 +362,8 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
 
 def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]) -> None:
     """Mark the versions chosen, read pointers and leases again, then delete what none names."""
+    from sharedrec.store import GROUP_METADATA
+
     token = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(6).hex()}"
     chosen = [*report.deleted, *report.unfinished]
     marked: list[str] = []
@@ -395,8 +397,10 @@ def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[s
                 settled.add(name)
                 _spare(report, name, committed, f"{reason} (seen after it was chosen for deletion)")
                 continue
-            # The manifest goes first: from then on no reader or listing sees the version.
+            # The manifest goes first: from then on no reader or listing sees the version;
+            # then the root group's metadata, which tells a waiting reader or mover it is gone.
             backend.remove_tree(f"{directory}/{MANIFEST}")
+            backend.remove_tree(f"{directory}/{GROUP_METADATA}")
             backend.remove_tree(directory)
             settled.add(name)
             log.info("gc deleted %s from %s", directory, backend.location)

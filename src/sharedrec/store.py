@@ -1042,6 +1042,10 @@ class Store:
         return f"version {version_id} does not exist in {self.location}"
 
 
+GROUP_METADATA = "zarr.json"
+"""The root group's metadata: the first file of every version folder, deleted by garbage
+collection right after the manifest."""
+
 SETTLE_SECONDS = 30.0
 """How long a reader or a pointer mover waits for a garbage collector that marked a version
 to decide on it (it keeps the version when it then sees a lease or pointer naming it)."""
@@ -1053,8 +1057,9 @@ def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SEC
     A version without the collector's mark is not condemned. A marked one may yet be kept:
     the collector marks a version, then reads pointers and leases again, and removes the
     mark if one names it; so wait up to ``wait`` seconds for the mark to go, then the version
-    is condemned if its manifest went with it. The order matters: the collector deletes the
-    manifest before the folder (mark included), so a missing mark is checked first.
+    is condemned if its root group's ``zarr.json`` went with it (a committed version and an
+    unfinished one alike have it). The order matters: the collector deletes the manifest and
+    that file before the rest of the folder, mark included, so the mark is checked first.
     """
     mark = f"{directory}/{GC_MARK}"
     if backend.size(mark) is None:
@@ -1066,7 +1071,7 @@ def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SEC
             return True
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
-    return backend.size(f"{directory}/{MANIFEST}") is None
+    return backend.size(f"{directory}/{GROUP_METADATA}") is None
 
 
 _MAX_CHAIN_OPEN = 256
