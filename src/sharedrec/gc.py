@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from sharedrec._layout import GC_MARK
 from sharedrec.backends.base import PointerMoved
-from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, SharedrecError, VersionGone
+from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
 from sharedrec.format import LEASES, MANIFEST, VERSIONS
 from sharedrec.leases import read_leases
 
@@ -91,14 +91,8 @@ def write_lease(backend: Backend, name: str, version: str, versions: list[str], 
         heartbeat=now,
         expires_at=now + timedelta(seconds=ttl),
     )
-    try:
-        backend.write_atomic(f"{LEASES}/{name}.json", lease.dumps())
-    except OSError as exc:
-        raise SharedrecError(
-            f"cannot write the lease {backend.location}/{LEASES}/{name}.json that keeps garbage "
-            f"collection away from version {version} ({exc.strerror or exc}); a writer needs write "
-            "access to the store's leases/ folder"
-        ) from None
+    # A full or read-only volume fails here as it would at the publish's first file.
+    backend.write_atomic(f"{LEASES}/{name}.json", lease.dumps())
 
 
 def remove_lease(backend: Backend, name: str) -> None:

@@ -84,6 +84,10 @@ def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) ->
 
 _PAGE_BYTES = 4096
 
+_VANISHED = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+"""What file operations raise when a folder changes under them (removed by a collector or by
+hand); a full or read-only volume raises its own OSError, left as it is."""
+
 
 class Draft:
     """A version being written. Use through ``with store.publish() as draft:``.
@@ -184,7 +188,7 @@ class Draft:
     ) -> None:
         try:
             if exc_type is not None:
-                lost = isinstance(exc, OSError) and self._draft_lost()
+                lost = isinstance(exc, _VANISHED) and self._draft_lost()
                 self._abort()
                 if lost and exc is not None:
                     raise PublishRejected(self._failed(exc)) from exc
@@ -195,7 +199,7 @@ class Draft:
                 # A committed version is complete and kept even if CURRENT could not move to it.
                 if self._state != "committed":
                     self._abort()
-                if isinstance(failure, OSError) and not isinstance(failure, SharedrecError):
+                if isinstance(failure, _VANISHED) and not isinstance(failure, SharedrecError):
                     raise PublishRejected(self._failed(failure)) from failure
                 raise
         finally:
