@@ -510,9 +510,13 @@ class Store:
         manifest = manifest.model_copy(update={"checks": checks})
         check_stored(self._backend, directory, manifest)
         self._backend.write_atomic(f"{directory}/{MANIFEST}", manifest.dumps())
-        if make_current:
-            move_pointer(self._backend, ref_path(handle.ref), manifest, parent, raw)
-        remove_lease(self._backend, _publish_lease(vid))  # a failed commit keeps it, for a retry
+        try:
+            if make_current:
+                move_pointer(self._backend, ref_path(handle.ref), manifest, parent, raw)
+        finally:
+            # Committed: the lease has done its work. (A commit that failed earlier keeps it,
+            # so that the publish can still be committed or aborted.)
+            remove_lease(self._backend, _publish_lease(vid))
         return vid
 
     def abort_publish(self, handle: PublishHandle) -> None:
