@@ -6,6 +6,8 @@ import json
 import pickle
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +207,7 @@ def test_guards_run_on_a_distributed_publish(store: sharedrec.Store) -> None:
 _KILLED_WRITER = """
 import os, sys, numpy as np, sharedrec
 store = sharedrec.open(sys.argv[1])
-handle = store.begin_publish(partitions=4)
+handle = store.begin_publish(partitions=4, lease_ttl=3.0)
 keys = np.arange(1000, dtype=np.int64)
 owners = handle.partition_of(keys)
 for part in range(2):
@@ -227,6 +229,11 @@ def test_a_job_killed_before_commit_changes_nothing_and_gc_removes_it(store: sha
     assert unfinished in version_folders(store)
     assert store.current() == live and [v.id for v in store.versions()] == [live]
     assert store.reader(lease=False).version == live
+    # Its lease keeps the unfinished folder from garbage collection until it expires.
+    assert "a publish is writing it" in store.gc(grace=0).kept[unfinished]
+    lease = json.loads((Path(store.location) / "leases" / f"publish-{unfinished}.json").read_bytes())
+    expires = datetime.fromisoformat(lease["expires_at"].replace("Z", "+00:00"))
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)
     report = store.gc(grace=0)
     assert report.unfinished == [unfinished] and unfinished not in version_folders(store)
 

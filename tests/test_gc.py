@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -88,7 +89,7 @@ def test_expired_and_damaged_leases(store: sharedrec.Store) -> None:
     v1 = publish(store, 1)
     publish(store, 2)
     leases = Path(store.location) / "leases"
-    leases.mkdir()
+    leases.mkdir(exist_ok=True)  # publishes hold leases there too
     now = datetime.now(UTC)
     expired = {
         "reader_id": "gone",
@@ -174,10 +175,16 @@ def test_a_publish_whose_files_a_collector_removed_is_refused(tmp_path: Path) ->
     store = sharedrec.open(tmp_path / "store")
     keys = np.arange(20)
     live = store.publish_ranked("home", keys, np.ones((20, 2), dtype=int), np.ones((20, 2)))
-    with (
-        pytest.raises(sharedrec.PublishRejected, match="disappeared while it was published"),
-        store.publish(guards=[]) as draft,
-    ):
+    with store.publish(guards=[]) as draft:
         draft.add_ranked("home", keys, np.ones((20, 2), dtype=int) * 2, np.ones((20, 2)))
-        store.gc(keep=0, grace=0)  # no grace: the unfinished folder goes
-    assert store.current() == live and [v.id for v in store.versions()] == [live]
+        report = store.gc(keep=0, grace=0)  # no grace, but the draft's lease protects it
+        assert "a publish is writing it" in report.kept[draft.version_id]
+    assert store.current() == draft.version_id
+    with (
+        pytest.raises(sharedrec.PublishRejected, match="while it was published"),
+        store.publish(guards=[]) as lost,
+    ):
+        lost.add_ranked("home", keys, np.ones((20, 2), dtype=int) * 3, np.ones((20, 2)))
+        shutil.rmtree(Path(store.location) / "versions" / lost.version_id)  # removed by hand
+    assert store.current() == draft.version_id
+    assert [v.id for v in store.versions()] == [live, draft.version_id]

@@ -17,6 +17,7 @@ __all__ = [
     "CHUNK_TARGET_BYTES",
     "CURRENT",
     "FORMAT",
+    "GC_MARK",
     "LEASES",
     "LEASE_FORMAT",
     "MANIFEST",
@@ -42,6 +43,9 @@ REFS = "refs"
 VERSIONS = "versions"
 LEASES = "leases"
 MANIFEST = "manifest.json"
+GC_MARK = ".gc"
+"""Written into a version folder by garbage collection before it deletes the version: a
+version carrying it is condemned, and nothing may make it live or start reading it."""
 CHECKSUM = "crc32"
 
 CHUNK_TARGET_BYTES = 4 * 1024 * 1024

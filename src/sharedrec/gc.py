@@ -1,24 +1,62 @@
-"""Garbage collection: delete old versions nobody can still be reading."""
+"""Garbage collection: delete old versions nobody can still be reading.
+
+Collection races with everything that makes a version live or starts reading it, in other
+processes and on other machines, with no lock in common. One rule closes those races: the
+collector *condemns before it deletes*, and everyone else *announces before they check*.
+
+- The collector picks the versions to delete, writes its mark (``versions/<id>/.gc``) into
+  each, then reads every pointer and every lease again: a version that one now names is
+  unmarked and kept; the others lose their manifest first, then their folder.
+- A pointer mover (`set_current`, `rollback`, `promote`, a publish) writes a lease naming
+  the version first, then checks that the version has its manifest and no mark, then moves
+  the pointer by compare-and-swap. A reader writes its lease before it opens a version, and
+  opening refuses a marked version.
+- A publish holds a lease naming its draft while it writes (renewed by a thread), so an
+  unfinished folder that is being written is never taken for an abandoned one, whatever its
+  age; a publish from many tasks holds a long lease from `begin_publish` to its commit.
+
+Whichever of the two comes second sees the other: if the collector reads the leases after
+the lease was written, it keeps the version; if before, the mark was written before the
+lease, so the mover's or reader's check (which comes after its lease) sees the mark, or
+the manifest already gone. A mark seen while the collector has yet to decide is waited
+for (`sharedrec.store.SETTLE_SECONDS`). The assumptions: leases are renewed within their
+time to live (a process frozen for longer loses its protection, as a reader does), and the
+storage is read-after-write consistent (POSIX, NFS close-to-open, S3).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sharedrec.errors import InvalidInput
+from sharedrec._layout import GC_MARK
+from sharedrec.backends.base import PointerMoved
+from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
 from sharedrec.format import LEASES, MANIFEST, VERSIONS
 from sharedrec.leases import read_leases
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
-    from sharedrec.store import Store
+    from sharedrec.format import Lease
+    from sharedrec.store import Store, VersionInfo
 
-__all__ = ["GCReport", "collect"]
+__all__ = ["GCReport", "Hold", "collect", "move_guarded", "remove_lease", "write_lease"]
 
 log = logging.getLogger("sharedrec")
+
+MARK_ABANDONED_SECONDS = 600.0
+"""A mark this old was left by a collector that died between marking and deciding: the
+next collection unmarks the version if it is still in use."""
+
+_MOVE_LEASE_SECONDS = 120.0
+_DRAFT_LEASE_SECONDS = 60.0
+_MAX_CHAIN = 256
 
 
 @dataclass
@@ -35,10 +73,191 @@ class GCReport:
     freed_bytes: int = 0
 
 
+# -- leases of writers ---------------------------------------------------------------------
+
+
+def write_lease(backend: Backend, name: str, version: str, versions: list[str], ttl: float) -> None:
+    """Write ``leases/<name>.json`` naming ``versions``: garbage collection keeps them until it expires."""
+    from sharedrec.format import Lease
+
+    now = datetime.now(UTC)
+    lease = Lease(
+        reader_id=name,
+        host=os.uname().nodename,
+        pid=os.getpid(),
+        version=version,
+        versions=list(dict.fromkeys([version, *versions])),
+        started_at=now,
+        heartbeat=now,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+    # A full or read-only volume fails here as it would at the publish's first file.
+    backend.write_atomic(f"{LEASES}/{name}.json", lease.dumps())
+
+
+def remove_lease(backend: Backend, name: str) -> None:
+    """Delete ``leases/<name>.json``; a failure is logged (the lease expires by itself)."""
+    try:
+        backend.remove_tree(f"{LEASES}/{name}.json")
+    except Exception as exc:
+        log.warning("could not remove lease %s/%s/%s.json: %s", backend.location, LEASES, name, exc)
+
+
+class Hold:
+    """A lease showing garbage collection that a publish is writing ``version``.
+
+    Written before the draft's folder exists and renewed by a thread until `release()`, so
+    the collector never takes the folder for an abandoned publish, however long the
+    publish lasts.
+    """
+
+    def __init__(self, backend: Backend, version: str, ttl: float = _DRAFT_LEASE_SECONDS) -> None:
+        self.name = f"draft-{version}-{os.getpid()}-{os.urandom(3).hex()}"
+        self._backend = backend
+        self._version = version
+        self._versions: list[str] = []
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._renew()
+        self._thread = threading.Thread(target=self._beat, name="sharedrec-draft-lease", daemon=True)
+        self._thread.start()
+
+    def protect(self, versions: list[str]) -> None:
+        """Name ``versions`` too (besides the draft's) from now on."""
+        with self._lock:
+            self._versions = list(versions)
+        self._renew()
+
+    def _renew(self) -> None:
+        with self._lock:
+            write_lease(self._backend, self.name, self._version, self._versions, self._ttl)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._ttl / 3):
+            try:
+                self._renew()
+            except Exception as exc:
+                log.warning("could not renew the lease of draft %s: %s", self._version, exc)
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        remove_lease(self._backend, self.name)
+
+
+# -- moving a pointer ----------------------------------------------------------------------
+
+
+def move_guarded(
+    backend: Backend,
+    path: str,
+    data: bytes,
+    expected: bytes | None,
+    version: str,
+    base: str | None,
+    hold: Hold | None = None,
+) -> None:
+    """Compare-and-swap the pointer ``path`` to ``version`` so that no collector deletes it.
+
+    A lease names the version, the versions below it (a delta) and the version the pointer
+    named (``hold``'s when given); then the version must be settled (manifest, no mark);
+    then the swap. After it the check is repeated: it fails only if a lease expired (a
+    process frozen for longer than its lease), and then the pointer is moved back.
+
+    Raises:
+        CorruptVersion: The version folder is a symbolic link.
+        VersionGone: The version (or one below it) is being deleted; the pointer did not move.
+        PointerMoved: The pointer no longer holds ``expected``.
+        ConcurrentPublishError: The version was deleted right after the swap.
+    """
+    from sharedrec._spec import parse_pointer
+
+    outside = _link_out(backend, f"{VERSIONS}/{version}")
+    if outside is not None:
+        raise CorruptVersion(
+            f"{backend.location}/{VERSIONS}/{version} is a symbolic link to {outside}: a pointer never "
+            "names a version outside the store (its data is not this store's to keep); remove the "
+            "link and publish the version here"
+        )
+    below = _chain(backend, base, version)
+    replaced = None
+    if expected is not None:
+        try:
+            replaced = parse_pointer(expected, path).version
+        except CorruptVersion:
+            replaced = None
+    names = [version, *below, *([replaced] if replaced else [])]
+    lease = None
+    if hold is not None:
+        hold.protect(names)
+    else:
+        lease = f"pointer-{os.getpid()}-{os.urandom(4).hex()}"
+        write_lease(backend, lease, version, names, _MOVE_LEASE_SECONDS)
+    try:
+        gone = _unsettled(backend, [version, *below])
+        if gone is not None:
+            raise VersionGone(
+                f"version {gone} of {backend.location} is being deleted by garbage collection (or is "
+                f"gone): {path} was not moved to {version}; pick another version (store.versions())"
+            )
+        backend.swap_pointer(path, data, expected)
+        gone = _unsettled(backend, [version, *below])
+        if gone is not None:
+            back = "could not be moved back (another writer moved it): check store.refs()"
+            if expected is not None:
+                try:
+                    backend.swap_pointer(path, expected, data)
+                    back = f"was moved back to {replaced}"
+                except PointerMoved:
+                    pass
+            raise ConcurrentPublishError(
+                f"garbage collection deleted version {gone} of {backend.location} while {path} moved "
+                f"to {version} (this process paused longer than its lease?); {path} {back}"
+            )
+    finally:
+        if hold is not None:
+            hold.protect([])
+        elif lease is not None:
+            remove_lease(backend, lease)
+
+
+def _unsettled(backend: Backend, versions: list[str]) -> str | None:
+    """The first of ``versions`` that is condemned or has no manifest, else None."""
+    from sharedrec.store import version_condemned
+
+    for name in versions:
+        directory = f"{VERSIONS}/{name}"
+        if version_condemned(backend, directory) or backend.size(f"{directory}/{MANIFEST}") is None:
+            return name
+    return None
+
+
+def _chain(backend: Backend, base: str | None, top: str) -> list[str]:
+    """The versions below a delta: its base, the base's base... (as far as they can be read)."""
+    from sharedrec._spec import parse_manifest
+
+    found: list[str] = []
+    while base is not None and base not in found and base != top and len(found) < _MAX_CHAIN:
+        found.append(base)
+        where = f"{VERSIONS}/{base}/{MANIFEST}"
+        try:
+            base = parse_manifest(backend.read_bytes(where), f"{backend.location}/{where}").base
+        except (FileNotFoundError, CorruptVersion):
+            break  # the check of the chain reports it
+    return found
+
+
+# -- the collector -------------------------------------------------------------------------
+
+
 def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta, dry_run: bool) -> GCReport:
     """Delete versions that are not live, not among the newest ``keep``, not leased by a
     reader whose lease has not expired, and older than ``grace``; and unfinished version
-    folders older than ``grace``."""
+    folders older than ``grace`` that no publish holds a lease on."""
     if not isinstance(keep, int) or keep < 0:
         raise InvalidInput(f"keep must be a non-negative int; got {keep!r}")
     grace_s = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
@@ -46,26 +265,42 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
         raise InvalidInput(f"grace must not be negative; got {grace!r}")
     now = datetime.now(UTC)
     report = GCReport(dry_run=dry_run)
+    # Folders first, leases after: a publish leases its draft before creating the folder, so
+    # every unfinished folder listed here has its lease among those read below.
+    names = backend.listdir(VERSIONS)
     pointed = {version: name for name, version in store.refs().items()}
     leases, damaged = read_leases(backend, LEASES)
-    leased: dict[str, str] = {}
-    for lease in leases:
-        if lease.expires_at > now:
-            for version in lease.versions:
-                leased.setdefault(version, lease.reader_id)
+    leased = _live(leases, now)
     versions = store.versions()
     newest = {info.id for info in versions[-keep:]} if keep else set()
     committed = {info.id: info for info in versions}
 
     doomed: list[str] = []
-    for name in backend.listdir(VERSIONS):
+    stale: list[str] = []  # marks of a collector that died: removed from versions kept
+    for name in names:
         if name.startswith("."):
             continue
         directory = f"{VERSIONS}/{name}"
+        outside = _link_out(backend, directory)
+        if outside is not None:
+            report.kept[name] = (
+                f"a symbolic link to {outside}: garbage collection never follows links (another "
+                "store's data may be there); remove the link by hand"
+            )
+            continue
+        mark = _read_mark(backend, directory)
+        if mark is not None and time.time() - mark[1] < MARK_ABANDONED_SECONDS:
+            report.kept[name] = "another garbage collection is deciding on it"
+            continue
+        if mark is not None:
+            stale.append(name)
         info = committed.get(name)
         if info is None:
             if backend.exists(f"{directory}/{MANIFEST}"):
                 report.kept[name] = "its manifest is damaged: inspect it, then delete it by hand"
+                continue
+            if name in leased:
+                report.kept[name] = f"unfinished: a publish is writing it (lease {leased[name]})"
                 continue
             # A publish writes deep inside the folder: judge by its newest file, not the folder.
             modified = backend.tree_mtime(directory)
@@ -76,20 +311,21 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
                 report.kept[name] = "unfinished, but recent: a publish may still be writing it"
                 continue
             report.unfinished.append(name)
-        elif name in pointed:
+            continue
+        if name in pointed:
             ref = pointed[name]
             report.kept[name] = "live (CURRENT)" if ref == "current" else f"named by ref {ref!r}"
             continue
-        elif name in newest:
+        if name in newest:
             report.kept[name] = f"among the newest {keep}"
             continue
-        elif name in leased:
+        if name in leased:
             report.kept[name] = f"leased by reader {leased[name]}"
             continue
-        elif damaged:
+        if damaged:
             report.kept[name] = f"damaged lease files ({', '.join(damaged)}) may protect it"
             continue
-        elif (now - info.created_at).total_seconds() < grace_s:
+        if (now - info.created_at).total_seconds() < grace_s:
             report.kept[name] = "younger than the grace period"
             continue
         doomed.append(name)
@@ -102,17 +338,143 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
             needed[below] = name
             below = committed[below].base if below in committed else None
     for name in doomed:
-        info = committed.get(name)
-        if info is not None and name in needed:
+        info = committed[name]
+        if name in needed:
             report.kept[name] = f"a base of delta version {needed[name]}, which is kept"
             continue
-        if info is not None:
-            report.deleted.append(name)
-            report.freed_bytes += info.size_bytes
-        if not dry_run:
-            # The manifest goes first: from then on no reader or listing sees the version.
-            directory = f"{VERSIONS}/{name}"
-            backend.remove_tree(f"{directory}/{MANIFEST}")
-            backend.remove_tree(directory)
-            log.info("gc deleted %s from %s", directory, backend.location)
+        report.deleted.append(name)
+        report.freed_bytes += info.size_bytes
+    if dry_run:
+        return report
+    for name in stale:
+        if name in report.kept:
+            _unmark(backend, f"{VERSIONS}/{name}", None)
+            log.warning("gc removed the mark a garbage collection left on %s (it died before deciding)", name)
+    _condemn(store, backend, report, committed)
     return report
+
+
+def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]) -> None:
+    """Mark the versions chosen, read pointers and leases again, then delete what none names."""
+    from sharedrec.store import GROUP_METADATA
+
+    token = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(6).hex()}"
+    chosen = [*report.deleted, *report.unfinished]
+    marked: list[str] = []
+    settled: set[str] = set()
+    try:
+        for name in chosen:
+            _write_mark(backend, f"{VERSIONS}/{name}", token)
+            marked.append(name)
+        if not marked:
+            return
+        # Everything that announced a use before this point is seen now; anything later
+        # checks for the marks (see the module's docstring).
+        protected = {version: _pointed_reason(ref) for ref, version in store.refs().items()}
+        leases, damaged = read_leases(backend, LEASES)
+        for version, reader in _live(leases, datetime.now(UTC)).items():
+            protected.setdefault(version, f"leased by {reader}")
+        for version in list(protected):
+            for below in _chain(backend, _base_of(backend, version), version):
+                protected.setdefault(below, f"a base of version {version}, which is in use")
+        for name in marked:
+            directory = f"{VERSIONS}/{name}"
+            reason = protected.get(name)
+            if reason is None and damaged:
+                reason = f"damaged lease files ({', '.join(damaged)}) may protect it"
+            if reason is None and _read_mark(backend, directory) is None:
+                reason = "its mark was removed by someone else"
+            elif reason is None and (mark := _read_mark(backend, directory)) and mark[0] != token:
+                reason = "another garbage collection took it over"
+            if reason is not None:
+                _unmark(backend, directory, token)
+                settled.add(name)
+                _spare(report, name, committed, f"{reason} (seen after it was chosen for deletion)")
+                continue
+            # The manifest goes first: from then on no reader or listing sees the version;
+            # then the root group's metadata, which tells a waiting reader or mover it is gone.
+            backend.remove_tree(f"{directory}/{MANIFEST}")
+            backend.remove_tree(f"{directory}/{GROUP_METADATA}")
+            backend.remove_tree(directory)
+            settled.add(name)
+            log.info("gc deleted %s from %s", directory, backend.location)
+    finally:
+        for name in marked:
+            if name not in settled:  # an error stopped this collection: leave nothing condemned
+                _unmark(backend, f"{VERSIONS}/{name}", token)
+
+
+def _spare(report: GCReport, name: str, committed: dict[str, VersionInfo], reason: str) -> None:
+    if name in report.deleted:
+        report.deleted.remove(name)
+        report.freed_bytes -= committed[name].size_bytes
+    if name in report.unfinished:
+        report.unfinished.remove(name)
+    report.kept[name] = reason
+
+
+def _pointed_reason(ref: str) -> str:
+    return "live (CURRENT)" if ref == "current" else f"named by ref {ref!r}"
+
+
+def _base_of(backend: Backend, version: str) -> str | None:
+    from sharedrec._spec import parse_manifest
+
+    where = f"{VERSIONS}/{version}/{MANIFEST}"
+    try:
+        return parse_manifest(backend.read_bytes(where), f"{backend.location}/{where}").base
+    except (FileNotFoundError, CorruptVersion, InvalidInput):
+        return None
+
+
+def _live(leases: list[Lease], now: datetime) -> dict[str, str]:
+    """Every version an unexpired lease names, with the first reader naming it."""
+    leased: dict[str, str] = {}
+    for lease in leases:
+        if lease.expires_at > now:
+            for version in lease.versions:
+                leased.setdefault(version, lease.reader_id)
+    return leased
+
+
+def _write_mark(backend: Backend, directory: str, token: str) -> None:
+    data = json.dumps({"gc": token, "at": time.time()}).encode()
+    # No fsync: a mark lost in a crash only means the version was not deleted yet.
+    backend.write_atomic(f"{directory}/{GC_MARK}", data, durable=False)
+
+
+def _read_mark(backend: Backend, directory: str) -> tuple[str, float] | None:
+    """The token and time of a version's mark, or None when it has none."""
+    try:
+        raw = json.loads(backend.read_bytes(f"{directory}/{GC_MARK}"))
+        return str(raw["gc"]), float(raw["at"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return "", 0.0  # a damaged mark counts as an abandoned one
+    except IsADirectoryError:
+        return "", 0.0
+
+
+def _unmark(backend: Backend, directory: str, token: str | None) -> None:
+    """Remove a version's mark: ours only (``token``), or any when ``token`` is None."""
+    if token is not None:
+        mark = _read_mark(backend, directory)
+        if mark is None or mark[0] != token:
+            return
+    try:
+        backend.remove_tree(f"{directory}/{GC_MARK}")
+    except Exception as exc:
+        log.warning("could not remove the gc mark of %s/%s: %s", backend.location, directory, exc)
+
+
+def _link_out(backend: Backend, directory: str) -> str | None:
+    """Where a version folder leads when it is a link, or resolves outside the store root."""
+    local = backend.local_path(directory)
+    top = backend.local_path("")
+    if local is None or top is None:
+        return None
+    real, root = os.path.realpath(local), os.path.realpath(top)
+    if os.path.islink(local) or os.path.commonpath([real, root]) != root:
+        return real
+    return None

@@ -22,11 +22,18 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sharedrec import _validate, index
+from sharedrec._layout import GC_MARK
 from sharedrec._progress import Reporter
 from sharedrec._staging import remove_staging
 from sharedrec.backends.base import Backend, PointerMoved
 from sharedrec.diff import rows_equal
-from sharedrec.errors import ConcurrentPublishError, InvalidInput, PublishRejected, SharedrecError
+from sharedrec.errors import (
+    ConcurrentPublishError,
+    InvalidInput,
+    PublishRejected,
+    SharedrecError,
+    VersionGone,
+)
 from sharedrec.format import (
     CHUNK_TARGET_BYTES,
     CURRENT,
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._spec import PointerView
+    from sharedrec.gc import Hold
     from sharedrec.reader import Reader
 
 __all__ = ["Draft", "chunk_rows", "judge", "move_pointer", "write_array", "write_keys"]
@@ -75,6 +83,10 @@ def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) ->
 
 
 _PAGE_BYTES = 4096
+
+_VANISHED = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+"""What file operations raise when a folder changes under them (removed by a collector or by
+hand); a full or read-only volume raises its own OSError, left as it is."""
 
 
 class Draft:
@@ -126,6 +138,7 @@ class Draft:
         self._state = "new"
         # A delta publish: the version it updates, read through a pinned reader.
         self._base = base
+        self._hold: Hold | None = None  # the lease that keeps garbage collection off the draft
 
     @property
     def version_id(self) -> str:
@@ -149,6 +162,10 @@ class Draft:
             raise InvalidInput(f"version {self._id!r} already exists in {self._backend.location}")
         import zarr
 
+        from sharedrec.gc import Hold
+
+        # Leased before the folder exists: a collector that sees the folder sees the lease.
+        self._hold = Hold(self._backend, self._id)
         self._state = "open"
         try:
             if self._backend.local_path(self._dir) is None:
@@ -162,6 +179,7 @@ class Draft:
             self._group = zarr.open_group(store=store, mode="w-", attributes=attributes)
         except BaseException:
             self._abort()
+            self._hold.release()
             raise
         return self
 
@@ -173,16 +191,23 @@ class Draft:
     ) -> None:
         try:
             if exc_type is not None:
+                lost = isinstance(exc, _VANISHED) and self._draft_lost()
                 self._abort()
+                if lost and exc is not None:
+                    raise PublishRejected(self._failed(exc)) from exc
                 return
             try:
                 self._commit()
-            except BaseException:
+            except BaseException as failure:
                 # A committed version is complete and kept even if CURRENT could not move to it.
                 if self._state != "committed":
                     self._abort()
+                if isinstance(failure, _VANISHED) and not isinstance(failure, SharedrecError):
+                    raise PublishRejected(self._failed(failure)) from failure
                 raise
         finally:
+            if self._hold is not None:
+                self._hold.release()
             if self._base is not None:
                 self._base.close()  # ends the lease that kept the base from garbage collection
 
@@ -458,6 +483,26 @@ class Draft:
 
     # -- commit ----------------------------------------------------------------------------
 
+    def _draft_lost(self) -> bool:
+        """Whether the draft's folder in the store is gone or condemned by a collector."""
+        if self._backend.local_path(self._dir) is None:
+            return False  # staged on local disk: nothing in the store yet
+        return not self._backend.exists(self._dir) or self._backend.exists(f"{self._dir}/{GC_MARK}")
+
+    def _failed(self, exc: BaseException) -> str:
+        """The message of a publish that failed on a file operation."""
+        where = f"{self._backend.location}/{self._dir}"
+        if self._state == "committed":
+            return (
+                f"version {self._id} was committed but not made live: {type(exc).__name__}: {exc}; "
+                f"store.set_current({self._id!r}) makes it live"
+            )
+        return (
+            f"publishing version {self._id} failed on a file of {where}: {type(exc).__name__}: {exc} "
+            "(was the folder removed while it was published: garbage collection, or by hand?); "
+            "nothing was published: publish again"
+        )
+
     def _abort(self) -> None:
         self._state = "aborted"
         self._group = None
@@ -497,6 +542,7 @@ class Draft:
         manifest = manifest.model_copy(update={"checks": self._run_guards(manifest)})
         if self._staging is not None:
             self._upload(manifest)
+        check_stored(self._backend, self._dir, manifest)
         self._backend.write_atomic(f"{self._dir}/{MANIFEST}", manifest.dumps())
         self._state = "committed"
         if self._make_current:
@@ -551,7 +597,12 @@ class Draft:
         remove_staging(self._staging)
 
     def _checksum_files(self) -> dict[str, FileEntry]:
-        listing = list(self._local.walk_files(self._dir))
+        # Hidden names (a collector's mark, temporary files) are never files of the version.
+        listing = [
+            (path, size)
+            for path, size in self._local.walk_files(self._dir)
+            if not any(part.startswith(".") for part in path.split("/"))
+        ]
         files: dict[str, FileEntry] = {}
         with self._reporter.task("checksums", sum(size for _, size in listing)) as task:
             for path, size in listing:
@@ -560,7 +611,7 @@ class Draft:
         return files
 
     def _move_pointer(self, manifest: Manifest) -> None:
-        move_pointer(self._backend, self._pointer_path, manifest, self._parent, self._parent_raw)
+        move_pointer(self._backend, self._pointer_path, manifest, self._parent, self._parent_raw, self._hold)
 
 
 def write_ranked_rows(
@@ -699,25 +750,60 @@ def judge(
     return checks
 
 
+def check_stored(backend: Backend, directory: str, manifest: Manifest) -> None:
+    """Just before a manifest is written: every file it lists is in the store with its size,
+    and no garbage collector condemned the folder.
+
+    Raises:
+        PublishRejected: Something was removed; nothing is published.
+    """
+    from sharedrec.store import version_condemned
+
+    where = f"{backend.location}/{directory}"
+    if version_condemned(backend, directory):
+        raise PublishRejected(
+            f"{where} was removed while it was published (garbage collection took it for an "
+            "abandoned publish: its lease expired?); nothing was published: publish again"
+        )
+    stored = dict(backend.walk_files(directory))  # one listing, not a request per file
+    for path, entry in manifest.files.items():
+        if stored.get(path) != entry.size:
+            raise PublishRejected(
+                f"{where}/{path} was removed while it was published (garbage collection, or by "
+                "hand?); nothing was published: publish again"
+            )
+
+
 def move_pointer(
     backend: Backend,
     pointer_path: str,
     manifest: Manifest,
     parent: PointerView | None,
     parent_raw: bytes | None,
+    hold: Hold | None = None,
 ) -> None:
     """Compare-and-swap a pointer from ``parent_raw`` to the committed ``manifest``'s version.
 
+    The move is guarded against garbage collection (see `sharedrec.gc`); ``hold`` is the
+    lease the publish already holds on the version, if any.
+
     Raises:
-        ConcurrentPublishError: Another writer moved the pointer since ``parent_raw`` was read.
+        ConcurrentPublishError: Another writer moved the pointer since ``parent_raw`` was
+            read, or garbage collection was deleting the version.
     """
+    from sharedrec.gc import move_guarded
     from sharedrec.store import pointer_for
 
     version_id = manifest.id
     previous = [parent.version, *parent.previous] if parent else []
     pointer = pointer_for(backend, version_id, previous[:POINTER_HISTORY], manifest.json_object())
     try:
-        backend.swap_pointer(pointer_path, pointer.dumps(), parent_raw)
+        move_guarded(backend, pointer_path, pointer.dumps(), parent_raw, version_id, manifest.base, hold)
+    except VersionGone as exc:
+        raise ConcurrentPublishError(
+            f"garbage collection was deleting version {version_id} (or a version below it) while it "
+            f"was made live: {exc}; it was not made live"
+        ) from None
     except PointerMoved as moved:
         other = _pointer_version(moved.current)
         base = parent.version if parent else "an empty store"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sharedrec._layout import (
     CHUNK_TARGET_BYTES,
     CURRENT,
+    GC_MARK,
     LEASES,
     MANIFEST,
     MAX_CHAIN,
@@ -366,6 +367,7 @@ class Store:
         version_id: str | None = None,
         chunk_bytes: int = CHUNK_TARGET_BYTES,
         ref: str = "current",
+        lease_ttl: float = 24 * 3600.0,
     ) -> PublishHandle:
         """Start a version that worker tasks write partition by partition (on the driver).
 
@@ -382,6 +384,10 @@ class Store:
             version_id: Choose the id (default: a time-sortable id).
             chunk_bytes: Target size of a chunk file (default 4 MiB).
             ref: The pointer `commit_publish()` moves, and whose version guards compare with.
+            lease_ttl: Seconds garbage collection leaves the unfinished version alone, however
+                old its files: a lease (``leases/publish-<id>.json``) written now and removed
+                by `commit_publish()` or `abort_publish()`. A job that may take longer must
+                pass more.
 
         Returns:
             The `PublishHandle`.
@@ -397,8 +403,11 @@ class Store:
         """
         from sharedrec.distributed import PublishHandle, _check_partitions, group_metadata, now
         from sharedrec.format import validate_metadata
+        from sharedrec.gc import write_lease
 
         _check_partitions(partitions)
+        if not isinstance(lease_ttl, int | float) or isinstance(lease_ttl, bool) or not lease_ttl > 0:
+            raise InvalidInput(f"lease_ttl must be positive seconds; got {lease_ttl!r}")
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
@@ -419,6 +428,8 @@ class Store:
             metadata=metadata,
             started_at=now(),
         )
+        # Leased before the folder exists: a collector that sees the folder sees the lease.
+        write_lease(self._backend, _publish_lease(vid), vid, [], float(lease_ttl))
         # The root group's metadata reserves the folder: workers check it is there.
         self._backend.write_atomic(f"{directory}/zarr.json", group_metadata({}, vid)["zarr.json"])
         return handle
@@ -461,8 +472,9 @@ class Store:
         from sharedrec._spec import parse_manifest, parse_pointer
         from sharedrec.distributed import PublishHandle, collection_spec, group_metadata, resolve_receipts
         from sharedrec.format import FileEntry, Manifest
+        from sharedrec.gc import remove_lease
         from sharedrec.guards import DEFAULT_GUARDS, as_guard
-        from sharedrec.publish import judge, move_pointer
+        from sharedrec.publish import check_stored, judge, move_pointer
         from sharedrec.reader import Reader
 
         if not isinstance(handle, PublishHandle):
@@ -510,9 +522,15 @@ class Store:
                     log.warning("guards cannot read the live version %s (%s)", parent.version, exc)
             checks = judge(chosen, force, vid, parent, new, live)
         manifest = manifest.model_copy(update={"checks": checks})
+        check_stored(self._backend, directory, manifest)
         self._backend.write_atomic(f"{directory}/{MANIFEST}", manifest.dumps())
-        if make_current:
-            move_pointer(self._backend, ref_path(handle.ref), manifest, parent, raw)
+        try:
+            if make_current:
+                move_pointer(self._backend, ref_path(handle.ref), manifest, parent, raw)
+        finally:
+            # Committed: the lease has done its work. (A commit that failed earlier keeps it,
+            # so that the publish can still be committed or aborted.)
+            remove_lease(self._backend, _publish_lease(vid))
         return vid
 
     def abort_publish(self, handle: PublishHandle) -> None:
@@ -521,10 +539,13 @@ class Store:
         Raises:
             PublishRejected: The version was already committed.
         """
+        from sharedrec.gc import remove_lease
+
         directory = f"{VERSIONS}/{handle.version_id}"
         if self._backend.exists(f"{directory}/{MANIFEST}"):
             raise PublishRejected(f"version {handle.version_id} is committed; it is not aborted")
         self._backend.remove_tree(directory)
+        remove_lease(self._backend, _publish_lease(handle.version_id))
 
     def _settle_partitions(self, directory: str, collections: dict[str, list[Any]]) -> dict[str, Any]:
         """Check the kept partitions' files, delete every other attempt; the kept files."""
@@ -701,7 +722,24 @@ class Store:
         from sharedrec._mmap import LocalFolder
         from sharedrec.reader import OpenVersion
 
-        if manifest is None or manifest.id != version_id:
+        validate_version_id(version_id)
+        directory = f"{VERSIONS}/{version_id}"
+        root = self._backend.local_path(directory)
+        if root is not None:
+            self._refuse_outside(version_id, root)
+        given = manifest is not None and manifest.id == version_id
+        # A condemned version is never mapped: the caller's lease may have come after the
+        # collector read the leases. Checked before the manifest is read, which the collector
+        # deletes first. On object stores a manifest that came with the pointer skips the
+        # check (no request added to opening): files there are copied, never mapped in place,
+        # and a version deleted meanwhile shows as VersionGone, which a following reader
+        # recovers from by re-reading the pointer.
+        if (root is not None or not given) and version_condemned(self._backend, directory):
+            raise VersionGone(
+                f"version {version_id} in {self.location} is being deleted by garbage collection "
+                f"({directory}/{GC_MARK} marks it); open the live version (store.current()) or another one"
+            )
+        if manifest is None or not given:
             manifest = self._manifest_view(version_id)
         below = _below or ()
         base = None
@@ -719,8 +757,6 @@ class Store:
                     f"version {version_id} is a delta over version {manifest.base}, which is gone "
                     f"({exc}); roll back, or republish the data in full"
                 ) from None
-        directory = f"{VERSIONS}/{version_id}"
-        root = self._backend.local_path(directory)
         if root is not None:
             raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
             return OpenVersion(manifest, LocalFolder(root), root, base)
@@ -731,6 +767,17 @@ class Store:
             for relpath in manifest.files:
                 source.local_file(relpath)
         return OpenVersion(manifest, source, f"{self.location}/{directory}", base)
+
+    def _refuse_outside(self, version_id: str, folder: str) -> None:
+        """Raise unless a version folder resolves inside the store root (no link out of it)."""
+        top = os.path.realpath(self._backend.local_path("") or self.location)
+        real = os.path.realpath(folder)
+        if os.path.commonpath([top, real]) != top:
+            raise CorruptVersion(
+                f"{folder} (version {version_id}) is a symbolic link to {real}, outside the store "
+                f"root {top}: sharedrec never reads or deletes another location's files through a "
+                "link; remove the link, and publish the version into this store instead"
+            )
 
     def _chunk_cache(self) -> ChunkCache:
         if self._cache is None:
@@ -784,7 +831,14 @@ class Store:
 
         A version is deleted when it is not live, not among the ``keep`` newest, not named
         by an unexpired reader lease, and older than ``grace``. Folders of publishes that
-        never finished (no manifest) are deleted once older than ``grace``.
+        never finished (no manifest) are deleted once older than ``grace`` and no publish
+        holds a lease on them (a publish in progress always does). A version folder that is
+        a symbolic link is never followed nor deleted: the report names it.
+
+        Safe against everything running at the same time: the versions chosen are marked
+        first, pointers and leases are read again, and only then is a version deleted that
+        none of them names; pointer movers and readers refuse a marked version (see
+        `sharedrec.gc`).
 
         Args:
             keep: How many of the newest versions to keep whatever their age (rollback room).
@@ -971,7 +1025,11 @@ class Store:
             except (VersionNotFound, CorruptVersion):
                 continue
             rest = pointer.previous[position + 1 :]
-            self._swap(manifest, rest, raw, ref)
+            try:
+                self._swap(manifest, rest, raw, ref)
+            except VersionGone as exc:  # garbage collection took it meanwhile: go further back
+                log.info("rollback skips %s: %s", candidate, exc)
+                continue
             return candidate
         raise VersionNotFound(
             f"no earlier version of {self.location} to roll back to from {pointer.version}; "
@@ -1004,10 +1062,12 @@ class Store:
         self, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str = "current"
     ) -> None:
         """Move a pointer to ``manifest``'s version if it still holds ``expected`` (compare-and-swap)."""
+        from sharedrec.gc import move_guarded
+
         path = ref_path(ref)
         pointer = pointer_for(self._backend, manifest.id, previous, json.loads(manifest.raw))
         try:
-            self._backend.swap_pointer(path, pointer.dumps(), expected)
+            move_guarded(self._backend, path, pointer.dumps(), expected, manifest.id, manifest.base)
         except PointerMoved:
             raise ConcurrentPublishError(
                 f"{path} of {self.location} changed while moving it to {pointer.version}; "
@@ -1023,8 +1083,45 @@ class Store:
         return f"version {version_id} does not exist in {self.location}"
 
 
+GROUP_METADATA = "zarr.json"
+"""The root group's metadata: the first file of every version folder, deleted by garbage
+collection right after the manifest."""
+
+SETTLE_SECONDS = 30.0
+"""How long a reader or a pointer mover waits for a garbage collector that marked a version
+to decide on it (it keeps the version when it then sees a lease or pointer naming it)."""
+
+
+def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SECONDS) -> bool:
+    """Whether garbage collection is deleting (or deleted) the version in ``directory``.
+
+    A version without the collector's mark is not condemned. A marked one may yet be kept:
+    the collector marks a version, then reads pointers and leases again, and removes the
+    mark if one names it; so wait up to ``wait`` seconds for the mark to go, then the version
+    is condemned if its root group's ``zarr.json`` went with it (a committed version and an
+    unfinished one alike have it). The order matters: the collector deletes the manifest and
+    that file before the rest of the folder, mark included, so the mark is checked first.
+    """
+    mark = f"{directory}/{GC_MARK}"
+    if backend.size(mark) is None:
+        return False
+    deadline = time.monotonic() + wait
+    delay = 0.002
+    while backend.size(mark) is not None:
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return backend.size(f"{directory}/{GROUP_METADATA}") is None
+
+
 _MAX_CHAIN_OPEN = MAX_CHAIN
 """Deltas a reader follows down a chain before it calls the chain damaged: what writers allow."""
+
+
+def _publish_lease(version_id: str) -> str:
+    """The name of the lease that keeps garbage collection off a publish from many tasks."""
+    return f"publish-{version_id}"
 
 
 def _now() -> datetime:

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from sharedrec.backends.base import replace_if_unchanged
-from sharedrec.errors import StoreNotFound
+from sharedrec.errors import SharedrecError, StoreNotFound
 
 __all__ = ["PosixBackend"]
 
 _LOCK = ".sharedrec.lock"
+_VERSIONS = "versions"
 
 # Plain os.path, not pathlib: every reader process opens its store through this module,
 # and pathlib (with shutil) would add milliseconds to its start-up.
@@ -104,13 +105,30 @@ class PosixBackend:
 
     def remove_tree(self, path: str) -> None:
         target = self._abs(path)
-        if os.path.isdir(target):
+        if path.split("/", 1)[0] == _VERSIONS:
+            self._refuse_links(target)
+        if os.path.isdir(target) and not os.path.islink(target):
             import shutil
 
+            # rmtree unlinks the links it meets inside; it never follows them.
             shutil.rmtree(target, ignore_errors=True)
         else:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
+                os.unlink(target)  # a link itself, never what it points to
+
+    def _refuse_links(self, target: str) -> None:
+        """Raise if a folder on the way from the root to ``target`` is a link: the data of
+        another store may be behind it."""
+        parent = os.path.dirname(target)
+        relative = os.path.relpath(parent, self.root)
+        root = os.path.realpath(self.root)
+        expected = root if relative == "." else os.path.join(root, relative)
+        real = os.path.realpath(parent)
+        if real != expected and os.path.lexists(parent):
+            raise SharedrecError(
+                f"refusing to delete {target}: a folder on its path is a symbolic link (to {real}), "
+                "and sharedrec never deletes through links; remove the link by hand"
+            )
 
     def size(self, path: str) -> int | None:
         try:
@@ -139,7 +157,10 @@ class PosixBackend:
             for name in files:
                 full = os.path.join(folder, name)
                 relative = os.path.relpath(full, base).replace(os.sep, "/")
-                found.append((relative, os.stat(full).st_size))
+                try:
+                    found.append((relative, os.stat(full).st_size))
+                except FileNotFoundError:  # removed while we walked
+                    continue
         yield from sorted(found)
 
     def open_read(self, path: str) -> BinaryIO:
