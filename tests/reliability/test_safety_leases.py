@@ -401,7 +401,7 @@ def test_readiness_and_fleet_view_over_a_pods_processes(tmp_path: Path, tally: T
     store = sharedrec.open(root)
     version = publish_tagged(store, 0)
     # A worker of the pod killed an hour ago left its expired lease behind.
-    (root / "leases").mkdir()
+    (root / "leases").mkdir(exist_ok=True)
     stale = {
         "reader_id": "pod-r",
         "host": "h",
@@ -443,7 +443,7 @@ def test_files_of_killed_processes_do_not_pile_up(tmp_path: Path, tally: Tally) 
     root = tmp_path / "store"
     store = sharedrec.open(root)
     version = publish_tagged(store, 0)
-    (root / "leases").mkdir()
+    (root / "leases").mkdir(exist_ok=True)
     long_ago, lately = (
         "2026-01-01T00:00:00Z",
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 5)),

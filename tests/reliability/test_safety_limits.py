@@ -294,7 +294,7 @@ def test_a_damaged_key_chunk_in_the_s3_cache_is_fetched_again(
     import subprocess
     import sys
 
-    from tests.conftest import make_bucket, s3_options
+    from conftest import make_bucket, s3_options
 
     location = f"s3://{make_bucket(s3_server)}/recs"
     options = s3_options(s3_server)
