@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sharedrec._layout import GC_MARK
+from sharedrec._layout import GC_MARK, MAX_CHAIN
 from sharedrec.backends.base import PointerMoved
 from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
 from sharedrec.format import LEASES, MANIFEST, VERSIONS
@@ -56,7 +56,6 @@ next collection unmarks the version if it is still in use."""
 
 _MOVE_LEASE_SECONDS = 120.0
 _DRAFT_LEASE_SECONDS = 60.0
-_MAX_CHAIN = 256
 
 
 @dataclass
@@ -241,7 +240,7 @@ def _chain(backend: Backend, base: str | None, top: str) -> list[str]:
     from sharedrec._spec import parse_manifest
 
     found: list[str] = []
-    while base is not None and base not in found and base != top and len(found) < _MAX_CHAIN:
+    while base is not None and base not in found and base != top and len(found) < MAX_CHAIN:
         found.append(base)
         where = f"{VERSIONS}/{base}/{MANIFEST}"
         try:

@@ -744,7 +744,7 @@ class Store:
         below = _below or ()
         base = None
         if manifest.base is not None:  # a delta: open the versions it builds on first
-            if manifest.base in below or manifest.base == version_id or len(below) >= _MAX_CHAIN_OPEN:
+            if manifest.base in below or manifest.base == version_id or len(below) >= MAX_CHAIN:
                 raise CorruptVersion(
                     f"version {version_id} is a delta over {manifest.base}, which makes the chain "
                     f"of deltas {' -> '.join([*below, version_id, manifest.base])} loop or run too "
@@ -1113,10 +1113,6 @@ def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SEC
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
     return backend.size(f"{directory}/{GROUP_METADATA}") is None
-
-
-_MAX_CHAIN_OPEN = MAX_CHAIN
-"""Deltas a reader follows down a chain before it calls the chain damaged: what writers allow."""
 
 
 def _publish_lease(version_id: str) -> str:
