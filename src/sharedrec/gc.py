@@ -39,7 +39,7 @@ from sharedrec._layout import GC_MARK, MAX_CHAIN
 from sharedrec.backends.base import PointerMoved
 from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
 from sharedrec.format import LEASES, MANIFEST, VERSIONS
-from sharedrec.leases import read_leases
+from sharedrec.leases import lease_bytes, read_leases
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -77,21 +77,9 @@ class GCReport:
 
 def write_lease(backend: Backend, name: str, version: str, versions: list[str], ttl: float) -> None:
     """Write ``leases/<name>.json`` naming ``versions``: garbage collection keeps them until it expires."""
-    from sharedrec.format import Lease
-
     now = datetime.now(UTC)
-    lease = Lease(
-        reader_id=name,
-        host=os.uname().nodename,
-        pid=os.getpid(),
-        version=version,
-        versions=list(dict.fromkeys([version, *versions])),
-        started_at=now,
-        heartbeat=now,
-        expires_at=now + timedelta(seconds=ttl),
-    )
     # A full or read-only volume fails here as it would at the publish's first file.
-    backend.write_atomic(f"{LEASES}/{name}.json", lease.dumps())
+    backend.write_atomic(f"{LEASES}/{name}.json", lease_bytes(name, version, versions, now, now, ttl))
 
 
 def remove_lease(backend: Backend, name: str) -> None:

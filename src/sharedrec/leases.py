@@ -29,7 +29,7 @@ from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
 if TYPE_CHECKING:
     from sharedrec.format import Lease
 
-__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "read_lease_files", "read_leases"]
+__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "lease_bytes", "read_lease_files", "read_leases"]
 
 log = logging.getLogger("sharedrec")
 
@@ -118,22 +118,10 @@ class LeaseKeeper:
     def write(self, version: str, versions: list[str]) -> None:
         """Renew the lease on ``versions`` (``version`` being the one served)."""
         now = datetime.now(UTC)
-        # The JSON of sharedrec.format.Lease, written without pydantic: readers never import it.
-        lease = {
-            "format": LEASE_FORMAT,
-            "reader_id": self.reader_id,
-            "host": os.uname().nodename,
-            "pid": os.getpid(),
-            "version": version,
-            "versions": list(dict.fromkeys([version, *versions])),
-            "started_at": _iso(self._started),
-            "heartbeat": _iso(now),
-            "expires_at": _iso(now + timedelta(seconds=self.ttl)),
-        }
         try:
             # No fsync: a lease only matters while its process lives, and close() on NFS
             # already publishes it to other clients (close-to-open consistency).
-            self._write(json.dumps(lease, separators=(",", ":")).encode())
+            self._write(lease_bytes(self.reader_id, version, versions, self._started, now, self.ttl))
             self.version = version
             if self._expires is not None and now.timestamp() > self._expires:
                 # Renewed too late (the process was paused?): gc may have deleted a version.
@@ -208,6 +196,27 @@ class LeaseKeeper:
                 self._backend.remove_tree(self._path)
             except Exception as exc:  # the lease expires by itself
                 log.warning("could not remove lease %s: %s", self.where, exc)
+
+
+def lease_bytes(
+    reader_id: str, version: str, versions: list[str], started: datetime, now: datetime, ttl: float
+) -> bytes:
+    """A lease naming ``version`` and ``versions``, valid for ``ttl`` seconds from ``now``.
+
+    The JSON of `sharedrec.format.Lease`, written without pydantic: readers never import it.
+    """
+    lease = {
+        "format": LEASE_FORMAT,
+        "reader_id": reader_id,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "version": version,
+        "versions": list(dict.fromkeys([version, *versions])),
+        "started_at": _iso(started),
+        "heartbeat": _iso(now),
+        "expires_at": _iso(now + timedelta(seconds=ttl)),
+    }
+    return json.dumps(lease, separators=(",", ":")).encode()
 
 
 def _iso(moment: datetime) -> str:
