@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
@@ -53,14 +54,35 @@ class S3Backend:
         config = dict(options.pop("config_kwargs", {}) or {})
         config.setdefault("retries", {"max_attempts": 8, "mode": "standard"})
         self._sync = sync
-        self.fs = s3fs.S3FileSystem(
-            skip_instance_cache=True, use_listings_cache=False, config_kwargs=config, **options
-        )
-        self.client = sync(self.fs.loop, self.fs.set_session)
+        self._s3fs = s3fs
+        self._options = {"config_kwargs": config, **options}
+        self._connect()
         if create:
             # Writers check the bucket up front; readers (create=False) save the request and
             # learn the same from their first read of CURRENT.
             self._call("head_bucket", Bucket=self.bucket)
+
+    def _connect(self) -> None:
+        self._pid = os.getpid()
+        self._fs = self._s3fs.S3FileSystem(
+            skip_instance_cache=True, use_listings_cache=False, **self._options
+        )
+        self._client = self._sync(self._fs.loop, self._fs.set_session)
+
+    @property
+    def fs(self) -> Any:
+        """The s3fs filesystem of this process (a forked child connects anew: s3fs's event
+        loop and connections do not survive fork())."""
+        if self._pid != os.getpid():
+            self._connect()
+        return self._fs
+
+    @property
+    def client(self) -> Any:
+        """The aiobotocore client of this process."""
+        if self._pid != os.getpid():
+            self._connect()
+        return self._client
 
     @property
     def location(self) -> str:
