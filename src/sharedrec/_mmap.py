@@ -402,7 +402,7 @@ class MappedArray:
         with self._lock:
             if self._whole is None:
                 self._region = _Region(self.n_chunks * self._chunk_nbytes)
-                _LOCKED.add(self)
+                renew_lock_after_fork(self)
                 rows = self.n_chunks * self.rows_per_chunk
                 whole = np.asarray(self._region).view(self.dtype)
                 self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
@@ -418,15 +418,26 @@ class MappedArray:
             return array
 
 
-_LOCKED: weakref.WeakSet[MappedArray] = weakref.WeakSet()
-"""Arrays whose lock maps chunks into their span (a forked child needs fresh locks)."""
+class _Locked(Protocol):
+    _lock: threading.Lock
+
+
+_LOCKED: weakref.WeakSet[_Locked] = weakref.WeakSet()
+"""Objects whose ``_lock`` a forked child renews (see `renew_lock_after_fork`)."""
+
+
+def renew_lock_after_fork(owner: _Locked) -> None:
+    """Give ``owner`` a fresh ``_lock`` in every child forked from now on.
+
+    A thread of the parent may hold the lock at ``fork()``; it stays held in the child,
+    where that thread no longer exists, and the child's next use of it would block forever.
+    """
+    _LOCKED.add(owner)
 
 
 def _after_fork_in_child() -> None:
-    # A thread of the parent may have held a lock at fork(); it stays held in the child, where
-    # that thread no longer exists: the next map of a chunk of the array would block forever.
-    for array in list(_LOCKED):
-        array._lock = threading.Lock()
+    for owner in list(_LOCKED):
+        owner._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -21,13 +21,13 @@ import logging
 import os
 import secrets
 import threading
-import weakref
 import zlib
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sharedrec._mmap import renew_lock_after_fork
 from sharedrec.errors import CorruptVersion
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class ChunkCache:
         self.root = Path(root).expanduser().absolute() / digest
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        _CACHES.add(self)
+        renew_lock_after_fork(self)
         self._size: int | None = None  # measured on the first download, then tracked
 
     def path(self, version: str, relpath: str) -> Path:
@@ -173,17 +173,3 @@ class CachedVersion:
         return self._cache.fetch(
             self._folder, relpath, entry.size, entry.crc32, lambda: self._download(relpath)
         )
-
-
-_CACHES: weakref.WeakSet[ChunkCache] = weakref.WeakSet()
-"""Every cache of this process (a forked child needs fresh locks)."""
-
-
-def _after_fork_in_child() -> None:
-    # A thread of the parent may have held a cache's lock at fork(); it stays held in the
-    # child, where that thread no longer exists: the child's next download would block forever.
-    for cache in list(_CACHES):
-        cache._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
