@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -68,3 +69,46 @@ def check_answers(reader: sharedrec.Reader, tag: int, rows: NDArray[np.int64] | 
     TALLY.answers_checked += len(rows) * 2 + 1
     TALLY.wrong_answers += wrong
     return wrong
+
+
+_IN_CHILD: list[Callable[[], Any]] = []
+
+
+def _answer_in_child(conn: Any) -> None:
+    conn.send(_IN_CHILD[0]())
+
+
+def fork_while_held(lock: Any, call: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
+    """Fork while a thread of this process holds ``lock``, and run ``call`` in the child.
+
+    The thread lets go right after the fork, as a thread of the parent would; the child, where
+    that thread does not exist, must not block on the lock. Returns whether the child answered
+    within ``timeout`` seconds, and its answer.
+    """
+    import multiprocessing
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    _IN_CHILD.append(call)
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_answer_in_child, args=(theirs,))
+    try:
+        child.start()
+        release.set()
+        answered = ours.poll(timeout)
+        return answered, ours.recv() if answered else None
+    finally:
+        _IN_CHILD.clear()
+        release.set()
+        thread.join()
+        child.kill()
+        child.join(5)

@@ -17,7 +17,18 @@ import pytest
 
 import sharedrec
 
-from ._support import BASE, DIM, KEYS, N_KEYS, SCORES, TAG, Tally, check_answers, publish_tagged
+from ._support import (
+    BASE,
+    DIM,
+    KEYS,
+    N_KEYS,
+    SCORES,
+    TAG,
+    Tally,
+    check_answers,
+    fork_while_held,
+    publish_tagged,
+)
 from .test_crash import Publisher
 
 REUSED = "daily-2026-11-28"
@@ -257,22 +268,9 @@ def test_staging_falls_back_to_the_temp_folder_and_a_live_draft_of_this_process_
     assert not [p for p in left if p.is_file() or len(p.relative_to(tmp_path / "tmp").parts) > 2]
 
 
-_FORKED: dict[str, Any] = {}
-
-
-def _fetch_in_child(conn: Any) -> None:
-    """In a forked child: a lookup whose chunks are not cached yet (a download, then the
-    cache's bookkeeping under its lock)."""
-    reader = _FORKED["reader"]
-    conn.send(reader.get("home", int(KEYS[-1])).items.tolist())
-
-
 def test_a_forked_child_fetches_into_the_cache_while_a_parent_thread_held_its_lock(
     s3_server: str, tmp_path: Path, tally: Tally
 ) -> None:
-    import multiprocessing
-    import threading
-
     from conftest import make_bucket, s3_options
 
     url = f"s3://{make_bucket(s3_server)}/recs"
@@ -282,32 +280,12 @@ def test_a_forked_child_fetches_into_the_cache_while_a_parent_thread_held_its_lo
     _publish(store, KEYS, 1)
     reader = store.reader(lease=False, refresh_interval=None)
     assert reader.get("home", int(KEYS[0])).items.tolist() == (BASE[0] + TAG).tolist()
-    # A thread of the parent is inside the cache's bookkeeping (holds its lock) at fork().
+    # A thread of the parent is inside the cache's bookkeeping (holds its lock) at fork(); the
+    # child looks up a key whose chunks are not cached yet (a download, then the bookkeeping).
     cache_lock = store._cache._lock  # type: ignore[union-attr]
-    held, release = threading.Event(), threading.Event()
-
-    def bookkeeping() -> None:
-        with cache_lock:
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=bookkeeping)
-    thread.start()
-    held.wait(5)
-    _FORKED["reader"] = reader
-    ours, theirs = multiprocessing.Pipe()
-    try:
-        child = multiprocessing.get_context("fork").Process(target=_fetch_in_child, args=(theirs,))
-        child.start()
-        release.set()
-        answered = ours.poll(10)
-        result = ours.recv() if answered else None
-    finally:
-        _FORKED.clear()
-        release.set()
-        thread.join()
-        child.kill()
-        child.join(5)
+    answered, result = fork_while_held(
+        cache_lock, lambda: reader.get("home", int(KEYS[-1])).items.tolist(), 10
+    )
     tally.scenarios += 1
     assert answered, "the forked child blocked on the cache lock its parent's thread held at fork()"
     assert result == (BASE[-1] + TAG).tolist()

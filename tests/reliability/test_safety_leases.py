@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import sharedrec
 from sharedrec.errors import VersionGone
 
-from ._support import KEYS, N_KEYS, Tally, publish_tagged, tagged_items
+from ._support import KEYS, N_KEYS, Tally, fork_while_held, publish_tagged, tagged_items
 
 TESTS = str(Path(__file__).parents[1])
 
@@ -260,11 +259,6 @@ def test_reader_opened_before_fork_follows_in_the_child(tmp_path: Path, tally: T
     assert lease_files(root) == {}
 
 
-def _map_in_child(conn: Connection) -> None:
-    reader: sharedrec.Reader = _FORKED["reader"]
-    conn.send(reader.get("home", 4999).items.tolist())  # a chunk the parent never mapped
-
-
 def test_fork_while_another_thread_maps_a_chunk(tmp_path: Path, tally: Tally) -> None:
     store = sharedrec.open(tmp_path / "store")
     items = np.arange(5000 * 8, dtype=np.int64).reshape(5000, 8)
@@ -274,32 +268,10 @@ def test_fork_while_another_thread_maps_a_chunk(tmp_path: Path, tally: Tally) ->
         )
     reader = store.reader(refresh_interval=None, lease=False)
     assert reader.get("home", 0).items.tolist() == items[0].tolist()
-    # A thread of the parent is inside a chunk map (holds the array's lock) when fork() runs.
+    # A thread of the parent is inside a chunk map (holds the array's lock) when fork() runs;
+    # the child looks up a key in a chunk the parent never mapped.
     array_lock = reader._v.ranked["home"].items._lock  # type: ignore[union-attr]
-    held, release = threading.Event(), threading.Event()
-
-    def mapping() -> None:
-        with array_lock:
-            held.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=mapping)
-    thread.start()
-    held.wait(5)
-    _FORKED["reader"] = reader
-    ours, theirs = multiprocessing.Pipe()
-    try:
-        child = multiprocessing.get_context("fork").Process(target=_map_in_child, args=(theirs,))
-        child.start()
-        release.set()
-        answered = ours.poll(5)
-        result = ours.recv() if answered else None
-    finally:
-        _FORKED.clear()
-        release.set()
-        thread.join()
-        child.kill()
-        child.join(5)
+    answered, result = fork_while_held(array_lock, lambda: reader.get("home", 4999).items.tolist(), 5)
     tally.scenarios += 1
     assert answered, "the forked child blocked on a lock its parent's thread held at fork()"
     assert result == items[4999].tolist()
