@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install demo test lint typecheck unit bench-smoke bench docs clean
+.PHONY: install system-deps demo test lint typecheck unit bench-smoke bench docs clean
 
 # The install also compiles sharedrec's bytecode, as installing a wheel does, so that the
 # start-up times `make demo` shows hold for an installed copy.
@@ -18,12 +18,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Programs the tests start themselves: FUSE for the network-volume bench, a Redis server
+## for a benchmark baseline. Installed with apt-get when missing (as root, or with sudo).
+SYSTEM_PROGRAMS := fusermount3:fuse3 redis-server:redis-server
+system-deps:
+	@missing=""; for pair in $(SYSTEM_PROGRAMS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	      || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; } \
+	      || echo "could not install$$missing: the tests that need them will say so"; \
+	  else echo "please install$$missing (no apt-get here): the tests that need them will say so"; fi; \
+	fi
+
 ## Run the demo on a local store (ARGS="--users 100000 --root /tmp/recs" to change it).
 demo: $(STAMP)
 	$(BIN)/sharedrec demo $(ARGS)
 
 ## Everything CI runs: lint, types, unit tests, benchmark smoke run, docs build.
-test: lint typecheck unit bench-smoke docs
+test: system-deps lint typecheck unit bench-smoke docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -14,6 +14,7 @@ import pytest
 from numpy.typing import NDArray
 
 import sharedrec
+from sharedrec.testing import netvolume
 
 
 @dataclass
@@ -120,3 +121,17 @@ def publish(store: sharedrec.Store, tag: int, **options: object) -> str:
     items = np.tile(np.arange(5), (len(KEYS), 1)) + tag * 1000
     scores = np.tile(np.linspace(1, 0, 5), (len(KEYS), 1))
     return store.publish_ranked("home", KEYS, items, scores, metadata={"tag": tag}, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def network_volume(tmp_path: Path) -> Iterator[netvolume.Volume]:
+    """A network volume (``sharedrec.testing.netvolume.Volume``) over a fresh backing folder.
+
+    Mount nodes with ``network_volume.node("a", attr_timeout=...)``; all are unmounted at the
+    end of the test. Skips, saying what is missing, where FUSE is unavailable.
+    """
+    reason = netvolume.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with netvolume.Volume(tmp_path / "volume") as volume:
+        yield volume
