@@ -51,6 +51,9 @@ CHECKSUM = "crc32"
 CHUNK_TARGET_BYTES = 4 * 1024 * 1024
 """Aim for chunk files of about this size: large enough for few S3 requests, small enough
 that a lookup never pulls much through a lazy cache."""
+KEY_CHUNK_TARGET_BYTES = 512 * 1024
+"""Key-index chunks are smaller: a reader checksums a key chunk whole the first time it maps
+it, so this bounds what a first lookup reads (one 1 MiB NFS read, one small S3 GET)."""
 
 POINTER_HISTORY = 32
 """How many previously live versions ``CURRENT`` remembers for `rollback()`."""

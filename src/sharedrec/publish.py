@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from sharedrec import _validate, index
-from sharedrec._layout import GC_MARK
+from sharedrec._layout import GC_MARK, KEY_CHUNK_TARGET_BYTES
 from sharedrec._progress import Reporter
 from sharedrec._staging import remove_staging
 from sharedrec.backends.base import Backend, PointerMoved
@@ -650,6 +650,7 @@ def write_keys(
     """
     arrays: dict[str, ArraySpec] = {}
     order: NDArray[np.intp] | None
+    chunk_bytes = min(chunk_bytes, KEY_CHUNK_TARGET_BYTES)
     if keys.ints is not None:
         order = np.argsort(keys.ints, kind="stable")
         sorted_keys = keys.ints[order]
