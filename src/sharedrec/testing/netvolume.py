@@ -303,6 +303,10 @@ def _build_operations(
                 config.negative_timeout = timeouts[1]
                 config.attr_timeout = timeouts[0]
                 config.auto_cache = 1  # close-to-open: reopen re-reads a file that changed
+                # ... checked at every open, as NFS does whatever its actimeo: by default
+                # libfuse trusts what it knows for attr_timeout and keeps stale pages.
+                config.ac_attr_timeout_set = 1
+                config.ac_attr_timeout = 0.0
                 config.kernel_cache = 0
                 config.hard_remove = 0  # silly rename of files open on this node
                 config.use_ino = 0
