@@ -137,6 +137,12 @@ def test_close_to_open_rereads_a_changed_file(network_volume: Volume) -> None:
     before = b.counts()
     assert _read(Path(b.path) / "f") == b"new bytes"
     assert b.counts(before)["read"] >= 1
+    # A new size too: the reopen learns it, rather than reading as far as the cached one.
+    assert os.stat(Path(b.path) / "f").st_size == 9
+    _write(Path(a.path) / "f", b"a longer pointer than before")
+    assert _read(Path(b.path) / "f") == b"a longer pointer than before"
+    _write(Path(a.path) / "f", b"short")
+    assert _read(Path(b.path) / "f") == b"short"
 
 
 def test_each_node_has_its_own_page_cache(network_volume: Volume) -> None:
