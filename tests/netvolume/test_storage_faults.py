@@ -303,6 +303,7 @@ def test_permission_denied(tmp_path: Path) -> None:
         assert reader.returncode == 0, err
         result = json.loads(out.splitlines()[-1])
         assert result["first"][1] == 0
+        assert isinstance(result["refresh"], list), result  # it switched: it read the locked file
         kind, message = result["refresh"]
         assert kind == "PermissionError" and f"versions/{v1}/home/items/c/1/0" in message
         assert result["after"] == [result["first"][0], 0]  # still serving v0, all answers right
