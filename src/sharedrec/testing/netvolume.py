@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -251,6 +252,15 @@ def _build_operations(
 ) -> Any:
     import mfusepy as fuse
 
+    libfuse = fuse._libfuse
+    libfuse.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    libfuse.fuse_invalidate_path.restype = ctypes.c_int
+
+    def invalidate(path: str) -> None:
+        """Drop the kernel's cached attributes and pages of ``path`` (from a request's thread)."""
+        session = ctypes.c_void_p(libfuse.fuse_get_context().contents.fuse)
+        libfuse.fuse_invalidate_path(session, os.fsencode(path))
+
     class NetworkVolume(fuse.Operations):  # type: ignore[misc]
         use_ns = True
 
@@ -262,6 +272,8 @@ def _build_operations(
             # The identity (device, inode) this node's kernel last learnt for each name: an
             # open through a name whose file has since been replaced is a stale handle.
             self._seen: dict[str, tuple[int, int]] = {}
+            # The size and mtime this node's kernel last learnt for each name.
+            self._told: dict[str, tuple[int, int]] = {}
 
         # -- plumbing
         def _abs(self, path: str) -> str:
@@ -303,6 +315,10 @@ def _build_operations(
                 config.negative_timeout = timeouts[1]
                 config.attr_timeout = timeouts[0]
                 config.auto_cache = 1  # close-to-open: reopen re-reads a file that changed
+                # ... checked at every open, as NFS does whatever its actimeo: by default
+                # libfuse trusts what it knows for attr_timeout and keeps stale pages.
+                config.ac_attr_timeout_set = 1
+                config.ac_attr_timeout = 0.0
                 config.kernel_cache = 0
                 config.hard_remove = 0  # silly rename of files open on this node
                 config.use_ino = 0
@@ -311,11 +327,15 @@ def _build_operations(
         def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
             self._cost("lookup")
             if fh is not None:
-                st = self._check_live(self._handle(fh))
+                handle = self._handle(fh)
+                st = self._check_live(handle)
+                with self._lock:
+                    self._told[handle.path] = (st.st_size, st.st_mtime_ns)
             else:
                 st = os.lstat(self._abs(path))
                 with self._lock:
                     self._seen[path] = (st.st_dev, st.st_ino)
+                    self._told[path] = (st.st_size, st.st_mtime_ns)
             return {
                 "st_mode": st.st_mode,
                 "st_nlink": st.st_nlink,
@@ -431,6 +451,16 @@ def _build_operations(
                 # handle. The kernel looks the name up again and retries, as with NFS.
                 os.close(fd)
                 raise self._stale()
+            with self._lock:
+                told = self._told.get(path)
+                changed = told is not None and told != (st.st_size, st.st_mtime_ns)
+                if changed:
+                    del self._told[path]  # the kernel asks again before it trusts a size
+            if changed:
+                # Close-to-open: the file changed since the kernel learnt its size, which it
+                # would trust (and read no further than) until attr_timeout passes; NFS's
+                # open asks the server afresh. Drop what the kernel knows of the file.
+                invalidate(path)
             return self._new_handle(fd, path)
 
         def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
@@ -509,7 +539,12 @@ def serve(
     operations = _build_operations(backing, profile, counters, (attr_timeout, entry_timeout))
     options: dict[str, Any] = {"fsname": "netvolume", "subtype": "netvolume"}
     if allow_other:
+        # The kernel checks each caller's uid against the files' modes, as NFS does; without
+        # it every user could read what the node's process (root) can. Only here: it costs a
+        # request per path component whose attributes are not cached (NFS's ACCESS calls),
+        # which would change the figures of single-user benchmarks.
         options["allow_other"] = True
+        options["default_permissions"] = True
     fuse.FUSE(operations, mountpoint, foreground=True, **options)
 
 
@@ -532,6 +567,7 @@ class Node:
         attr_timeout: float = 0.0,
         entry_timeout: float | None = None,
         name: str = "node",
+        allow_other: bool = False,
     ) -> None:
         self.backing = os.fspath(backing)
         self.path = os.fspath(mountpoint)
@@ -539,6 +575,8 @@ class Node:
         self.attr_timeout = attr_timeout
         self.entry_timeout = attr_timeout if entry_timeout is None else entry_timeout
         self.name = name
+        self.allow_other = allow_other
+        """Other users may use the mount, and the kernel checks their permissions."""
         self.counts_path = self.path.rstrip("/") + ".counts"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.path.rstrip("/") + ".log"
@@ -580,6 +618,8 @@ class Node:
             "--counts",
             self.counts_path,
         ]
+        if self.allow_other:
+            command.append("--allow-other")
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -690,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     mount.add_argument("--entry-timeout", type=float, default=None, help="seconds a name lookup is cached")
     mount.add_argument("--counts", default=None, help="counters file (default MOUNTPOINT.counts)")
-    mount.add_argument("--allow-other", action="store_true", help="let other users use the mount")
+    mount.add_argument("--allow-other", action="store_true", help="let other users in (permissions checked)")
     show = sub.add_parser("counts", help="print a node's counters as JSON")
     show.add_argument("counts")
     args = parser.parse_args(argv)
