@@ -432,7 +432,10 @@ def publish(
     help="Where the reader keeps its lease (default: $SHAREDREC_LEASE_DIR, else STORE/leases).",
 )
 def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
-    """Readiness probe: exit 0 when a process of READER-ID holds a fresh lease on an existing version."""
+    """Readiness probe: exit 0 when a process of READER-ID holds a fresh lease on an existing version.
+
+    Not ready while a process of READER-ID still prefetches (``store.reader(prefetch=...)``).
+    """
     from datetime import UTC, datetime
 
     import sharedrec
@@ -461,6 +464,16 @@ def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
         raise SharedrecError(
             f"not ready: the lease of {reader_id} expired {(now - newest).total_seconds():.0f} s "
             "ago (its process is stuck or gone)"
+        )
+    warming = [lease for lease in fresh if lease.warming]
+    if warming:
+        # The page cache is the node's: one process's prefetch warms it for all, and one that
+        # still reads means the node is not warm yet.
+        started = min(lease.started_at for lease in warming)
+        raise SharedrecError(
+            f"not ready: {reader_id} is still warming its cache (prefetch of version "
+            f"{warming[0].version}, reader started {(now - started).total_seconds():.0f} s ago); "
+            "it is ready once the prefetch has read every file"
         )
     for lease in fresh:
         handle.manifest(lease.version)

@@ -280,6 +280,11 @@ class Lease(_Model):
     started_at: datetime
     heartbeat: datetime
     expires_at: datetime = Field(description="GC may ignore the lease after this moment")
+    warming: bool = Field(
+        default=False,
+        description="the reader is still prefetching (`prefetch`): `sharedrec ready` waits for it; "
+        "written only while true",
+    )
 
     def dumps(self) -> bytes:
         """Serialise to the bytes of the lease file."""

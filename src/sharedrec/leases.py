@@ -82,6 +82,8 @@ class LeaseKeeper:
         """The version the last lease written names."""
         self._expires: float | None = None
         self._lapsed: float | None = None  # when a lease expired before its renewal came
+        self.warming = False
+        """The reader is prefetching: `sharedrec ready` reports it not ready yet."""
         self._own_file()
 
     def _own_file(self) -> None:
@@ -95,8 +97,10 @@ class LeaseKeeper:
     def after_fork(self) -> None:
         """In a forked child: write a lease file of its own from now on.
 
-        The parent's file stays the parent's: the child neither renews nor removes it.
+        The parent's file stays the parent's: the child neither renews nor removes it. The
+        parent's prefetch thread did not come along: the parent's own lease says when it ends.
         """
+        self.warming = False
         self._own_file()
 
     def expired_for(self) -> float | None:
@@ -121,7 +125,11 @@ class LeaseKeeper:
         try:
             # No fsync: a lease only matters while its process lives, and close() on NFS
             # already publishes it to other clients (close-to-open consistency).
-            self._write(lease_bytes(self.reader_id, version, versions, self._started, now, self.ttl))
+            self._write(
+                lease_bytes(
+                    self.reader_id, version, versions, self._started, now, self.ttl, warming=self.warming
+                )
+            )
             self.version = version
             if self._expires is not None and now.timestamp() > self._expires:
                 # Renewed too late (the process was paused?): gc may have deleted a version.
@@ -199,7 +207,14 @@ class LeaseKeeper:
 
 
 def lease_bytes(
-    reader_id: str, version: str, versions: list[str], started: datetime, now: datetime, ttl: float
+    reader_id: str,
+    version: str,
+    versions: list[str],
+    started: datetime,
+    now: datetime,
+    ttl: float,
+    *,
+    warming: bool = False,
 ) -> bytes:
     """A lease naming ``version`` and ``versions``, valid for ``ttl`` seconds from ``now``.
 
@@ -216,6 +231,8 @@ def lease_bytes(
         "heartbeat": _iso(now),
         "expires_at": _iso(now + timedelta(seconds=ttl)),
     }
+    if warming:  # only then: a lease without it reads the same to an older sharedrec
+        lease["warming"] = True
     return json.dumps(lease, separators=(",", ":")).encode()
 
 

@@ -618,6 +618,7 @@ class Reader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._swept = False
+        self._warming = 0  # prefetch threads running
         if lease is not None and lease.version != opened.id:  # store.reader() leased it already
             lease.write(opened.id, [])
         self._start_thread()
@@ -650,6 +651,7 @@ class Reader:
         never renew a lease, and its ``close()`` would remove the parent's lease.
         """
         self._lock = threading.Lock()
+        self._warming = 0  # the parent's prefetch threads did not come along
         if self._closed:
             return
         self._finalizer.detach()  # it would stop the parent's thread and remove its lease
@@ -685,8 +687,9 @@ class Reader:
 
     @property
     def ready(self) -> bool:
-        """True while a verified version is open and the reader is not closed."""
-        return not self._closed
+        """True while a verified version is open, the reader is not closed, and no
+        `prefetch()` is still warming the cache (a readiness probe's answer)."""
+        return not self._closed and self._warming == 0
 
     @property
     def pinned(self) -> bool:
@@ -962,10 +965,12 @@ class Reader:
     def prefetch(
         self, collections: Sequence[str] | None = None, *, wait: bool = False, progress: ProgressMode = None
     ) -> threading.Thread:
-        """Warm the cache (S3) or the page cache (local disk) with whole collections.
+        """Warm the cache (S3) or the page cache (local disk, EFS/NFS) with whole collections.
 
         Runs in a background thread (joined first when ``wait``); lookups are served
         meanwhile. Progress bars show when ``progress`` (default: stderr is a terminal).
+        While it runs, the reader's lease says it is warming: ``sharedrec ready`` reports
+        the pod not ready until every byte has been read.
         """
         from sharedrec._progress import reporter
 
@@ -989,12 +994,19 @@ class Reader:
         bars = reporter(progress)
 
         def warm() -> None:
+            # Read every byte rather than posix_fadvise(WILLNEED): the kernel caps that hint at
+            # the readahead window (128 KiB on NFS since Linux 5.4 and on FUSE, a few MiB on
+            # local disk) and does not wait for it, so a 4 MiB chunk on EFS stayed mostly cold
+            # after a prefetch that had "finished".
+            block = bytearray(1 << 20)
             with bars.task(f"prefetch {', '.join(names)}", sum(size for _, _, size in files)) as task:
                 for source, path, size in files:
                     local = source.local_file(path)
                     fd = os.open(local, os.O_RDONLY)
                     try:
-                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                        while os.readv(fd, [block]):
+                            pass
                     finally:
                         os.close(fd)
                     task.advance(size)
@@ -1004,12 +1016,28 @@ class Reader:
                 warm()
             except Exception:
                 log.exception("prefetch of %s failed", names)
+            finally:
+                self._set_warming(-1)
 
+        self._set_warming(+1)
         thread = threading.Thread(target=run, name="sharedrec-prefetch", daemon=True)
         thread.start()
         if wait:
             thread.join()
         return thread
+
+    def _set_warming(self, change: int) -> None:
+        """Count a prefetch in or out, and say in the lease whether one still runs."""
+        with self._lock:
+            self._warming += change
+            lease = self._lease
+            if lease is None or self._closed or lease.warming == (self._warming > 0):
+                return
+            lease.warming = self._warming > 0
+            try:
+                lease.write(self._v.id, self._held())
+            except SharedrecError as exc:
+                log.warning("%s", exc)
 
     def _recover(self) -> bool:
         """After `VersionGone`: move to the live version if this reader follows it."""

@@ -678,6 +678,9 @@ class Store:
                 keeper = LeaseKeeper(keeper_backend, "", reader_id or default_reader_id(), lease_ttl)
             else:
                 keeper = LeaseKeeper(self._backend, LEASES, reader_id or default_reader_id(), lease_ttl)
+            # Warming from the first lease on, so that `sharedrec ready` never sees this reader
+            # ready before its prefetch has started.
+            keeper.warming = bool(prefetch)
             # Lease the version before mapping any of it: garbage collection may delete (or
             # condemn) a version no lease names, so the lease must come first.
             keeper.write(target, [])
@@ -701,7 +704,11 @@ class Store:
             follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw, ref_path(ref))
         reader = Reader(opened, refresher=follower, lease=keeper)
         if prefetch:
-            reader.prefetch(None if prefetch is True else list(prefetch))
+            try:
+                reader.prefetch(None if prefetch is True else list(prefetch))
+            except BaseException:
+                reader.close()  # an unknown collection: no reader, no lease left warming
+                raise
         return reader
 
     def open_version(

@@ -173,3 +173,23 @@ def test_a_reader_without_prefetch_is_ready_at_once(network_volume: Volume) -> N
     with pytest.raises(UnknownCollection, match="nope"):
         store.reader(reader_id="pod-2", prefetch=["nope"])
     assert not list(Path(network_volume.backing, "recs", "leases").glob("pod-2.*"))
+
+
+def test_reader_ready_waits_for_the_prefetch(network_volume: Volume) -> None:
+    """`Reader.ready` (the example service's /readyz, the metrics gauge) is False until the
+    prefetch has read everything, and True from then on."""
+    writer = network_volume.node("a", attr_timeout=1.0)
+    _publish(writer)
+    # Slow reads on the cold node make the prefetch last long enough to be seen running.
+    reader_node = network_volume.node("b", attr_timeout=1.0, profile=Profile(read=2e-3))
+    store = sharedrec.open(os.path.join(reader_node.path, "recs"), create=False)
+    with store.reader(prefetch=True, refresh_interval=None) as reader:
+        assert not reader.ready
+        deadline = time.monotonic() + 60
+        while not reader.ready:
+            assert time.monotonic() < deadline, "the prefetch never finished"
+            time.sleep(0.05)
+        before = reader_node.counts()
+        _look_up_everything(reader)
+        assert reader_node.counts(before)["read"] == 0
+    assert not reader.ready
