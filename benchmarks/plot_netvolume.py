@@ -56,23 +56,41 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _variants(sizes: dict[str, Any], prefix: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(size, attribute cache, figures by system)`` of the sections ``prefix`` and ``prefix-attrN``.
+
+    ``prefix`` alone ran on the node without attribute caching, ``prefix-attr3`` on the node
+    caching attributes and names for 3 s.
+    """
+    found = []
+    for size, sections in sizes.items():
+        for name, group in sections.items():
+            if name == prefix:
+                found.append((size, "0 s", group))
+            elif name.startswith(f"{prefix}-attr"):
+                found.append((size, f"{name[len(prefix) + 5 :]} s", group))
+    return sorted(found, key=lambda row: (float(row[1][:-2]), int(row[0])))
+
+
 def tables(document: dict[str, Any]) -> str:
     """Markdown tables of every figure, with sharedrec's ratio to each baseline."""
     sizes: dict[str, Any] = document["sizes"]
     latency = ", ".join(f"{kind} {seconds * 1e3:g} ms" for kind, seconds in document["latency_s"].items())
     out = [
-        f"Profile `{document['profile']}` ({latency}); attr_timeout {document['attr_timeout_s']} s; "
-        "every measurement starts on a freshly mounted (cold) node unless it says warm.",
+        f"Profile `{document['profile']}` ({latency}). *Attribute cache* is the node's attribute and "
+        f"entry timeout: {document['attr_timeout_s']:g} s (every check a round trip) unless a row says "
+        "otherwise. Every measurement starts on a freshly mounted (cold) node unless it says warm.",
         "",
         "### Round trips, fresh process on a cold node",
         "",
     ]
     rows = []
-    for size, sections in sizes.items():
-        for system, f in sections.get("startup", {}).items():
+    for size, cache, startup in _variants(sizes, "startup"):
+        for system, f in startup.items():
             rows.append(
                 [
                     f"{int(size):,}",
+                    cache,
                     system,
                     _fmt(f["open_round_trips"]),
                     _fmt(f["first_answer_round_trips"]),
@@ -88,19 +106,28 @@ def tables(document: dict[str, Any]) -> str:
                 ]
             )
     out += _table(
-        ["users", "system", "open", "first answer", "total", "open: by kind", "first answer: by kind"],
+        [
+            "users",
+            "attribute cache",
+            "system",
+            "open",
+            "first answer",
+            "total",
+            "open: by kind",
+            "first answer: by kind",
+        ],
         rows,
-        text=(1, 5, 6),
+        text=(2, 6, 7),
     )
     out += ["", "### Fresh process to first answer (median of rounds)", ""]
     rows = []
-    for size, sections in sizes.items():
-        startup = sections.get("startup", {})
+    for size, cache, startup in _variants(sizes, "startup"):
         base = startup.get("sharedrec", {})
         for system, f in startup.items():
             rows.append(
                 [
                     f"{int(size):,}",
+                    cache,
                     system,
                     _fmt(f["to_first_answer_s"] * 1e3),
                     _fmt(f["import_s"] * 1e3),
@@ -112,6 +139,7 @@ def tables(document: dict[str, Any]) -> str:
     out += _table(
         [
             "users",
+            "attribute cache",
             "system",
             "spawn to answer (ms)",
             "imports (ms)",
@@ -120,6 +148,7 @@ def tables(document: dict[str, Any]) -> str:
             "sharedrec ÷ this, after imports",
         ],
         rows,
+        text=(2,),
     )
     for phase, title in (("cold_get", "First lookups on a cold node"), ("warm_get", "Lookups once warm")):
         out += ["", f"### {title}", ""]
@@ -186,13 +215,13 @@ def tables(document: dict[str, Any]) -> str:
     )
     out += ["", "### Version switch: to the first answer from the new version", ""]
     rows = []
-    for size, sections in sizes.items():
-        group = sections.get("switch", {})
+    for size, cache, group in _variants(sizes, "switch"):
         base = group.get("sharedrec", {})
         for system, f in group.items():
             rows.append(
                 [
                     f"{int(size):,}",
+                    cache,
                     system,
                     _fmt(f["switch_s"] * 1e3),
                     _fmt(f["round_trips"]),
@@ -200,7 +229,11 @@ def tables(document: dict[str, Any]) -> str:
                     _ratio(base.get("switch_s"), f["switch_s"]),
                 ]
             )
-    out += _table(["users", "system", "time (ms)", "round trips", "read (MB)", "sharedrec ÷ this"], rows)
+    out += _table(
+        ["users", "attribute cache", "system", "time (ms)", "round trips", "read (MB)", "sharedrec ÷ this"],
+        rows,
+        text=(2,),
+    )
     return "\n".join(out) + "\n"
 
 
@@ -231,25 +264,34 @@ def _label(system: str) -> str:
 
 
 def plot_round_trips(document: dict[str, Any], path: Path) -> bool:
-    """Stacked bars: round trips to open and to the first answer, one panel per size.
+    """Stacked bars: round trips to open and to the first answer; a panel per size and node.
 
     Download-and-load's reads grow with the data: its bar is cut at the top of the others
     and labelled with its count.
     """
-    sizes = [(size, s["startup"]) for size, s in document["sizes"].items() if s.get("startup")]
-    if not sizes:
+    panels = _variants(document["sizes"], "startup")
+    if not panels:
         return False
+    caches = list(dict.fromkeys(cache for _, cache, _ in panels))
+    sizes = list(dict.fromkeys(size for size, _, _ in panels))
     totals = [
         f["open_round_trips"] + f["first_answer_round_trips"]
-        for _, startup in sizes
+        for _, _, startup in panels
         for system, f in startup.items()
         if system != "download-and-load"
     ]
     top = 1.25 * max(totals, default=1)
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4.6), sharey=True, layout="constrained")
-    axes = list(axes) if len(sizes) > 1 else [axes]
-    for ax, (size, startup) in zip(axes, sizes, strict=True):
+    fig, grid = plt.subplots(
+        len(caches),
+        len(sizes),
+        figsize=(5 * len(sizes), 3.9 * len(caches)),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    for size, cache, startup in panels:
+        ax = grid[caches.index(cache)][sizes.index(size)]
         systems = list(startup)
         opens = [startup[s]["open_round_trips"] for s in systems]
         firsts = [startup[s]["first_answer_round_trips"] for s in systems]
@@ -285,10 +327,11 @@ def plot_round_trips(document: dict[str, Any], path: Path) -> bool:
         )
         ax.set_ylim(0, top)
         ax.set_xticks(xs, labels=[_label(s) for s in systems])
-        ax.set_title(f"{int(size):,} users")
+        ax.set_title(f"{int(size):,} users, attributes cached {cache}")
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("round trips (requests that wait on the server)")
-    axes[0].legend(loc="upper right")
+    for row in grid:
+        row[0].set_ylabel("round trips")
+    grid[0][0].legend(loc="upper right")
     fig.suptitle(f"Fresh process on a cold node ({document['profile']} profile): round trips by phase")
     _save(fig, path)
     plt.close(fig)
