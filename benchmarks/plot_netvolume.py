@@ -308,10 +308,10 @@ def plot_round_trips(document: dict[str, Any], path: Path) -> bool:
             cut = o + f > top
             ax.text(
                 x,
-                min(o + f, top * 0.93),
-                f"{o:g} + {f:g}" + (" (cut)" if cut else ""),
+                top * 0.98 if cut else o + f,
+                f"{o:,g}\n+ {f:g}\n(cut)" if cut else f"{o:g} + {f:g}",
                 ha="center",
-                va="bottom",
+                va="top" if cut else "bottom",
                 fontsize=8,
                 color="white" if cut else "black",
             )
@@ -331,7 +331,8 @@ def plot_round_trips(document: dict[str, Any], path: Path) -> bool:
         ax.grid(True, axis="y", alpha=0.3)
     for row in grid:
         row[0].set_ylabel("round trips")
-    grid[0][0].legend(loc="upper right")
+    handles, labels = grid[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"Fresh process on a cold node ({document['profile']} profile): round trips by phase")
     _save(fig, path)
     plt.close(fig)
