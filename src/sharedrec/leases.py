@@ -13,6 +13,7 @@ one closing cannot drop the lease another still relies on.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -261,13 +262,35 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             continue
         path = f"{folder}/{name}" if folder else name
         try:
-            leases.append((name, Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}")))
+            leases.append((name, Lease.loads(_read_renewed(backend, path), f"{backend.location}/{path}")))
         except FileNotFoundError:
             continue  # its reader closed while we listed
         except CorruptVersion as exc:
             log.warning("damaged lease: %s", exc)
             damaged.append(f"{backend.location}/{path}")
+        except OSError as exc:
+            # Renewed again at every attempt, or unreadable: it may protect anything.
+            log.warning("could not read lease %s/%s: %s", backend.location, path, exc)
+            damaged.append(f"{backend.location}/{path}")
     return leases, damaged
+
+
+_RENEWED_ATTEMPTS = 5
+
+
+def _read_renewed(backend: Backend, path: str) -> bytes:
+    """Read a lease file that its reader may be renewing (replacing) right now.
+
+    On NFS a file replaced by another client between our open and our read fails the read
+    with ``ESTALE``: the file we opened is gone. Opening the name again reads the new lease.
+    """
+    for attempt in range(_RENEWED_ATTEMPTS):
+        try:
+            return backend.read_bytes(path)
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt == _RENEWED_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def process_of(name: str, lease: Lease) -> str:
