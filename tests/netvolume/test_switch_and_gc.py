@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import pytest
 from numpy.typing import NDArray
 
 import sharedrec
+from sharedrec.gc import LEFT
 from sharedrec.testing.netvolume import Node, Volume
 
 pytestmark = [pytest.mark.netvolume]
@@ -195,9 +197,10 @@ def children() -> Iterator[list[Child]]:
         child.kill()
 
 
-def backdate(volume: Volume, version: str, hours: float) -> None:
-    """Make ``version`` look published ``hours`` ago (its manifest's ``created_at``)."""
-    path = Path(volume.backing) / "recs" / "versions" / version / "manifest.json"
+def backdate(root: str | Path, version: str, hours: float) -> None:
+    """Make ``version`` of the store at ``root`` look published ``hours`` ago (its manifest's
+    ``created_at``)."""
+    path = Path(root) / "versions" / version / "manifest.json"
     manifest = json.loads(path.read_bytes())
     created = datetime.fromisoformat(manifest["created_at"].replace("Z", "+00:00"))
     manifest["created_at"] = (created - timedelta(hours=hours)).isoformat().replace("+00:00", "Z")
@@ -256,3 +259,147 @@ def test_readers_on_another_node_follow_twenty_publishes_with_gc_between(
         f"switch delay over {len(delays)} switches: median {np.median(delays):.3f} s, "
         f"max {max(delays):.3f} s; versions deleted: {deleted}"
     )
+
+
+def test_gc_reads_leases_that_readers_on_another_node_renew_meanwhile(
+    network_volume: Volume, children: list[Child]
+) -> None:
+    """A lease replaced through node B between node A's open and read fails the read with
+    ``ESTALE``; gc through A reads it again instead of failing (or skipping it)."""
+    n = 2_000
+    a = network_volume.node("a")
+    b = network_volume.node("b")
+    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    first = publish(writer, 0, n)
+    stop = os.path.join(network_volume.root, "stop")
+    # Polling every 5 ms renews the lease every 5 ms.
+    children.append(Child(b, n, "follow", {"refresh_interval": 0.005}, stop=stop, newest=1))
+    assert children[0].wait_for("tag", 30.0, tag=0)
+    publish(writer, 1, n)
+    assert children[0].wait_for("tag", 10.0, tag=1)
+    stale_before = a.counts()["stale"]
+    for _ in range(100):
+        report = writer.gc(keep=0, grace=0)
+        assert first in report.kept and report.kept[first].startswith("leased by"), report
+        assert len(writer.leases()) == 1
+    Path(stop).touch()
+    code, err = children[0].finish()
+    assert code == 0, err
+    print(f"reads of a lease answered ESTALE through node A: {a.counts()['stale'] - stale_before}")
+
+
+# -- 2. leases protect readers on a cold node ------------------------------------------------
+
+N_COLD = 50_000  # 4 MB of items: a reader that answered one key has cached little of it
+
+
+def test_gc_spares_versions_that_readers_on_a_cold_node_lease(
+    network_volume: Volume, children: list[Child]
+) -> None:
+    """Readers on a cold node B still on version 1 (pinned, opened on it, or not switched
+    yet) keep it through gc on node A: they then read pages B never cached, and live."""
+    a = network_volume.node("a")
+    b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
+    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    v1 = publish(writer, 1, N_COLD)
+    b.remount()
+    kinds: list[dict[str, Any]] = [
+        {"pin": True},
+        {"version": v1},
+        {"refresh_interval": None},
+        {"refresh_interval": 60.0},  # has not polled since the publishes below
+    ]
+    children.extend(Child(b, N_COLD, "hold", options) for options in kinds)
+    for child in children:
+        ready = child.wait_for("ready", 30.0)
+        assert ready is not None and ready["version"] == v1, child.finish(1)
+    v2 = publish(writer, 2, N_COLD)
+    publish(writer, 3, N_COLD)
+    report = writer.gc(keep=0, grace=0)
+    assert report.deleted == [v2]
+    assert report.kept[v1].startswith("leased by"), report.kept
+    for child in children:
+        child.go()
+    for child, options in zip(children, kinds, strict=True):
+        code, err = child.finish()
+        assert code == 0, f"{options}: exit {code}: {err}"
+        done = child.wait_for("done", 1.0)
+        assert done is not None and done["wrong"] == 0 and done["tags"] == [1], (options, done)
+
+
+# -- 3. without leases: the danger, and the rule that avoids it ------------------------------
+
+
+def test_without_a_lease_gc_with_no_grace_kills_a_reader_on_another_node(
+    network_volume: Volume, children: list[Child]
+) -> None:
+    """gc through node A deletes the version a lease-less reader on node B maps; B's next
+    read of a page it had not cached fails, and the reader dies of SIGBUS."""
+    a = network_volume.node("a")
+    b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
+    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    v1 = publish(writer, 1, N_COLD)
+    b.remount()
+    children.append(Child(b, N_COLD, "hold", {"lease": False, "refresh_interval": None}))
+    ready = children[0].wait_for("ready", 30.0)
+    assert ready is not None and ready["version"] == v1, children[0].finish(1)
+    publish(writer, 2, N_COLD)
+    assert writer.gc(keep=1, grace=0).deleted == [v1]
+    children[0].go()
+    code, err = children[0].finish()
+    assert code == -signal.SIGBUS, f"exit {code}: {err}"
+
+
+def test_default_gc_spares_the_version_a_pointer_just_left_for_readers_without_lease(
+    network_volume: Volume, children: list[Child]
+) -> None:
+    """The grace period counts from when a pointer left a version, not from its creation.
+
+    Versions published hours ago; ``CURRENT`` set back to the oldest (a known-good model);
+    a lease-less reader on node B serves it; a publish moves ``CURRENT`` on. The reader
+    leaves the version only at its next poll (up to ``refresh_interval`` plus B's attribute
+    timeout later), so gc with the default settings right after the publish must keep it:
+    the reader then reads pages B never cached and lives. With ``grace=0`` it dies.
+    """
+    a = network_volume.node("a")
+    b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
+    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    ids = [publish(writer, tag, N_COLD) for tag in range(1, 5)]
+    for age, version in zip((5, 4, 3, 2), ids, strict=True):
+        backdate(Path(network_volume.backing) / "recs", version, hours=age)
+    writer.set_current(ids[0])
+    b.remount()
+    children.append(Child(b, N_COLD, "hold", {"lease": False}))  # default refresh_interval
+    ready = children[0].wait_for("ready", 30.0)
+    assert ready is not None and ready["version"] == ids[0], children[0].finish(1)
+    publish(writer, 5, N_COLD)
+    report = writer.gc()  # keep=3, grace=1 h
+    children[0].go()
+    code, err = children[0].finish()
+    assert code == 0, f"exit {code}: {err}"
+    assert ids[0] not in report.deleted and "grace" in report.kept[ids[0]], report
+    done = children[0].wait_for("done", 1.0)
+    assert done is not None and done["wrong"] == 0 and done["tags"] == [1], done
+
+    # The same reader, the same moment, with grace=0: gc deletes the version under it.
+    b.remount()
+    children.append(Child(b, N_COLD, "hold", {"lease": False, "version": ids[0]}))
+    assert children[1].wait_for("ready", 30.0), children[1].finish(1)
+    assert ids[0] in writer.gc(grace=0).deleted
+    children[1].go()
+    code, err = children[1].finish()
+    assert code == -signal.SIGBUS, f"exit {code}: {err}"
+
+
+def test_versions_without_a_note_count_the_grace_period_from_their_successor(tmp_path: Path) -> None:
+    """A store written before pointers noted when they left a version (or whose note was
+    lost): a version left the pointer no earlier than its successor was created."""
+    store = sharedrec.open(tmp_path / "recs")
+    ids = [publish(store, tag, 100) for tag in range(3)]
+    for age, version in zip((5, 4), ids[:2], strict=True):
+        backdate(tmp_path / "recs", version, hours=age)
+    for version in ids:
+        (tmp_path / "recs" / "versions" / version / LEFT).unlink(missing_ok=True)
+    report = store.gc(keep=0, grace=timedelta(hours=1))
+    assert report.deleted == [ids[0]]  # its successor is 4 hours old
+    assert "grace" in report.kept[ids[1]]  # its successor was published just now
