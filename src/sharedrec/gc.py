@@ -325,6 +325,13 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
             if name in leased:
                 report.kept[name] = f"unfinished: a publish is writing it (lease {leased[name]})"
                 continue
+            held = _held_open(backend, directory)
+            if held:
+                report.kept[name] = (
+                    f"deleted, but {held} of its files are still open on the node that deleted them "
+                    "(renamed .nfs*/.fuse_hidden* until closed): a later gc removes the folder"
+                )
+                continue
             # A publish writes deep inside the folder: judge by its newest file, not the folder.
             modified = backend.tree_mtime(directory)
             if modified is None:
@@ -383,6 +390,24 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
     return report
 
 
+_DELETED_OPEN = (".nfs", ".fuse_hidden", ".smbdelete")
+"""How NFS, FUSE and SMB clients rename a file deleted while the deleting node holds it open."""
+
+
+def _held_open(backend: Backend, directory: str) -> int:
+    """How many files remain in ``directory``, if all were deleted while open (else 0).
+
+    Such a file lives on until the node that holds it closes it, and the folder cannot be
+    removed meanwhile: it is no unfinished publish, and deleting again fails every time.
+    """
+    if backend.local_path(directory) is None:
+        return 0  # object stores delete at once
+    names = [path.rsplit("/", 1)[-1] for path, _ in backend.walk_files(directory)]
+    if names and all(name.startswith(_DELETED_OPEN) for name in names):
+        return len(names)
+    return 0
+
+
 def _last_left(backend: Backend, version: str, successor_created: float | None) -> float | None:
     """When ``version`` stopped being live, as far as it is known: the noted moment, or no
     earlier than its successor's creation (versions of a store without notes, or whose note
@@ -436,6 +461,14 @@ def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[s
             backend.remove_tree(directory)
             settled.add(name)
             log.info("gc deleted %s from %s", directory, backend.location)
+            held = _held_open(backend, directory)
+            if held:
+                log.info(
+                    "%s of %s/%s are still open on this node: the folder stays until they are closed",
+                    held,
+                    backend.location,
+                    directory,
+                )
     finally:
         for name in marked:
             if name not in settled:  # an error stopped this collection: leave nothing condemned

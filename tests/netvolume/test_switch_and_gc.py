@@ -403,3 +403,32 @@ def test_versions_without_a_note_count_the_grace_period_from_their_successor(tmp
     report = store.gc(keep=0, grace=timedelta(hours=1))
     assert report.deleted == [ids[0]]  # its successor is 4 hours old
     assert "grace" in report.kept[ids[1]]  # its successor was published just now
+
+
+def test_gc_leaves_a_folder_that_files_open_on_its_own_node_hold_for_later(
+    network_volume: Volume, children: list[Child]
+) -> None:
+    """A file deleted through the node that holds it open is renamed ``.fuse_hidden*`` (NFS:
+    ``.nfs*``) and its folder cannot be removed until it is closed. gc says so and leaves the
+    folder; once the file is closed a later gc removes it."""
+    a = network_volume.node("a")
+    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    v1 = publish(writer, 1, N_COLD)
+    children.append(Child(a, N_COLD, "hold", {"lease": False, "refresh_interval": None}))
+    ready = children[0].wait_for("ready", 30.0)
+    assert ready is not None and ready["version"] == v1, children[0].finish(1)
+    publish(writer, 2, N_COLD)
+    assert writer.gc(keep=1, grace=0).deleted == [v1]
+    folder = Path(network_volume.backing) / "recs" / "versions" / v1
+    left = [p.name for p in folder.rglob("*") if p.is_file()]
+    assert left and all(name.startswith(".fuse_hidden") for name in left), left
+    report = writer.gc(keep=1, grace=0)
+    assert report.unfinished == [] and "open" in report.kept[v1], report
+    assert v1 not in [v.id for v in writer.versions()]
+    children[0].go()  # the same node keeps a file it deleted readable
+    code, err = children[0].finish()
+    assert code == 0, f"exit {code}: {err}"
+    done = children[0].wait_for("done", 1.0)
+    assert done is not None and done["wrong"] == 0 and done["tags"] == [1], done
+    writer.gc(keep=1, grace=0)
+    assert not folder.exists()
