@@ -284,13 +284,14 @@ def _read_renewed(backend: Backend, path: str) -> bytes:
     On NFS a file replaced by another client between our open and our read fails the read
     with ``ESTALE``: the file we opened is gone. Opening the name again reads the new lease.
     """
-    for attempt in range(_RENEWED_ATTEMPTS):
+    attempt = 1
+    while True:
         try:
             return backend.read_bytes(path)
         except OSError as exc:
-            if exc.errno != errno.ESTALE or attempt == _RENEWED_ATTEMPTS - 1:
+            if exc.errno != errno.ESTALE or attempt >= _RENEWED_ATTEMPTS:
                 raise
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def process_of(name: str, lease: Lease) -> str:

@@ -244,11 +244,13 @@ def test_readers_on_another_node_follow_twenty_publishes_with_gc_between(
             assert seen is not None, f"a reader did not serve version {tag}: {child.finish(1)}"
             delays.append(seen["at"] - published)
     Path(stop).touch()
+    dones = []
     for child in children:
         code, err = child.finish()
         assert code == 0, err
         done = child.wait_for("done", 1.0)
         assert done is not None, err
+        dones.append(done)
         assert (done["wrong"], done["torn"], done["back"]) == (0, 0, 0), done
         assert done["switches"] == switches, done
         assert done["lookups"] > 0
@@ -257,7 +259,8 @@ def test_readers_on_another_node_follow_twenty_publishes_with_gc_between(
     assert max(delays) < REFRESH + ATTR_TIMEOUT + SLACK
     print(
         f"switch delay over {len(delays)} switches: median {np.median(delays):.3f} s, "
-        f"max {max(delays):.3f} s; versions deleted: {deleted}"
+        f"max {max(delays):.3f} s; versions deleted: {deleted}; "
+        f"lookups: {[d['lookups'] for d in dones]}; refresh failures: {[d['failures'] for d in dones]}"
     )
 
 
