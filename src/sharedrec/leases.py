@@ -30,7 +30,15 @@ from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
 if TYPE_CHECKING:
     from sharedrec.format import Lease
 
-__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "lease_bytes", "read_lease_files", "read_leases"]
+__all__ = [
+    "LeaseInfo",
+    "LeaseKeeper",
+    "default_reader_id",
+    "lease_bytes",
+    "read_fresh",
+    "read_lease_files",
+    "read_leases",
+]
 
 log = logging.getLogger("sharedrec")
 
@@ -262,7 +270,7 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             continue
         path = f"{folder}/{name}" if folder else name
         try:
-            leases.append((name, Lease.loads(_read_renewed(backend, path), f"{backend.location}/{path}")))
+            leases.append((name, Lease.loads(read_fresh(backend, path), f"{backend.location}/{path}")))
         except FileNotFoundError:
             continue  # its reader closed while we listed
         except CorruptVersion as exc:
@@ -275,21 +283,21 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
     return leases, damaged
 
 
-_RENEWED_ATTEMPTS = 5
+_STALE_ATTEMPTS = 5
 
 
-def _read_renewed(backend: Backend, path: str) -> bytes:
-    """Read a lease file that its reader may be renewing (replacing) right now.
+def read_fresh(backend: Backend, path: str) -> bytes:
+    """Read a small file that another process may be replacing (temp file + rename) right now.
 
-    On NFS a file replaced by another client between our open and our read fails the read
-    with ``ESTALE``: the file we opened is gone. Opening the name again reads the new lease.
+    On NFS a file replaced through another client between our open and our read fails the
+    read with ``ESTALE``: the file we opened is gone. Opening the name again reads the new one.
     """
     attempt = 1
     while True:
         try:
             return backend.read_bytes(path)
         except OSError as exc:
-            if exc.errno != errno.ESTALE or attempt >= _RENEWED_ATTEMPTS:
+            if exc.errno != errno.ESTALE or attempt >= _STALE_ATTEMPTS:
                 raise
             attempt += 1
 
