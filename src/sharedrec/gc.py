@@ -216,7 +216,10 @@ def move_guarded(
             _note_left(backend, replaced)  # while our lease still names it
     finally:
         if hold is not None:
-            hold.protect([])
+            try:
+                hold.protect([])
+            except Exception as exc:  # the pointer may have moved: that must not be reported as failed
+                log.warning("could not renew the lease of draft %s after moving %s: %s", version, path, exc)
         elif lease is not None:
             remove_lease(backend, lease)
 
