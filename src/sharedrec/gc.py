@@ -26,6 +26,7 @@ storage is read-after-write consistent (POSIX, NFS close-to-open, S3).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from sharedrec._layout import GC_MARK, MAX_CHAIN
 from sharedrec.backends.base import PointerMoved
 from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
 from sharedrec.format import LEASES, MANIFEST, VERSIONS
-from sharedrec.leases import lease_bytes, read_leases
+from sharedrec.leases import lease_bytes, read_fresh, read_leases
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -53,6 +54,12 @@ log = logging.getLogger("sharedrec")
 MARK_ABANDONED_SECONDS = 600.0
 """A mark this old was left by a collector that died between marking and deciding: the
 next collection unmarks the version if it is still in use."""
+
+LEFT = ".left"
+"""A file in a version folder: when a pointer (``CURRENT`` or a ref) last stopped naming the
+version, written by the process that moved the pointer. Garbage collection counts the grace
+period from then: a reader without a lease leaves a version only once it sees the pointer
+move, so the age of the version itself says nothing about whether it is still read."""
 
 _MOVE_LEASE_SECONDS = 120.0
 _DRAFT_LEASE_SECONDS = 60.0
@@ -205,11 +212,39 @@ def move_guarded(
                 f"garbage collection deleted version {gone} of {backend.location} while {path} moved "
                 f"to {version} (this process paused longer than its lease?); {path} {back}"
             )
+        if replaced is not None and replaced != version:
+            _note_left(backend, replaced)  # while our lease still names it
     finally:
         if hold is not None:
-            hold.protect([])
+            try:
+                hold.protect([])
+            except Exception as exc:  # the pointer may have moved: that must not be reported as failed
+                log.warning("could not renew the lease of draft %s after moving %s: %s", version, path, exc)
         elif lease is not None:
             remove_lease(backend, lease)
+
+
+def _note_left(backend: Backend, version: str) -> None:
+    """Record in ``version``'s folder that a pointer stopped naming it now (see `LEFT`)."""
+    directory = f"{VERSIONS}/{version}"
+    try:
+        if backend.size(f"{directory}/{MANIFEST}") is None:
+            return  # gone, or never finished: nothing for the grace period to protect
+        data = json.dumps({"left": time.time()}).encode()
+        # No fsync: a note lost in a crash leaves the successor's creation time as the bound.
+        backend.write_atomic(f"{directory}/{LEFT}", data, durable=False)
+    except Exception as exc:  # the pointer has moved: the publish must not fail for this
+        log.warning("could not note in %s/%s when a pointer left it: %s", backend.location, directory, exc)
+
+
+def _left_at(backend: Backend, version: str) -> float | None:
+    """When a pointer last stopped naming ``version`` (POSIX seconds), if that was noted."""
+    try:
+        return float(json.loads(read_fresh(backend, f"{VERSIONS}/{version}/{LEFT}"))["left"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, IsADirectoryError):
+        return None  # damaged (a crash while writing it): fall back on the successor's creation
 
 
 def _unsettled(backend: Backend, versions: list[str]) -> str | None:
@@ -243,8 +278,9 @@ def _chain(backend: Backend, base: str | None, top: str) -> list[str]:
 
 def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta, dry_run: bool) -> GCReport:
     """Delete versions that are not live, not among the newest ``keep``, not leased by a
-    reader whose lease has not expired, and older than ``grace``; and unfinished version
-    folders older than ``grace`` that no publish holds a lease on."""
+    reader whose lease has not expired, older than ``grace`` and left by every pointer more
+    than ``grace`` ago; and unfinished version folders older than ``grace`` that no publish
+    holds a lease on."""
     if not isinstance(keep, int) or keep < 0:
         raise InvalidInput(f"keep must be a non-negative int; got {keep!r}")
     grace_s = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
@@ -261,6 +297,9 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
     versions = store.versions()
     newest = {info.id for info in versions[-keep:]} if keep else set()
     committed = {info.id: info for info in versions}
+    # The version after each (oldest first): a pointer left a version no earlier than its
+    # successor was created, when versions went live in order and nothing noted it (LEFT).
+    successor = {a.id: b.created_at.timestamp() for a, b in itertools.pairwise(versions)}
 
     doomed: list[str] = []
     stale: list[str] = []  # marks of a collector that died: removed from versions kept
@@ -289,6 +328,13 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
             if name in leased:
                 report.kept[name] = f"unfinished: a publish is writing it (lease {leased[name]})"
                 continue
+            held = _held_open(backend, directory)
+            if held:
+                report.kept[name] = (
+                    f"deleted, but {held} of its files are still open on the node that deleted them "
+                    "(renamed .nfs*/.fuse_hidden* until closed): a later gc removes the folder"
+                )
+                continue
             # A publish writes deep inside the folder: judge by its newest file, not the folder.
             modified = backend.tree_mtime(directory)
             if modified is None:
@@ -315,6 +361,12 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
         if (now - info.created_at).total_seconds() < grace_s:
             report.kept[name] = "younger than the grace period"
             continue
+        left = _last_left(backend, name, successor.get(name))
+        if left is not None and now.timestamp() - left < grace_s:
+            report.kept[name] = (
+                "live less than the grace period ago: readers without a lease may not have left it yet"
+            )
+            continue
         doomed.append(name)
     # A delta version reads the versions below it: keep every base of a version kept.
     kept = [name for name in committed if name not in doomed]
@@ -339,6 +391,33 @@ def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta,
             log.warning("gc removed the mark a garbage collection left on %s (it died before deciding)", name)
     _condemn(store, backend, report, committed)
     return report
+
+
+_DELETED_OPEN = (".nfs", ".fuse_hidden", ".smbdelete")
+"""How NFS, FUSE and SMB clients rename a file deleted while the deleting node holds it open."""
+
+
+def _held_open(backend: Backend, directory: str) -> int:
+    """How many files remain in ``directory``, if all were deleted while open (else 0).
+
+    Such a file lives on until the node that holds it closes it, and the folder cannot be
+    removed meanwhile: it is no unfinished publish, and deleting again fails every time.
+    """
+    if backend.local_path(directory) is None:
+        return 0  # object stores delete at once
+    names = [path.rsplit("/", 1)[-1] for path, _ in backend.walk_files(directory)]
+    if names and all(name.startswith(_DELETED_OPEN) for name in names):
+        return len(names)
+    return 0
+
+
+def _last_left(backend: Backend, version: str, successor_created: float | None) -> float | None:
+    """When ``version`` stopped being live, as far as it is known: the noted moment, or no
+    earlier than its successor's creation (versions of a store without notes, or whose note
+    could not be written)."""
+    noted = _left_at(backend, version)
+    known = [t for t in (noted, successor_created) if t is not None]
+    return max(known) if known else None
 
 
 def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]) -> None:
@@ -385,6 +464,14 @@ def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[s
             backend.remove_tree(directory)
             settled.add(name)
             log.info("gc deleted %s from %s", directory, backend.location)
+            held = _held_open(backend, directory)
+            if held:
+                log.info(
+                    "%s of %s/%s are still open on this node: the folder stays until they are closed",
+                    held,
+                    backend.location,
+                    directory,
+                )
     finally:
         for name in marked:
             if name not in settled:  # an error stopped this collection: leave nothing condemned

@@ -13,6 +13,7 @@ one closing cannot drop the lease another still relies on.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -29,7 +30,15 @@ from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
 if TYPE_CHECKING:
     from sharedrec.format import Lease
 
-__all__ = ["LeaseInfo", "LeaseKeeper", "default_reader_id", "lease_bytes", "read_lease_files", "read_leases"]
+__all__ = [
+    "LeaseInfo",
+    "LeaseKeeper",
+    "default_reader_id",
+    "lease_bytes",
+    "read_fresh",
+    "read_lease_files",
+    "read_leases",
+]
 
 log = logging.getLogger("sharedrec")
 
@@ -278,13 +287,36 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             continue
         path = f"{folder}/{name}" if folder else name
         try:
-            leases.append((name, Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}")))
+            leases.append((name, Lease.loads(read_fresh(backend, path), f"{backend.location}/{path}")))
         except FileNotFoundError:
             continue  # its reader closed while we listed
         except CorruptVersion as exc:
             log.warning("damaged lease: %s", exc)
             damaged.append(f"{backend.location}/{path}")
+        except OSError as exc:
+            # Renewed again at every attempt, or unreadable: it may protect anything.
+            log.warning("could not read lease %s/%s: %s", backend.location, path, exc)
+            damaged.append(f"{backend.location}/{path}")
     return leases, damaged
+
+
+_STALE_ATTEMPTS = 5
+
+
+def read_fresh(backend: Backend, path: str) -> bytes:
+    """Read a small file that another process may be replacing (temp file + rename) right now.
+
+    On NFS a file replaced through another client between our open and our read fails the
+    read with ``ESTALE``: the file we opened is gone. Opening the name again reads the new one.
+    """
+    attempt = 1
+    while True:
+        try:
+            return backend.read_bytes(path)
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt >= _STALE_ATTEMPTS:
+                raise
+            attempt += 1
 
 
 def process_of(name: str, lease: Lease) -> str:
