@@ -257,3 +257,18 @@ def test_lease_falls_back_to_overwrite_where_rename_fails(tmp_path: Path) -> Non
     assert json.loads(lease_path(tmp_path / "leases", "pod-m").read_text())["version"] == "v1"
     keeper.write("v2", ["v1"])
     assert json.loads(lease_path(tmp_path / "leases", "pod-m").read_text())["versions"] == ["v2", "v1"]
+
+
+def test_a_reader_polling_often_renews_its_lease_only_when_due(store: sharedrec.Store) -> None:
+    """Polling every 20 ms must not rewrite the lease every 20 ms (several round trips each on a
+    network volume): it is renewed every third of its time-to-live, or when what it names changes."""
+    publish(store, 1)
+    leases = Path(store.location) / "leases"
+    with store.reader(refresh_interval=0.02, lease_ttl=30, reader_id="pod") as reader:
+        (lease,) = leases.glob("pod.*.json")
+        first = lease.stat().st_ino
+        time.sleep(0.5)  # about 25 polls
+        assert lease.stat().st_ino == first, "the lease was rewritten although nothing was due"
+        v2 = publish(store, 2)
+        wait_for(lambda: reader.version == v2)
+        wait_for(lambda: json.loads(lease.read_bytes())["version"] == v2)

@@ -102,6 +102,19 @@ class LeaseKeeper:
         self._started = datetime.now(UTC)
         self._removed = False
         self.version = None
+        self._written: tuple[str, tuple[str, ...], bool] | None = None
+
+    def due(self, version: str, versions: list[str]) -> bool:
+        """Whether the lease needs writing now: it would name other versions (or change
+        its warming flag), or a third of its time-to-live has passed since it was written.
+
+        Each write is several round trips on a network volume (create, write, close,
+        rename): a reader that polls ``CURRENT`` often renews only as often as it must.
+        """
+        wanted = (version, tuple(versions), self.warming)
+        if self._removed or self._expires is None or self._written != wanted:
+            return True
+        return time.time() >= self._expires - self.ttl * 2 / 3
 
     def after_fork(self) -> None:
         """In a forked child: write a lease file of its own from now on.
@@ -140,6 +153,7 @@ class LeaseKeeper:
                 )
             )
             self.version = version
+            self._written = (version, tuple(versions), self.warming)
             if self._expires is not None and now.timestamp() > self._expires:
                 # Renewed too late (the process was paused?): gc may have deleted a version.
                 self._lapsed = self._expires

@@ -1146,7 +1146,9 @@ class Reader:
         if self._lease is not None and not self._closed:
             try:
                 with self._lock:
-                    self._lease.write(self._v.id, self._held())
+                    held = self._held()
+                    if self._lease.due(self._v.id, held):
+                        self._lease.write(self._v.id, held)
             except SharedrecError as exc:
                 log.warning("%s", exc)
             if not self._swept:  # once, off the open path: files of killed processes of this id
