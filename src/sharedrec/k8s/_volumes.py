@@ -33,6 +33,7 @@ __all__ = ["EFS_MOUNT_OPTIONS", "NFS_MOUNT_OPTIONS", "storage_objects"]
 # server again for missing ones. hard: a reader waits out a server outage instead of
 # failing reads (and SIGBUS in mapped chunks). nfsvers=4.1: flock across hosts for publishes.
 NFS_MOUNT_OPTIONS: tuple[str, ...] = ("nfsvers=4.1", "hard", "lookupcache=positive")
+"""Mount options of every NFS volume; ``NfsVolume.mount_options`` add to them or replace one."""
 # The options AWS recommends for EFS (efs-utils applies the same ones unless told otherwise),
 # plus lookupcache=positive as above. noresvport lets the client reconnect from a new port
 # after a network interruption; a plain NFS server may insist on reserved ports, so NFS
@@ -47,6 +48,7 @@ EFS_MOUNT_OPTIONS: tuple[str, ...] = (
     "noresvport",
     "lookupcache=positive",
 )
+"""Mount options of every EFS volume; ``EfsVolume.mount_options`` add to them or replace one."""
 # Options that set one thing under two names: a user's option replaces ours of either name.
 _SAME_SETTING = {"vers": "nfsvers", "soft": "hard", "softerr": "hard", "resvport": "noresvport"}
 
