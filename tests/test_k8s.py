@@ -23,6 +23,8 @@ from kubernetes_validate.utils import all_versions
 
 from sharedrec.errors import InvalidInput
 from sharedrec.k8s import (
+    EFS_MOUNT_OPTIONS,
+    NFS_MOUNT_OPTIONS,
     AutoscalingSpec,
     ConfigError,
     EfsVolume,
@@ -282,8 +284,42 @@ def test_efs_static_binding_and_handle() -> None:
     assert pv["spec"]["storageClassName"] == pvc["spec"]["storageClassName"] == ""
     assert pv["spec"]["claimRef"] == {"namespace": "ml", "name": "recs"}
     assert pvc["spec"]["volumeName"] == pv["metadata"]["name"] == "recs-ml"
-    assert pv["spec"]["mountOptions"] == ["iam"]
+    assert pv["spec"]["mountOptions"] == ["iam", *EFS_MOUNT_OPTIONS]
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+
+
+@pytest.mark.parametrize("name", ["efs-static", "efs-dynamic", "efs-patch", "nfs", "nfs-csi"])
+def test_nfs_and_efs_volumes_mount_with_what_keeps_the_pointer_fresh(name: str) -> None:
+    storage = build_objects(CASES[name]())[0]
+    spec = storage if storage["kind"] == "StorageClass" else storage["spec"]
+    options = spec["mountOptions"]
+    # Readers poll CURRENT by open + read, which NFS revalidates on every open: the attribute
+    # cache is left at its default (actimeo only adds round trips), close-to-open stays on
+    # (nocto would hide a new CURRENT), and lookupcache=positive stops a node that once saw a
+    # name missing (the first CURRENT, a new ref, a gc mark) from believing it for a minute.
+    assert {"nfsvers=4.1", "hard", "lookupcache=positive"} <= set(options)
+    assert not [o for o in options if o.split("=")[0] in {"actimeo", "acregmax", "noac", "nocto", "soft"}]
+    # noresvport for EFS only: a plain NFS server may insist on reserved ports.
+    assert ("noresvport" in options) == name.startswith("efs")
+    if name.startswith("efs"):
+        assert {"rsize=1048576", "wsize=1048576", "timeo=600", "retrans=2"} <= set(options)
+
+
+def test_a_given_mount_option_replaces_the_default_that_sets_the_same_thing() -> None:
+    nfs = NfsVolume(
+        server="nfs.example.internal",
+        path="/exports/recs",
+        mount_options=("vers=4.2", "soft,timeo=100", "lookupcache=all"),
+    )
+    pv = build_objects(K8sConfig(volume=nfs))[0]
+    assert NFS_MOUNT_OPTIONS == ("nfsvers=4.1", "hard", "lookupcache=positive")
+    assert pv["spec"]["mountOptions"] == ["vers=4.2", "soft", "lookupcache=all", "timeo=100"]
+    efs = EfsVolume(file_system_id=FS, mount_options=("rsize=65536", "resvport", "actimeo=1"))
+    pv = build_objects(K8sConfig(volume=efs))[0]
+    expected = [*EFS_MOUNT_OPTIONS, "actimeo=1"]
+    expected[expected.index("rsize=1048576")] = "rsize=65536"
+    expected[expected.index("noresvport")] = "resvport"
+    assert pv["spec"]["mountOptions"] == expected
 
 
 @pytest.mark.parametrize(

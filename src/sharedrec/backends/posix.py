@@ -4,17 +4,22 @@ One code path for both, written to the rules a network file system needs: data a
 metadata are fsynced before anything points at them, files are replaced by
 ``os.replace`` of a fsynced temporary file in the same folder followed by a fsync of the
 folder, and the pointer is always read with open+read (close-to-open consistency on NFS),
-never judged by ``stat``.
+never judged by ``stat``, and read again when the read fails with ``ESTALE`` or comes back
+short.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from sharedrec._layout import CURRENT, REFS
 from sharedrec.backends.base import replace_if_unchanged
 from sharedrec.errors import SharedrecError, StoreNotFound
 
@@ -22,6 +27,14 @@ __all__ = ["PosixBackend"]
 
 _LOCK = ".sharedrec.lock"
 _VERSIONS = "versions"
+# A file another host replaces under its name can fail a read with ESTALE (NFS: the file
+# went between our open and our read), or come back short: a client that keeps one inode
+# per name (FUSE mounts) may cut the read at the size of another generation of the file,
+# learnt meanwhile. Opening the name again reaches the new file whole: ESTALE is retried for
+# up to a second (only a file replaced faster than it can be read fails), a pointer that does
+# not parse for a tenth of a second (then it is reported corrupt, as it may really be).
+_STALE_SECONDS = 1.0
+_SHORT_SECONDS = 0.1
 
 # Plain os.path, not pathlib: every reader process opens its store through this module,
 # and pathlib (with shutil) would add milliseconds to its start-up.
@@ -48,8 +61,25 @@ class PosixBackend:
         return os.path.join(self.root, path) if path else self.root
 
     def read_bytes(self, path: str) -> bytes:
-        with open(self._abs(path), "rb") as f:
-            return f.read()
+        target = self._abs(path)
+        # A pointer is a JSON object written whole by os.replace: one that does not parse was
+        # read short, or is damaged (then the caller reports it).
+        pointer = path == CURRENT or path.startswith(REFS + "/")
+        first_failure, delay = 0.0, 0.001
+        while True:
+            waited = time.monotonic() - first_failure if first_failure else 0.0
+            try:
+                with open(target, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                if exc.errno != errno.ESTALE or waited > _STALE_SECONDS:
+                    raise
+            else:
+                if not pointer or waited > _SHORT_SECONDS or _whole_json(data):
+                    return data
+            first_failure = first_failure or time.monotonic()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def read_if_changed(self, path: str, token: object) -> tuple[bytes, object] | None:
         # open + read every time: on NFS only a fresh open revalidates the cached file.
@@ -187,6 +217,14 @@ class PosixBackend:
 
     def local_path(self, path: str) -> str | None:
         return self._abs(path)
+
+
+def _whole_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
 
 
 def _fsync_dir(folder: str) -> None:

@@ -45,10 +45,12 @@ from sharedrec.k8s._render import (
     write_files,
 )
 from sharedrec.k8s._rules import check_manifests
-from sharedrec.k8s._volumes import storage_objects
+from sharedrec.k8s._volumes import EFS_MOUNT_OPTIONS, NFS_MOUNT_OPTIONS, storage_objects
 from sharedrec.k8s._workloads import autoscaler, reader_deployment, reader_patch, writer_workload
 
 __all__ = [
+    "EFS_MOUNT_OPTIONS",
+    "NFS_MOUNT_OPTIONS",
     "AccessMode",
     "AutoscalingSpec",
     "ConfigError",

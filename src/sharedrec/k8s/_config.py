@@ -175,7 +175,11 @@ class EfsVolume(_Model):
     iam: bool = Field(
         False, description="Mount with the driver's IAM identity (needed by IAM file system policies)."
     )
-    mount_options: tuple[str, ...] = Field((), description="More mount options for efs-utils.")
+    mount_options: tuple[str, ...] = Field(
+        (),
+        description="More mount options for efs-utils, after sharedrec's (EFS_MOUNT_OPTIONS); one that "
+        "sets the same thing as one of those replaces it.",
+    )
     volume_attributes: dict[str, str] = Field(
         default_factory=dict, description="Static only: encryptInTransit, mounttargetip or crossaccount."
     )
@@ -277,7 +281,9 @@ class NfsVolume(_Model):
     csi: bool = Field(False, description="Use the nfs.csi.k8s.io driver instead of the in-tree nfs volume.")
     capacity: str = Field("10Gi", description="Declared size (NFS does not enforce it; quotas count it).")
     mount_options: tuple[str, ...] = Field(
-        ("nfsvers=4.1",), description="Mount options; NFSv4 keeps flock working across hosts for publishes."
+        (),
+        description="More mount options, after sharedrec's (NFS_MOUNT_OPTIONS: nfsvers=4.1, hard, "
+        "lookupcache=positive); one that sets the same thing as one of those replaces it.",
     )
 
     @field_validator("server")

@@ -21,7 +21,36 @@ from sharedrec.k8s._config import (
 )
 from sharedrec.k8s._rules import EFS_DRIVER, NFS_DRIVER, S3_DRIVER
 
-__all__ = ["storage_objects"]
+__all__ = ["EFS_MOUNT_OPTIONS", "NFS_MOUNT_OPTIONS", "storage_objects"]
+
+# What a reader needs from an NFS client: readers poll CURRENT by open + read, which NFS
+# revalidates on every open (close-to-open), so the attribute cache (actimeo) never hides a
+# moved pointer and is left at its default; lowering it only adds round trips. A name the
+# client saw missing is another matter: the client remembers "no such file" until the
+# folder's attributes expire (acdirmin-acdirmax, 30-60 s by default), which hides a new
+# pointer (the first CURRENT, a new ref) and garbage collection's mark in a version folder
+# from a node that looked before. lookupcache=positive keeps found names cached and asks the
+# server again for missing ones. hard: a reader waits out a server outage instead of
+# failing reads (and SIGBUS in mapped chunks). nfsvers=4.1: flock across hosts for publishes.
+NFS_MOUNT_OPTIONS: tuple[str, ...] = ("nfsvers=4.1", "hard", "lookupcache=positive")
+"""Mount options of every NFS volume; ``NfsVolume.mount_options`` add to them or replace one."""
+# The options AWS recommends for EFS (efs-utils applies the same ones unless told otherwise),
+# plus lookupcache=positive as above. noresvport lets the client reconnect from a new port
+# after a network interruption; a plain NFS server may insist on reserved ports, so NFS
+# volumes do not get it.
+EFS_MOUNT_OPTIONS: tuple[str, ...] = (
+    "nfsvers=4.1",
+    "rsize=1048576",
+    "wsize=1048576",
+    "hard",
+    "timeo=600",
+    "retrans=2",
+    "noresvport",
+    "lookupcache=positive",
+)
+"""Mount options of every EFS volume; ``EfsVolume.mount_options`` add to them or replace one."""
+# Options that set one thing under two names: a user's option replaces ours of either name.
+_SAME_SETTING = {"vers": "nfsvers", "soft": "hard", "softerr": "hard", "resvport": "noresvport"}
 
 
 def storage_objects(config: K8sConfig) -> list[dict[str, Any]]:
@@ -41,7 +70,7 @@ def storage_objects(config: K8sConfig) -> list[dict[str, Any]]:
         capacity, options = NOMINAL_CAPACITY, _efs_mount_options(volume)
     elif isinstance(volume, NfsVolume):
         source = _nfs_source(config, volume)
-        capacity, options = volume.capacity, list(volume.mount_options)
+        capacity, options = volume.capacity, _with_defaults(NFS_MOUNT_OPTIONS, volume.mount_options)
     elif isinstance(volume, S3Volume):
         source = _s3_source(config, volume)
         capacity, options = NOMINAL_CAPACITY, _s3_mount_options(config, volume)
@@ -100,7 +129,22 @@ def _claim(config: K8sConfig, capacity: str, storage_class: str) -> dict[str, An
 def _efs_mount_options(volume: EfsVolume) -> list[str]:
     # `iam` makes efs-utils authenticate with the driver's IAM identity, which a file system
     # policy that denies anonymous clients requires (aws-efs-csi-driver docs/parameters.md).
-    return (["iam"] if volume.iam else []) + list(volume.mount_options)
+    return (["iam"] if volume.iam else []) + _with_defaults(EFS_MOUNT_OPTIONS, volume.mount_options)
+
+
+def _setting(option: str) -> str:
+    key = option.strip().lower().split("=", 1)[0]
+    return _SAME_SETTING.get(key, key)
+
+
+def _with_defaults(defaults: tuple[str, ...], given: tuple[str, ...]) -> list[str]:
+    """``defaults``, each replaced in place by a given option that sets the same thing, then
+    the other given options in their order."""
+    options = [part.strip() for option in given for part in option.split(",") if part.strip()]
+    chosen = {_setting(option): option for option in options}
+    merged = [chosen.get(_setting(default), default) for default in defaults]
+    ours = {_setting(default) for default in defaults}
+    return merged + [option for option in options if _setting(option) not in ours]
 
 
 def _efs_source(volume: EfsVolume) -> dict[str, Any]:

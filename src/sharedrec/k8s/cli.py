@@ -249,7 +249,12 @@ def k8s() -> None:
 @click.option(
     "--iam", is_flag=True, default=None, help="Mount with IAM authorization (for IAM file system policies)."
 )
-@click.option("--mount-option", multiple=True, help="Another efs-utils mount option (repeatable).")
+@click.option(
+    "--mount-option",
+    multiple=True,
+    help="Another efs-utils mount option (repeatable); after the ones AWS recommends and "
+    "lookupcache=positive, replacing the one that sets the same thing.",
+)
 @click.option(
     "--volume-attribute",
     multiple=True,
@@ -296,7 +301,12 @@ def efs(
     "--csi", is_flag=True, default=None, help="Use nfs.csi.k8s.io instead of the in-tree nfs volume."
 )
 @click.option("--capacity", help="Declared size.  [default: 10Gi]")
-@click.option("--mount-option", multiple=True, help="NFS mount option (repeatable).  [default: nfsvers=4.1]")
+@click.option(
+    "--mount-option",
+    multiple=True,
+    help="Another NFS mount option (repeatable); after nfsvers=4.1, hard and lookupcache=positive, "
+    "replacing the one that sets the same thing.",
+)
 @_common
 def nfs(
     server: str,
