@@ -123,6 +123,31 @@ def test_entries_are_cached_for_entry_timeout(network_volume: Volume) -> None:
         time.sleep(0.1)
 
 
+def test_a_node_without_negative_caching_sees_a_new_name_at_once(network_volume: Volume) -> None:
+    """``negative_timeout=0`` models NFS ``lookupcache=positive``: names found missing are
+    asked again, while names found present stay cached for the entry timeout."""
+    a = network_volume.node("a")
+    b = network_volume.node("b", attr_timeout=5, negative_timeout=0)
+    assert not os.path.exists(Path(b.path) / "new")
+    _write(Path(a.path) / "new", b"n")
+    assert os.path.exists(Path(b.path) / "new")
+
+
+def test_a_trace_names_every_request(network_volume: Volume) -> None:
+    trace = Path(network_volume.root) / "b.trace"
+    a = network_volume.node("a")
+    _write(Path(a.path) / "f", b"x" * 10)
+    b = network_volume.node("b", trace=trace)
+    before = b.counts()
+    assert _read(Path(b.path) / "f") == b"x" * 10
+    counted = b.counts(before)
+    lines = [line.split() for line in trace.read_text().splitlines()]
+    assert all(len(line) == 3 and line[2] == "/f" for line in lines if line[1] in ("open", "read"))
+    kinds = [line[1] for line in lines]
+    assert kinds.count("open") == counted["open"] == 1
+    assert kinds.count("read") == counted["read"]
+
+
 def test_close_to_open_rereads_a_changed_file(network_volume: Volume) -> None:
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=2)

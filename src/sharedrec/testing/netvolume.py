@@ -51,7 +51,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = [
     "KINDS",
@@ -248,7 +248,11 @@ class _Handle:
 
 
 def _build_operations(
-    backing: str, profile: Profile, counters: _Counters, timeouts: tuple[float, float]
+    backing: str,
+    profile: Profile,
+    counters: _Counters,
+    timeouts: tuple[float, float, float],
+    trace: TextIO | None = None,
 ) -> Any:
     import mfusepy as fuse
 
@@ -279,8 +283,10 @@ def _build_operations(
         def _abs(self, path: str) -> str:
             return self._root + path
 
-        def _cost(self, kind: str) -> None:
+        def _cost(self, kind: str, path: str) -> None:
             counters.add(kind)
+            if trace is not None:
+                trace.write(f"{time.monotonic():.6f} {kind} {path}\n")
             delay = getattr(profile, kind, 0.0)
             if delay > 0:
                 time.sleep(delay)
@@ -312,7 +318,7 @@ def _build_operations(
         def init_with_config(self, conn_info: Any, config: Any) -> None:
             if config is not None:
                 config.entry_timeout = timeouts[1]
-                config.negative_timeout = timeouts[1]
+                config.negative_timeout = timeouts[2]
                 config.attr_timeout = timeouts[0]
                 config.auto_cache = 1  # close-to-open: reopen re-reads a file that changed
                 # ... checked at every open, as NFS does whatever its actimeo: by default
@@ -325,7 +331,7 @@ def _build_operations(
 
         # -- metadata
         def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
-            self._cost("lookup")
+            self._cost("lookup", path)
             if fh is not None:
                 handle = self._handle(fh)
                 st = self._check_live(handle)
@@ -349,53 +355,53 @@ def _build_operations(
             }
 
         def access(self, path: str, amode: int) -> int:
-            self._cost("lookup")
+            self._cost("lookup", path)
             if not os.access(self._abs(path), amode):
                 raise fuse.FuseOSError(errno.EACCES)
             return 0
 
         def readlink(self, path: str) -> str:
-            self._cost("lookup")
+            self._cost("lookup", path)
             return os.readlink(self._abs(path))
 
         def opendir(self, path: str) -> int:
-            self._cost("lookup")
+            self._cost("lookup", path)
             if not os.path.isdir(self._abs(path)):
                 raise fuse.FuseOSError(errno.ENOTDIR)
             return 0
 
         def readdir(self, path: str, fh: int) -> list[str]:
-            self._cost("readdir")
+            self._cost("readdir", path)
             return [".", "..", *os.listdir(self._abs(path))]
 
         def releasedir(self, path: str, fh: int) -> int:
             return 0
 
         def statfs(self, path: str) -> dict[str, int]:
-            self._cost("statfs")
+            self._cost("statfs", path)
             st = os.statvfs(self._abs(path))
             return {key: getattr(st, key) for key in _STATFS_FIELDS}
 
         # -- changes to names
         def mkdir(self, path: str, mode: int) -> int:
-            self._cost("mkdir")
+            self._cost("mkdir", path)
             os.mkdir(self._abs(path), mode)
             return 0
 
         def rmdir(self, path: str) -> int:
-            self._cost("rmdir")
+            self._cost("rmdir", path)
             os.rmdir(self._abs(path))
             return 0
 
         def unlink(self, path: str) -> int:
-            self._cost("unlink")
+            self._cost("unlink", path)
             os.unlink(self._abs(path))
             with self._lock:
                 self._seen.pop(path, None)
             return 0
 
         def rename(self, old: str, new: str) -> int:
-            self._cost("rename")
+            self._cost("rename", old)
             os.rename(self._abs(old), self._abs(new))
             with self._lock:  # this node's kernel moves its cached names with the rename
                 prefix = old + "/"
@@ -404,27 +410,27 @@ def _build_operations(
             return 0
 
         def link(self, target: str, source: str) -> int:
-            self._cost("link")
+            self._cost("link", target)
             os.link(self._abs(source), self._abs(target))
             return 0
 
         def symlink(self, target: str, source: str) -> int:
-            self._cost("create")
+            self._cost("create", target)
             os.symlink(source, self._abs(target))
             return 0
 
         def chmod(self, path: str, mode: int) -> int:
-            self._cost("setattr")
+            self._cost("setattr", path)
             os.chmod(self._abs(path), mode)
             return 0
 
         def chown(self, path: str, uid: int, gid: int) -> int:
-            self._cost("setattr")
+            self._cost("setattr", path)
             os.chown(self._abs(path), uid, gid)
             return 0
 
         def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-            self._cost("setattr")
+            self._cost("setattr", path)
             if times is None:
                 os.utime(self._abs(path))
             else:
@@ -432,7 +438,7 @@ def _build_operations(
             return 0
 
         def truncate(self, path: str, length: int, fh: int | None = None) -> int:
-            self._cost("setattr")
+            self._cost("setattr", path)
             if fh is not None:
                 os.ftruncate(self._handle(fh).fd, length)
             else:
@@ -441,7 +447,7 @@ def _build_operations(
 
         # -- files
         def open(self, path: str, flags: int) -> int:
-            self._cost("open")
+            self._cost("open", path)
             fd = os.open(self._abs(path), flags & ~(os.O_CREAT | os.O_EXCL))
             st = os.fstat(fd)
             with self._lock:
@@ -464,7 +470,7 @@ def _build_operations(
             return self._new_handle(fd, path)
 
         def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
-            self._cost("create")
+            self._cost("create", path)
             fd = os.open(self._abs(path), flags | os.O_CREAT, mode)
             st = os.fstat(fd)
             with self._lock:
@@ -472,7 +478,7 @@ def _build_operations(
             return self._new_handle(fd, path)
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-            self._cost("read")
+            self._cost("read", path)
             handle = self._handle(fh)
             self._check_live(handle)
             data = os.pread(handle.fd, size, offset)
@@ -480,7 +486,7 @@ def _build_operations(
             return data
 
         def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-            self._cost("write")
+            self._cost("write", path)
             handle = self._handle(fh)
             self._check_live(handle)
             handle.wrote = True
@@ -490,11 +496,11 @@ def _build_operations(
 
         def flush(self, path: str, fh: int) -> int:
             handle = self._handle(fh)
-            self._cost("flush" if handle.wrote else "close")
+            self._cost("flush" if handle.wrote else "close", path)
             return 0
 
         def fsync(self, path: str, datasync: int, fh: int) -> int:
-            self._cost("fsync")
+            self._cost("fsync", path)
             handle = self._handle(fh)
             if datasync:
                 os.fdatasync(handle.fd)
@@ -503,7 +509,7 @@ def _build_operations(
             return 0
 
         def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
-            self._cost("fsync")
+            self._cost("fsync", path)
             return 0
 
         def release(self, path: str, fh: int) -> int:
@@ -515,7 +521,7 @@ def _build_operations(
             return 0
 
         def flock(self, path: str, fh: int, op: int) -> int:
-            self._cost("lock")
+            self._cost("lock", path)
             fcntl.flock(self._handle(fh).fd, op)
             return 0
 
@@ -530,13 +536,25 @@ def serve(
     attr_timeout: float,
     entry_timeout: float,
     counts_path: str,
+    negative_timeout: float | None = None,
     allow_other: bool = False,
+    trace_path: str | None = None,
 ) -> None:
-    """Serve one node in this process until it is unmounted (``fusermount3 -u MOUNTPOINT``)."""
+    """Serve one node in this process until it is unmounted (``fusermount3 -u MOUNTPOINT``).
+
+    ``trace_path``: a file that gets one line per counted request (time, kind, path).
+    """
     import mfusepy as fuse
 
     counters = _Counters(counts_path)
-    operations = _build_operations(backing, profile, counters, (attr_timeout, entry_timeout))
+    trace = open(trace_path, "a", buffering=1, encoding="utf-8") if trace_path else None  # noqa: SIM115
+    operations = _build_operations(
+        backing,
+        profile,
+        counters,
+        (attr_timeout, entry_timeout, entry_timeout if negative_timeout is None else negative_timeout),
+        trace,
+    )
     options: dict[str, Any] = {"fsname": "netvolume", "subtype": "netvolume"}
     if allow_other:
         # The kernel checks each caller's uid against the files' modes, as NFS does; without
@@ -568,6 +586,8 @@ class Node:
         entry_timeout: float | None = None,
         name: str = "node",
         allow_other: bool = False,
+        negative_timeout: float | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> None:
         self.backing = os.fspath(backing)
         self.path = os.fspath(mountpoint)
@@ -577,6 +597,10 @@ class Node:
         self.name = name
         self.allow_other = allow_other
         """Other users may use the mount, and the kernel checks their permissions."""
+        self.negative_timeout = self.entry_timeout if negative_timeout is None else negative_timeout
+        """Seconds a name found missing stays missing (NFS ``lookupcache=positive`` is 0)."""
+        self.trace = None if trace is None else os.fspath(trace)
+        """A file that gets one line per request (time, kind, path), or None."""
         self.counts_path = self.path.rstrip("/") + ".counts"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path = self.path.rstrip("/") + ".log"
@@ -618,8 +642,11 @@ class Node:
             "--counts",
             self.counts_path,
         ]
+        command += ["--negative-timeout", repr(self.negative_timeout)]
         if self.allow_other:
             command.append("--allow-other")
+        if self.trace is not None:
+            command += ["--trace", self.trace]
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -730,6 +757,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     mount.add_argument("--entry-timeout", type=float, default=None, help="seconds a name lookup is cached")
     mount.add_argument("--counts", default=None, help="counters file (default MOUNTPOINT.counts)")
+    mount.add_argument(
+        "--negative-timeout",
+        type=float,
+        default=None,
+        help="seconds a missing name is cached (default: entry timeout)",
+    )
+    mount.add_argument(
+        "--trace", default=None, help="write one line per request (time, kind, path) to this file"
+    )
     mount.add_argument("--allow-other", action="store_true", help="let other users in (permissions checked)")
     show = sub.add_parser("counts", help="print a node's counters as JSON")
     show.add_argument("counts")
@@ -755,8 +791,10 @@ def main(argv: list[str] | None = None) -> int:
         profile=profile,
         attr_timeout=args.attr_timeout,
         entry_timeout=args.attr_timeout if args.entry_timeout is None else args.entry_timeout,
+        negative_timeout=args.negative_timeout,
         counts_path=args.counts or args.mountpoint.rstrip("/") + ".counts",
         allow_other=args.allow_other,
+        trace_path=args.trace,
     )
     return 0
 
