@@ -837,7 +837,9 @@ class Store:
         """Delete versions that nobody can still be reading.
 
         A version is deleted when it is not live, not among the ``keep`` newest, not named
-        by an unexpired reader lease, and older than ``grace``. Folders of publishes that
+        by an unexpired reader lease, older than ``grace``, and left by every pointer more
+        than ``grace`` ago (each pointer move notes the time in ``versions/<id>/.left``; a
+        version without a note counts from its successor's creation). Folders of publishes that
         never finished (no manifest) are deleted once older than ``grace`` and no publish
         holds a lease on them (a publish in progress always does). A version folder that is
         a symbolic link is never followed nor deleted: the report names it.
@@ -849,7 +851,10 @@ class Store:
 
         Args:
             keep: How many of the newest versions to keep whatever their age (rollback room).
-            grace: Seconds (or a timedelta) a version or unfinished folder is left alone.
+            grace: Seconds (or a timedelta) a version or unfinished folder is left alone,
+                counted from its creation and from the last time a pointer left it; it must
+                exceed what readers without a lease need to leave a version (see the
+                network-volumes page of the docs).
             dry_run: Only report what would be deleted.
 
         Returns:
