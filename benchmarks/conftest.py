@@ -56,6 +56,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("n_users", sizes, ids=[f"n={n}" for n in sizes], scope="session")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The smoke run of the network-volume benchmark runs at the largest size only: its
+    other sizes are deselected (not skipped: nothing is missing)."""
+    if not config.getoption("smoke"):
+        return
+    largest = max(config.stash[SIZES])
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        size = callspec.params.get("n_users") if callspec is not None else None
+        small = item.path.name == "test_netvolume.py" and size is not None and size != largest
+        (dropped if small else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 def _sizes(config: pytest.Config) -> list[int]:
     text = config.getoption("sizes")
     if text is None:

@@ -73,7 +73,6 @@ from pytest_benchmark.fixture import BenchmarkFixture
 import sharedrec
 from benchmarks._baselines import build_lmdb, decode_row, encode_key, open_lmdb
 from benchmarks._workload import COLLECTION, Workload, build_workload
-from benchmarks.conftest import SIZES
 from sharedrec.testing.netvolume import PROFILES, Node, Volume, missing, read_counts, round_trips
 
 PROFILE = "efs"
@@ -189,8 +188,6 @@ def _variant(name: str, attr_timeout: float) -> str:
 @pytest.fixture(scope="module")
 def net_data(n_users: int, volume: Volume, pytestconfig: pytest.Config) -> Iterator[NetData]:
     """The data of one size, written straight into the backing folder (not measured)."""
-    if pytestconfig.getoption("smoke") and n_users != max(pytestconfig.stash[SIZES]):
-        pytest.skip("--smoke runs the network-volume benchmark at its largest size only")
     backing = Path(volume.backing)
     folder = backing / f"n{n_users}"
     folder.mkdir()
