@@ -40,7 +40,7 @@ from sharedrec._layout import GC_MARK, MAX_CHAIN
 from sharedrec.backends.base import PointerMoved
 from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
 from sharedrec.format import LEASES, MANIFEST, VERSIONS
-from sharedrec.leases import lease_bytes, read_fresh, read_leases
+from sharedrec.leases import lease_bytes, read_leases
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -240,7 +240,7 @@ def _note_left(backend: Backend, version: str) -> None:
 def _left_at(backend: Backend, version: str) -> float | None:
     """When a pointer last stopped naming ``version`` (POSIX seconds), if that was noted."""
     try:
-        return float(json.loads(read_fresh(backend, f"{VERSIONS}/{version}/{LEFT}"))["left"])
+        return float(json.loads(backend.read_bytes(f"{VERSIONS}/{version}/{LEFT}"))["left"])
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, IsADirectoryError):

@@ -13,7 +13,6 @@ one closing cannot drop the lease another still relies on.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -35,7 +34,6 @@ __all__ = [
     "LeaseKeeper",
     "default_reader_id",
     "lease_bytes",
-    "read_fresh",
     "read_lease_files",
     "read_leases",
 ]
@@ -301,7 +299,7 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             continue
         path = f"{folder}/{name}" if folder else name
         try:
-            leases.append((name, Lease.loads(read_fresh(backend, path), f"{backend.location}/{path}")))
+            leases.append((name, Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}")))
         except FileNotFoundError:
             continue  # its reader closed while we listed
         except CorruptVersion as exc:
@@ -312,25 +310,6 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             log.warning("could not read lease %s/%s: %s", backend.location, path, exc)
             damaged.append(f"{backend.location}/{path}")
     return leases, damaged
-
-
-_STALE_ATTEMPTS = 5
-
-
-def read_fresh(backend: Backend, path: str) -> bytes:
-    """Read a small file that another process may be replacing (temp file + rename) right now.
-
-    On NFS a file replaced through another client between our open and our read fails the
-    read with ``ESTALE``: the file we opened is gone. Opening the name again reads the new one.
-    """
-    attempt = 1
-    while True:
-        try:
-            return backend.read_bytes(path)
-        except OSError as exc:
-            if exc.errno != errno.ESTALE or attempt >= _STALE_ATTEMPTS:
-                raise
-            attempt += 1
 
 
 def process_of(name: str, lease: Lease) -> str:
