@@ -45,7 +45,7 @@ def _changed(items: NDArray[np.int32], rows: NDArray[np.intp], step: int) -> NDA
 class Chain:
     """A store holding a full version and 10 deltas over it."""
 
-    store: sharedrec.Store
+    store: sharedrec.RecommendationStore
     versions: list[str]
     """``versions[d]`` has ``d`` deltas below it (0: the full version)."""
     step_of_row: NDArray[np.int16]

@@ -329,7 +329,7 @@ answer = [items[row].tolist(), scores[row].tolist()]"""
 
 CHILDREN = {
     "sharedrec": {
-        "imports": "import sharedrec\nimport sharedrec.reader",
+        "imports": "import sharedrec\nimport sharedrec.read.reader",
         "open": "reader = sharedrec.open(sys.argv[2], create=False).reader(lease=sys.argv[5] == '1')",
         "get": "found = reader.get(sys.argv[3], int(sys.argv[4]))\n"
         "answer = [found.items.tolist(), found.scores.tolist()]",

@@ -39,7 +39,7 @@ import time
 t0 = time.perf_counter()
 import sys
 import sharedrec
-import sharedrec.reader
+import sharedrec.read.reader
 t1 = time.perf_counter()
 reader = sharedrec.open(sys.argv[1], create=False).reader()
 opened = time.perf_counter()

@@ -20,9 +20,9 @@ def long_frame(n_keys: int = 600, k: int = 6, seed: int = 7) -> pd.DataFrame:
     return pd.DataFrame({"key": key_col[order], "item": items[order], "score": scores[order]})
 
 
-def publish_single(store: sharedrec.Store, frame: pd.DataFrame, collection: str) -> str:
+def publish_single(store: sharedrec.RecommendationStore, frame: pd.DataFrame, collection: str) -> str:
     """The same data through the single-process writer."""
-    from sharedrec.ingest import group_rows
+    from sharedrec.integrations.ingest import group_rows
 
     scores = frame["score"].to_numpy()
     keys, items, padded, lengths = group_rows(
@@ -39,7 +39,7 @@ def publish_single(store: sharedrec.Store, frame: pd.DataFrame, collection: str)
     return draft.version_id
 
 
-def assert_same(store: sharedrec.Store, a: str, b: str, collection: str) -> None:
+def assert_same(store: sharedrec.RecommendationStore, a: str, b: str, collection: str) -> None:
     """Every key of version ``a`` has the same list in ``b``, and the key sets are equal."""
     ra, rb = store.reader(version=a, lease=False), store.reader(version=b, lease=False)
     try:

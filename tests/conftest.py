@@ -78,7 +78,7 @@ def make_bucket(endpoint: str) -> str:
 
 
 @pytest.fixture
-def s3_store(s3_server: str, tmp_path: Path) -> sharedrec.Store:
+def s3_store(s3_server: str, tmp_path: Path) -> sharedrec.RecommendationStore:
     """An empty store under s3://<fresh bucket>/recs, with its cache in a temporary folder."""
     bucket = make_bucket(s3_server)
     return sharedrec.open(
@@ -87,7 +87,7 @@ def s3_store(s3_server: str, tmp_path: Path) -> sharedrec.Store:
 
 
 @pytest.fixture(params=["local", "s3"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> sharedrec.Store:
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> sharedrec.RecommendationStore:
     """An empty store on each backend: a local folder, and S3 (tests marked local_only: local)."""
     if request.param == "local":
         return sharedrec.open(tmp_path / "store")
@@ -96,13 +96,13 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> sharedrec.Store
     return request.getfixturevalue("s3_store")  # type: ignore[no-any-return]
 
 
-def version_folders(store: sharedrec.Store) -> list[str]:
+def version_folders(store: sharedrec.RecommendationStore) -> list[str]:
     """What is under versions/ on any backend, finished or not."""
     return store._backend.listdir("versions")  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> sharedrec.Store:
+def store(tmp_path: Path) -> sharedrec.RecommendationStore:
     """An empty store in a temporary folder."""
     return sharedrec.open(tmp_path / "store")
 
@@ -116,7 +116,7 @@ def ranked() -> RankedData:
 KEYS = np.arange(200, dtype=np.int64) * 3
 
 
-def publish(store: sharedrec.Store, tag: int, **options: object) -> str:
+def publish(store: sharedrec.RecommendationStore, tag: int, **options: object) -> str:
     """A version whose every item is ``tag * 1000 + position``."""
     items = np.tile(np.arange(5), (len(KEYS), 1)) + tag * 1000
     scores = np.tile(np.linspace(1, 0, 5), (len(KEYS), 1))

@@ -18,7 +18,7 @@ SCORES = np.array([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0]], dtype=np.float32)
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
@@ -84,7 +84,7 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_ranked_input_errors(store: sharedrec.Store, ranked: RankedData, case: str) -> None:
+def test_ranked_input_errors(store: sharedrec.RecommendationStore, ranked: RankedData, case: str) -> None:
     live = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     template, message = CASES[case]
     args = dict(template)
@@ -105,7 +105,7 @@ def test_ranked_input_errors(store: sharedrec.Store, ranked: RankedData, case: s
         (np.array([[1.0, np.nan], [0, 0], [0, 0]]), r"finite; 1 rows .* row 0 \(key 1\)"),
     ],
 )
-def test_vector_input_errors(store: sharedrec.Store, vectors: np.ndarray, message: str) -> None:
+def test_vector_input_errors(store: sharedrec.RecommendationStore, vectors: np.ndarray, message: str) -> None:
     with pytest.raises(InvalidInput, match=message), store.publish() as draft:
         draft.add_vectors("emb", K, vectors)
     assert store.current() is None
@@ -114,18 +114,18 @@ def test_vector_input_errors(store: sharedrec.Store, vectors: np.ndarray, messag
 @pytest.mark.parametrize(
     "name", ["", "../x", "a/b", ".hidden", "a..b", "x" * 129, 5, "sp ace", "zarr.json", "manifest.json"]
 )
-def test_invalid_collection_names(store: sharedrec.Store, name: Any) -> None:
+def test_invalid_collection_names(store: sharedrec.RecommendationStore, name: Any) -> None:
     with pytest.raises(InvalidInput, match="invalid collection name"), store.publish() as draft:
         draft.add_ranked(name, K, ITEMS, SCORES)
     assert store.current() is None
 
 
-def test_chunk_bytes_range(store: sharedrec.Store) -> None:
+def test_chunk_bytes_range(store: sharedrec.RecommendationStore) -> None:
     with pytest.raises(InvalidInput, match="chunk_bytes"):
         store.publish(chunk_bytes=10)
 
 
-def test_caller_arrays_untouched(store: sharedrec.Store) -> None:
+def test_caller_arrays_untouched(store: sharedrec.RecommendationStore) -> None:
     items = np.array([[3, 2, -1], [1, -1, -1]])
     scores = np.array([[2.0, 1.0, 9.0], [0.4, 9.0, 9.0]])
     before = (items.copy(), scores.copy())
@@ -138,6 +138,8 @@ def test_caller_arrays_untouched(store: sharedrec.Store) -> None:
     ("metadata", "where"),
     [({"loss": np.float32(0.5)}, "loss is float32"), ({"a": {"b": [1, object()]}}, "a.b.1 is object")],
 )
-def test_metadata_must_be_json(store: sharedrec.Store, metadata: dict[str, Any], where: str) -> None:
+def test_metadata_must_be_json(
+    store: sharedrec.RecommendationStore, metadata: dict[str, Any], where: str
+) -> None:
     with pytest.raises(InvalidInput, match=rf"metadata must be JSON.*{where}"):
         store.publish(metadata=metadata)

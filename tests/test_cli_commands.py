@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sharedrec
-from sharedrec import ingest
+from sharedrec.integrations import ingest
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from _distributed_data import assert_same, long_frame, publish_single
-from sharedrec.distributed import PartitionReceipt
+from sharedrec.write.distributed import PartitionReceipt
 
 pytest.importorskip("distributed", reason="dask is not installed (pip install 'sharedrec[dask]')")
 pytestmark = pytest.mark.dask
@@ -29,12 +29,14 @@ def client() -> Iterator[object]:
 def test_dask_publish_equals_a_single_process_publish(client: object, tmp_path: Path) -> None:
     import dask.dataframe as dd
 
-    import sharedrec.dask
+    import sharedrec.integrations.dask
 
     store = sharedrec.open(tmp_path / "store")
     frame = long_frame(seed=21)
     reference = publish_single(store, frame, "home")
-    version = sharedrec.dask.publish_ranked(store, dd.from_pandas(frame, npartitions=3), "home", partitions=5)
+    version = sharedrec.integrations.dask.publish_ranked(
+        store, dd.from_pandas(frame, npartitions=3), "home", partitions=5
+    )
     assert store.current() == version
     assert_same(store, reference, version, "home")
 
@@ -42,7 +44,7 @@ def test_dask_publish_equals_a_single_process_publish(client: object, tmp_path: 
 def test_dask_task_failing_once_is_retried_into_a_correct_version(client: object, tmp_path: Path) -> None:
     import dask.dataframe as dd
 
-    import sharedrec.dask
+    import sharedrec.integrations.dask
 
     store = sharedrec.open(tmp_path / "store")
     frame = long_frame(seed=22)
@@ -55,7 +57,9 @@ def test_dask_task_failing_once_is_retried_into_a_correct_version(client: object
             raise RuntimeError("injected failure after writing partition 2")
 
     df = dd.from_pandas(frame, npartitions=2)
-    version = sharedrec.dask.publish_ranked(store, df, "home", partitions=4, on_partition=fail_once)
+    version = sharedrec.integrations.dask.publish_ranked(
+        store, df, "home", partitions=4, on_partition=fail_once
+    )
     assert os.path.exists(marker)
     assert_same(store, reference, version, "home")
     assert store.verify(version).ok
@@ -64,17 +68,19 @@ def test_dask_task_failing_once_is_retried_into_a_correct_version(client: object
 def test_dask_job_that_fails_leaves_the_live_version(client: object, tmp_path: Path) -> None:
     import dask.dataframe as dd
 
-    import sharedrec.dask
+    import sharedrec.integrations.dask
 
     store = sharedrec.open(tmp_path / "store")
     frame = long_frame(seed=23)
-    live = sharedrec.dask.publish_ranked(store, dd.from_pandas(frame, npartitions=2), "home", partitions=2)
+    live = sharedrec.integrations.dask.publish_ranked(
+        store, dd.from_pandas(frame, npartitions=2), "home", partitions=2
+    )
 
     def always(receipt: PartitionReceipt) -> None:
         raise RuntimeError("the job dies")
 
     with pytest.raises(RuntimeError, match="the job dies"):
-        sharedrec.dask.publish_ranked(
+        sharedrec.integrations.dask.publish_ranked(
             store, dd.from_pandas(frame, npartitions=2), "home", partitions=2, on_partition=always, retries=0
         )
     assert store.current() == live

@@ -19,7 +19,7 @@ from conftest import make_ranked
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
@@ -100,7 +100,7 @@ def test_a_chain_of_ten_deltas_equals_the_full_data(tmp_path: Path, seed: int, s
     shutil.rmtree(folder)
 
 
-def test_delta_writes_only_the_changes(store: sharedrec.Store) -> None:
+def test_delta_writes_only_the_changes(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(2000, 10, seed=1)
     first = store.publish_ranked("home", data.keys, data.items, data.scores)
     items = data.items.copy()
@@ -119,7 +119,7 @@ def test_delta_writes_only_the_changes(store: sharedrec.Store) -> None:
         assert reader.get("home", int(data.keys[5])).source == "home"
 
 
-def test_removed_keys_are_gone_and_new_ones_served(store: sharedrec.Store) -> None:
+def test_removed_keys_are_gone_and_new_ones_served(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(500, 5, seed=2)
     store.publish_ranked("home", data.keys, data.items, data.scores, default=([9], [0.1]))
     keys = np.concatenate([data.keys[10:], [7, 8]])
@@ -135,7 +135,7 @@ def test_removed_keys_are_gone_and_new_ones_served(store: sharedrec.Store) -> No
         assert found.tolist() == [False] * 10 + [True, True]
 
 
-def test_collections_not_added_are_kept(store: sharedrec.Store) -> None:
+def test_collections_not_added_are_kept(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(300, 4, seed=3)
     vectors = np.random.default_rng(0).random((300, 8)).astype(np.float32)
     with store.publish() as draft:
@@ -160,7 +160,7 @@ def test_collections_not_added_are_kept(store: sharedrec.Store) -> None:
         np.testing.assert_array_equal(reader.get("home", int(data.keys[0])).items, data.items[0])
 
 
-def test_compaction_preserves_answers(store: sharedrec.Store) -> None:
+def test_compaction_preserves_answers(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(400, 6, seed=4)
     store.publish_ranked("home", data.keys, data.items, data.scores)
     items = data.items.copy()

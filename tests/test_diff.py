@@ -14,7 +14,7 @@ import sharedrec
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
@@ -25,7 +25,7 @@ def lists(n: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
     return items, scores
 
 
-def test_added_removed_changed_and_overlap(store: sharedrec.Store) -> None:
+def test_added_removed_changed_and_overlap(store: sharedrec.RecommendationStore) -> None:
     keys = np.arange(1000) * 3
     items, scores = lists(1000)
     a = store.publish_ranked("home", keys, items, scores, guards=[])
@@ -44,7 +44,7 @@ def test_added_removed_changed_and_overlap(store: sharedrec.Store) -> None:
     assert home.removed_sample == keys[:10].tolist()
 
 
-def test_score_shift_str_keys_and_vectors(store: sharedrec.Store) -> None:
+def test_score_shift_str_keys_and_vectors(store: sharedrec.RecommendationStore) -> None:
     names = [f"user-{i}" for i in range(200)]
     items, scores = lists(200)
     with store.publish(guards=[]) as draft:

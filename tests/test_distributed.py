@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import sharedrec
-from sharedrec.distributed import PartitionReceipt, PublishHandle
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, PublishRejected
-from sharedrec.index import splitmix64
+from sharedrec.read.index import splitmix64
+from sharedrec.write.distributed import PartitionReceipt, PublishHandle
 
 from conftest import make_ranked, version_folders
 
@@ -33,7 +33,7 @@ def _write_all(handle: PublishHandle, name: str, keys, items, scores) -> list[Pa
 
 @pytest.mark.parametrize("str_keys", [False, True])
 def test_partitioned_version_answers_like_a_single_process_one(
-    any_store: sharedrec.Store, str_keys: bool
+    any_store: sharedrec.RecommendationStore, str_keys: bool
 ) -> None:
     data = make_ranked(800, 12, str_keys=str_keys, seed=5)
     whole = any_store.publish_ranked("home", data.keys, data.items, data.scores, guards=[])
@@ -60,7 +60,7 @@ def test_partitioned_version_answers_like_a_single_process_one(
     assert any_store.verify(version).ok
 
 
-def test_partitioned_vectors(store: sharedrec.Store) -> None:
+def test_partitioned_vectors(store: sharedrec.RecommendationStore) -> None:
     rng = np.random.default_rng(1)
     keys = rng.choice(10**6, 300, replace=False)
     vectors = rng.random((300, 4), dtype=np.float32)
@@ -73,7 +73,7 @@ def test_partitioned_vectors(store: sharedrec.Store) -> None:
     assert np.array_equal(out[:300], vectors) and found.tolist() == [True] * 300 + [False]
 
 
-def test_unpartitioned_manifest_has_no_partitions_field(store: sharedrec.Store) -> None:
+def test_unpartitioned_manifest_has_no_partitions_field(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(50, 3)
     version = store.publish_ranked("home", data.keys, data.items, data.scores)
     raw = (Path(store.location) / "versions" / version / "manifest.json").read_bytes()
@@ -93,7 +93,7 @@ def test_partition_hash_is_the_documented_one() -> None:
 
 
 def test_single_key_partition_matches_the_batch_one() -> None:
-    from sharedrec.index import PartitionedIndex
+    from sharedrec.read.index import PartitionedIndex
 
     index = PartitionedIndex("int64", [None] * 7, [0] * 7)
     keys = [0, 1, -1, 2**63 - 1, -(2**63), 123456789, np.int64(-5), np.uint32(7)]
@@ -103,7 +103,7 @@ def test_single_key_partition_matches_the_batch_one() -> None:
             index.partition(bad)
 
 
-def test_handle_and_receipts_cross_process_boundaries(store: sharedrec.Store) -> None:
+def test_handle_and_receipts_cross_process_boundaries(store: sharedrec.RecommendationStore) -> None:
     handle = store.begin_publish(partitions=2, metadata={"run": 1})
     assert pickle.loads(pickle.dumps(handle)) == handle == PublishHandle.loads(handle.dumps())
     data = make_ranked(40, 3)
@@ -130,7 +130,7 @@ def test_handle_repr_hides_the_storage_options() -> None:
     assert PublishHandle.loads(handle.dumps()).storage_options == {"key": "AKIAEXAMPLE", "secret": secret}
 
 
-def test_retried_attempts_keep_one_copy(store: sharedrec.Store) -> None:
+def test_retried_attempts_keep_one_copy(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(400, 5, seed=2)
     handle = store.begin_publish(partitions=4)
     receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
@@ -150,7 +150,7 @@ def test_retried_attempts_keep_one_copy(store: sharedrec.Store) -> None:
     assert reader.get("home", int(data.keys[sel][0])).items.tolist() == data.items[sel][0].tolist()
 
 
-def test_bad_receipts_are_refused_clearly(store: sharedrec.Store) -> None:
+def test_bad_receipts_are_refused_clearly(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(300, 4, seed=3)
     handle = store.begin_publish(partitions=3)
     receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
@@ -182,7 +182,7 @@ def test_bad_receipts_are_refused_clearly(store: sharedrec.Store) -> None:
     assert store.current() == version
 
 
-def test_a_removed_partition_file_is_caught_at_commit(store: sharedrec.Store) -> None:
+def test_a_removed_partition_file_is_caught_at_commit(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(100, 3)
     handle = store.begin_publish(partitions=2)
     receipts = _write_all(handle, "home", data.keys, data.items, data.scores)
@@ -194,7 +194,7 @@ def test_a_removed_partition_file_is_caught_at_commit(store: sharedrec.Store) ->
         store.commit_publish(handle, receipts)
 
 
-def test_guards_run_on_a_distributed_publish(store: sharedrec.Store) -> None:
+def test_guards_run_on_a_distributed_publish(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(400, 4)
     store.publish_ranked("home", data.keys, data.items, data.scores)
     handle = store.begin_publish(partitions=2)
@@ -218,7 +218,9 @@ os._exit(9)  # dies before the commit
 """
 
 
-def test_a_job_killed_before_commit_changes_nothing_and_gc_removes_it(store: sharedrec.Store) -> None:
+def test_a_job_killed_before_commit_changes_nothing_and_gc_removes_it(
+    store: sharedrec.RecommendationStore,
+) -> None:
     data = make_ranked(100, 3)
     live = store.publish_ranked("home", data.keys, data.items, data.scores)
     done = subprocess.run(
@@ -238,7 +240,7 @@ def test_a_job_killed_before_commit_changes_nothing_and_gc_removes_it(store: sha
     assert report.unfinished == [unfinished] and unfinished not in version_folders(store)
 
 
-def test_abort_publish_removes_the_folder(any_store: sharedrec.Store) -> None:
+def test_abort_publish_removes_the_folder(any_store: sharedrec.RecommendationStore) -> None:
     handle = any_store.begin_publish(partitions=2)
     handle.write_ranked("home", 0, [], [], [])
     keys = np.arange(50)

@@ -80,8 +80,8 @@ def test_benchmark_page_keeps_the_generated_block() -> None:
 def test_format_page_examples_parse() -> None:
     # The JSON examples of the format specification are valid pointers, manifests and leases,
     # for the pydantic models and, for pointers and manifests, for the readers' own parser.
-    from sharedrec._spec import parse_manifest, parse_pointer
-    from sharedrec.format import Lease, Manifest, Pointer
+    from sharedrec.format.models import Lease, Manifest, Pointer
+    from sharedrec.format.schema import parse_manifest, parse_pointer
 
     text = (DOCS / "format.md").read_text(encoding="utf-8")
     models: dict[str, type[Pointer] | type[Manifest] | type[Lease]] = {

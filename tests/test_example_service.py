@@ -50,7 +50,7 @@ def _no_lease_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def int_store(tmp_path: Path) -> tuple[sharedrec.Store, str]:
+def int_store(tmp_path: Path) -> tuple[sharedrec.RecommendationStore, str]:
     """A store with a "home" collection keyed by int64 user ids; returns it and its version."""
     store = sharedrec.open(tmp_path / "int-store", create=True)
     version = store.publish_ranked("home", USERS, ITEMS, SCORES)
@@ -58,7 +58,7 @@ def int_store(tmp_path: Path) -> tuple[sharedrec.Store, str]:
 
 
 @pytest.fixture
-def str_store(tmp_path: Path) -> tuple[sharedrec.Store, str]:
+def str_store(tmp_path: Path) -> tuple[sharedrec.RecommendationStore, str]:
     """A store with a "home" collection keyed by str user ids; returns it and its version."""
     store = sharedrec.open(tmp_path / "str-store", create=True)
     version = store.publish_ranked("home", ["alice", "bob", "42"], ITEMS, SCORES)
@@ -66,14 +66,14 @@ def str_store(tmp_path: Path) -> tuple[sharedrec.Store, str]:
 
 
 @pytest.fixture
-def client(service: ModuleType, int_store: tuple[sharedrec.Store, str]) -> Iterator[TestClient]:
+def client(service: ModuleType, int_store: tuple[sharedrec.RecommendationStore, str]) -> Iterator[TestClient]:
     """The service on the int-keyed store; refreshes only when told to."""
     store, _ = int_store
     with TestClient(service.create_app(store.location, refresh_interval=None)) as test_client:
         yield test_client
 
 
-def test_known_user(client: TestClient, int_store: tuple[sharedrec.Store, str]) -> None:
+def test_known_user(client: TestClient, int_store: tuple[sharedrec.RecommendationStore, str]) -> None:
     _, version = int_store
     response = client.get("/recommendations/42")
     assert response.status_code == 200
@@ -125,7 +125,9 @@ def test_bad_k(client: TestClient, k: str) -> None:
     assert response.status_code == 422
 
 
-def test_health_and_readiness(client: TestClient, int_store: tuple[sharedrec.Store, str]) -> None:
+def test_health_and_readiness(
+    client: TestClient, int_store: tuple[sharedrec.RecommendationStore, str]
+) -> None:
     _, version = int_store
     assert client.get("/healthz").status_code == 200
     response = client.get("/readyz")
@@ -140,7 +142,7 @@ def test_not_ready_once_closed(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
 
 
-def test_str_keys(service: ModuleType, str_store: tuple[sharedrec.Store, str]) -> None:
+def test_str_keys(service: ModuleType, str_store: tuple[sharedrec.RecommendationStore, str]) -> None:
     store, version = str_store
     with TestClient(service.create_app(store.location, refresh_interval=None)) as client:
         response = client.get("/recommendations/bob", params={"k": 3})
@@ -162,7 +164,9 @@ def test_str_keys(service: ModuleType, str_store: tuple[sharedrec.Store, str]) -
         assert "unknown user 'carol'" in response.json()["detail"]
 
 
-def test_new_version_after_refresh(client: TestClient, int_store: tuple[sharedrec.Store, str]) -> None:
+def test_new_version_after_refresh(
+    client: TestClient, int_store: tuple[sharedrec.RecommendationStore, str]
+) -> None:
     store, old = int_store
     new = store.publish_ranked("home", USERS, ITEMS[::-1].copy(), SCORES, guards=())
     # Not polling: the old version is served until the reader is told to refresh.
@@ -174,7 +178,9 @@ def test_new_version_after_refresh(client: TestClient, int_store: tuple[sharedre
     assert client.get("/readyz").json()["version"] == new
 
 
-def test_new_version_by_polling(service: ModuleType, int_store: tuple[sharedrec.Store, str]) -> None:
+def test_new_version_by_polling(
+    service: ModuleType, int_store: tuple[sharedrec.RecommendationStore, str]
+) -> None:
     store, old = int_store
     with TestClient(service.create_app(store.location, refresh_interval=0.05)) as client:
         assert client.get("/recommendations/42").json()["version"] == old
@@ -187,7 +193,7 @@ def test_new_version_by_polling(service: ModuleType, int_store: tuple[sharedrec.
 
 
 def test_store_from_environment(
-    service: ModuleType, int_store: tuple[sharedrec.Store, str], monkeypatch: pytest.MonkeyPatch
+    service: ModuleType, int_store: tuple[sharedrec.RecommendationStore, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, version = int_store
     monkeypatch.setenv("SHAREDREC_STORE", store.location)
@@ -200,7 +206,9 @@ def test_no_store_configured(service: ModuleType) -> None:
         service.create_app()
 
 
-def test_reader_closed_at_shutdown(service: ModuleType, int_store: tuple[sharedrec.Store, str]) -> None:
+def test_reader_closed_at_shutdown(
+    service: ModuleType, int_store: tuple[sharedrec.RecommendationStore, str]
+) -> None:
     store, _ = int_store
     app = service.create_app(store.location, refresh_interval=None)
     with TestClient(app):

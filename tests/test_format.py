@@ -18,7 +18,7 @@ from conftest import RankedData, make_ranked
 
 
 @pytest.fixture
-def published(store: sharedrec.Store) -> tuple[sharedrec.Store, str, RankedData]:
+def published(store: sharedrec.RecommendationStore) -> tuple[sharedrec.RecommendationStore, str, RankedData]:
     data = make_ranked(700, 9, seed=11)
     with store.publish(chunk_bytes=4096) as draft:
         draft.add_ranked("home", data.keys, data.items, data.scores, default=([1], [1.0]))
@@ -26,11 +26,11 @@ def published(store: sharedrec.Store) -> tuple[sharedrec.Store, str, RankedData]
     return store, draft.version_id, data
 
 
-def _version_dir(store: sharedrec.Store, vid: str) -> Path:
+def _version_dir(store: sharedrec.RecommendationStore, vid: str) -> Path:
     return Path(store.location) / "versions" / vid
 
 
-def test_zarr_reads_a_version(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_zarr_reads_a_version(published: tuple[sharedrec.RecommendationStore, str, RankedData]) -> None:
     store, vid, data = published
     group = zarr.open_group(_version_dir(store, vid), mode="r")
     home = group["home"]
@@ -46,7 +46,7 @@ def test_zarr_reads_a_version(published: tuple[sharedrec.Store, str, RankedData]
 
 
 def test_arrays_are_uncompressed_little_endian_row_chunks(
-    published: tuple[sharedrec.Store, str, RankedData],
+    published: tuple[sharedrec.RecommendationStore, str, RankedData],
 ) -> None:
     store, vid, _ = published
     meta = json.loads((_version_dir(store, vid) / "home" / "items" / "zarr.json").read_text())
@@ -56,7 +56,7 @@ def test_arrays_are_uncompressed_little_endian_row_chunks(
 
 
 def test_manifest_lists_every_file_with_size_and_crc32(
-    published: tuple[sharedrec.Store, str, RankedData],
+    published: tuple[sharedrec.RecommendationStore, str, RankedData],
 ) -> None:
     store, vid, _ = published
     root = _version_dir(store, vid)
@@ -75,7 +75,9 @@ def test_manifest_lists_every_file_with_size_and_crc32(
         assert manifest.files[f"home/items/c/{chunk}/0"].size == items.chunk_nbytes
 
 
-def test_unfinished_version_is_invisible(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_unfinished_version_is_invisible(
+    published: tuple[sharedrec.RecommendationStore, str, RankedData],
+) -> None:
     store, vid, _ = published
     partial = _version_dir(store, "20300101T000000000000Z-000000")
     shutil.copytree(_version_dir(store, vid), partial)
@@ -88,7 +90,9 @@ def test_unfinished_version_is_invisible(published: tuple[sharedrec.Store, str, 
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "wrong-field"])
-def test_corrupt_manifest(published: tuple[sharedrec.Store, str, RankedData], damage: str) -> None:
+def test_corrupt_manifest(
+    published: tuple[sharedrec.RecommendationStore, str, RankedData], damage: str
+) -> None:
     store, vid, _ = published
     path = _version_dir(store, vid) / "manifest.json"
     text = path.read_bytes()
@@ -105,14 +109,16 @@ def test_corrupt_manifest(published: tuple[sharedrec.Store, str, RankedData], da
     assert store.versions() == []  # a damaged version is not offered
 
 
-def test_manifest_of_another_version(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_manifest_of_another_version(
+    published: tuple[sharedrec.RecommendationStore, str, RankedData],
+) -> None:
     store, vid, _ = published
     shutil.copytree(_version_dir(store, vid), _version_dir(store, "copied"))
     with pytest.raises(CorruptVersion, match="renamed or copied"):
         store.reader(version="copied")
 
 
-def test_missing_chunk_file(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_missing_chunk_file(published: tuple[sharedrec.RecommendationStore, str, RankedData]) -> None:
     store, vid, data = published
     reader = store.reader()
     (_version_dir(store, vid) / "home" / "items" / "c" / "0" / "0").unlink()
@@ -123,7 +129,7 @@ def test_missing_chunk_file(published: tuple[sharedrec.Store, str, RankedData]) 
         reader.get_many("home", [first])
 
 
-def test_truncated_chunk_file(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_truncated_chunk_file(published: tuple[sharedrec.RecommendationStore, str, RankedData]) -> None:
     store, vid, data = published
     chunk = _version_dir(store, vid) / "home" / "scores" / "c" / "1" / "0"
     chunk.write_bytes(chunk.read_bytes()[:100])
@@ -136,7 +142,7 @@ def test_truncated_chunk_file(published: tuple[sharedrec.Store, str, RankedData]
         reader.get("home", key)
 
 
-def test_verify_finds_flipped_bytes(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_verify_finds_flipped_bytes(published: tuple[sharedrec.RecommendationStore, str, RankedData]) -> None:
     store, vid, _ = published
     report = store.verify()
     assert report.ok and report.version == vid
@@ -153,7 +159,9 @@ def test_verify_finds_flipped_bytes(published: tuple[sharedrec.Store, str, Ranke
         store.reader(verify="full")
 
 
-def test_current_names_missing_version(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_current_names_missing_version(
+    published: tuple[sharedrec.RecommendationStore, str, RankedData],
+) -> None:
     store, vid, _ = published
     shutil.rmtree(_version_dir(store, vid))
     with pytest.raises(VersionNotFound, match=rf"CURRENT names version {vid}.*does not exist"):
@@ -161,7 +169,9 @@ def test_current_names_missing_version(published: tuple[sharedrec.Store, str, Ra
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b'{"version": 3}', b"\xff\xfe"])
-def test_corrupt_pointer(published: tuple[sharedrec.Store, str, RankedData], content: bytes) -> None:
+def test_corrupt_pointer(
+    published: tuple[sharedrec.RecommendationStore, str, RankedData], content: bytes
+) -> None:
     store, _, _ = published
     (Path(store.location) / "CURRENT").write_bytes(content)
     with pytest.raises(CorruptVersion, match="CURRENT is truncated or invalid"):
@@ -170,7 +180,7 @@ def test_corrupt_pointer(published: tuple[sharedrec.Store, str, RankedData], con
         store.reader()
 
 
-def test_pointer_format(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_pointer_format(published: tuple[sharedrec.RecommendationStore, str, RankedData]) -> None:
     store, vid, _ = published
     pointer = json.loads((Path(store.location) / "CURRENT").read_bytes())
     assert pointer["format"] == "sharedrec-pointer/1"
@@ -178,7 +188,9 @@ def test_pointer_format(published: tuple[sharedrec.Store, str, RankedData]) -> N
     assert pointer["previous"] == []
 
 
-def test_unknown_key_hash_is_refused(published: tuple[sharedrec.Store, str, RankedData]) -> None:
+def test_unknown_key_hash_is_refused(
+    published: tuple[sharedrec.RecommendationStore, str, RankedData],
+) -> None:
     store, _, _ = published
     data = make_ranked(5, 2, str_keys=True)
     vid = store.publish_ranked("s", data.keys, data.items, data.scores, guards=[])

@@ -21,11 +21,11 @@ from sharedrec.errors import InvalidInput
 from conftest import KEYS, publish
 
 
-def version_dirs(store: sharedrec.Store) -> set[str]:
+def version_dirs(store: sharedrec.RecommendationStore) -> set[str]:
     return set(os.listdir(Path(store.location) / "versions"))
 
 
-def test_keeps_current_newest_and_young(store: sharedrec.Store) -> None:
+def test_keeps_current_newest_and_young(store: sharedrec.RecommendationStore) -> None:
     ids = [publish(store, tag) for tag in range(5)]
     report = store.gc(keep=2, grace=3600)
     assert report.deleted == [] and all("grace" in report.kept[v] for v in ids[:3])
@@ -40,7 +40,7 @@ def test_keeps_current_newest_and_young(store: sharedrec.Store) -> None:
     assert [v.id for v in store.versions()] == ids[3:]
 
 
-def test_current_is_kept_even_when_old(store: sharedrec.Store) -> None:
+def test_current_is_kept_even_when_old(store: sharedrec.RecommendationStore) -> None:
     ids = [publish(store, tag) for tag in range(3)]
     store.set_current(ids[0])
     report = store.gc(keep=0, grace=0)
@@ -48,7 +48,7 @@ def test_current_is_kept_even_when_old(store: sharedrec.Store) -> None:
     assert store.reader(lease=False).version == ids[0]
 
 
-def test_unfinished_folders(store: sharedrec.Store) -> None:
+def test_unfinished_folders(store: sharedrec.RecommendationStore) -> None:
     live = publish(store, 1)
     stale = Path(store.location) / "versions" / "20200101T000000000000Z-dead00"
     (stale / "home").mkdir(parents=True)
@@ -71,7 +71,7 @@ def test_unfinished_folders(store: sharedrec.Store) -> None:
     assert version_dirs(store) == {live, fresh.name, writing.name}
 
 
-def test_leased_versions_survive(store: sharedrec.Store) -> None:
+def test_leased_versions_survive(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     pinned = store.reader(version=v1, reader_id="batch-scorer")
     v2 = publish(store, 2)
@@ -85,7 +85,7 @@ def test_leased_versions_survive(store: sharedrec.Store) -> None:
     assert version_dirs(store) == {v3}
 
 
-def test_expired_and_damaged_leases(store: sharedrec.Store) -> None:
+def test_expired_and_damaged_leases(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     publish(store, 2)
     leases = Path(store.location) / "leases"
@@ -109,7 +109,7 @@ def test_expired_and_damaged_leases(store: sharedrec.Store) -> None:
     assert store.gc(keep=0, grace=0).deleted == [v1]  # an expired lease protects nothing
 
 
-def test_damaged_manifest_is_left_for_a_person(store: sharedrec.Store) -> None:
+def test_damaged_manifest_is_left_for_a_person(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     publish(store, 2)
     (Path(store.location) / "versions" / v1 / "manifest.json").write_text("{")
@@ -117,7 +117,7 @@ def test_damaged_manifest_is_left_for_a_person(store: sharedrec.Store) -> None:
     assert "damaged" in report.kept[v1] and v1 in version_dirs(store)
 
 
-def test_bad_arguments(store: sharedrec.Store) -> None:
+def test_bad_arguments(store: sharedrec.RecommendationStore) -> None:
     with pytest.raises(InvalidInput, match="keep"):
         store.gc(keep=-1)
     with pytest.raises(InvalidInput, match="grace"):
@@ -144,7 +144,7 @@ PINNED_READER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_gc_never_deletes_what_a_live_reader_maps(store: sharedrec.Store) -> None:
+def test_gc_never_deletes_what_a_live_reader_maps(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     proc = subprocess.Popen(
         [sys.executable, "-c", PINNED_READER, store.location, v1],

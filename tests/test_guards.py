@@ -9,29 +9,31 @@ import pytest
 
 import sharedrec
 from sharedrec.errors import InvalidInput, PublishRejected
-from sharedrec.guards import ListSimilarity, MaxEmptyLists, MaxShrink, MinKeys, as_guard
+from sharedrec.write.guards import ListSimilarity, MaxEmptyLists, MaxShrink, MinKeys, as_guard
 
 from conftest import RankedData, make_ranked, version_folders
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
 
 @pytest.fixture
-def live(store: sharedrec.Store, ranked: RankedData) -> str:
+def live(store: sharedrec.RecommendationStore, ranked: RankedData) -> str:
     return store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
 
 
-def assert_refused(store: sharedrec.Store, live: str, draft_id: str) -> None:
+def assert_refused(store: sharedrec.RecommendationStore, live: str, draft_id: str) -> None:
     assert store.current() == live
     assert [v.id for v in store.versions()] == [live]
     assert draft_id not in version_folders(store)
 
 
-def test_shrunken_output_is_refused(store: sharedrec.Store, ranked: RankedData, live: str) -> None:
+def test_shrunken_output_is_refused(
+    store: sharedrec.RecommendationStore, ranked: RankedData, live: str
+) -> None:
     with pytest.raises(PublishRejected) as caught, store.publish() as draft:  # 10% of the users
         draft.add_ranked("home", ranked.keys[:50], ranked.items[:50], ranked.scores[:50])
     message = str(caught.value)
@@ -40,14 +42,14 @@ def test_shrunken_output_is_refused(store: sharedrec.Store, ranked: RankedData, 
     assert_refused(store, live, draft.version_id)
 
 
-def test_missing_collection_is_refused(store: sharedrec.Store, live: str) -> None:
+def test_missing_collection_is_refused(store: sharedrec.RecommendationStore, live: str) -> None:
     with pytest.raises(PublishRejected, match=r"'home' \(500 keys\) is missing"), store.publish() as draft:
         draft.add_vectors("emb", [1, 2], np.ones((2, 2)))
     assert_refused(store, live, draft.version_id)
 
 
 def test_force_publishes_and_records(
-    store: sharedrec.Store, ranked: RankedData, live: str, caplog: pytest.LogCaptureFixture
+    store: sharedrec.RecommendationStore, ranked: RankedData, live: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="sharedrec"):
         vid = store.publish_ranked(
@@ -60,7 +62,9 @@ def test_force_publishes_and_records(
     assert checks["max_shrink"]["passed"] is False  # type: ignore[index]
 
 
-def test_results_recorded_in_manifest(store: sharedrec.Store, ranked: RankedData, live: str) -> None:
+def test_results_recorded_in_manifest(
+    store: sharedrec.RecommendationStore, ranked: RankedData, live: str
+) -> None:
     vid = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     checks = store.manifest(vid).checks
     assert set(checks) == {"max_shrink", "max_empty_lists", "list_similarity"}
@@ -69,14 +73,18 @@ def test_results_recorded_in_manifest(store: sharedrec.Store, ranked: RankedData
     assert checks["max_shrink"]["drop"] == {"home": 0.0}  # type: ignore[index]
 
 
-def test_scrambled_ids_are_refused_by_coverage(store: sharedrec.Store, ranked: RankedData, live: str) -> None:
+def test_scrambled_ids_are_refused_by_coverage(
+    store: sharedrec.RecommendationStore, ranked: RankedData, live: str
+) -> None:
     shifted = ranked.keys + 1  # same count, wrong users: counts alone would not notice
     with pytest.raises(PublishRejected, match=r"list_similarity: 'home' coverage 0\.000 \(minimum 0\.5\)"):
         store.publish_ranked("home", shifted, ranked.items, ranked.scores)
     assert store.current() == live
 
 
-def test_overlap_and_score_shift_thresholds(store: sharedrec.Store, ranked: RankedData, live: str) -> None:
+def test_overlap_and_score_shift_thresholds(
+    store: sharedrec.RecommendationStore, ranked: RankedData, live: str
+) -> None:
     other = make_ranked(500, 20, seed=99)
     strict = [ListSimilarity(min_overlap=0.5, max_score_shift=0.5)]
     with pytest.raises(PublishRejected, match=r"overlap@k 0\.\d+ \(minimum 0\.5\)"):
@@ -86,7 +94,7 @@ def test_overlap_and_score_shift_thresholds(store: sharedrec.Store, ranked: Rank
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores, guards=strict)
 
 
-def test_empty_lists_and_min_keys(store: sharedrec.Store) -> None:
+def test_empty_lists_and_min_keys(store: sharedrec.RecommendationStore) -> None:
     items = [[1, 2], [], [], [3]]
     scores = [[2.0, 1.0], [], [], [1.0]]
     with pytest.raises(PublishRejected, match=r"'r' has 2 empty lists of 4 \(50%\)"):
@@ -96,7 +104,7 @@ def test_empty_lists_and_min_keys(store: sharedrec.Store) -> None:
         store.publish_ranked("r", [1, 2, 3, 4], items, scores, guards=[MinKeys(10)])
 
 
-def test_custom_guards(store: sharedrec.Store, ranked: RankedData, live: str) -> None:
+def test_custom_guards(store: sharedrec.RecommendationStore, ranked: RankedData, live: str) -> None:
     def no_item_zero(new: sharedrec.Reader, old: sharedrec.Reader | None) -> str | None:
         items, _, _ = new.get_many("home", ranked.keys[:20])
         return "item 0 must never be recommended" if (items == 0).any() else None
@@ -124,12 +132,12 @@ def test_guard_arguments_are_checked() -> None:
         as_guard(5)  # type: ignore[arg-type]
 
 
-def test_first_version_passes_comparisons(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_first_version_passes_comparisons(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     vid = store.publish_ranked("home", ranked.keys[:5], ranked.items[:5], ranked.scores[:5])
     assert store.manifest(vid).checks["max_shrink"]["message"] == "first version: nothing to compare with"  # type: ignore[index]
 
 
-def test_fallback_chain(store: sharedrec.Store) -> None:
+def test_fallback_chain(store: sharedrec.RecommendationStore) -> None:
     with store.publish() as draft:
         draft.add_ranked(
             "home", [1, 2], [[10, 11], [20, 21]], [[2.0, 1.0]] * 2, fallbacks=["by_country", "popular"]
@@ -153,7 +161,7 @@ def test_fallback_chain(store: sharedrec.Store) -> None:
     reader.close()
 
 
-def test_fallback_must_exist(store: sharedrec.Store) -> None:
+def test_fallback_must_exist(store: sharedrec.RecommendationStore) -> None:
     with pytest.raises(InvalidInput, match="names fallback 'nope'"), store.publish() as draft:
         draft.add_ranked("home", [1], [[1]], [[1.0]], fallbacks=["nope"])
     with pytest.raises(InvalidInput, match="its own fallback"), store.publish() as draft:

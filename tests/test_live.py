@@ -29,7 +29,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def corrupt_chunk(store: sharedrec.Store, vid: str, how: str) -> None:
+def corrupt_chunk(store: sharedrec.RecommendationStore, vid: str, how: str) -> None:
     chunk = Path(store.location) / "versions" / vid / "home" / "items" / "c" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     if how == "truncate":
@@ -39,7 +39,7 @@ def corrupt_chunk(store: sharedrec.Store, vid: str, how: str) -> None:
     chunk.write_bytes(bytes(data))
 
 
-def test_refresh_switches_to_new_version(store: sharedrec.Store) -> None:
+def test_refresh_switches_to_new_version(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     reader = store.reader(refresh_interval=None)
     recs_v1 = reader.get("home", int(KEYS[7]))
@@ -56,7 +56,7 @@ def test_refresh_switches_to_new_version(store: sharedrec.Store) -> None:
     reader.close()
 
 
-def test_background_refresh_follows_current(store: sharedrec.Store) -> None:
+def test_background_refresh_follows_current(store: sharedrec.RecommendationStore) -> None:
     publish(store, 1)
     with store.reader(refresh_interval=0.02) as reader:
         assert not reader.pinned
@@ -67,7 +67,7 @@ def test_background_refresh_follows_current(store: sharedrec.Store) -> None:
         wait_for(lambda: tag_of(reader) == 1)
 
 
-def test_pinned_readers_never_move(store: sharedrec.Store) -> None:
+def test_pinned_readers_never_move(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     pinned = store.reader(pin=True, refresh_interval=0.01)
     by_id = store.reader(version=v1)
@@ -82,7 +82,7 @@ def test_pinned_readers_never_move(store: sharedrec.Store) -> None:
 
 
 @pytest.mark.parametrize(("how", "verify"), [("truncate", "sizes"), ("flip", "full")])
-def test_damaged_new_version_is_refused(store: sharedrec.Store, how: str, verify: str) -> None:
+def test_damaged_new_version_is_refused(store: sharedrec.RecommendationStore, how: str, verify: str) -> None:
     v1 = publish(store, 1)
     errors: list[Exception] = []
     reader = store.reader(refresh_interval=None, verify=verify, on_refresh_error=errors.append)  # type: ignore[arg-type]
@@ -103,7 +103,7 @@ def test_damaged_new_version_is_refused(store: sharedrec.Store, how: str, verify
     reader.close()
 
 
-def test_background_refresh_reports_a_failure_once(store: sharedrec.Store) -> None:
+def test_background_refresh_reports_a_failure_once(store: sharedrec.RecommendationStore) -> None:
     publish(store, 1)
     errors: list[Exception] = []
     with store.reader(refresh_interval=0.01, on_refresh_error=errors.append) as reader:
@@ -125,12 +125,12 @@ def lease_path(folder: Path, reader_id: str) -> Path:
     return path
 
 
-def read_lease(store: sharedrec.Store, reader_id: str) -> dict[str, object]:
+def read_lease(store: sharedrec.RecommendationStore, reader_id: str) -> dict[str, object]:
     data: dict[str, object] = json.loads(lease_path(Path(store.location) / "leases", reader_id).read_text())
     return data
 
 
-def test_lease_lifecycle(store: sharedrec.Store) -> None:
+def test_lease_lifecycle(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     reader = store.reader(reader_id="pod-a", lease_ttl=0.3, refresh_interval=None)
     lease = read_lease(store, "pod-a")
@@ -148,7 +148,9 @@ def test_lease_lifecycle(store: sharedrec.Store) -> None:
     assert os.listdir(Path(store.location) / "leases") == []
 
 
-def test_default_reader_id_and_env(store: sharedrec.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_reader_id_and_env(
+    store: sharedrec.RecommendationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish(store, 1)
     with store.reader() as reader:
         (name,) = os.listdir(Path(store.location) / "leases")
@@ -162,7 +164,9 @@ def test_default_reader_id_and_env(store: sharedrec.Store, monkeypatch: pytest.M
         store.reader(reader_id="../x")
 
 
-def test_lease_dir_elsewhere(store: sharedrec.Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lease_dir_elsewhere(
+    store: sharedrec.RecommendationStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish(store, 1)
     with store.reader(reader_id="r1", lease_dir=tmp_path / "mine"):
         assert lease_path(tmp_path / "mine", "r1").is_file()
@@ -174,7 +178,7 @@ def test_lease_dir_elsewhere(store: sharedrec.Store, tmp_path: Path, monkeypatch
         assert not list((tmp_path / "env").glob("r3.*"))
 
 
-def test_lease_write_failure_is_explained(store: sharedrec.Store, tmp_path: Path) -> None:
+def test_lease_write_failure_is_explained(store: sharedrec.RecommendationStore, tmp_path: Path) -> None:
     publish(store, 1)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
@@ -182,7 +186,7 @@ def test_lease_write_failure_is_explained(store: sharedrec.Store, tmp_path: Path
         store.reader(lease_dir=blocker / "sub")
 
 
-def test_fleet_view(store: sharedrec.Store) -> None:
+def test_fleet_view(store: sharedrec.RecommendationStore) -> None:
     v1 = publish(store, 1)
     old = store.reader(version=v1, reader_id="old-pod")
     v2 = publish(store, 2)
@@ -197,7 +201,7 @@ def test_fleet_view(store: sharedrec.Store) -> None:
     assert store.leases() == []
 
 
-def test_stats(store: sharedrec.Store) -> None:
+def test_stats(store: sharedrec.RecommendationStore) -> None:
     publish(store, 1)
     with store.reader(refresh_interval=None) as reader:
         reader.get("home", int(KEYS[0]))
@@ -212,7 +216,7 @@ def test_stats(store: sharedrec.Store) -> None:
     assert not reader.ready
 
 
-def test_threads_see_whole_versions_during_switches(store: sharedrec.Store) -> None:
+def test_threads_see_whole_versions_during_switches(store: sharedrec.RecommendationStore) -> None:
     import threading
 
     publish(store, 0)
@@ -243,7 +247,7 @@ def test_threads_see_whole_versions_during_switches(store: sharedrec.Store) -> N
 
 def test_lease_falls_back_to_overwrite_where_rename_fails(tmp_path: Path) -> None:
     from sharedrec.backends.posix import PosixBackend
-    from sharedrec.leases import LeaseKeeper
+    from sharedrec.read.leases import LeaseKeeper
 
     class NoRename(PosixBackend):
         """A mount that refuses rename(2), as S3 through Mountpoint does (not available here)."""
@@ -259,7 +263,7 @@ def test_lease_falls_back_to_overwrite_where_rename_fails(tmp_path: Path) -> Non
     assert json.loads(lease_path(tmp_path / "leases", "pod-m").read_text())["versions"] == ["v2", "v1"]
 
 
-def test_a_reader_polling_often_renews_its_lease_only_when_due(store: sharedrec.Store) -> None:
+def test_a_reader_polling_often_renews_its_lease_only_when_due(store: sharedrec.RecommendationStore) -> None:
     """Polling every 20 ms must not rewrite the lease every 20 ms (several round trips each on a
     network volume): it is renewed every third of its time-to-live, or when what it names changes."""
     publish(store, 1)

@@ -11,7 +11,7 @@ from conftest import KEYS, publish
 prometheus_client = pytest.importorskip("prometheus_client")
 
 
-def test_collector_exposes_reader_stats(store: sharedrec.Store) -> None:
+def test_collector_exposes_reader_stats(store: sharedrec.RecommendationStore) -> None:
     from sharedrec.metrics import register
 
     vid = publish(store, 1)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import sharedrec
-from sharedrec.publish import chunk_rows
+from sharedrec.write.draft import chunk_rows
 
 from conftest import RankedData, make_ranked
 
@@ -45,7 +45,7 @@ def test_chunk_rows_leaves_single_chunks_and_huge_rows_alone() -> None:
     assert chunk_rows(36, 10**5, 4096) == 113  # alignment would need 1024 rows: not forced
 
 
-def _publish(tmp_path: Path, data: RankedData, chunk_bytes: int) -> sharedrec.Store:
+def _publish(tmp_path: Path, data: RankedData, chunk_bytes: int) -> sharedrec.RecommendationStore:
     store = sharedrec.open(tmp_path / "store")
     with store.publish(chunk_bytes=chunk_bytes) as draft:
         draft.add_ranked("home", data.keys, data.items, data.scores, default=([1, 2], [0.5, 0.4]))
@@ -144,7 +144,7 @@ def test_views_outlive_the_reader(tmp_path: Path) -> None:
 def test_the_cache_never_evicts_the_file_it_just_fetched(tmp_path: Path) -> None:
     import zlib
 
-    from sharedrec.cache import ChunkCache
+    from sharedrec.read.cache import ChunkCache
 
     cache = ChunkCache(tmp_path / "cache", "s3://bucket/recs", max_bytes=100)  # smaller than a chunk
     data = [bytes([n]) * 300 for n in range(3)]

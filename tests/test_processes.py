@@ -26,7 +26,7 @@ def _base(n: int = N_KEYS) -> tuple[np.ndarray, np.ndarray]:
     return keys, items
 
 
-def _publish_tagged(store: sharedrec.Store, tag: int) -> str:
+def _publish_tagged(store: sharedrec.RecommendationStore, tag: int) -> str:
     keys, items = _base()
     scores = np.broadcast_to(np.linspace(1.0, 0.0, K, dtype=np.float32) + tag, (N_KEYS, K))
     with store.publish(metadata={"tag": tag}, chunk_bytes=8192, progress=False) as draft:

@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 
 import sharedrec
-from sharedrec import index
 from sharedrec.errors import InvalidInput, KeyNotFound, UnknownCollection
+from sharedrec.read import index
 
 from conftest import RankedData, make_ranked
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
 
 @pytest.fixture
-def reader(store: sharedrec.Store, ranked: RankedData) -> sharedrec.Reader:
+def reader(store: sharedrec.RecommendationStore, ranked: RankedData) -> sharedrec.Reader:
     store.publish_ranked(
         "home", ranked.keys, ranked.items, ranked.scores, default=([7, 8, 9], [0.3, 0.2, 0.1])
     )
@@ -53,7 +53,7 @@ def test_unknown_key_gets_default(reader: sharedrec.Reader) -> None:
     np.testing.assert_array_equal(reader.get("home", 2**70, k=2).items, [7, 8])
 
 
-def test_unknown_key_without_default(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_unknown_key_without_default(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     reader = store.reader()
     absent = int(ranked.keys.max()) + 1
@@ -105,7 +105,7 @@ def test_closed_reader(reader: sharedrec.Reader, ranked: RankedData) -> None:
     np.testing.assert_array_equal(recs.items, ranked.items[0])  # earlier views stay valid
 
 
-def test_ragged_lists_and_lengths(store: sharedrec.Store) -> None:
+def test_ragged_lists_and_lengths(store: sharedrec.RecommendationStore) -> None:
     items = [[5, 4, 3], [9], [], [1, 2]]
     scores = [[3.0, 2.0, 1.0], [0.5], [], [2.0, 2.0]]
     vid = store.publish_ranked("r", [10, 20, 30, 40], items, scores)
@@ -119,7 +119,7 @@ def test_ragged_lists_and_lengths(store: sharedrec.Store) -> None:
     assert found.all() and np.isnan(sc[1]).all()
 
 
-def test_padded_with_pad_value_and_lengths(store: sharedrec.Store) -> None:
+def test_padded_with_pad_value_and_lengths(store: sharedrec.RecommendationStore) -> None:
     items = np.array([[1, 2, -1], [3, -1, -1], [4, 5, 6]])
     scores = np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 0.0], [3.0, 2.0, 1.0]])
     with store.publish() as draft:
@@ -132,7 +132,7 @@ def test_padded_with_pad_value_and_lengths(store: sharedrec.Store) -> None:
     np.testing.assert_array_equal(reader.get("by_len", 3).scores, [3.0, 2.0, 1.0])
 
 
-def test_sort_and_top_k(store: sharedrec.Store) -> None:
+def test_sort_and_top_k(store: sharedrec.RecommendationStore) -> None:
     items = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     scores = np.array([[0.1, 0.9, 0.5, 0.7], [4.0, 3.0, 2.0, 1.0]], dtype=np.float32)
     store.publish_ranked("s", [1, 2], items, scores, sort=True, top_k=3)
@@ -141,7 +141,7 @@ def test_sort_and_top_k(store: sharedrec.Store) -> None:
     np.testing.assert_array_equal(reader.get("s", 2).items, [5, 6, 7])
 
 
-def test_item_and_score_dtypes_kept(store: sharedrec.Store) -> None:
+def test_item_and_score_dtypes_kept(store: sharedrec.RecommendationStore) -> None:
     items = np.array([[2**40, 1]], dtype=np.int64)
     scores = np.array([[2.0, 1.0]], dtype=np.float64)
     vid = store.publish_ranked("w", [1], items, scores)
@@ -152,7 +152,7 @@ def test_item_and_score_dtypes_kept(store: sharedrec.Store) -> None:
 
 
 @pytest.mark.parametrize("str_keys", [False, True])
-def test_many_chunks(store: sharedrec.Store, str_keys: bool) -> None:
+def test_many_chunks(store: sharedrec.RecommendationStore, str_keys: bool) -> None:
     data = make_ranked(3001, 7, str_keys=str_keys, seed=3)
     with store.publish(chunk_bytes=1024) as draft:  # ~36 rows per chunk, 128 keys per key chunk
         draft.add_ranked("home", data.keys, data.items, data.scores)
@@ -174,7 +174,7 @@ def test_many_chunks(store: sharedrec.Store, str_keys: bool) -> None:
 
 
 def test_string_key_collisions_never_return_another_key(
-    store: sharedrec.Store, monkeypatch: pytest.MonkeyPatch
+    store: sharedrec.RecommendationStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A hash with four values: almost every key collides with many others.
     monkeypatch.setitem(index.KEY_HASHES, "tiny-test", lambda data: len(data) % 4)
@@ -197,7 +197,7 @@ def test_string_key_collisions_never_return_another_key(
     np.testing.assert_array_equal(items[2], data.items[-1])
 
 
-def test_unicode_keys(store: sharedrec.Store) -> None:
+def test_unicode_keys(store: sharedrec.RecommendationStore) -> None:
     keys = ["zoë", "日本", "🙂", "a\x00b", "a"]
     items = np.arange(10).reshape(5, 2)
     scores = np.ones((5, 2))
@@ -209,7 +209,7 @@ def test_unicode_keys(store: sharedrec.Store) -> None:
         reader.get("u", "a\x00")
 
 
-def test_vectors_batch(store: sharedrec.Store) -> None:
+def test_vectors_batch(store: sharedrec.RecommendationStore) -> None:
     emb = np.random.default_rng(2).standard_normal((300, 8)).astype(np.float16)
     keys = np.arange(300) * 7
     with store.publish(chunk_bytes=1024) as draft:
@@ -224,7 +224,7 @@ def test_vectors_batch(store: sharedrec.Store) -> None:
         reader.vector("emb", 3)
 
 
-def test_default_list_longer_than_a_chunk(store: sharedrec.Store) -> None:
+def test_default_list_longer_than_a_chunk(store: sharedrec.RecommendationStore) -> None:
     default_items = np.arange(400)
     default_scores = np.linspace(1, 0, 400)
     with store.publish(chunk_bytes=1024) as draft:

@@ -11,7 +11,7 @@ from conftest import KEYS, publish
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
@@ -20,7 +20,7 @@ def tag(reader: sharedrec.Reader) -> int:
     return int(reader.get("home", int(KEYS[1])).items[0]) // 1000
 
 
-def test_canary_beside_current(store: sharedrec.Store) -> None:
+def test_canary_beside_current(store: sharedrec.RecommendationStore) -> None:
     live = publish(store, 1)
     canary = publish(store, 2, ref="canary")
     assert store.current() == live
@@ -41,7 +41,9 @@ def test_canary_beside_current(store: sharedrec.Store) -> None:
     assert store.rollback(ref="canary") == canary
 
 
-def test_reader_ref_from_environment(store: sharedrec.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reader_ref_from_environment(
+    store: sharedrec.RecommendationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish(store, 1)
     publish(store, 2, ref="model-b")
     monkeypatch.setenv("SHAREDREC_REF", "model-b")
@@ -49,7 +51,7 @@ def test_reader_ref_from_environment(store: sharedrec.Store, monkeypatch: pytest
         assert tag(reader) == 2
 
 
-def test_gc_keeps_what_refs_name(store: sharedrec.Store) -> None:
+def test_gc_keeps_what_refs_name(store: sharedrec.RecommendationStore) -> None:
     canary = publish(store, 1, ref="canary")
     publish(store, 2)
     publish(store, 3)
@@ -58,7 +60,7 @@ def test_gc_keeps_what_refs_name(store: sharedrec.Store) -> None:
     assert canary not in report.deleted
 
 
-def test_ref_errors(store: sharedrec.Store) -> None:
+def test_ref_errors(store: sharedrec.RecommendationStore) -> None:
     publish(store, 1)
     with pytest.raises(VersionNotFound, match="ref 'nope' names no version"):
         store.reader(ref="nope")

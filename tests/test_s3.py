@@ -18,7 +18,7 @@ from conftest import KEYS, make_bucket, make_ranked, publish, s3_options
 class RequestCounter:
     """Counts the HTTP requests one store's S3 client sends."""
 
-    def __init__(self, store: sharedrec.Store) -> None:
+    def __init__(self, store: sharedrec.RecommendationStore) -> None:
         self.calls: list[str] = []
         self._lock = threading.Lock()
         store._backend.client.meta.events.register("before-send.s3", self._count)  # type: ignore[attr-defined]
@@ -33,12 +33,14 @@ class RequestCounter:
         return calls
 
 
-def reopen(store: sharedrec.Store, s3_server: str, cache: Path) -> sharedrec.Store:
+def reopen(
+    store: sharedrec.RecommendationStore, s3_server: str, cache: Path
+) -> sharedrec.RecommendationStore:
     """A second handle on the same store, as another process would open it."""
     return sharedrec.open(store.location, storage_options=s3_options(s3_server), cache_dir=cache)
 
 
-def test_publish_and_read(s3_store: sharedrec.Store) -> None:
+def test_publish_and_read(s3_store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(3000, 20, seed=4)
     with s3_store.publish(chunk_bytes=16 * 1024, metadata={"model": "m1"}) as draft:
         draft.add_ranked("home", data.keys, data.items, data.scores)
@@ -57,7 +59,7 @@ def test_publish_and_read(s3_store: sharedrec.Store) -> None:
 
 
 def test_open_and_first_lookup_request_budget(
-    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+    s3_store: sharedrec.RecommendationStore, s3_server: str, tmp_path: Path
 ) -> None:
     data = make_ranked(20000, 50, seed=1)
     s3_store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
@@ -81,7 +83,7 @@ def test_open_and_first_lookup_request_budget(
 
 
 def test_pointer_carries_the_manifest_on_object_stores(
-    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+    s3_store: sharedrec.RecommendationStore, s3_server: str, tmp_path: Path
 ) -> None:
     first = publish(s3_store, 1)
     second = publish(s3_store, 2)
@@ -101,13 +103,13 @@ def test_pointer_carries_the_manifest_on_object_stores(
     assert int(reader.get("home", int(KEYS[3])).items[0]) == 1000
 
 
-def test_pointer_on_a_posix_path_stays_small(store: sharedrec.Store) -> None:
+def test_pointer_on_a_posix_path_stays_small(store: sharedrec.RecommendationStore) -> None:
     publish(store, 1)
     pointer = json.loads(Path(store.location, "CURRENT").read_bytes())
     assert pointer.get("manifest") is None
 
 
-def test_pointer_polls_are_conditional(s3_store: sharedrec.Store) -> None:
+def test_pointer_polls_are_conditional(s3_store: sharedrec.RecommendationStore) -> None:
     publish(s3_store, 1)
     reader = s3_store.reader(refresh_interval=None, lease=False)
     counter = RequestCounter(s3_store)
@@ -120,7 +122,7 @@ def test_pointer_polls_are_conditional(s3_store: sharedrec.Store) -> None:
     assert int(reader.get("home", int(KEYS[3])).items[0]) == 2000
 
 
-def test_concurrent_publishers(s3_store: sharedrec.Store) -> None:
+def test_concurrent_publishers(s3_store: sharedrec.RecommendationStore) -> None:
     base = publish(s3_store, 1)
     slow = s3_store.publish(guards=[]).__enter__()
     slow.add_ranked("home", KEYS, np.zeros((len(KEYS), 5), dtype=int), np.ones((len(KEYS), 5)))
@@ -143,7 +145,7 @@ def test_first_publishers_race(s3_server: str, tmp_path: Path) -> None:
     assert a.current() == b.current()
 
 
-def test_failed_publish_leaves_nothing(s3_store: sharedrec.Store) -> None:
+def test_failed_publish_leaves_nothing(s3_store: sharedrec.RecommendationStore) -> None:
     live = publish(s3_store, 1)
     with pytest.raises(RuntimeError), s3_store.publish() as draft:
         draft.add_ranked("home", KEYS, np.zeros((len(KEYS), 5), dtype=int), np.ones((len(KEYS), 5)))
@@ -153,7 +155,7 @@ def test_failed_publish_leaves_nothing(s3_store: sharedrec.Store) -> None:
 
 
 def test_gc_and_a_reader_on_a_deleted_version(
-    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+    s3_store: sharedrec.RecommendationStore, s3_server: str, tmp_path: Path
 ) -> None:
     v1 = publish(s3_store, 1)
     elsewhere = reopen(s3_store, s3_server, tmp_path / "other-node")  # its cache holds nothing yet
@@ -169,7 +171,7 @@ def test_gc_and_a_reader_on_a_deleted_version(
         pinned.get("home", int(KEYS[5]))
 
 
-def test_leases_on_s3(s3_store: sharedrec.Store) -> None:
+def test_leases_on_s3(s3_store: sharedrec.RecommendationStore) -> None:
     v1 = publish(s3_store, 1)
     with s3_store.reader(reader_id="pod-s3") as reader:
         assert [lease.reader_id for lease in s3_store.leases()] == ["pod-s3"]
@@ -199,7 +201,9 @@ def test_cache_eviction_and_prefetch(s3_server: str, tmp_path: Path) -> None:
     np.testing.assert_array_equal(items, data.items)
 
 
-def test_corrupt_download_is_refused(s3_store: sharedrec.Store, s3_server: str, tmp_path: Path) -> None:
+def test_corrupt_download_is_refused(
+    s3_store: sharedrec.RecommendationStore, s3_server: str, tmp_path: Path
+) -> None:
     vid = publish(s3_store, 1)
     key = f"recs/versions/{vid}/home/items/c/0/0"
     backend = s3_store._backend  # type: ignore[attr-defined]
@@ -213,7 +217,9 @@ def test_corrupt_download_is_refused(s3_store: sharedrec.Store, s3_server: str, 
     assert cached and not [p for p in cached if p.endswith("home/items/c/0/0")]  # nothing bad was cached
 
 
-def test_readers_open_without_a_request(s3_store: sharedrec.Store, s3_server: str, tmp_path: Path) -> None:
+def test_readers_open_without_a_request(
+    s3_store: sharedrec.RecommendationStore, s3_server: str, tmp_path: Path
+) -> None:
     publish(s3_store, 1)
     calls: list[str] = []
     reader_store = sharedrec.open(
@@ -301,7 +307,7 @@ print(json.dumps({"items": items, "requests": calls}))
 
 
 def test_processes_on_one_node_share_the_cache(
-    s3_store: sharedrec.Store, s3_server: str, tmp_path: Path
+    s3_store: sharedrec.RecommendationStore, s3_server: str, tmp_path: Path
 ) -> None:
     import json
     import subprocess

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import sharedrec
-import sharedrec.spark
+import sharedrec.integrations.spark
 from _distributed_data import assert_same, long_frame, publish_single
-from sharedrec.distributed import PartitionReceipt
+from sharedrec.write.distributed import PartitionReceipt
 
 pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'sharedrec[spark]')")
 pytestmark = pytest.mark.spark
@@ -44,7 +44,9 @@ def test_spark_long_and_list_format_equal_a_single_process_publish(spark: object
     frame = long_frame()
     reference = publish_single(store, frame, "home")
     df = spark.createDataFrame(frame).repartition(3)  # type: ignore[attr-defined]
-    version = sharedrec.spark.publish_ranked(store, df, "home", partitions=5, metadata={"engine": "spark"})
+    version = sharedrec.integrations.spark.publish_ranked(
+        store, df, "home", partitions=5, metadata={"engine": "spark"}
+    )
     assert store.current() == version
     assert store.manifest(version).collections["home"].partitions is not None
     assert_same(store, reference, version, "home")
@@ -52,7 +54,7 @@ def test_spark_long_and_list_format_equal_a_single_process_publish(spark: object
         F.sort_array(F.collect_list(F.struct(-F.col("score"), F.col("item"), F.col("score")))).alias("l")
     )
     lists = lists.select("key", F.col("l.item").alias("items"), F.col("l.score").alias("scores"))
-    listed = sharedrec.spark.publish_ranked(
+    listed = sharedrec.integrations.spark.publish_ranked(
         store, lists, "home", partitions=3, items="items", scores="scores"
     )
     assert_same(store, reference, listed, "home")
@@ -71,7 +73,9 @@ def test_spark_task_failing_once_is_retried_into_a_correct_version(spark: object
             raise RuntimeError("injected failure after writing partition 1")
 
     df = spark.createDataFrame(frame)  # type: ignore[attr-defined]
-    version = sharedrec.spark.publish_ranked(store, df, "home", partitions=4, on_partition=fail_once)
+    version = sharedrec.integrations.spark.publish_ranked(
+        store, df, "home", partitions=4, on_partition=fail_once
+    )
     assert marker.exists()
     assert_same(store, reference, version, "home")
     folders = [p.name for p in (Path(store.location) / "versions" / version / "home").iterdir()]
@@ -82,13 +86,15 @@ def test_spark_task_failing_once_is_retried_into_a_correct_version(spark: object
 def test_spark_job_that_fails_leaves_the_live_version(spark: object, tmp_path: Path) -> None:
     store = sharedrec.open(tmp_path / "store")
     frame = long_frame(seed=12)
-    live = sharedrec.spark.publish_ranked(store, spark.createDataFrame(frame), "home", partitions=2)  # type: ignore[attr-defined]
+    live = sharedrec.integrations.spark.publish_ranked(
+        store, spark.createDataFrame(frame), "home", partitions=2
+    )  # type: ignore[attr-defined]
 
     def always(receipt: PartitionReceipt) -> None:
         raise RuntimeError("the job dies")
 
     with pytest.raises(Exception, match="the job dies"):
-        sharedrec.spark.publish_ranked(
+        sharedrec.integrations.spark.publish_ranked(
             store,
             spark.createDataFrame(frame),
             "home",

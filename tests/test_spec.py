@@ -1,7 +1,7 @@
 """The read path's manifest and pointer parser: it agrees with the pydantic models.
 
-Readers parse ``manifest.json`` and pointers without pydantic (`sharedrec._spec`); the
-pydantic models in `sharedrec.format` stay the schema. These tests hold the two together:
+Readers parse ``manifest.json`` and pointers without pydantic (`sharedrec.format.schema`); the
+pydantic models in `sharedrec.format.models` stay the schema. These tests hold the two together:
 every field the models produce is read alike, whatever the light parser accepts the models
 accept too, and a reader process never imports pydantic at all.
 """
@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sharedrec
-from sharedrec._spec import ManifestView, parse_manifest, parse_pointer
 from sharedrec.errors import CorruptVersion
-from sharedrec.format import Lease, Manifest, Pointer
-from sharedrec.leases import LeaseKeeper
+from sharedrec.format.models import Lease, Manifest, Pointer
+from sharedrec.format.schema import ManifestView, parse_manifest, parse_pointer
+from sharedrec.read.leases import LeaseKeeper
 
 from conftest import make_ranked
 
@@ -76,8 +76,8 @@ def test_view_reads_every_field_as_the_model_does(manifest_bytes: bytes) -> None
 
 
 def test_views_have_the_fields_of_the_models() -> None:
-    from sharedrec import _spec
-    from sharedrec.format import ArraySpec, CollectionSpec, FileEntry
+    from sharedrec.format import schema as _spec
+    from sharedrec.format.models import ArraySpec, CollectionSpec, FileEntry
 
     pairs = [
         (_spec.ArrayView, ArraySpec),

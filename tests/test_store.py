@@ -21,12 +21,12 @@ from conftest import RankedData, make_ranked, version_folders
 
 
 @pytest.fixture
-def store(any_store: sharedrec.Store) -> sharedrec.Store:
+def store(any_store: sharedrec.RecommendationStore) -> sharedrec.RecommendationStore:
     """Every test here runs on a local folder and on S3."""
     return any_store
 
 
-def test_publish_then_read(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_publish_then_read(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     with store.publish(metadata={"model": "als-1"}) as draft:
         draft.add_ranked("home", ranked.keys, ranked.items, ranked.scores)
     assert store.current() == draft.version_id
@@ -40,7 +40,7 @@ def test_publish_then_read(store: sharedrec.Store, ranked: RankedData) -> None:
 
 
 @pytest.mark.local_only
-def test_layout_on_disk(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_layout_on_disk(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     vid = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     root = Path(store.location)
     assert (root / "CURRENT").is_file()
@@ -53,7 +53,7 @@ def test_layout_on_disk(store: sharedrec.Store, ranked: RankedData) -> None:
     assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
 
 
-def test_results_are_read_only_views(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_results_are_read_only_views(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     recs = store.reader().get("home", int(ranked.keys[3]))
     assert not recs.items.flags.writeable
@@ -61,7 +61,9 @@ def test_results_are_read_only_views(store: sharedrec.Store, ranked: RankedData)
         recs.items[0] = 5
 
 
-def test_exception_in_block_leaves_live_version(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_exception_in_block_leaves_live_version(
+    store: sharedrec.RecommendationStore, ranked: RankedData
+) -> None:
     first = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     with pytest.raises(RuntimeError, match="boom"), store.publish() as draft:
         draft.add_ranked("home", ranked.keys, ranked.items + 1, ranked.scores)
@@ -73,7 +75,9 @@ def test_exception_in_block_leaves_live_version(store: sharedrec.Store, ranked: 
     np.testing.assert_array_equal(recs.items, ranked.items[0])
 
 
-def test_invalid_input_inside_block_publishes_nothing(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_invalid_input_inside_block_publishes_nothing(
+    store: sharedrec.RecommendationStore, ranked: RankedData
+) -> None:
     first = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     bad_scores = ranked.scores.copy()
     bad_scores[7, 3] = np.nan
@@ -83,27 +87,29 @@ def test_invalid_input_inside_block_publishes_nothing(store: sharedrec.Store, ra
     assert draft.version_id not in version_folders(store)
 
 
-def test_empty_draft_is_rejected(store: sharedrec.Store) -> None:
+def test_empty_draft_is_rejected(store: sharedrec.RecommendationStore) -> None:
     with pytest.raises(PublishRejected, match="at least one collection"), store.publish():
         pass
     assert store.current() is None
     assert store.versions() == []
 
 
-def test_add_outside_with_block(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_add_outside_with_block(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     draft = store.publish()
     with pytest.raises(PublishRejected, match=r"with store\.publish"):
         draft.add_ranked("home", ranked.keys, ranked.items, ranked.scores)
 
 
-def test_duplicate_collection_name(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_duplicate_collection_name(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     with pytest.raises(InvalidInput, match="already added"), store.publish() as draft:
         draft.add_ranked("home", ranked.keys, ranked.items, ranked.scores)
         draft.add_ranked("home", ranked.keys, ranked.items, ranked.scores)
     assert store.current() is None
 
 
-def test_versions_current_set_current_rollback(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_versions_current_set_current_rollback(
+    store: sharedrec.RecommendationStore, ranked: RankedData
+) -> None:
     ids = [
         store.publish_ranked("home", ranked.keys, ranked.items + i, ranked.scores, metadata={"i": i})
         for i in range(3)
@@ -128,21 +134,23 @@ def test_versions_current_set_current_rollback(store: sharedrec.Store, ranked: R
     assert store.rollback() == ids[0]  # the version that was live before set_current
 
 
-def test_set_current_to_missing_version(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_set_current_to_missing_version(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     live = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     with pytest.raises(VersionNotFound, match="does not exist"):
         store.set_current("20990101T000000000000Z-abcdef")
     assert store.current() == live
 
 
-def test_rollback_on_empty_store(store: sharedrec.Store) -> None:
+def test_rollback_on_empty_store(store: sharedrec.RecommendationStore) -> None:
     with pytest.raises(VersionNotFound, match="no version is live"):
         store.rollback()
     with pytest.raises(VersionNotFound, match="publish one first"):
         store.reader()
 
 
-def test_make_current_false_and_pinned_reader(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_make_current_false_and_pinned_reader(
+    store: sharedrec.RecommendationStore, ranked: RankedData
+) -> None:
     live = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     with store.publish(make_current=False, version_id="candidate-1") as draft:
         draft.add_ranked("home", ranked.keys, ranked.items + 100, ranked.scores)
@@ -153,7 +161,7 @@ def test_make_current_false_and_pinned_reader(store: sharedrec.Store, ranked: Ra
     assert store.reader().version == "candidate-1"
 
 
-def test_version_id_rules(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_version_id_rules(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     with pytest.raises(InvalidInput, match="invalid version id"):
         store.publish(version_id="../escape")
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
@@ -164,12 +172,14 @@ def test_version_id_rules(store: sharedrec.Store, ranked: RankedData) -> None:
     assert store.current() == "v1"
 
 
-def test_version_ids_sort_by_time(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_version_ids_sort_by_time(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     ids = [store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores) for _ in range(3)]
     assert ids == sorted(ids)
 
 
-def test_concurrent_publish_keeps_the_winner(store: sharedrec.Store, ranked: RankedData) -> None:
+def test_concurrent_publish_keeps_the_winner(
+    store: sharedrec.RecommendationStore, ranked: RankedData
+) -> None:
     base = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     slow = store.publish().__enter__()
     slow.add_ranked("home", ranked.keys, ranked.items + 1, ranked.scores)
@@ -203,7 +213,7 @@ def test_unsupported_protocol(tmp_path: Path) -> None:
         sharedrec.open("nosuchproto://example.invalid/recs")
 
 
-def test_publish_vectors_and_ranked_together(store: sharedrec.Store) -> None:
+def test_publish_vectors_and_ranked_together(store: sharedrec.RecommendationStore) -> None:
     data = make_ranked(50, 5, str_keys=True)
     emb = np.random.default_rng(1).standard_normal((50, 16)).astype(np.float32)
     with store.publish() as draft:
@@ -216,7 +226,7 @@ def test_publish_vectors_and_ranked_together(store: sharedrec.Store) -> None:
     np.testing.assert_array_equal(reader.get("home", data.keys[9]).items, data.items[9])
 
 
-def test_publish_vectors_shortcut(store: sharedrec.Store) -> None:
+def test_publish_vectors_shortcut(store: sharedrec.RecommendationStore) -> None:
     emb = np.arange(12, dtype=np.float64).reshape(4, 3)
     vid = store.publish_vectors("emb", [10, 20, 30, 40], emb)
     assert store.manifest(vid).collections["emb"].arrays["vectors"].dtype == "<f8"

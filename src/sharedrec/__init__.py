@@ -25,9 +25,9 @@ from sharedrec.errors import (
     UnsupportedLocation,
     VersionNotFound,
 )
-from sharedrec.integrity import VerifyReport
-from sharedrec.reader import RankedList, Reader, ReaderStats
-from sharedrec.store import Store, VersionInfo, open
+from sharedrec.manage.integrity import VerifyReport
+from sharedrec.read.reader import RankedList, Reader, ReaderStats
+from sharedrec.store import RecommendationStore, VersionInfo, open
 
 __version__ = "0.1.0"
 
@@ -47,8 +47,8 @@ __all__ = [
     "RankedList",
     "Reader",
     "ReaderStats",
+    "RecommendationStore",
     "SharedrecError",
-    "Store",
     "StoreNotFound",
     "UnknownCollection",
     "UnsupportedLocation",
@@ -65,23 +65,23 @@ def __getattr__(name: str) -> object:
     # The writing side (and zarr behind it) loads only when a process publishes, and the
     # pydantic models only when asked for: a reader process never imports pydantic.
     if name in ("CollectionSpec", "Manifest"):
-        from sharedrec import format
+        from sharedrec.format import models as format
 
         return getattr(format, name)
     if name == "Draft":
-        from sharedrec.publish import Draft
+        from sharedrec.write.draft import Draft
 
         return Draft
     if name in ("PartitionReceipt", "PublishHandle", "partition_of"):
-        from sharedrec import distributed
+        from sharedrec.write import distributed
 
         return getattr(distributed, name)
     if name == "GCReport":
-        from sharedrec.gc import GCReport
+        from sharedrec.manage.gc import GCReport
 
         return GCReport
     if name == "LeaseInfo":
-        from sharedrec.leases import LeaseInfo
+        from sharedrec.read.leases import LeaseInfo
 
         return LeaseInfo
     raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")

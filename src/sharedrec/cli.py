@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.store import Store
+    from sharedrec.store import RecommendationStore
 
 __all__ = ["main"]
 
@@ -49,7 +49,7 @@ def demo(root: Path, users: int, k: int) -> None:
     run_demo(root, users, k)
 
 
-def _open(location: str, endpoint_url: str | None, *, create: bool = False) -> Store:
+def _open(location: str, endpoint_url: str | None, *, create: bool = False) -> RecommendationStore:
     import sharedrec
 
     options = {"endpoint_url": endpoint_url} if endpoint_url else None
@@ -354,7 +354,7 @@ def publish(
     The new version holds COLLECTION only; publish every collection a service needs in
     one call (or keep them in separate stores).
     """
-    from sharedrec import ingest
+    from sharedrec.integrations import ingest
 
     meta: dict[str, JsonValue] = {}
     for pair in metadata:
@@ -439,7 +439,7 @@ def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
     from datetime import UTC, datetime
 
     import sharedrec
-    from sharedrec.format import LEASES, Lease
+    from sharedrec.format.models import LEASES, Lease
 
     handle = sharedrec.open(store, create=False)
     folder = Path(lease_dir) if lease_dir else Path(handle.location) / LEASES

@@ -173,7 +173,7 @@ def run_demo(root: Path, n_users: int, k: int = 100) -> None:
     root = root.expanduser().absolute()
     store_dir, baseline_dir = root / "store", root / "download-baseline"
     console.rule("[bold]sharedrec demo")
-    console.print(f"Store: [cyan]{store_dir}[/]  (a plain folder; on Kubernetes, an EFS mount)")
+    console.print(f"RecommendationStore: [cyan]{store_dir}[/]  (a plain folder; on Kubernetes, an EFS mount)")
 
     started = time.perf_counter()
     data = make_dataset(n_users, k)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sharedrec.errors import SharedrecError
 
 if TYPE_CHECKING:
-    from sharedrec.reader import Reader
+    from sharedrec.read.reader import Reader
 
 __all__ = ["ReaderCollector", "register"]
 

@@ -1,4 +1,4 @@
-"""The `Store` facade: versions, the live pointer, publishing and readers."""
+"""The `RecommendationStore` facade: versions, the live pointer, publishing and readers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sharedrec._layout import (
+from sharedrec._progress import reporter
+from sharedrec.backends import backend_for
+from sharedrec.backends.base import Backend, PointerMoved
+from sharedrec.errors import (
+    ConcurrentPublishError,
+    CorruptVersion,
+    InvalidInput,
+    PublishRejected,
+    SharedrecError,
+    StoreNotFound,
+    VersionGone,
+    VersionNotFound,
+)
+from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
     CURRENT,
     GC_MARK,
@@ -26,38 +39,25 @@ from sharedrec._layout import (
     ref_path,
     validate_version_id,
 )
-from sharedrec._progress import reporter
-from sharedrec._spec import ManifestView, PointerView, parse_manifest, parse_pointer
-from sharedrec.backends import backend_for
-from sharedrec.backends.base import Backend, PointerMoved
-from sharedrec.errors import (
-    ConcurrentPublishError,
-    CorruptVersion,
-    InvalidInput,
-    PublishRejected,
-    SharedrecError,
-    StoreNotFound,
-    VersionGone,
-    VersionNotFound,
-)
-from sharedrec.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
+from sharedrec.format.schema import ManifestView, PointerView, parse_manifest, parse_pointer
+from sharedrec.manage.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.cache import ChunkCache
-    from sharedrec.diff import VersionDiff
-    from sharedrec.distributed import PublishHandle
-    from sharedrec.format import Manifest, Pointer
-    from sharedrec.gc import GCReport
-    from sharedrec.guards import GuardLike
-    from sharedrec.leases import LeaseInfo
-    from sharedrec.publish import Draft
-    from sharedrec.reader import OpenVersion, Reader
+    from sharedrec.format.models import Manifest, Pointer
+    from sharedrec.manage.diff import VersionDiff
+    from sharedrec.manage.gc import GCReport
+    from sharedrec.read.cache import ChunkCache
+    from sharedrec.read.leases import LeaseInfo
+    from sharedrec.read.reader import OpenVersion, Reader
+    from sharedrec.write.distributed import PublishHandle
+    from sharedrec.write.draft import Draft
+    from sharedrec.write.guards import GuardLike
 
-__all__ = ["Store", "VersionInfo", "open"]
+__all__ = ["RecommendationStore", "VersionInfo", "open"]
 
 log = logging.getLogger("sharedrec")
 
@@ -85,7 +85,7 @@ def open(
     storage_options: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_max_bytes: int | None = 10 * 1024**3,
-) -> Store:
+) -> RecommendationStore:
     """Open the store at a path or URL.
 
     Args:
@@ -104,7 +104,7 @@ def open(
             first); None for no bound.
 
     Returns:
-        The `Store`. Nothing but the location's existence is checked.
+        The `RecommendationStore`. Nothing but the location's existence is checked.
 
     Raises:
         StoreNotFound: The folder (or bucket) does not exist and ``create`` is False.
@@ -116,12 +116,12 @@ def open(
         >>> store = sharedrec.open("s3://bucket/recs")  # doctest: +SKIP
     """
     backend = backend_for(location, create=create, storage_options=storage_options)
-    return Store(
+    return RecommendationStore(
         backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes, storage_options=storage_options
     )
 
 
-class Store:
+class RecommendationStore:
     """A root location holding immutable versions and the ``CURRENT`` pointer."""
 
     def __init__(
@@ -144,7 +144,7 @@ class Store:
         return self._backend.location
 
     def __repr__(self) -> str:
-        return f"sharedrec.Store({self.location!r})"
+        return f"sharedrec.RecommendationStore({self.location!r})"
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -204,10 +204,10 @@ class Store:
             >>> with store.publish(metadata={"model": "als"}) as draft:  # doctest: +SKIP
             ...     draft.add_ranked("home", keys=users, items=items, scores=scores)
         """
-        from sharedrec.format import validate_metadata
-        from sharedrec.guards import DEFAULT_GUARDS
-        from sharedrec.publish import Draft
-        from sharedrec.reader import Reader
+        from sharedrec.format.models import validate_metadata
+        from sharedrec.read.reader import Reader
+        from sharedrec.write.draft import Draft
+        from sharedrec.write.guards import DEFAULT_GUARDS
 
         vid = validate_version_id(version_id) if version_id is not None else new_version_id()
         metadata = validate_metadata(metadata)
@@ -276,7 +276,7 @@ class Store:
         """
         import numpy as np
 
-        from sharedrec.reader import Reader
+        from sharedrec.read.reader import Reader
 
         live = self._live_id(ref)
         manifest = self._manifest_view(live)
@@ -401,9 +401,9 @@ class Store:
             >>> receipts = [handle.write_ranked("home", p, *rows_of(p)) for p in range(64)]  # doctest: +SKIP
             >>> store.commit_publish(handle, receipts)  # doctest: +SKIP
         """
-        from sharedrec.distributed import PublishHandle, _check_partitions, group_metadata, now
-        from sharedrec.format import validate_metadata
-        from sharedrec.gc import write_lease
+        from sharedrec.format.models import validate_metadata
+        from sharedrec.manage.gc import write_lease
+        from sharedrec.write.distributed import PublishHandle, _check_partitions, group_metadata, now
 
         _check_partitions(partitions)
         if not isinstance(lease_ttl, int | float) or isinstance(lease_ttl, bool) or not lease_ttl > 0:
@@ -469,13 +469,18 @@ class Store:
             PublishRejected: A guard failed, or the version was already committed.
             ConcurrentPublishError: Another writer moved the pointer since `begin_publish()`.
         """
-        from sharedrec._spec import parse_manifest, parse_pointer
-        from sharedrec.distributed import PublishHandle, collection_spec, group_metadata, resolve_receipts
-        from sharedrec.format import FileEntry, Manifest
-        from sharedrec.gc import remove_lease
-        from sharedrec.guards import DEFAULT_GUARDS, as_guard
-        from sharedrec.publish import check_stored, judge, move_pointer
-        from sharedrec.reader import Reader
+        from sharedrec.format.models import FileEntry, Manifest
+        from sharedrec.format.schema import parse_manifest, parse_pointer
+        from sharedrec.manage.gc import remove_lease
+        from sharedrec.read.reader import Reader
+        from sharedrec.write.distributed import (
+            PublishHandle,
+            collection_spec,
+            group_metadata,
+            resolve_receipts,
+        )
+        from sharedrec.write.draft import check_stored, judge, move_pointer
+        from sharedrec.write.guards import DEFAULT_GUARDS, as_guard
 
         if not isinstance(handle, PublishHandle):
             raise InvalidInput(
@@ -539,7 +544,7 @@ class Store:
         Raises:
             PublishRejected: The version was already committed.
         """
-        from sharedrec.gc import remove_lease
+        from sharedrec.manage.gc import remove_lease
 
         directory = f"{VERSIONS}/{handle.version_id}"
         if self._backend.exists(f"{directory}/{MANIFEST}"):
@@ -549,7 +554,7 @@ class Store:
 
     def _settle_partitions(self, directory: str, collections: dict[str, list[Any]]) -> dict[str, Any]:
         """Check the kept partitions' files, delete every other attempt; the kept files."""
-        from sharedrec.format import FileEntry
+        from sharedrec.format.models import FileEntry
 
         present = dict(self._backend.walk_files(directory))
         files: dict[str, FileEntry] = {}
@@ -647,8 +652,8 @@ class Store:
             CorruptVersion: The manifest or ``CURRENT`` is truncated or invalid, or a file
                 does not match the manifest.
         """
-        from sharedrec.leases import LeaseKeeper, default_reader_id
-        from sharedrec.reader import Reader
+        from sharedrec.read.leases import LeaseKeeper, default_reader_id
+        from sharedrec.read.reader import Reader
 
         if refresh_interval is not None and refresh_interval <= 0:
             raise InvalidInput(f"refresh_interval must be positive seconds or None; got {refresh_interval!r}")
@@ -726,8 +731,8 @@ class Store:
         ``manifest`` is the version's manifest when the caller already has it (the copy
         in a pointer on object stores); else it is read.
         """
-        from sharedrec._mmap import LocalFolder
-        from sharedrec.reader import OpenVersion
+        from sharedrec.read.mmap import LocalFolder
+        from sharedrec.read.reader import OpenVersion
 
         validate_version_id(version_id)
         directory = f"{VERSIONS}/{version_id}"
@@ -767,7 +772,7 @@ class Store:
         if root is not None:
             raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
             return OpenVersion(manifest, LocalFolder(root), root, base)
-        from sharedrec.cache import CachedVersion
+        from sharedrec.read.cache import CachedVersion
 
         source = CachedVersion(self._chunk_cache(), manifest, lambda rel: self._fetch(directory, rel))
         if verify == "full":
@@ -788,7 +793,7 @@ class Store:
 
     def _chunk_cache(self) -> ChunkCache:
         if self._cache is None:
-            from sharedrec.cache import ChunkCache, default_cache_dir
+            from sharedrec.read.cache import ChunkCache, default_cache_dir
 
             self._cache = ChunkCache(
                 self._cache_dir or default_cache_dir(), self.location, self._cache_max_bytes
@@ -847,7 +852,7 @@ class Store:
         Safe against everything running at the same time: the versions chosen are marked
         first, pointers and leases are read again, and only then is a version deleted that
         none of them names; pointer movers and readers refuse a marked version (see
-        `sharedrec.gc`).
+        `sharedrec.manage.gc`).
 
         Args:
             keep: How many of the newest versions to keep whatever their age (rollback room).
@@ -860,10 +865,10 @@ class Store:
         Returns:
             The report: deleted versions, deleted unfinished folders, and why the rest stayed.
         """
-        from sharedrec.gc import collect
+        from sharedrec.manage.gc import collect
 
         if not dry_run and self._backend.local_path("") is None:
-            from sharedrec._staging import sweep_staging
+            from sharedrec.write.staging import sweep_staging
 
             sweep_staging(self._cache_dir, self.location)  # what killed publishers on this node left
         return collect(self, self._backend, keep, grace, dry_run)
@@ -875,7 +880,7 @@ class Store:
         changed lists and the median shift of the first score. Reads both versions' keys and
         lists in batches (a million keys take seconds).
         """
-        from sharedrec.diff import diff
+        from sharedrec.manage.diff import diff
 
         return diff(self, a, b, k)
 
@@ -888,7 +893,7 @@ class Store:
         Leases kept outside the store (``lease_dir``) appear only if that folder is the
         store's ``leases/`` folder.
         """
-        from sharedrec.leases import LeaseInfo, process_of, read_lease_files
+        from sharedrec.read.leases import LeaseInfo, process_of, read_lease_files
 
         now = datetime.now(UTC)
         live = self.current()
@@ -955,13 +960,13 @@ class Store:
             VersionNotFound: No such version, or its publish never finished.
             CorruptVersion: Its manifest is truncated or invalid.
         """
-        from sharedrec.format import Manifest
+        from sharedrec.format.models import Manifest
 
         view = self._manifest_view(version_id)
         return Manifest.loads(view.raw, f"{self.location}/{VERSIONS}/{version_id}/{MANIFEST}")
 
     def _manifest_view(self, version_id: str) -> ManifestView:
-        """The manifest parsed for reading, without pydantic (see `sharedrec._spec`)."""
+        """The manifest parsed for reading, without pydantic (see `sharedrec.format.schema`)."""
         validate_version_id(version_id)
         path = f"{VERSIONS}/{version_id}/{MANIFEST}"
         data = self._read_file(path)
@@ -1074,7 +1079,7 @@ class Store:
         self, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str = "current"
     ) -> None:
         """Move a pointer to ``manifest``'s version if it still holds ``expected`` (compare-and-swap)."""
-        from sharedrec.gc import move_guarded
+        from sharedrec.manage.gc import move_guarded
 
         path = ref_path(ref)
         pointer = pointer_for(self._backend, manifest.id, previous, json.loads(manifest.raw))
@@ -1142,7 +1147,7 @@ def pointer_for(backend: Backend, version: str, previous: list[str], manifest: d
     A reader then opens the version with one request (the pointer's GET) instead of two.
     On a POSIX path the pointer stays small: readers there poll it by reading it whole.
     """
-    from sharedrec.format import Pointer
+    from sharedrec.format.models import Pointer
 
     inline = manifest if backend.local_path("") is None else None
     return Pointer(version=version, previous=previous, updated_at=_now(), manifest=inline)
@@ -1153,7 +1158,7 @@ class _Follower:
 
     def __init__(
         self,
-        store: Store,
+        store: RecommendationStore,
         interval: float | None,
         verify: VerifyLevel,
         on_error: Callable[[Exception], None] | None,

@@ -22,7 +22,7 @@ import pytest
 
 import sharedrec
 from sharedrec.backends.posix import PosixBackend
-from sharedrec.format import Pointer
+from sharedrec.format.models import Pointer
 from sharedrec.testing.netvolume import Volume
 
 pytestmark = [pytest.mark.netvolume]
@@ -52,7 +52,7 @@ _POLL = r"""
 import collections, json, sys, time
 import sharedrec
 from sharedrec.backends.posix import PosixBackend
-from sharedrec.format import Pointer
+from sharedrec.format.models import Pointer
 store = sharedrec.open(sys.argv[1], create=False)
 backend = PosixBackend(sys.argv[1], create=False)
 expected = json.loads(sys.argv[2])  # version id -> the item its lists hold
@@ -81,7 +81,7 @@ print(json.dumps({"reads": reads, "errors": dict(errors), "failures": reader.sta
 """
 
 
-def _publish(store: sharedrec.Store, n: int, ref: str = "current") -> str:
+def _publish(store: sharedrec.RecommendationStore, n: int, ref: str = "current") -> str:
     keys = np.arange(100, dtype=np.int64)
     with store.publish(ref=ref, guards=[]) as draft:
         draft.add_ranked(

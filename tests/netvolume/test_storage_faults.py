@@ -28,7 +28,7 @@ import pytest
 import sharedrec
 from reliability._support import KEYS, N_KEYS, check_answers, publish_tagged
 from sharedrec.errors import CorruptVersion, SharedrecError, VersionNotFound
-from sharedrec.format import Pointer
+from sharedrec.format.models import Pointer
 from sharedrec.testing import netvolume
 from sharedrec.testing.netvolume import Node, Volume
 
@@ -66,7 +66,7 @@ def _nodes(volume: Volume, **options: object) -> tuple[Node, Node]:
     )
 
 
-def _stores(a: Node, b: Node) -> tuple[sharedrec.Store, Path, sharedrec.Store]:
+def _stores(a: Node, b: Node) -> tuple[sharedrec.RecommendationStore, Path, sharedrec.RecommendationStore]:
     """The store as the writer sees it (node A), its root there, and as readers see it (B)."""
     root = Path(a.path) / "store"
     return sharedrec.open(root), root, sharedrec.open(Path(b.path) / "store", create=False)
@@ -246,7 +246,7 @@ UNPRIVILEGED_READER = textwrap.dedent(
     import json, os, sys
     sys.path.insert(0, sys.argv[2])
     import fcntl, zlib
-    import sharedrec, sharedrec.backends.posix, sharedrec.reader, sharedrec.integrity
+    import sharedrec, sharedrec.backends.posix, sharedrec.read.reader, sharedrec.manage.integrity
     from reliability._support import check_answers
 
     os.setgroups([])

@@ -30,7 +30,7 @@ import pytest
 from numpy.typing import NDArray
 
 import sharedrec
-from sharedrec.gc import LEFT
+from sharedrec.manage.gc import LEFT
 from sharedrec.testing.netvolume import Node, Volume
 
 pytestmark = [pytest.mark.netvolume]
@@ -112,7 +112,7 @@ def keys_of(n: int) -> NDArray[np.int64]:
     return np.arange(n, dtype=np.int64) * 7 + 3
 
 
-def publish(store: sharedrec.Store, tag: int, n: int) -> str:
+def publish(store: sharedrec.RecommendationStore, tag: int, n: int) -> str:
     """Publish version ``tag`` of ``n`` users: every item derived from its row and ``tag``."""
     items = np.arange(n * K, dtype=np.int64).reshape(n, K) + tag * TAG
     scores = np.tile(np.linspace(1.0, 0.1, K, dtype=np.float32), (n, 1))

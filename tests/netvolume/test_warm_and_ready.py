@@ -36,7 +36,7 @@ def _publish(node: Node) -> str:
     return store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
 
 
-def _collection_bytes(store: sharedrec.Store, collection: str) -> int:
+def _collection_bytes(store: sharedrec.RecommendationStore, collection: str) -> int:
     files = store.manifest(store.current()).files
     return sum(entry.size for path, entry in files.items() if path.split("/", 1)[0] == collection)
 

@@ -90,7 +90,7 @@ def install_posix(points: FaultPoints) -> None:
         setattr(PosixBackend, method, traced)
 
 
-def install_s3(store: sharedrec.Store, points: FaultPoints) -> None:
+def install_s3(store: sharedrec.RecommendationStore, points: FaultPoints) -> None:
     client = store._backend.client  # type: ignore[attr-defined]
     put = client.put_object
 

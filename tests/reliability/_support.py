@@ -42,7 +42,7 @@ def tagged_items(tag: int) -> NDArray[np.int64]:
     return BASE + tag * TAG
 
 
-def publish_tagged(store: sharedrec.Store, tag: int, **options: Any) -> str:
+def publish_tagged(store: sharedrec.RecommendationStore, tag: int, **options: Any) -> str:
     """A version of a ranked and a vectors collection, every value derived from ``tag``."""
     options.setdefault("guards", [])
     with store.publish(metadata={"tag": tag}, chunk_bytes=1024, progress=False, **options) as draft:

@@ -68,7 +68,7 @@ def census(publisher: Publisher, tmp_path: Path, root: str, tag: int, **extra: A
 
 def kill_everywhere(
     publisher: Publisher,
-    store: sharedrec.Store,
+    store: sharedrec.RecommendationStore,
     root: str,
     points: list[str],
     pointer_write: str,

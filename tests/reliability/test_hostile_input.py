@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sharedrec
-from sharedrec._spec import parse_manifest, parse_pointer
 from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
-from sharedrec.format import Lease, Manifest, Pointer
+from sharedrec.format.models import Lease, Manifest, Pointer
+from sharedrec.format.schema import parse_manifest, parse_pointer
 
 from ._support import KEYS, TALLY, Tally, publish_tagged
 
@@ -25,13 +25,13 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.Store, Path, str]:
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path_factory.mktemp("hostile") / "store"
     store = sharedrec.open(root)
     return store, root, publish_tagged(store, 0)
 
 
-def _valid(sample: tuple[sharedrec.Store, Path, str]) -> dict[str, bytes]:
+def _valid(sample: tuple[sharedrec.RecommendationStore, Path, str]) -> dict[str, bytes]:
     _, root, version = sample
     return {
         "manifest": (root / "versions" / version / "manifest.json").read_bytes(),
@@ -98,7 +98,7 @@ def test_parsers_on_random_bytes(kind: str, tally: Tally) -> None:
 
 @pytest.mark.parametrize("kind", list(PARSERS))
 def test_parsers_on_mutated_documents(
-    kind: str, sample: tuple[sharedrec.Store, Path, str], tally: Tally
+    kind: str, sample: tuple[sharedrec.RecommendationStore, Path, str], tally: Tally
 ) -> None:
     tally.scenarios += 1
     valid = _valid(sample)[kind]
@@ -119,14 +119,16 @@ def test_parsers_on_mutated_documents(
     run()
 
 
-def _hostile_manifest(sample: tuple[sharedrec.Store, Path, str], change: Any) -> bytes:
+def _hostile_manifest(sample: tuple[sharedrec.RecommendationStore, Path, str], change: Any) -> bytes:
     _, root, version = sample
     manifest = json.loads((root / "versions" / version / "manifest.json").read_bytes())
     change(manifest)
     return json.dumps(manifest).encode()
 
 
-def _copy_version(sample: tuple[sharedrec.Store, Path, str], name: str, manifest: bytes) -> None:
+def _copy_version(
+    sample: tuple[sharedrec.RecommendationStore, Path, str], name: str, manifest: bytes
+) -> None:
     import shutil
 
     _, root, version = sample
@@ -137,7 +139,7 @@ def _copy_version(sample: tuple[sharedrec.Store, Path, str], name: str, manifest
 
 
 def test_manifest_paths_outside_the_version_are_not_read(
-    sample: tuple[sharedrec.Store, Path, str], tmp_path: Path, tally: Tally
+    sample: tuple[sharedrec.RecommendationStore, Path, str], tmp_path: Path, tally: Tally
 ) -> None:
     store, root, version = sample
     secret = root.parent / "secret.txt"
@@ -160,7 +162,7 @@ def test_manifest_paths_outside_the_version_are_not_read(
 
 @pytest.mark.parametrize("where", ["files", "collection", "array"])
 def test_parser_refuses_paths_that_leave_the_version(
-    sample: tuple[sharedrec.Store, Path, str], where: str
+    sample: tuple[sharedrec.RecommendationStore, Path, str], where: str
 ) -> None:
     def hostile(manifest: dict[str, Any]) -> None:
         if where == "files":
@@ -190,7 +192,7 @@ HOSTILE_NAMES = [
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
 def test_hostile_names_are_refused(
-    sample: tuple[sharedrec.Store, Path, str], name: str, tmp_path: Path, tally: Tally
+    sample: tuple[sharedrec.RecommendationStore, Path, str], name: str, tmp_path: Path, tally: Tally
 ) -> None:
     store, root, _ = sample
     before = sorted(p.relative_to(root.parent) for p in root.parent.rglob("*"))
@@ -220,14 +222,14 @@ def test_hostile_names_are_refused(
     assert all(str(p).startswith("store/versions/") or str(p).startswith("store/leases") for p in added)
 
 
-def test_trailing_newline_is_refused(sample: tuple[sharedrec.Store, Path, str]) -> None:
+def test_trailing_newline_is_refused(sample: tuple[sharedrec.RecommendationStore, Path, str]) -> None:
     store, _, _ = sample
     with pytest.raises(InvalidInput):
         store.publish(version_id="v1\n")
 
 
 def test_huge_declared_sizes_allocate_nothing(
-    sample: tuple[sharedrec.Store, Path, str], tally: Tally
+    sample: tuple[sharedrec.RecommendationStore, Path, str], tally: Tally
 ) -> None:
     store, _, _ = sample
 
@@ -251,7 +253,7 @@ def test_huge_declared_sizes_allocate_nothing(
         parse_manifest(_hostile_manifest(sample, huge_chunks), "m")
 
 
-def test_huge_declared_width(sample: tuple[sharedrec.Store, Path, str]) -> None:
+def test_huge_declared_width(sample: tuple[sharedrec.RecommendationStore, Path, str]) -> None:
     store, _, _ = sample
 
     def huge_width(manifest: dict[str, Any]) -> None:
@@ -266,7 +268,9 @@ def test_huge_declared_width(sample: tuple[sharedrec.Store, Path, str]) -> None:
 WRONG_KEYS = [1.0, b"3", None, np.float64(3.0), np.array([3]), "3", [3], 3 + 0j]
 
 
-def test_keys_of_the_wrong_type(sample: tuple[sharedrec.Store, Path, str], tally: Tally) -> None:
+def test_keys_of_the_wrong_type(
+    sample: tuple[sharedrec.RecommendationStore, Path, str], tally: Tally
+) -> None:
     store, _, _ = sample
     reader = store.reader(lease=False)
     tally.scenarios += 1
@@ -287,7 +291,7 @@ def test_keys_of_the_wrong_type(sample: tuple[sharedrec.Store, Path, str], tally
 
 
 @pytest.mark.parametrize("call", ["bool key", "str k"])
-def test_bool_key_and_str_k(sample: tuple[sharedrec.Store, Path, str], call: str) -> None:
+def test_bool_key_and_str_k(sample: tuple[sharedrec.RecommendationStore, Path, str], call: str) -> None:
     store, _, _ = sample
     reader = store.reader(lease=False)
     with pytest.raises(InvalidInput):
@@ -304,7 +308,7 @@ def _ingest_cases(folder: Path) -> list[tuple[str, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sharedrec import ingest
+    from sharedrec.integrations import ingest
 
     good = pa.table({"user": [1, 1, 2], "item": [5, 6, 7], "score": [0.9, 0.5, 0.7]})
     pq.write_table(good, folder / "good.parquet")
@@ -369,7 +373,7 @@ def test_ingestion_of_malformed_files(tmp_path: Path, tally: Tally) -> None:
 
 def test_ingestion_of_fuzzed_csv(tmp_path: Path, tally: Tally) -> None:
     pytest.importorskip("pyarrow")
-    from sharedrec import ingest
+    from sharedrec.integrations import ingest
 
     tally.scenarios += 1
     cell = st.one_of(st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=6), st.just(""))

@@ -35,7 +35,7 @@ REUSED = "daily-2026-11-28"
 
 
 def _publish(
-    store: sharedrec.Store, keys: np.ndarray[Any, Any], tag: int, version_id: str | None = None
+    store: sharedrec.RecommendationStore, keys: np.ndarray[Any, Any], tag: int, version_id: str | None = None
 ) -> str:
     """Version ``tag`` over ``keys``: every item and vector value derived from ``tag``."""
     with store.publish(
@@ -102,8 +102,8 @@ def test_a_reused_version_id_never_serves_the_deleted_versions_cached_chunks(
     assert len(folders) == 2, folders
     pointer = json.loads(store._backend.read_bytes("CURRENT"))  # type: ignore[attr-defined]
     written = store._backend.read_bytes(f"versions/{REUSED}/manifest.json")  # type: ignore[attr-defined]
-    from sharedrec._spec import parse_manifest, parse_pointer
-    from sharedrec.cache import publish_folder
+    from sharedrec.format.schema import parse_manifest, parse_pointer
+    from sharedrec.read.cache import publish_folder
 
     inline = parse_pointer(json.dumps(pointer).encode(), "CURRENT").manifest
     assert inline is not None
@@ -207,7 +207,7 @@ _KILLED_WORKER = """
 import os, signal, sys
 import numpy as np
 from sharedrec.backends.s3 import S3Backend
-from sharedrec.distributed import PublishHandle
+from sharedrec.write.distributed import PublishHandle
 
 def die(self, files, progress=None):  # the partition is written and staged: killed before its upload
     os.kill(os.getpid(), signal.SIGKILL)
@@ -251,7 +251,7 @@ def test_staging_falls_back_to_the_temp_folder_and_a_live_draft_of_this_process_
 ) -> None:
     import tempfile
 
-    from sharedrec._staging import new_staging, remove_staging, sweep_staging
+    from sharedrec.write.staging import new_staging, remove_staging, sweep_staging
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()

@@ -38,7 +38,7 @@ ROLE = textwrap.dedent(
     import numpy as np
     import sharedrec
     from sharedrec.errors import SharedrecError
-    from sharedrec.reader import Reader
+    from sharedrec.read.reader import Reader
     from reliability._support import N_KEYS, check_answers, publish_tagged
 
     role, location, go, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -125,7 +125,8 @@ ROLE = textwrap.dedent(
         "mover": move,
         "checker": check,
     }[role.rstrip("0123456789")]
-    import zarr, sharedrec.publish, sharedrec.gc, sharedrec.guards  # imported before the race starts
+    # imported before the race starts
+    import zarr, sharedrec.write.draft, sharedrec.manage.gc, sharedrec.write.guards
     print("ready", flush=True)
     while not os.path.exists(go):
         time.sleep(0.005)
@@ -140,7 +141,7 @@ ROLE = textwrap.dedent(
 ROLES = ["gc", "publish0", "publish1", "mover0", "checker"]
 
 
-def _dead_leases(store: sharedrec.Store, n: int) -> None:
+def _dead_leases(store: sharedrec.RecommendationStore, n: int) -> None:
     """Lease files of ``n`` readers that died long ago: a big fleet's, which gc reads one by one
     (it widens the moment between gc reading the pointers and deleting)."""
     expired = datetime.now(UTC) - timedelta(hours=1)

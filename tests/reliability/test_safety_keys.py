@@ -64,7 +64,7 @@ def _items(row: int, tag: int) -> list[int]:
     return [tag * 1000 + row]
 
 
-def _publish_full(store: sharedrec.Store) -> str:
+def _publish_full(store: sharedrec.RecommendationStore) -> str:
     n, m = len(ALL_INT_KEYS), len(STR_KEYS)
     with store.publish(guards=[], chunk_bytes=1024, progress=False) as draft:  # several key chunks
         draft.add_ranked("home", ALL_INT_KEYS, [_items(i, 1) for i in range(n)], [[1.0]] * n)
@@ -76,7 +76,7 @@ def _publish_full(store: sharedrec.Store) -> str:
     return draft.version_id
 
 
-def _publish_delta(store: sharedrec.Store) -> str:
+def _publish_delta(store: sharedrec.RecommendationStore) -> str:
     """Every other list changes: half the keys live in the delta, half in its base."""
     n, m = len(ALL_INT_KEYS), len(STR_KEYS)
     ints = [_items(i, 2 if i % 2 else 1) for i in range(n)]
@@ -93,7 +93,7 @@ def _publish_delta(store: sharedrec.Store) -> str:
     return draft.version_id
 
 
-def _publish_partitioned(store: sharedrec.Store) -> str:
+def _publish_partitioned(store: sharedrec.RecommendationStore) -> str:
     handle = store.begin_publish(partitions=3, chunk_bytes=1024)
     receipts = []
     for name, keys in (("home", ALL_INT_KEYS), ("words", STR_KEYS)):
@@ -372,7 +372,7 @@ def test_float_keys_are_refused(
 # -- point 14: a single-list fallback is declared, never inferred -------------------------------
 
 
-def _publish_fallbacks(store: sharedrec.Store, *, declared: bool, delta: bool = False) -> str:
+def _publish_fallbacks(store: sharedrec.RecommendationStore, *, declared: bool, delta: bool = False) -> str:
     options = {"serve_to_all": True} if declared else {}
     with store.publish(guards=[], delta=delta, progress=False) as draft:
         draft.add_ranked("home", [1, 2], [[10], [20]], [[1.0], [1.0]], fallbacks=["by_country", "popular"])

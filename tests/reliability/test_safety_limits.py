@@ -17,7 +17,7 @@ import pytest
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput
-from sharedrec.format import MAX_CHAIN, MAX_WIDTH
+from sharedrec.format.models import MAX_CHAIN, MAX_WIDTH
 
 from ._support import Tally
 
@@ -28,7 +28,7 @@ ITEMS = np.arange(N * 5, dtype=np.int64).reshape(N, 5)
 SCORES = np.tile(np.linspace(1.0, 0.1, 5), (N, 1))
 
 
-def _publish(store: sharedrec.Store, **options: Any) -> str:
+def _publish(store: sharedrec.RecommendationStore, **options: Any) -> str:
     options.setdefault("guards", [])
     with store.publish(chunk_bytes=1024, progress=False, **options) as draft:
         draft.add_ranked("home", KEYS, ITEMS, SCORES, default=([7, 8], [0.5, 0.4]))
@@ -38,14 +38,16 @@ def _publish(store: sharedrec.Store, **options: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.Store, Path, str]:
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path_factory.mktemp("limits") / "store"
     store = sharedrec.open(root)
     return store, root, _publish(store)
 
 
 def _clone(
-    sample: tuple[sharedrec.Store, Path, str], name: str, change: Callable[[dict[str, Any]], None]
+    sample: tuple[sharedrec.RecommendationStore, Path, str],
+    name: str,
+    change: Callable[[dict[str, Any]], None],
 ) -> Path:
     """A copy of the sample version named ``name``, its manifest edited by ``change``."""
     _, root, version = sample
@@ -122,7 +124,7 @@ CORRUPT_MANIFESTS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 @pytest.mark.parametrize("case", list(CORRUPT_MANIFESTS))
 def test_corrupt_manifest_that_looks_valid_is_refused(
-    sample: tuple[sharedrec.Store, Path, str], case: str, tally: Tally
+    sample: tuple[sharedrec.RecommendationStore, Path, str], case: str, tally: Tally
 ) -> None:
     store = sample[0]
     name = "bad-" + case.replace(" ", "-").replace("<", "").replace("|", "")
@@ -206,7 +208,7 @@ def _flip_bit(path: Path, offset: int, bit: int) -> None:
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> tuple[sharedrec.Store, Path, str]:
+def fresh(tmp_path: Path) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path / "store"
     store = sharedrec.open(root)
     return store, root, _publish(store)
@@ -214,7 +216,7 @@ def fresh(tmp_path: Path) -> tuple[sharedrec.Store, Path, str]:
 
 @pytest.mark.parametrize("verify", ["lazy", "sizes"])
 def test_a_flipped_bit_in_the_key_array_never_serves_another_key(
-    fresh: tuple[sharedrec.Store, Path, str], verify: str, tally: Tally
+    fresh: tuple[sharedrec.RecommendationStore, Path, str], verify: str, tally: Tally
 ) -> None:
     store, root, version = fresh
     chunk = root / "versions" / version / "home" / "keys" / "c" / "0"
@@ -242,7 +244,7 @@ def test_a_flipped_bit_in_the_key_array_never_serves_another_key(
     [("named/key_hash/c/0", 3, 2), ("named/key_bytes/c/0", 2, 0), ("named/key_spans/c/0/0", 13, 6)],
 )
 def test_a_flipped_bit_in_a_string_key_index_is_corruption(
-    fresh: tuple[sharedrec.Store, Path, str], array: str, offset: int, bit: int, tally: Tally
+    fresh: tuple[sharedrec.RecommendationStore, Path, str], array: str, offset: int, bit: int, tally: Tally
 ) -> None:
     store, root, version = fresh
     _flip_bit(root / "versions" / version / array, offset, bit)
@@ -258,7 +260,7 @@ def test_a_flipped_bit_in_a_string_key_index_is_corruption(
 
 
 def test_key_spans_outside_the_key_bytes_are_corruption(
-    fresh: tuple[sharedrec.Store, Path, str], tally: Tally
+    fresh: tuple[sharedrec.RecommendationStore, Path, str], tally: Tally
 ) -> None:
     """Even with a checksum that matches (a manifest rewritten to fit), spans are checked."""
     store, root, version = fresh
@@ -356,7 +358,7 @@ def _wide(collection: str, arrays: tuple[str, ...], *, files_too: bool) -> Calla
 @pytest.mark.parametrize("files_too", [False, True], ids=["width only", "width and file sizes"])
 @pytest.mark.parametrize("collection", ["home", "emb"])
 def test_a_declared_width_allocates_nothing_before_a_file_backs_it(
-    sample: tuple[sharedrec.Store, Path, str], collection: str, files_too: bool, tally: Tally
+    sample: tuple[sharedrec.RecommendationStore, Path, str], collection: str, files_too: bool, tally: Tally
 ) -> None:
     import tracemalloc
 
@@ -382,7 +384,7 @@ def test_a_declared_width_allocates_nothing_before_a_file_backs_it(
 
 
 @pytest.fixture(scope="module")
-def partitioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.Store, Path, str]:
+def partitioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.RecommendationStore, Path, str]:
     """The home lists split into two partitions."""
     root = tmp_path_factory.mktemp("partitioned") / "store"
     store = sharedrec.open(root)
@@ -418,7 +420,7 @@ def _widen_partitions(manifest: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", ["partition count", "partition width"])
 def test_a_partitioned_manifest_that_does_not_fit_its_files(
-    partitioned: tuple[sharedrec.Store, Path, str], case: str, tally: Tally
+    partitioned: tuple[sharedrec.RecommendationStore, Path, str], case: str, tally: Tally
 ) -> None:
     import tracemalloc
 
@@ -489,7 +491,7 @@ except sharedrec.CorruptVersion as exc:
 
 
 def test_every_fresh_process_refuses_a_damaged_key_chunk(
-    fresh: tuple[sharedrec.Store, Path, str], tally: Tally
+    fresh: tuple[sharedrec.RecommendationStore, Path, str], tally: Tally
 ) -> None:
     import os
     import subprocess

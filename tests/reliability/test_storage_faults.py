@@ -21,7 +21,7 @@ import pytest
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, SharedrecError, VersionNotFound
-from sharedrec.format import Pointer
+from sharedrec.format.models import Pointer
 
 from ._support import KEYS, N_KEYS, Tally, check_answers, publish_tagged
 
@@ -50,7 +50,7 @@ DAMAGE: dict[str, tuple[str, Callable[[Path], None]]] = {
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> tuple[sharedrec.Store, Path, str]:
+def live(tmp_path: Path) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path / "store"
     store = sharedrec.open(root)
     return store, root, publish_tagged(store, 0)
@@ -58,7 +58,7 @@ def live(tmp_path: Path) -> tuple[sharedrec.Store, Path, str]:
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_damaged_new_version_is_refused_and_readers_stay(
-    live: tuple[sharedrec.Store, Path, str], damage: str, tally: Tally
+    live: tuple[sharedrec.RecommendationStore, Path, str], damage: str, tally: Tally
 ) -> None:
     store, root, v0 = live
     readers = [store.reader(lease=False, refresh_interval=None, verify=v) for v in ("sizes", "full")]
@@ -115,7 +115,9 @@ def test_damaged_new_version_is_refused_and_readers_stay(
         assert check_answers(store.reader(lease=False), 0) == 0
 
 
-def test_current_pointing_to_garbage(live: tuple[sharedrec.Store, Path, str], tally: Tally) -> None:
+def test_current_pointing_to_garbage(
+    live: tuple[sharedrec.RecommendationStore, Path, str], tally: Tally
+) -> None:
     store, root, v0 = live
     reader = store.reader(lease=False, refresh_interval=None)
     for garbage in (
@@ -137,7 +139,7 @@ def test_current_pointing_to_garbage(live: tuple[sharedrec.Store, Path, str], ta
     assert reader.stats().refresh_failures == 4
 
 
-def test_set_current_repairs_a_garbage_pointer(live: tuple[sharedrec.Store, Path, str]) -> None:
+def test_set_current_repairs_a_garbage_pointer(live: tuple[sharedrec.RecommendationStore, Path, str]) -> None:
     store, root, v0 = live
     (root / "CURRENT").write_bytes(b"\x00garbage")
     store.set_current(v0)
@@ -239,7 +241,7 @@ UNPRIVILEGED_READER = textwrap.dedent(
     import json, os, sys
     sys.path.insert(0, sys.argv[2])
     import fcntl, zlib
-    import sharedrec, sharedrec.backends.posix, sharedrec.reader, sharedrec.integrity
+    import sharedrec, sharedrec.backends.posix, sharedrec.read.reader, sharedrec.manage.integrity
     from reliability._support import check_answers
 
     # Imported as root (the interpreter lives in root's home); from here on, nobody.

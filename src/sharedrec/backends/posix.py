@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from sharedrec._layout import CURRENT, REFS
 from sharedrec.backends.base import replace_if_unchanged
 from sharedrec.errors import SharedrecError, StoreNotFound
+from sharedrec.format.layout import CURRENT, REFS
 
 __all__ = ["PosixBackend"]
 

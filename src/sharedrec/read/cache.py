@@ -27,12 +27,12 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sharedrec._mmap import renew_lock_after_fork
 from sharedrec.errors import CorruptVersion
+from sharedrec.read.mmap import renew_lock_after_fork
 
 if TYPE_CHECKING:
-    from sharedrec._spec import ManifestView
-    from sharedrec.format import Manifest
+    from sharedrec.format.models import Manifest
+    from sharedrec.format.schema import ManifestView
 
 __all__ = ["CachedVersion", "ChunkCache", "default_cache_dir", "publish_folder"]
 

@@ -4,8 +4,8 @@ A reader process needs a handful of fields of two small JSON files to open a ver
 Importing pydantic and building its models would cost a reader more time (about 110 ms)
 and memory (about 13 MB) than everything else it does at start-up, so the read path parses
 those files here, with explicit type checks, into frozen views whose attribute names are
-those of the pydantic models in `sharedrec.format`. Writers, `Store.manifest()` and
-`sharedrec.format` keep the pydantic models, which remain the schema. This parser accepts
+those of the pydantic models in `sharedrec.format.models`. Writers, `RecommendationStore.manifest()` and
+`sharedrec.format.models` keep the pydantic models, which remain the schema. This parser accepts
 a subset of what the models accept (no lax coercions such as ``"5"`` for an int) and adds
 the bounds a reader relies on: shapes that agree with chunk shapes and with the listed
 files, so a damaged or hostile manifest cannot make a reader allocate without bound.
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sharedrec._layout import MAX_PARTITIONS, MAX_WIDTH, POINTER_HISTORY, chunk_path
 from sharedrec.errors import CorruptVersion
+from sharedrec.format.layout import MAX_PARTITIONS, MAX_WIDTH, POINTER_HISTORY, chunk_path
 
 __all__ = [
     "ArrayGeometry",
@@ -91,7 +91,7 @@ class _View:
 
 
 class ArrayView(_View, ArrayGeometry):
-    """One array of a collection (see ``sharedrec.format.ArraySpec``)."""
+    """One array of a collection (see ``sharedrec.format.models.ArraySpec``)."""
 
     __slots__ = ("chunks", "dtype", "shape")
     dtype: str
@@ -100,7 +100,7 @@ class ArrayView(_View, ArrayGeometry):
 
 
 class PartView(_View):
-    """One partition of a collection (see ``sharedrec.format.PartSpec``)."""
+    """One partition of a collection (see ``sharedrec.format.models.PartSpec``)."""
 
     __slots__ = ("arrays", "count", "empty_lists", "key_fences", "max_length", "min_length", "path", "width")
     path: str | None
@@ -114,7 +114,7 @@ class PartView(_View):
 
 
 class PartitionsView(_View):
-    """How a collection is split (see ``sharedrec.format.PartitionsSpec``)."""
+    """How a collection is split (see ``sharedrec.format.models.PartitionsSpec``)."""
 
     __slots__ = ("hash", "parts")
     hash: str
@@ -122,7 +122,7 @@ class PartitionsView(_View):
 
 
 class CollectionView(_View):
-    """One collection of a version (see ``sharedrec.format.CollectionSpec``)."""
+    """One collection of a version (see ``sharedrec.format.models.CollectionSpec``)."""
 
     __slots__ = (
         "arrays",
@@ -169,7 +169,7 @@ class FileView(_View):
 
 
 class ManifestView(_View):
-    """A parsed ``manifest.json`` (see ``sharedrec.format.Manifest``); ``raw`` is its bytes."""
+    """A parsed ``manifest.json`` (see ``sharedrec.format.models.Manifest``); ``raw`` is its bytes."""
 
     __slots__ = (
         "base",
@@ -205,7 +205,7 @@ class ManifestView(_View):
 
 
 class PointerView(_View):
-    """A parsed ``CURRENT`` or ``refs/<name>`` (see ``sharedrec.format.Pointer``)."""
+    """A parsed ``CURRENT`` or ``refs/<name>`` (see ``sharedrec.format.models.Pointer``)."""
 
     __slots__ = ("format", "manifest", "previous", "updated_at", "version")
     format: str

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from sharedrec._layout import MANIFEST, chunk_path
 from sharedrec.errors import CorruptVersion, SharedrecError, VersionGone
+from sharedrec.format.layout import MANIFEST, chunk_path
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from sharedrec._spec import ArrayGeometry
+    from sharedrec.format.schema import ArrayGeometry
 
 __all__ = ["PAGE", "Checksummed", "ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
 

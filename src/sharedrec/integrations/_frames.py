@@ -17,14 +17,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sharedrec.errors import InvalidInput, PublishRejected, SharedrecError
-from sharedrec.ingest import group_rows
+from sharedrec.integrations.ingest import group_rows
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec.distributed import PartitionReceipt, PublishHandle
-    from sharedrec.guards import GuardLike
-    from sharedrec.store import Store
+    from sharedrec.store import RecommendationStore
+    from sharedrec.write.distributed import PartitionReceipt, PublishHandle
+    from sharedrec.write.guards import GuardLike
 
 __all__ = ["PART_COLUMN", "Layout", "publish_with", "write_table"]
 
@@ -199,7 +199,7 @@ def _widen(array: NDArray[Any], width: int, fill: Any) -> NDArray[Any]:
 
 
 def publish_with(
-    store: Store,
+    store: RecommendationStore,
     collection: str,
     partitions: int,
     run: Callable[[PublishHandle], list[str]],
@@ -216,7 +216,7 @@ def publish_with(
     retried by the engine and only the successful one reports), so a partition no task
     reported holds no row: it is written here, empty.
     """
-    from sharedrec.distributed import PartitionReceipt
+    from sharedrec.write.distributed import PartitionReceipt
 
     handle = store.begin_publish(partitions=partitions, metadata=metadata, ref=ref, chunk_bytes=chunk_bytes)
     try:

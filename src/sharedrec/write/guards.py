@@ -23,7 +23,7 @@ from sharedrec.errors import InvalidInput
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec.reader import Reader
+    from sharedrec.read.reader import Reader
 
 __all__ = [
     "DEFAULT_GUARDS",

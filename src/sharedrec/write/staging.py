@@ -41,7 +41,7 @@ _held_lock = threading.Lock()
 
 def _roots(cache_dir: str | os.PathLike[str] | None, location: str) -> list[Path]:
     """Where staging of the store ``location`` lives: the cache folder, else the temp folder."""
-    from sharedrec.cache import default_cache_dir
+    from sharedrec.read.cache import default_cache_dir
 
     digest = hashlib.sha256(location.encode()).hexdigest()[:16]
     # The temp folder is the fallback when the cache folder is not writable (a read-only

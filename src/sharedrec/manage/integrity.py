@@ -11,9 +11,9 @@ from sharedrec.errors import CorruptVersion, InvalidInput
 
 if TYPE_CHECKING:
     from sharedrec._progress import Reporter, Task
-    from sharedrec._spec import ManifestView
     from sharedrec.backends.base import Backend
-    from sharedrec.format import Manifest
+    from sharedrec.format.models import Manifest
+    from sharedrec.format.schema import ManifestView
 
 __all__ = ["VerifyLevel", "VerifyReport", "check_version", "file_crc32"]
 

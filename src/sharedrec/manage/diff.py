@@ -12,8 +12,8 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from sharedrec.reader import Reader
-    from sharedrec.store import Store
+    from sharedrec.read.reader import Reader
+    from sharedrec.store import RecommendationStore
 
 __all__ = ["CollectionDiff", "VersionDiff", "diff"]
 
@@ -41,7 +41,7 @@ class CollectionDiff:
 
 @dataclass(frozen=True)
 class VersionDiff:
-    """`Store.diff` result: per-collection changes from version ``a`` to version ``b``."""
+    """`RecommendationStore.diff` result: per-collection changes from version ``a`` to version ``b``."""
 
     a: str
     b: str
@@ -51,10 +51,10 @@ class VersionDiff:
     only_in_b: list[str]
 
 
-def diff(store: Store, a: str, b: str, k: int = 10) -> VersionDiff:
+def diff(store: RecommendationStore, a: str, b: str, k: int = 10) -> VersionDiff:
     """Compare version (or ref) ``a`` with ``b``."""
     from sharedrec.errors import InvalidInput
-    from sharedrec.reader import Reader
+    from sharedrec.read.reader import Reader
 
     if not isinstance(k, int) or k < 1:
         raise InvalidInput(f"k must be a positive int; got {k!r}")

@@ -15,21 +15,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sharedrec._frames import PART_COLUMN, Layout, layout, publish_with, write_table
-from sharedrec._layout import CHUNK_TARGET_BYTES
+from sharedrec.format.layout import CHUNK_TARGET_BYTES
+from sharedrec.integrations._frames import PART_COLUMN, Layout, layout, publish_with, write_table
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec.distributed import PartitionReceipt, PublishHandle
-    from sharedrec.guards import GuardLike
-    from sharedrec.store import Store
+    from sharedrec.store import RecommendationStore
+    from sharedrec.write.distributed import PartitionReceipt, PublishHandle
+    from sharedrec.write.guards import GuardLike
 
 __all__ = ["publish_ranked"]
 
 
 def publish_ranked(
-    store: Store,
+    store: RecommendationStore,
     df: Any,
     collection: str,
     *,
@@ -51,7 +51,7 @@ def publish_ranked(
 ) -> str:
     """Publish a ranked collection from a Dask DataFrame; returns the version id.
 
-    Takes the long or the list format, as `sharedrec.spark.publish_ranked`. Runs on the
+    Takes the long or the list format, as `sharedrec.integrations.spark.publish_ranked`. Runs on the
     current Dask scheduler (a ``distributed.Client`` if one is active).
 
     Args:
@@ -66,7 +66,7 @@ def publish_ranked(
         on_partition: Called in the task with the receipt of every partition it wrote
             (logging, metrics); an exception fails the task, which the engine retries.
         retries: Times a failed task is retried (distributed scheduler).
-        metadata, guards, force, ref, chunk_bytes: As in `Store.publish()`.
+        metadata, guards, force, ref, chunk_bytes: As in `RecommendationStore.publish()`.
 
     Raises:
         InvalidInput: Missing columns, or bad values (named in the message).
@@ -124,7 +124,7 @@ def publish_ranked(
 def _tag(frame: Any, handle: PublishHandle, spec: Layout) -> Any:
     import pyarrow as pa
 
-    from sharedrec._frames import keys_of
+    from sharedrec.integrations._frames import keys_of
 
     keys = keys_of(pa.array(frame[spec.key].to_numpy() if len(frame) else [], from_pandas=True))
     return frame.assign(**{PART_COLUMN: handle.partition_of(keys).astype("int64")})

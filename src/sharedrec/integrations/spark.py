@@ -17,22 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sharedrec._frames import PART_COLUMN, Layout, layout, publish_with, write_table
-from sharedrec._layout import CHUNK_TARGET_BYTES
 from sharedrec.errors import InvalidInput
+from sharedrec.format.layout import CHUNK_TARGET_BYTES
+from sharedrec.integrations._frames import PART_COLUMN, Layout, layout, publish_with, write_table
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec.distributed import PartitionReceipt, PublishHandle
-    from sharedrec.guards import GuardLike
-    from sharedrec.store import Store
+    from sharedrec.store import RecommendationStore
+    from sharedrec.write.distributed import PartitionReceipt, PublishHandle
+    from sharedrec.write.guards import GuardLike
 
 __all__ = ["publish_ranked"]
 
 
 def publish_ranked(
-    store: Store,
+    store: RecommendationStore,
     df: Any,
     collection: str,
     *,
@@ -71,7 +71,7 @@ def publish_ranked(
         sort: List format: sort each list by descending score.
         on_partition: Called in the task with the receipt of every partition it wrote
             (logging, metrics); an exception fails the task, which the engine retries.
-        metadata, guards, force, ref, chunk_bytes: As in `Store.publish()`.
+        metadata, guards, force, ref, chunk_bytes: As in `RecommendationStore.publish()`.
 
     Raises:
         InvalidInput: Missing columns, or bad values (named in the message).
@@ -127,7 +127,7 @@ def _run(df: Any, handle: PublishHandle, spec: Layout) -> list[str]:
     def tag(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
-        from sharedrec._frames import keys_of
+        from sharedrec.integrations._frames import keys_of
 
         for batch in batches:
             parts = handle.partition_of(keys_of(batch.column(spec.key))).astype(np.int32)

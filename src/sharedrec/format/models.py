@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, model_validator
 
-from sharedrec._layout import (
+from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.format.layout import (
     CHECKSUM,
     CHUNK_TARGET_BYTES,
     CURRENT,
@@ -42,8 +43,7 @@ from sharedrec._layout import (
     validate_collection_name,
     validate_version_id,
 )
-from sharedrec._spec import ArrayGeometry
-from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.format.schema import ArrayGeometry
 
 __all__ = [
     "CHECKSUM",

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sharedrec._keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
-from sharedrec._mmap import MappedArray
+from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
+from sharedrec.read.mmap import MappedArray
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -173,7 +173,7 @@ class IntIndex:
         self._n = keys.n_rows
 
     def find(self, key: object) -> int:
-        """The row of ``key``, or -1 when it is absent (see `sharedrec._keys`)."""
+        """The row of ``key``, or -1 when it is absent (see `sharedrec.format.keys`)."""
         if type(key) is not int:  # the common case first: a plain int needs no conversion
             key = int_key(key)
         # numpy would compare a value outside int64 as a float, equal to a stored neighbour.
@@ -223,7 +223,7 @@ class StrIndex:
         self._hash = KEY_HASHES[hash_name]
 
     def find(self, key: object) -> int:
-        """The row of ``key``, or -1 when it is absent (see `sharedrec._keys`)."""
+        """The row of ``key``, or -1 when it is absent (see `sharedrec.format.keys`)."""
         data = str_key(key)
         if data is None:
             return -1

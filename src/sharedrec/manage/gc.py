@@ -36,16 +36,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sharedrec._layout import GC_MARK, MAX_CHAIN
 from sharedrec.backends.base import PointerMoved
 from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
-from sharedrec.format import LEASES, MANIFEST, VERSIONS
-from sharedrec.leases import lease_bytes, read_leases
+from sharedrec.format.layout import GC_MARK, MAX_CHAIN
+from sharedrec.format.models import LEASES, MANIFEST, VERSIONS
+from sharedrec.read.leases import lease_bytes, read_leases
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
-    from sharedrec.format import Lease
-    from sharedrec.store import Store, VersionInfo
+    from sharedrec.format.models import Lease
+    from sharedrec.store import RecommendationStore, VersionInfo
 
 __all__ = ["GCReport", "Hold", "collect", "move_guarded", "remove_lease", "write_lease"]
 
@@ -168,7 +168,7 @@ def move_guarded(
         PointerMoved: The pointer no longer holds ``expected``.
         ConcurrentPublishError: The version was deleted right after the swap.
     """
-    from sharedrec._spec import parse_pointer
+    from sharedrec.format.schema import parse_pointer
 
     outside = _link_out(backend, f"{VERSIONS}/{version}")
     if outside is not None:
@@ -260,7 +260,7 @@ def _unsettled(backend: Backend, versions: list[str]) -> str | None:
 
 def _chain(backend: Backend, base: str | None, top: str) -> list[str]:
     """The versions below a delta: its base, the base's base... (as far as they can be read)."""
-    from sharedrec._spec import parse_manifest
+    from sharedrec.format.schema import parse_manifest
 
     found: list[str] = []
     while base is not None and base not in found and base != top and len(found) < MAX_CHAIN:
@@ -276,7 +276,9 @@ def _chain(backend: Backend, base: str | None, top: str) -> list[str]:
 # -- the collector -------------------------------------------------------------------------
 
 
-def collect(store: Store, backend: Backend, keep: int, grace: float | timedelta, dry_run: bool) -> GCReport:
+def collect(
+    store: RecommendationStore, backend: Backend, keep: int, grace: float | timedelta, dry_run: bool
+) -> GCReport:
     """Delete versions that are not live, not among the newest ``keep``, not leased by a
     reader whose lease has not expired, older than ``grace`` and left by every pointer more
     than ``grace`` ago; and unfinished version folders older than ``grace`` that no publish
@@ -420,7 +422,9 @@ def _last_left(backend: Backend, version: str, successor_created: float | None) 
     return max(known) if known else None
 
 
-def _condemn(store: Store, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]) -> None:
+def _condemn(
+    store: RecommendationStore, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]
+) -> None:
     """Mark the versions chosen, read pointers and leases again, then delete what none names."""
     from sharedrec.store import GROUP_METADATA
 
@@ -492,7 +496,7 @@ def _pointed_reason(ref: str) -> str:
 
 
 def _base_of(backend: Backend, version: str) -> str | None:
-    from sharedrec._spec import parse_manifest
+    from sharedrec.format.schema import parse_manifest
 
     where = f"{VERSIONS}/{version}/{MANIFEST}"
     try:

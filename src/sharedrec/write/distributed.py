@@ -3,13 +3,13 @@
 A batch job that runs on many machines (Spark, Dask, or plain processes) publishes one
 version without any process holding all of it:
 
-1. The driver calls `Store.begin_publish()`, which reserves the version folder and returns a
+1. The driver calls `RecommendationStore.begin_publish()`, which reserves the version folder and returns a
    `PublishHandle`: a small value that pickles and serialises to JSON, to ship to workers.
 2. Each worker task writes the partitions it owns straight to the store with
    `PublishHandle.write_ranked()` / `PublishHandle.write_vectors()`, into a folder named
    after the partition and a random attempt id, and returns a `PartitionReceipt`: counts,
    array shapes, and the size and CRC-32 of every file it wrote.
-3. The driver calls `Store.commit_publish()` with every receipt. It checks that each
+3. The driver calls `RecommendationStore.commit_publish()` with every receipt. It checks that each
    partition of each collection is there exactly once (a partition written by several
    attempts of a retried task keeps one attempt; the others' files are deleted), that the
    files are in the store with the sizes the receipts state, runs the publish guards,
@@ -35,13 +35,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from sharedrec import _validate, index
-from sharedrec._layout import MANIFEST, MAX_PARTITIONS, VERSIONS, validate_collection_name
-from sharedrec._staging import remove_staging
 from sharedrec.errors import InvalidInput, PublishRejected
-from sharedrec.format import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
-from sharedrec.integrity import file_crc32
-from sharedrec.publish import write_ranked_rows, write_vector_rows
+from sharedrec.format.layout import MANIFEST, MAX_PARTITIONS, VERSIONS, validate_collection_name
+from sharedrec.format.models import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
+from sharedrec.manage.integrity import file_crc32
+from sharedrec.read import index
+from sharedrec.write import validate as _validate
+from sharedrec.write.draft import write_ranked_rows, write_vector_rows
+from sharedrec.write.staging import remove_staging
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -135,7 +136,7 @@ class PartitionReceipt(_Model):
 
 
 class PublishHandle(_Model):
-    """A version being published by many tasks; from `Store.begin_publish()`.
+    """A version being published by many tasks; from `RecommendationStore.begin_publish()`.
 
     Ship it to workers as it is (it pickles) or as JSON (`dumps()` / `loads()`). It
     carries the store's location and ``storage_options``, so treat it like them.
@@ -193,7 +194,7 @@ class PublishHandle(_Model):
         mixes its files with an earlier attempt's.
 
         Returns:
-            The receipt to hand to `Store.commit_publish()`.
+            The receipt to hand to `RecommendationStore.commit_publish()`.
 
         Raises:
             InvalidInput: Bad input, or a key that belongs to another partition.
@@ -556,8 +557,8 @@ def _local_for(backend: Backend, target: str) -> tuple[Backend, str | None]:
     """Where a worker writes: in place on a POSIX path, else a local staging folder."""
     if backend.local_path(target) is not None:
         return backend, None
-    from sharedrec._staging import new_staging
     from sharedrec.backends.posix import PosixBackend
+    from sharedrec.write.staging import new_staging
 
     staging = new_staging(None, backend.location)
     return PosixBackend(staging, create=True), staging

@@ -21,12 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sharedrec import _validate, index
-from sharedrec._layout import GC_MARK, KEY_CHUNK_TARGET_BYTES
 from sharedrec._progress import Reporter
-from sharedrec._staging import remove_staging
 from sharedrec.backends.base import Backend, PointerMoved
-from sharedrec.diff import rows_equal
 from sharedrec.errors import (
     ConcurrentPublishError,
     InvalidInput,
@@ -34,7 +30,8 @@ from sharedrec.errors import (
     SharedrecError,
     VersionGone,
 )
-from sharedrec.format import (
+from sharedrec.format.layout import GC_MARK, KEY_CHUNK_TARGET_BYTES
+from sharedrec.format.models import (
     CHUNK_TARGET_BYTES,
     CURRENT,
     MANIFEST,
@@ -48,15 +45,19 @@ from sharedrec.format import (
     chunk_path,
     validate_collection_name,
 )
-from sharedrec.guards import DEFAULT_GUARDS, GuardLike, as_guard, run_guards
-from sharedrec.integrity import file_crc32
+from sharedrec.manage.diff import rows_equal
+from sharedrec.manage.integrity import file_crc32
+from sharedrec.read import index
+from sharedrec.write import validate as _validate
+from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard, run_guards
+from sharedrec.write.staging import remove_staging
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec._spec import PointerView
-    from sharedrec.gc import Hold
-    from sharedrec.reader import Reader
+    from sharedrec.format.schema import PointerView
+    from sharedrec.manage.gc import Hold
+    from sharedrec.read.reader import Reader
 
 __all__ = ["Draft", "chunk_rows", "judge", "move_pointer", "write_array", "write_keys"]
 
@@ -162,15 +163,15 @@ class Draft:
             raise InvalidInput(f"version {self._id!r} already exists in {self._backend.location}")
         import zarr
 
-        from sharedrec.gc import Hold
+        from sharedrec.manage.gc import Hold
 
         # Leased before the folder exists: a collector that sees the folder sees the lease.
         self._hold = Hold(self._backend, self._id)
         self._state = "open"
         try:
             if self._backend.local_path(self._dir) is None:
-                from sharedrec._staging import new_staging
                 from sharedrec.backends.posix import PosixBackend
+                from sharedrec.write.staging import new_staging
 
                 self._staging = new_staging(self._staging_dir, self._backend.location)
                 self._local = PosixBackend(self._staging, create=True)
@@ -565,9 +566,9 @@ class Draft:
         """Check the finished draft against the live version; raise if a guard fails."""
         if not self._guards:
             return {}
-        from sharedrec._mmap import LocalFolder
-        from sharedrec._spec import parse_manifest
-        from sharedrec.reader import OpenVersion, Reader
+        from sharedrec.format.schema import parse_manifest
+        from sharedrec.read.mmap import LocalFolder
+        from sharedrec.read.reader import OpenVersion, Reader
 
         root = self._local.local_path(self._dir)
         assert root is not None, "drafts are always written on local disk"
@@ -785,14 +786,14 @@ def move_pointer(
 ) -> None:
     """Compare-and-swap a pointer from ``parent_raw`` to the committed ``manifest``'s version.
 
-    The move is guarded against garbage collection (see `sharedrec.gc`); ``hold`` is the
+    The move is guarded against garbage collection (see `sharedrec.manage.gc`); ``hold`` is the
     lease the publish already holds on the version, if any.
 
     Raises:
         ConcurrentPublishError: Another writer moved the pointer since ``parent_raw`` was
             read, or garbage collection was deleting the version.
     """
-    from sharedrec.gc import move_guarded
+    from sharedrec.manage.gc import move_guarded
     from sharedrec.store import pointer_for
 
     version_id = manifest.id

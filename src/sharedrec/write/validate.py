@@ -13,9 +13,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sharedrec._keys import int_keys, str_keys
-from sharedrec._layout import MAX_WIDTH
 from sharedrec.errors import InvalidInput
+from sharedrec.format.keys import int_keys, str_keys
+from sharedrec.format.layout import MAX_WIDTH
 
 __all__ = ["Keys", "Ranked", "check_width", "normalize_keys", "normalize_ranked", "normalize_vectors"]
 
@@ -54,7 +54,7 @@ class Ranked:
 def normalize_keys(collection: str, keys: object, *, unique: bool = True) -> Keys:
     """Check keys: 1-D, non-empty, all int64 or all str, no duplicates (unless not ``unique``).
 
-    Keys are read as lookups read them (`sharedrec._keys`): integers of any numpy dtype by
+    Keys are read as lookups read them (`sharedrec.format.keys`): integers of any numpy dtype by
     exact value, never bools; str keys must have a UTF-8 form.
     """
     where = f"collection {collection!r}: keys"

@@ -20,9 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sharedrec._keys import int_key, int_keys, is_bool, str_key, str_keys
-from sharedrec._mmap import ChunkSource, MappedArray, RowPlan
-from sharedrec._spec import CollectionView, FileView, ManifestView, PartView
 from sharedrec.errors import (
     CorruptVersion,
     InvalidInput,
@@ -31,14 +28,17 @@ from sharedrec.errors import (
     UnknownCollection,
     VersionGone,
 )
-from sharedrec.index import KEY_HASHES, IntIndex, PartitionedIndex, StrIndex, decode_keys
+from sharedrec.format.keys import int_key, int_keys, is_bool, str_key, str_keys
+from sharedrec.format.schema import CollectionView, FileView, ManifestView, PartView
+from sharedrec.read.index import KEY_HASHES, IntIndex, PartitionedIndex, StrIndex, decode_keys
+from sharedrec.read.mmap import ChunkSource, MappedArray, RowPlan
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format import CollectionSpec, Manifest
-    from sharedrec.leases import LeaseKeeper
+    from sharedrec.format.models import CollectionSpec, Manifest
+    from sharedrec.read.leases import LeaseKeeper
 
 __all__ = ["OpenVersion", "RankedList", "Reader", "ReaderStats", "Refresher"]
 
@@ -549,7 +549,7 @@ class OpenVersion:
     def model(self) -> Manifest:
         """The manifest as the pydantic model (parsed on first use: it imports pydantic)."""
         if self._model is None:
-            from sharedrec.format import Manifest
+            from sharedrec.format.models import Manifest
 
             self._model = Manifest.loads(self.manifest.raw, f"{self.root}/manifest.json")
         return self._model
@@ -1243,7 +1243,7 @@ class Reader:
 
 
 class Refresher(Protocol):
-    """What a following reader needs from its store (implemented by `Store`)."""
+    """What a following reader needs from its store (implemented by `RecommendationStore`)."""
 
     interval: float | None
 

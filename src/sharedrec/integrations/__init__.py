@@ -1,0 +1,1 @@
+"""Getting data in: Parquet/CSV/Arrow ingestion, Spark and Dask publishes."""
