@@ -43,8 +43,8 @@ def assert_same(store: sharedrec.RecommendationStore, a: str, b: str, collection
     """Every key of version ``a`` has the same list in ``b``, and the key sets are equal."""
     ra, rb = store.reader(version=a, lease=False), store.reader(version=b, lease=False)
     try:
-        keys_a = np.sort(np.asarray(ra._all_keys(collection)))
-        keys_b = np.sort(np.asarray(rb._all_keys(collection)))
+        keys_a = np.sort(np.asarray(ra.keys(collection)))
+        keys_b = np.sort(np.asarray(rb.keys(collection)))
         assert np.array_equal(keys_a, keys_b)
         items_a, scores_a, found_a = ra.get_many(collection, keys_a)
         items_b, scores_b, found_b = rb.get_many(collection, keys_a)

@@ -51,7 +51,7 @@ def _assert_serves(reader: sharedrec.Reader, model: Model, gone: set[Any]) -> No
     if gone:
         asked = list(gone) if isinstance(next(iter(gone)), str) else np.array(sorted(gone))
         assert not reader.get_many("home", asked)[2].any()
-    assert sorted(reader._all_keys("home")) == sorted(keys)
+    assert sorted(reader.keys("home")) == sorted(keys)
 
 
 def _step(

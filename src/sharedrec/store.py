@@ -286,7 +286,7 @@ class RecommendationStore:
         metadata = {**manifest.metadata, "compacted_from": live}
         with self.publish(metadata=metadata, progress=progress, guards=[], ref=ref) as draft:
             for name, spec in manifest.collections.items():
-                keys = reader._all_keys(name)
+                keys = reader.keys(name)
                 if spec.kind == "vectors":
                     vectors, _ = reader.vectors(name, keys)
                     draft.add_vectors(name, keys, vectors)

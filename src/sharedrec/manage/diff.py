@@ -75,7 +75,7 @@ def diff(store: RecommendationStore, a: str, b: str, k: int = 10) -> VersionDiff
 
 
 def _collection(old: Reader, new: Reader, name: str, kind: str, k: int) -> CollectionDiff:
-    keys_a, keys_b = old._all_keys(name), new._all_keys(name)
+    keys_a, keys_b = old.keys(name), new.keys(name)
     if isinstance(keys_a, list) or isinstance(keys_b, list):
         set_a, set_b = set(keys_a), set(keys_b)
         common: list[Any] | NDArray[Any] = sorted(set_a & set_b)

@@ -1060,7 +1060,51 @@ class Reader:
             return True
         return False
 
-    # -- for guards ------------------------------------------------------------------------
+    # -- keys: what a collection serves ---------------------------------------------------
+
+    def keys(self, collection: str) -> NDArray[np.int64] | list[str]:
+        """Every key ``collection`` serves in this version: int ids as an int64 array,
+        string ids as a list (``default`` and ``serve_to_all`` answers are not keys).
+
+        Raises:
+            UnknownCollection: The version has no such collection.
+        """
+        col = self._collection(collection)
+        chain = getattr(col, "chain", None)
+        if chain is not None:
+            return chain.all_keys()  # type: ignore[no-any-return]
+        return col.index.all_keys()  # type: ignore[no-any-return]
+
+    def key_at(self, collection: str, position: int) -> int | str:
+        """``keys(collection)[position]``, without building the whole key list when it can."""
+        col = self._collection(collection)
+        chain = getattr(col, "chain", None)
+        if chain is not None:
+            key: int | str = chain.all_keys()[position]
+            return int(key) if isinstance(key, np.integer) else key
+        return col.index.key_at(position)  # type: ignore[no-any-return]
+
+    def count(self, collection: str) -> int:
+        """How many keys ``collection`` serves (``len(keys(collection))``)."""
+        col = self._collection(collection)
+        if getattr(col, "chain", None) is not None:
+            return len(col.chain.all_keys())
+        return int(col.spec.count)
+
+    def contains(self, collection: str, key: int | str) -> bool:
+        """Whether ``collection`` has a row of its own for ``key`` (no fallback counted).
+
+        Raises:
+            InvalidInput: ``key`` is not of the collection's key type.
+        """
+        col = self._collection(collection)
+        if getattr(col, "chain", None) is not None:
+            return bool(col.locate(key)[1] >= 0)
+        return bool(col.index.find(key) >= 0)
+
+    def default(self, collection: str) -> RankedList | None:
+        """The list served to keys ``collection`` has no row for, or None."""
+        return getattr(self._collection(collection), "default", None)
 
     def _collection(self, collection: str) -> Any:
         v = self._v
@@ -1069,28 +1113,6 @@ class Reader:
             if col is not None:
                 return col
         raise self._unknown(v, collection, "ranked or vectors")
-
-    def _key_at(self, collection: str, row: int) -> int | str:
-        col = self._collection(collection)
-        chain = getattr(col, "chain", None)
-        if chain is not None:
-            key: int | str = chain.all_keys()[row]
-            return int(key) if isinstance(key, np.integer) else key
-        return col.index.key_at(row)  # type: ignore[no-any-return]
-
-    def _all_keys(self, collection: str) -> NDArray[np.int64] | list[str]:
-        col = self._collection(collection)
-        chain = getattr(col, "chain", None)
-        if chain is not None:
-            return chain.all_keys()  # type: ignore[no-any-return]
-        return col.index.all_keys()  # type: ignore[no-any-return]
-
-    def _row_of(self, collection: str, key: int | str) -> int:
-        """Whether ``key`` is served: its row in the collection holding it, else -1."""
-        col = self._collection(collection)
-        if getattr(col, "chain", None) is not None:
-            return col.locate(key)[1]  # type: ignore[no-any-return]
-        return col.index.find(key)  # type: ignore[no-any-return]
 
     # -- switching versions ----------------------------------------------------------------
 

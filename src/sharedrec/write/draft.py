@@ -414,7 +414,7 @@ class Draft:
                 old_items, old_scores, found = base.get_many(name, query)
                 same = found & rows_equal(old_items, rows) & rows_equal(old_scores, scores)
             task.advance(len(keys))
-        old_keys = base._all_keys(name)
+        old_keys = base.keys(name)
         if keys.ints is not None:
             assert isinstance(old_keys, np.ndarray)
             gone: list[Any] = old_keys[~np.isin(old_keys, keys.ints)].tolist()

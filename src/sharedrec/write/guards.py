@@ -207,7 +207,7 @@ class ListSimilarity:
             if new.collections[name].kind != "ranked":
                 continue
             rows = _clustered_sample(rng, spec.count, self.sample, self.blocks)
-            stats = _compare(new, live, name, [live._key_at(name, int(row)) for row in rows], self.k)
+            stats = _compare(new, live, name, [live.key_at(name, int(row)) for row in rows], self.k)
             values[name] = dict(stats)
             for label, value, limit, below in (
                 ("coverage", stats["coverage"], self.min_coverage, True),
@@ -243,10 +243,10 @@ def _compare(new: Reader, live: Reader, name: str, keys: list[Any], k: int) -> d
     for key in keys:
         old = live.get(name, key, k=k)
         try:
-            row = new._row_of(name, key)
+            covered = new.contains(name, key)
         except InvalidInput:  # key type changed: nothing is covered
-            row = -1
-        if row < 0:
+            covered = False
+        if not covered:
             continue
         kept += 1
         fresh = new.get(name, key, k=k)
