@@ -33,7 +33,6 @@ from sharedrec.format.layout import (
     MANIFEST,
     MAX_CHAIN,
     POINTER_HISTORY,
-    REFS,
     VERSIONS,
     new_version_id,
     ref_path,
@@ -41,6 +40,7 @@ from sharedrec.format.layout import (
 )
 from sharedrec.format.schema import ManifestView, PointerView, parse_manifest, parse_pointer
 from sharedrec.manage.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
+from sharedrec.read.root import StoreRoot
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -132,11 +132,10 @@ class RecommendationStore:
         cache_max_bytes: int | None = 10 * 1024**3,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
+        self._root = StoreRoot(backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
         self._backend = backend
         self._storage_options = storage_options
         self._cache_dir = cache_dir
-        self._cache_max_bytes = cache_max_bytes
-        self._cache: ChunkCache | None = None
 
     @property
     def location(self) -> str:
@@ -470,7 +469,7 @@ class RecommendationStore:
             ConcurrentPublishError: Another writer moved the pointer since `begin_publish()`.
         """
         from sharedrec.format.models import FileEntry, Manifest
-        from sharedrec.format.schema import parse_manifest, parse_pointer
+        from sharedrec.format.schema import parse_pointer
         from sharedrec.manage.gc import remove_lease
         from sharedrec.read.reader import Reader
         from sharedrec.write.distributed import (
@@ -792,31 +791,13 @@ class RecommendationStore:
             )
 
     def _chunk_cache(self) -> ChunkCache:
-        if self._cache is None:
-            from sharedrec.read.cache import ChunkCache, default_cache_dir
-
-            self._cache = ChunkCache(
-                self._cache_dir or default_cache_dir(), self.location, self._cache_max_bytes
-            )
-        return self._cache
+        return self._root.chunk_cache()
 
     def _read_file(self, path: str) -> bytes | None:
-        """A file's bytes, or None when the file is missing (a missing store still raises)."""
-        try:
-            return self._backend.read_bytes(path)
-        except StoreNotFound:  # the bucket or mount is missing, not the file
-            raise
-        except FileNotFoundError:
-            return None
+        return self._root.read_file(path)
 
     def _fetch(self, directory: str, relpath: str) -> bytes:
-        data = self._read_file(f"{directory}/{relpath}")
-        if data is None:
-            raise VersionGone(
-                f"{self.location}/{directory}/{relpath} is gone: the version was deleted "
-                "(garbage-collected) while this reader used it"
-            )
-        return data
+        return self._root.fetch(directory, relpath)
 
     def verify(self, version: str | None = None, *, progress: ProgressMode = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
@@ -926,19 +907,11 @@ class RecommendationStore:
         Raises:
             CorruptVersion: The pointer exists but cannot be parsed.
         """
-        pointer, _ = self._read_pointer(ref)
-        return pointer.version if pointer else None
+        return self._root.current(ref)
 
     def refs(self) -> dict[str, str]:
         """Every pointer and the version it names: ``"current"`` (``CURRENT``) and the named refs."""
-        found = {}
-        for name in ["current", *self._backend.listdir(REFS)]:
-            if name.startswith("."):
-                continue
-            version = self.current(name)
-            if version is not None:
-                found[name] = version
-        return found
+        return self._root.refs()
 
     def promote(self, ref: str, to: str = "current") -> str:
         """Point ``to`` at the version ``ref`` names (e.g. a canary to everyone); returns it.
@@ -967,18 +940,7 @@ class RecommendationStore:
 
     def _manifest_view(self, version_id: str) -> ManifestView:
         """The manifest parsed for reading, without pydantic (see `sharedrec.format.schema`)."""
-        validate_version_id(version_id)
-        path = f"{VERSIONS}/{version_id}/{MANIFEST}"
-        data = self._read_file(path)
-        if data is None:
-            raise VersionNotFound(self._not_found(version_id))
-        manifest = parse_manifest(data, f"{self.location}/{path}")
-        if manifest.id != version_id:
-            raise CorruptVersion(
-                f"{self.location}/{path} describes version {manifest.id!r}, not {version_id!r}; "
-                "the folder was renamed or copied by hand: republish it"
-            )
-        return manifest
+        return self._root.manifest(version_id)
 
     def versions(self) -> list[VersionInfo]:
         """Committed versions, oldest first. Unfinished publishes are not listed."""
@@ -1056,24 +1018,13 @@ class RecommendationStore:
     # -- internals -------------------------------------------------------------------------
 
     def _read_pointer(self, ref: str = "current") -> tuple[PointerView | None, bytes | None]:
-        path = ref_path(ref)
-        raw = self._read_file(path)
-        if raw is None:
-            return None, None
-        return parse_pointer(raw, f"{self.location}/{path}"), raw
+        return self._root.read_pointer(ref)
 
     def _live_id(self, ref: str = "current") -> str:
-        pointer, _ = self._read_pointer(ref)
-        if pointer is None:
-            raise self._nothing_live(ref)
-        return pointer.version
+        return self._root.live_id(ref)
 
     def _nothing_live(self, ref: str) -> VersionNotFound:
-        what = "no version is live" if ref == "current" else f"ref {ref!r} names no version"
-        return VersionNotFound(
-            f"{what} in {self.location}: publish one first "
-            "(or check that the volume is mounted at the right path)"
-        )
+        return self._root.nothing_live(ref)
 
     def _swap(
         self, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str = "current"
@@ -1092,12 +1043,7 @@ class RecommendationStore:
             ) from None
 
     def _not_found(self, version_id: str) -> str:
-        if self._backend.exists(f"{VERSIONS}/{version_id}"):
-            return (
-                f"version {version_id} in {self.location} has no manifest: its publish never "
-                "finished (garbage collection removes it)"
-            )
-        return f"version {version_id} does not exist in {self.location}"
+        return self._root.not_found(version_id)
 
 
 GROUP_METADATA = "zarr.json"
