@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import ctypes.util
 import dataclasses
 import errno
 import fcntl
@@ -256,7 +257,10 @@ def _build_operations(
 ) -> Any:
     import mfusepy as fuse
 
-    libfuse = fuse._libfuse
+    # The library mfusepy loaded: dlopen() of the same file returns the same handle, so
+    # fuse_get_context() below sees the session mfusepy runs.
+    libfuse = ctypes.CDLL(ctypes.util.find_library("fuse3") or "libfuse3.so.3")
+    libfuse.fuse_get_context.restype = ctypes.POINTER(fuse.fuse_context)
     libfuse.fuse_invalidate_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     libfuse.fuse_invalidate_path.restype = ctypes.c_int
 
