@@ -42,6 +42,7 @@ __all__ = [
     "RowKind",
     "Whole",
     "check_k",
+    "row_kind",
 ]
 
 ITEM_PAD = -1
