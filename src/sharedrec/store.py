@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,14 +20,11 @@ from sharedrec.errors import (
     InvalidInput,
     PublishRejected,
     SharedrecError,
-    StoreNotFound,
     VersionGone,
     VersionNotFound,
 )
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
-    CURRENT,
-    GC_MARK,
     LEASES,
     MANIFEST,
     MAX_CHAIN,
@@ -50,7 +46,6 @@ if TYPE_CHECKING:
     from sharedrec.format.models import Manifest, Pointer
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
-    from sharedrec.read.cache import ChunkCache
     from sharedrec.read.leases import LeaseInfo
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.write.distributed import PublishHandle
@@ -469,7 +464,6 @@ class RecommendationStore:
             ConcurrentPublishError: Another writer moved the pointer since `begin_publish()`.
         """
         from sharedrec.format.models import FileEntry, Manifest
-        from sharedrec.format.schema import parse_pointer
         from sharedrec.manage.gc import remove_lease
         from sharedrec.read.reader import Reader
         from sharedrec.write.distributed import (
@@ -651,77 +645,26 @@ class RecommendationStore:
             CorruptVersion: The manifest or ``CURRENT`` is truncated or invalid, or a file
                 does not match the manifest.
         """
-        from sharedrec.read.leases import LeaseKeeper, default_reader_id
-        from sharedrec.read.reader import Reader
+        from sharedrec.read.open import open_reader
 
-        if refresh_interval is not None and refresh_interval <= 0:
-            raise InvalidInput(f"refresh_interval must be positive seconds or None; got {refresh_interval!r}")
-        ref = ref or os.environ.get("SHAREDREC_REF") or "current"
-        raw = None
-        pointer = None
-        target = version
-        if target is None:
-            pointer, raw = self._read_pointer(ref)
-            if pointer is None:
-                raise self._nothing_live(ref)
-            target = pointer.version
-        keeper = None
-        if lease:
-            folder = lease_dir if lease_dir is not None else os.environ.get("SHAREDREC_LEASE_DIR")
-            if folder:
-                from sharedrec.backends.posix import PosixBackend
-
-                try:
-                    keeper_backend: Backend = PosixBackend(folder, create=True)
-                except OSError as exc:
-                    raise SharedrecError(
-                        f"cannot write reader lease in {folder} ({exc.strerror or exc}): give a "
-                        "writable lease_dir, or lease=False to read without one (garbage collection "
-                        "then cannot see this reader)"
-                    ) from None
-                keeper = LeaseKeeper(keeper_backend, "", reader_id or default_reader_id(), lease_ttl)
-            else:
-                keeper = LeaseKeeper(self._backend, LEASES, reader_id or default_reader_id(), lease_ttl)
-            # Warming from the first lease on, so that `sharedrec ready` never sees this reader
-            # ready before its prefetch has started.
-            keeper.warming = bool(prefetch)
-            # Lease the version before mapping any of it: garbage collection may delete (or
-            # condemn) a version no lease names, so the lease must come first.
-            keeper.write(target, [])
-        try:
-            if pointer is None:
-                opened = self.open_version(target, verify)
-            else:
-                try:
-                    opened = self.open_version(pointer.version, verify, manifest=pointer.manifest)
-                except VersionNotFound as exc:
-                    raise VersionNotFound(
-                        f"{self.location}/{ref_path(ref)} names version {pointer.version}, but {exc}; "
-                        "point CURRENT at a good version with store.set_current() or store.rollback()"
-                    ) from None
-        except BaseException:
-            if keeper is not None:
-                keeper.remove()
-            raise
-        follower = None
-        if version is None and not pin:
-            follower = _Follower(self, refresh_interval, verify, on_refresh_error, raw, ref_path(ref))
-        reader = Reader(opened, refresher=follower, lease=keeper)
-        if prefetch:
-            try:
-                reader.prefetch(None if prefetch is True else list(prefetch))
-            except BaseException:
-                reader.close()  # an unknown collection: no reader, no lease left warming
-                raise
-        return reader
+        return open_reader(
+            self._root,
+            version,
+            pin=pin,
+            refresh_interval=refresh_interval,
+            verify=verify,
+            lease=lease,
+            lease_dir=lease_dir,
+            lease_ttl=lease_ttl,
+            reader_id=reader_id,
+            on_refresh_error=on_refresh_error,
+            prefetch=prefetch,
+            ref=ref,
+            opener=self.open_version,  # the facade's, so that a wrapped one sees every open
+        )
 
     def open_version(
-        self,
-        version_id: str,
-        verify: VerifyLevel = "sizes",
-        *,
-        manifest: ManifestView | None = None,
-        _below: tuple[str, ...] | None = None,
+        self, version_id: str, verify: VerifyLevel = "sizes", *, manifest: ManifestView | None = None
     ) -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`).
 
@@ -730,74 +673,12 @@ class RecommendationStore:
         ``manifest`` is the version's manifest when the caller already has it (the copy
         in a pointer on object stores); else it is read.
         """
-        from sharedrec.read.mmap import LocalFolder
-        from sharedrec.read.reader import OpenVersion
+        from sharedrec.read.version import open_version
 
-        validate_version_id(version_id)
-        directory = f"{VERSIONS}/{version_id}"
-        root = self._backend.local_path(directory)
-        if root is not None:
-            self._refuse_outside(version_id, root)
-        given = manifest is not None and manifest.id == version_id
-        # A condemned version is never mapped: the caller's lease may have come after the
-        # collector read the leases. Checked before the manifest is read, which the collector
-        # deletes first. On object stores a manifest that came with the pointer skips the
-        # check (no request added to opening): files there are copied, never mapped in place,
-        # and a version deleted meanwhile shows as VersionGone, which a following reader
-        # recovers from by re-reading the pointer.
-        if (root is not None or not given) and version_condemned(self._backend, directory):
-            raise VersionGone(
-                f"version {version_id} in {self.location} is being deleted by garbage collection "
-                f"({directory}/{GC_MARK} marks it); open the live version (store.current()) or another one"
-            )
-        if manifest is None or not given:
-            manifest = self._manifest_view(version_id)
-        below = _below or ()
-        base = None
-        if manifest.base is not None:  # a delta: open the versions it builds on first
-            if manifest.base in below or manifest.base == version_id or len(below) >= MAX_CHAIN:
-                raise CorruptVersion(
-                    f"version {version_id} is a delta over {manifest.base}, which makes the chain "
-                    f"of deltas {' -> '.join([*below, version_id, manifest.base])} loop or run too "
-                    "long: republish the data in full"
-                )
-            try:
-                base = self.open_version(manifest.base, verify, _below=(*below, version_id))
-            except VersionNotFound as exc:
-                raise CorruptVersion(
-                    f"version {version_id} is a delta over version {manifest.base}, which is gone "
-                    f"({exc}); roll back, or republish the data in full"
-                ) from None
-        if root is not None:
-            raise_if_bad(check_version(self._backend, directory, manifest, verify), self.location)
-            return OpenVersion(manifest, LocalFolder(root), root, base)
-        from sharedrec.read.cache import CachedVersion
-
-        source = CachedVersion(self._chunk_cache(), manifest, lambda rel: self._fetch(directory, rel))
-        if verify == "full":
-            for relpath in manifest.files:
-                source.local_file(relpath)
-        return OpenVersion(manifest, source, f"{self.location}/{directory}", base)
-
-    def _refuse_outside(self, version_id: str, folder: str) -> None:
-        """Raise unless a version folder resolves inside the store root (no link out of it)."""
-        top = os.path.realpath(self._backend.local_path("") or self.location)
-        real = os.path.realpath(folder)
-        if os.path.commonpath([top, real]) != top:
-            raise CorruptVersion(
-                f"{folder} (version {version_id}) is a symbolic link to {real}, outside the store "
-                f"root {top}: sharedrec never reads or deletes another location's files through a "
-                "link; remove the link, and publish the version into this store instead"
-            )
-
-    def _chunk_cache(self) -> ChunkCache:
-        return self._root.chunk_cache()
+        return open_version(self._root, version_id, verify, manifest=manifest)
 
     def _read_file(self, path: str) -> bytes | None:
         return self._root.read_file(path)
-
-    def _fetch(self, directory: str, relpath: str) -> bytes:
-        return self._root.fetch(directory, relpath)
 
     def verify(self, version: str | None = None, *, progress: ProgressMode = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
@@ -1046,38 +927,6 @@ class RecommendationStore:
         return self._root.not_found(version_id)
 
 
-GROUP_METADATA = "zarr.json"
-"""The root group's metadata: the first file of every version folder, deleted by garbage
-collection right after the manifest."""
-
-SETTLE_SECONDS = 30.0
-"""How long a reader or a pointer mover waits for a garbage collector that marked a version
-to decide on it (it keeps the version when it then sees a lease or pointer naming it)."""
-
-
-def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SECONDS) -> bool:
-    """Whether garbage collection is deleting (or deleted) the version in ``directory``.
-
-    A version without the collector's mark is not condemned. A marked one may yet be kept:
-    the collector marks a version, then reads pointers and leases again, and removes the
-    mark if one names it; so wait up to ``wait`` seconds for the mark to go, then the version
-    is condemned if its root group's ``zarr.json`` went with it (a committed version and an
-    unfinished one alike have it). The order matters: the collector deletes the manifest and
-    that file before the rest of the folder, mark included, so the mark is checked first.
-    """
-    mark = f"{directory}/{GC_MARK}"
-    if backend.size(mark) is None:
-        return False
-    deadline = time.monotonic() + wait
-    delay = 0.002
-    while backend.size(mark) is not None:
-        if time.monotonic() >= deadline:
-            return True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    return backend.size(f"{directory}/{GROUP_METADATA}") is None
-
-
 def _publish_lease(version_id: str) -> str:
     """The name of the lease that keeps garbage collection off a publish from many tasks."""
     return f"publish-{version_id}"
@@ -1097,74 +946,3 @@ def pointer_for(backend: Backend, version: str, previous: list[str], manifest: d
 
     inline = manifest if backend.local_path("") is None else None
     return Pointer(version=version, previous=previous, updated_at=_now(), manifest=inline)
-
-
-class _Follower:
-    """Polls ``CURRENT`` for a reader that follows the live version."""
-
-    def __init__(
-        self,
-        store: RecommendationStore,
-        interval: float | None,
-        verify: VerifyLevel,
-        on_error: Callable[[Exception], None] | None,
-        seen: bytes | None,
-        path: str = CURRENT,
-    ) -> None:
-        self.interval = interval
-        self._path = path
-        self._store = store
-        self._verify = verify
-        self._on_error = on_error
-        self._next = time.monotonic() + (interval or 0.0)
-        self._seen = seen  # the pointer bytes the reader's version came from
-        self._token: object = None
-        self._pending: bytes | None = None
-        self._pending_manifest: ManifestView | None = None
-        self._failed: bytes | None = None
-
-    def due(self) -> bool:
-        if self.interval is None:
-            return False
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.interval
-        return True
-
-    def poll(self, force: bool, current: str) -> str | None:
-        try:
-            # On S3 a conditional GET: an unchanged pointer costs a 304, no body.
-            changed = self._store._backend.read_if_changed(self._path, None if force else self._token)
-        except StoreNotFound:  # the bucket or mount is missing, not the file
-            raise
-        except FileNotFoundError:
-            raise VersionNotFound(f"{self._store.location}/{self._path} disappeared") from None
-        if changed is None:
-            return None
-        raw, self._token = changed
-        if raw == self._seen or (raw == self._failed and not force):
-            return None
-        pointer = parse_pointer(raw, f"{self._store.location}/{self._path}")
-        self._pending = raw
-        self._pending_manifest = pointer.manifest
-        if pointer.version == current:
-            self._seen = raw
-            return None
-        return pointer.version
-
-    def open(self, version_id: str) -> OpenVersion:
-        # A switch happens off the hot path: check at least every file's size first.
-        verify: VerifyLevel = "full" if self._verify == "full" else "sizes"
-        opened = self._store.open_version(version_id, verify, manifest=self._pending_manifest)
-        self._seen = self._pending
-        return opened
-
-    def failed(self, exc: Exception) -> None:
-        self._failed = self._pending
-        log.warning("reader stays on its version: refresh from %s failed: %s", self._store.location, exc)
-        if self._on_error is not None:
-            try:
-                self._on_error(exc)
-            except Exception:
-                log.exception("on_refresh_error callback raised")

@@ -249,7 +249,7 @@ def _left_at(backend: Backend, version: str) -> float | None:
 
 def _unsettled(backend: Backend, versions: list[str]) -> str | None:
     """The first of ``versions`` that is condemned or has no manifest, else None."""
-    from sharedrec.store import version_condemned
+    from sharedrec.read.version import version_condemned
 
     for name in versions:
         directory = f"{VERSIONS}/{name}"
@@ -426,7 +426,7 @@ def _condemn(
     store: RecommendationStore, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]
 ) -> None:
     """Mark the versions chosen, read pointers and leases again, then delete what none names."""
-    from sharedrec.store import GROUP_METADATA
+    from sharedrec.read.version import GROUP_METADATA
 
     token = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(6).hex()}"
     chosen = [*report.deleted, *report.unfinished]

@@ -75,6 +75,10 @@ class ChunkCache:
         renew_lock_after_fork(self)
         self._size: int | None = None  # measured on the first download, then tracked
 
+    def renew_lock(self) -> None:
+        """A new lock, in a forked child (see `renew_lock_after_fork`)."""
+        self._lock = threading.Lock()
+
     def path(self, version: str, relpath: str) -> Path:
         """Where a file of a version lives in the cache (``version``: its `publish_folder`)."""
         return self.root / version / relpath

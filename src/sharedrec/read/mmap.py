@@ -254,6 +254,10 @@ class MappedArray:
         """Columns of a 2-D array (1 for a 1-D one)."""
         return self._chunk_shape[1] if self._ndim > 1 else 1
 
+    def renew_lock(self) -> None:
+        """A new lock, in a forked child (see `renew_lock_after_fork`)."""
+        self._lock = threading.Lock()
+
     def chunk(self, index: int) -> NDArray[np.generic]:
         """The whole chunk ``index`` as a read-only array view of the mapped file."""
         array = self._chunks[index]
@@ -419,15 +423,17 @@ class MappedArray:
 
 
 class _Locked(Protocol):
-    _lock: threading.Lock
+    def renew_lock(self) -> None:
+        """Replace the object's lock with a new one (in a forked child)."""
+        ...
 
 
 _LOCKED: weakref.WeakSet[_Locked] = weakref.WeakSet()
-"""Objects whose ``_lock`` a forked child renews (see `renew_lock_after_fork`)."""
+"""Objects whose lock a forked child renews (see `renew_lock_after_fork`)."""
 
 
 def renew_lock_after_fork(owner: _Locked) -> None:
-    """Give ``owner`` a fresh ``_lock`` in every child forked from now on.
+    """Have ``owner`` renew its lock (`renew_lock`) in every child forked from now on.
 
     A thread of the parent may hold the lock at ``fork()``; it stays held in the child,
     where that thread no longer exists, and the child's next use of it would block forever.
@@ -437,7 +443,7 @@ def renew_lock_after_fork(owner: _Locked) -> None:
 
 def _after_fork_in_child() -> None:
     for owner in list(_LOCKED):
-        owner._lock = threading.Lock()
+        owner.renew_lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -759,7 +759,7 @@ def check_stored(backend: Backend, directory: str, manifest: Manifest) -> None:
     Raises:
         PublishRejected: Something was removed; nothing is published.
     """
-    from sharedrec.store import version_condemned
+    from sharedrec.read.version import version_condemned
 
     where = f"{backend.location}/{directory}"
     if version_condemned(backend, directory):

@@ -1,0 +1,575 @@
+"""The collections of an open version, behind one `Collection` protocol.
+
+A collection is stored whole (`Whole`), split into partitions (`Partitioned`, each
+partition a `Whole`), or as a delta over the same collection of a base version
+(`Chained`: a `Chain` says which level holds each key). Ranked lists and vectors are a
+`RowKind`, not separate classes: a kind names the row arrays (items and scores, or
+vectors), which are chunked alike, and what a missing key's row is filled with.
+
+Every variant answers the same questions: where a key lives (`locate`), the rows of a
+batch of keys (`many`), and which keys it serves (`keys`, `key_at`, `count`,
+`contains`). A located key is always a row of a `Whole`, read with `Whole.ranked` or
+`Whole.vector`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.format.keys import int_key, int_keys, str_key, str_keys
+from sharedrec.read.index import IntIndex, PartitionedIndex, StrIndex
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from sharedrec.format.schema import CollectionView, PartView
+    from sharedrec.read.mmap import MappedArray, RowPlan
+
+__all__ = [
+    "RANKED",
+    "VECTORS",
+    "Chain",
+    "Chained",
+    "Collection",
+    "Index",
+    "Partitioned",
+    "RankedList",
+    "RowKind",
+    "Whole",
+    "check_k",
+    "row_kind",
+]
+
+ITEM_PAD = -1
+"""The item id of a padding column in a batch's output."""
+
+
+class RankedList:
+    """One key's list: ``items`` and ``scores`` are read-only numpy views, best first.
+
+    ``source`` names the collection whose list was served: the one asked for, a fallback
+    collection, or ``"<collection>/default"`` for a default list.
+    """
+
+    __slots__ = ("items", "scores", "source")
+
+    def __init__(self, items: NDArray[Any], scores: NDArray[Any], source: str) -> None:
+        self.items = items
+        self.scores = scores
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        """Iterate ``(item, score)`` pairs as Python numbers."""
+        return zip(self.items.tolist(), self.scores.tolist(), strict=True)
+
+    def __repr__(self) -> str:
+        return f"RankedList(items={self.items!r}, scores={self.scores!r}, source={self.source!r})"
+
+    def head(self, k: int | None) -> RankedList:
+        """The first ``k`` entries (all when ``k`` is None)."""
+        if k is None:
+            return self
+        n = check_k(k)
+        if n >= len(self.items):
+            return self
+        return RankedList(self.items[:n], self.scores[:n], self.source)
+
+
+def check_k(k: int) -> int:
+    """``k`` as an int, or `InvalidInput` unless it is a non-negative int."""
+    if not isinstance(k, int | np.integer) or type(k) is bool or k < 0:
+        raise InvalidInput(f"k must be a non-negative int; got {k!r}")
+    return int(k)
+
+
+@dataclass(frozen=True)
+class RowKind:
+    """What a collection's rows are: the arrays that hold them and how a missing row is filled."""
+
+    name: str
+    """``"ranked"`` or ``"vectors"``, as in the manifest."""
+    rows: tuple[str, ...]
+    """The arrays holding the rows, chunked alike: a batch fills one output from each."""
+    fills: tuple[float, ...]
+    """What each output holds where a key has no row."""
+    needed: tuple[str, ...]
+    """The arrays a stored collection (or partition, or delta level) must have."""
+
+
+RANKED = RowKind("ranked", ("items", "scores"), (ITEM_PAD, np.nan), ("items", "scores", "lengths"))
+VECTORS = RowKind("vectors", ("vectors",), (np.nan,), ("vectors",))
+
+
+def row_kind(name: str) -> RowKind:
+    """The `RowKind` a manifest's ``kind`` names."""
+    return RANKED if name == "ranked" else VECTORS
+
+
+Index = IntIndex | StrIndex
+Rows = list["NDArray[Any]"]
+"""A batch's outputs, one per row array of the kind (items and scores, or vectors)."""
+
+
+class Collection(Protocol):
+    """A collection of an open version, whichever way it is stored."""
+
+    name: str
+    spec: CollectionView
+    kind: RowKind
+    default: RankedList | None
+    """The list served to keys without one (ranked collections published with a default)."""
+    single: bool
+    """Whether the collection serves its one list to every key (``serve_to_all``)."""
+
+    def locate(self, key: object) -> tuple[Whole, int]:
+        """The stored collection holding ``key`` and its row there (-1 when absent: then the
+        first element means nothing)."""
+        ...
+
+    def at(self, position: int) -> tuple[Whole, int]:
+        """The stored collection and row of ``keys()[position]``."""
+        ...
+
+    def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        """The rows of a batch, ``width`` columns wide, and which keys were found.
+
+        Rows of keys not found hold the kind's fill values.
+        """
+        ...
+
+    def keys(self) -> NDArray[np.int64] | list[str]:
+        """Every key the collection serves (int keys as an int64 array)."""
+        ...
+
+    def key_at(self, position: int) -> int | str:
+        """``keys()[position]``, without building the key list when it can."""
+        ...
+
+    def count(self) -> int:
+        """How many keys the collection serves."""
+        ...
+
+    def contains(self, key: object) -> bool:
+        """Whether the collection has a row of its own for ``key``."""
+        ...
+
+
+class Whole:
+    """A collection stored whole (or one partition of one, or one level of a delta chain)."""
+
+    __slots__ = (
+        "default",
+        "index",
+        "kind",
+        "lengths",
+        "name",
+        "rows",
+        "rows_per_chunk",
+        "single",
+        "spec",
+        "uniform",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        spec: CollectionView,
+        kind: RowKind,
+        index: Index,
+        arrays: dict[str, MappedArray],
+        part: PartView | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.kind = kind
+        self.index = index
+        self.rows = tuple(arrays[array] for array in kind.rows)
+        """The row arrays of the kind: ``(items, scores)`` or ``(vectors,)``."""
+        self.rows_per_chunk = self.rows[0].rows_per_chunk
+        for other, array in zip(kind.rows[1:], self.rows[1:], strict=True):
+            if array.rows_per_chunk != self.rows_per_chunk:
+                raise CorruptVersion(
+                    f"collection {name!r}: {kind.rows[0]} and {other} are chunked differently "
+                    f"({self.rows_per_chunk} and {array.rows_per_chunk} rows per chunk); "
+                    "sharedrec writes them alike: republish the version with sharedrec"
+                )
+        shape = part or spec
+        # When every list has the same length the lengths array need not be read at all.
+        self.uniform = shape.max_length if shape.min_length == shape.max_length else -1
+        self.lengths: MappedArray | None = None
+        if kind is RANKED and self.uniform < 0:
+            self.lengths = arrays["lengths"]
+        self.default: RankedList | None = None
+        if spec.default_length is not None and part is None:  # a partition's misses go to its collection
+            self.default = _default_list(name, arrays, spec.default_length)
+        self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+
+    @property
+    def items(self) -> MappedArray:
+        """The items array of a ranked collection."""
+        return self.rows[0]
+
+    @property
+    def scores(self) -> MappedArray:
+        """The scores array of a ranked collection."""
+        return self.rows[1]
+
+    @property
+    def vectors(self) -> MappedArray:
+        """The vectors array of a vectors collection."""
+        return self.rows[0]
+
+    def ranked(self, row: int, k: int | None) -> RankedList:
+        """The list at ``row``, at most ``k`` long (`Reader.get` inlines this)."""
+        lengths = self.lengths
+        n = self.uniform if lengths is None else int(lengths.row(row))
+        if k is not None and (type(k) is not int or k < n):
+            n = min(n, check_k(k))
+        chunk, offset = divmod(row, self.rows_per_chunk)
+        items, scores = self.rows
+        return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], self.name)
+
+    def vector(self, row: int) -> NDArray[Any]:
+        """The vector at ``row``, as a read-only view."""
+        return self.rows[0].row(row)
+
+    def locate(self, key: object) -> tuple[Whole, int]:
+        return self, self.index.find(key)
+
+    def at(self, position: int) -> tuple[Whole, int]:
+        return self, position
+
+    def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        rows = self.index.find_many(keys)
+        found = rows >= 0
+        hit = np.flatnonzero(found)
+        _back(self.rows[0], rows, hit)
+        # Stored rows carry their own padding, so only the rows of missing keys need filling.
+        outs = [np.empty((len(rows), width), dtype=array.dtype) for array in self.rows]
+        if hit.size < len(rows):
+            missing = ~found
+            for out, fill in zip(outs, self.kind.fills, strict=True):
+                out[missing] = fill
+        plan = None
+        for array, out in zip(self.rows, outs, strict=True):
+            plan = _gather(array, rows, hit, out, plan)  # the row arrays are chunked alike
+        return outs, found
+
+    def keys(self) -> NDArray[np.int64] | list[str]:
+        return self.index.all_keys()
+
+    def key_at(self, position: int) -> int | str:
+        return self.index.key_at(position)
+
+    def count(self) -> int:
+        return int(self.spec.count)
+
+    def contains(self, key: object) -> bool:
+        return bool(self.index.find(key) >= 0)
+
+
+class Partitioned:
+    """A collection split into partitions: a lookup goes to the key's partition."""
+
+    __slots__ = ("default", "first", "index", "kind", "name", "parts", "single", "spec", "widest")
+
+    def __init__(
+        self,
+        name: str,
+        spec: CollectionView,
+        kind: RowKind,
+        parts: list[Whole | None],
+        arrays: dict[str, MappedArray],
+    ) -> None:
+        assert spec.partitions is not None
+        self.name = name
+        self.spec = spec
+        self.kind = kind
+        self.parts = parts
+        """The partitions, None for one that holds no key."""
+        self.index = PartitionedIndex(
+            spec.key_type,
+            [part.index if part is not None else None for part in parts],
+            [part.count for part in spec.partitions.parts],
+        )
+        held = [part for part in parts if part is not None]
+        if not held:
+            raise CorruptVersion(f"collection {name!r}: no partition holds a key; republish the version")
+        self.first = held[0]
+        """A partition that holds keys: its dtypes are every partition's (as checked at open)."""
+        self.widest = max((part.rows[0] for part in held), key=lambda array: array.n_cols)
+        """The rows array of the widest partition (the collection's width, as the parser checked)."""
+        self.default: RankedList | None = None
+        if spec.default_length is not None:
+            self.default = _default_list(name, arrays, spec.default_length)
+        self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+
+    def locate(self, key: object) -> tuple[Whole, int]:
+        part = self.parts[self.index.partition(key)]
+        if part is None:
+            return self.first, -1
+        return part, part.index.find(key)
+
+    def at(self, position: int) -> tuple[Whole, int]:
+        number, local = self.index.locate(position)
+        part = self.parts[number]
+        assert part is not None, "an empty partition holds no row"
+        return part, local
+
+    def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        n, groups = self.index.groups(keys)
+        self.widest.back()
+        outs = [
+            np.full((n, width), fill, dtype=array.dtype)
+            for array, fill in zip(self.first.rows, self.kind.fills, strict=True)
+        ]
+        found = np.zeros(n, dtype=bool)
+        for number, where, sub in groups:
+            part = self.parts[number]
+            assert part is not None  # groups() skips empty partitions
+            rows = part.index.find_many(sub)
+            hit = np.flatnonzero(rows >= 0)
+            if not hit.size:
+                continue
+            # Partitions are written apart: each may be narrower than the collection.
+            target = where[hit]
+            plan = None
+            for array, out in zip(part.rows, outs, strict=True):
+                plan = _gather_into(array, rows[hit], target, out, plan)
+            found[target] = True
+        return outs, found
+
+    def keys(self) -> NDArray[np.int64] | list[str]:
+        return self.index.all_keys()
+
+    def key_at(self, position: int) -> int | str:
+        return self.index.key_at(position)
+
+    def count(self) -> int:
+        return int(self.spec.count)
+
+    def contains(self, key: object) -> bool:
+        return bool(self.index.find(key) >= 0)
+
+
+_LEVEL_SHIFT = 40
+_ROW_MASK = (1 << _LEVEL_SHIFT) - 1
+_ROOT = -1
+"""In `Chain.locate_many`: the key is looked up in the full collection at the chain's root."""
+_REMOVED = -2
+"""In `Chain.locate_many`: a delta removed the key."""
+_UNTOUCHED = -(1 << 62)
+"""A code no key of `Chain.lookup` has: no delta touched the key."""
+
+
+class Chain:
+    """Where the keys of a collection of a delta version live.
+
+    ``levels`` are the collections of the deltas that hold rows, oldest first; ``lookup``
+    maps every key a delta added, changed or removed to ``level << 40 | row`` (the newest
+    delta wins), or to -1 when removed. Any other key is in ``root``, the collection of the
+    full version at the bottom of the chain. The dict is built at open from the deltas'
+    keys, which are few: a lookup costs one dict probe more than in a full version.
+    """
+
+    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys", "widest")
+
+    def __init__(self, root: Whole, levels: list[Whole], lookup: dict[Any, int]) -> None:
+        self.root = root
+        self.levels = levels
+        self.lookup = lookup
+        self.str_keys = root.spec.key_type == "str"
+        self.widest: MappedArray = max((c.rows[0] for c in [root, *levels]), key=lambda a: a.n_cols)
+        """The rows array with the most columns: a batch's output is at most this wide."""
+        self._sorted: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
+        self._effective: NDArray[np.int64] | list[str] | None = None
+
+    @classmethod
+    def extend(cls, prior: Whole | Chained, level: Whole | None, removed: Sequence[Any]) -> Chain:
+        """The chain of ``prior`` (a collection of the base) with one more delta on top."""
+        if isinstance(prior, Whole):
+            root, levels, lookup = prior, [], {}
+        else:
+            root, levels, lookup = prior.chain.root, list(prior.chain.levels), dict(prior.chain.lookup)
+        if level is not None:
+            code = len(levels) << _LEVEL_SHIFT
+            levels.append(level)
+            keys = level.index.all_keys()
+            listed = keys.tolist() if isinstance(keys, np.ndarray) else keys
+            lookup.update(zip(listed, range(code, code + len(listed)), strict=True))
+        lookup.update(dict.fromkeys(removed, -1))
+        return cls(root, levels, lookup)
+
+    def locate(self, key: object) -> tuple[Whole, int]:
+        """The collection holding ``key`` and its row there (-1 when absent)."""
+        if self.str_keys:
+            if type(key) is not str:
+                str_key(key)  # refuses a key of another type
+        elif type(key) is not int:
+            key = int_key(key)  # the dict holds Python ints: compare by exact value
+        code = self.lookup.get(key)
+        if code is None:
+            return self.root, self.root.index.find(key)
+        if code < 0:
+            return self.root, -1
+        return self.levels[code >> _LEVEL_SHIFT], code & _ROW_MASK
+
+    def locate_many(self, keys: ArrayLike) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """``(where, rows)`` of many keys: ``where`` is a level, `_ROOT` or `_REMOVED`."""
+        if self.str_keys:
+            listed, _ = str_keys(keys)
+            rows = self.root.index.find_many(listed)
+            codes = np.fromiter((self.lookup.get(key, _UNTOUCHED) for key in listed), np.int64, len(rows))
+        else:
+            query, outside = int_keys(keys)
+            rows = self.root.index.find_many(query)
+            ordered, ordered_codes = self._sorted_lookup()
+            at = np.minimum(np.searchsorted(ordered, query), max(0, len(ordered) - 1))
+            hit = ordered[at] == query if len(ordered) else np.zeros(len(query), bool)
+            codes = np.where(hit, ordered_codes[at] if len(ordered) else 0, _UNTOUCHED)
+            if outside is not None:  # their entries in ``query`` stand for no key
+                rows[outside] = -1
+                codes[outside] = _UNTOUCHED
+        where = np.full(len(rows), _ROOT, dtype=np.intp)
+        touched = codes != _UNTOUCHED
+        where[touched & (codes < 0)] = _REMOVED
+        rows[touched & (codes < 0)] = -1
+        moved = touched & (codes >= 0)
+        where[moved] = codes[moved] >> _LEVEL_SHIFT
+        rows[moved] = codes[moved] & _ROW_MASK
+        return where, rows
+
+    def _sorted_lookup(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        if self._sorted is None:
+            keys = np.fromiter(self.lookup.keys(), np.int64, len(self.lookup))
+            codes = np.fromiter(self.lookup.values(), np.int64, len(self.lookup))
+            order = np.argsort(keys)
+            self._sorted = keys[order], codes[order]
+        return self._sorted
+
+    def all_keys(self) -> NDArray[np.int64] | list[str]:
+        """Every key the collection serves (int keys sorted); computed once, on demand."""
+        if self._effective is None:
+            kept = [key for key, code in self.lookup.items() if code >= 0]
+            root_keys = self.root.index.all_keys()
+            if self.str_keys:
+                touched = set(self.lookup)
+                self._effective = sorted([k for k in root_keys if k not in touched] + kept)
+            else:
+                touched_ints = np.fromiter(self.lookup.keys(), np.int64, len(self.lookup))
+                untouched = root_keys[~np.isin(root_keys, touched_ints)]
+                self._effective = np.sort(np.concatenate([untouched, np.asarray(kept, np.int64)]))
+        return self._effective
+
+
+class Chained:
+    """A collection of a delta version: its own spec and default over a `Chain`."""
+
+    __slots__ = ("chain", "default", "kind", "name", "single", "spec")
+
+    def __init__(
+        self, name: str, spec: CollectionView, kind: RowKind, chain: Chain, default: RankedList | None
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.kind = kind
+        self.chain = chain
+        self.default = default
+        self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+
+    def locate(self, key: object) -> tuple[Whole, int]:
+        return self.chain.locate(key)
+
+    def at(self, position: int) -> tuple[Whole, int]:
+        return self.chain.locate(self.chain.all_keys()[position])
+
+    def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        chain = self.chain
+        where, rows = chain.locate_many(keys)
+        levels = [chain.root, *chain.levels]
+        chain.widest.back()
+        outs = [
+            np.full((len(rows), width), fill, dtype=np.result_type(*(c.rows[i].dtype for c in levels)))
+            for i, fill in enumerate(self.kind.fills)
+        ]
+        found = rows >= 0
+        for level, holder in [(_ROOT, chain.root), *enumerate(chain.levels)]:
+            at = np.flatnonzero(found & (where == level))
+            if at.size:
+                plan = None
+                for array, out in zip(holder.rows, outs, strict=True):
+                    plan = _gather_into(array, rows[at], at, out, plan)
+        return outs, found
+
+    def keys(self) -> NDArray[np.int64] | list[str]:
+        return self.chain.all_keys()
+
+    def key_at(self, position: int) -> int | str:
+        key: int | str = self.chain.all_keys()[position]
+        return int(key) if isinstance(key, np.integer) else key
+
+    def count(self) -> int:
+        return len(self.chain.all_keys())
+
+    def contains(self, key: object) -> bool:
+        return bool(self.chain.locate(key)[1] >= 0)
+
+
+def _default_list(name: str, arrays: dict[str, MappedArray], n: int) -> RankedList:
+    return RankedList(
+        arrays["default_items"].span(0, n), arrays["default_scores"].span(0, n), f"{name}/default"
+    )
+
+
+def _back(array: MappedArray, rows: NDArray[np.intp], hit: NDArray[np.intp]) -> None:
+    """Before a batch's output is sized by the collection's width: check that a chunk file
+    holds rows that wide (a damaged manifest's width must not size an allocation)."""
+    if not array.backed:
+        array.back(int(rows[hit[0]]) if hit.size else 0)
+
+
+def _gather(
+    array: MappedArray,
+    rows: NDArray[np.intp],
+    hit: NDArray[np.intp],
+    out: NDArray[Any],
+    plan: RowPlan | None,
+) -> RowPlan | None:
+    """Copy the rows of the keys that were found (``hit``) into their places in ``out``.
+
+    Returns the chunk plan used, for the next array chunked alike.
+    """
+    if hit.size == len(out):
+        return array.take(rows, out, plan)
+    if hit.size:
+        gathered = np.empty((hit.size, *out.shape[1:]), dtype=out.dtype)
+        plan = array.take(rows[hit], gathered, plan)
+        out[hit] = gathered
+    return plan
+
+
+def _gather_into(
+    array: MappedArray,
+    rows: NDArray[np.intp],
+    at: NDArray[np.intp],
+    out: NDArray[Any],
+    plan: RowPlan | None = None,
+) -> RowPlan | None:
+    """Copy ``rows`` of ``array`` into ``out[at]``, over as many leading columns as both have.
+
+    For the levels of a delta chain and the partitions of a collection, which may be
+    narrower than the output. Returns the chunk plan, for the next array chunked alike.
+    """
+    width = min(out.shape[1], array.n_cols)
+    part = np.empty((len(rows), width), dtype=out.dtype)
+    plan = array.take(rows, part, plan)
+    out[at, :width] = part
+    return plan
