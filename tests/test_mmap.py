@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import sharedrec
-from sharedrec.write.draft import chunk_rows
+from sharedrec.write.arrays import chunk_rows
 
 from conftest import RankedData, make_ranked
 

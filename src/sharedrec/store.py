@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,28 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from sharedrec._progress import reporter
 from sharedrec.backends import backend_for
-from sharedrec.backends.base import Backend, PointerMoved
+from sharedrec.backends.base import Backend
 from sharedrec.errors import (
-    ConcurrentPublishError,
     CorruptVersion,
     InvalidInput,
-    PublishRejected,
-    SharedrecError,
-    VersionGone,
     VersionNotFound,
 )
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
     LEASES,
     MANIFEST,
-    MAX_CHAIN,
-    POINTER_HISTORY,
     VERSIONS,
-    new_version_id,
-    ref_path,
-    validate_version_id,
 )
-from sharedrec.format.schema import ManifestView, PointerView, parse_manifest, parse_pointer
+from sharedrec.format.schema import ManifestView, PointerView
 from sharedrec.manage.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
 from sharedrec.read.root import StoreRoot
 
@@ -43,11 +32,12 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format.models import Manifest, Pointer
+    from sharedrec.format.models import Manifest
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.read.leases import LeaseInfo
     from sharedrec.read.reader import OpenVersion, Reader
+    from sharedrec.write.commit import Openers
     from sharedrec.write.distributed import PublishHandle
     from sharedrec.write.draft import Draft
     from sharedrec.write.guards import GuardLike
@@ -198,64 +188,23 @@ class RecommendationStore:
             >>> with store.publish(metadata={"model": "als"}) as draft:  # doctest: +SKIP
             ...     draft.add_ranked("home", keys=users, items=items, scores=scores)
         """
-        from sharedrec.format.models import validate_metadata
-        from sharedrec.read.reader import Reader
-        from sharedrec.write.draft import Draft
-        from sharedrec.write.guards import DEFAULT_GUARDS
+        from sharedrec.write.draft import start
 
-        vid = validate_version_id(version_id) if version_id is not None else new_version_id()
-        metadata = validate_metadata(metadata)
-        pointer, raw = self._read_pointer(ref)
-        base_reader = self._delta_base(base, delta, pointer, max_chain)
-        return Draft(
-            self._backend,
-            vid,
-            pointer,
-            raw,
-            metadata,
-            reporter(progress),
-            make_current,
-            chunk_bytes,
-            DEFAULT_GUARDS if guards is None else guards,
-            force,
-            lambda version: Reader(self.open_version(version, "lazy")),
-            ref_path(ref),
-            base_reader,
-            staging_dir=self._cache_dir,
+        return start(
+            self._root,
+            self._openers(),
+            metadata=metadata,
+            version_id=version_id,
+            make_current=make_current,
+            progress=progress,
+            chunk_bytes=chunk_bytes,
+            guards=guards,
+            force=force,
+            ref=ref,
+            delta=delta,
+            base=base,
+            max_chain=max_chain,
         )
-
-    def _delta_base(
-        self, base: str | None, delta: bool, pointer: PointerView | None, max_chain: int
-    ) -> Reader | None:
-        """The version a delta publish builds on, opened pinned; None for a full version."""
-
-        if not isinstance(max_chain, int) or isinstance(max_chain, bool) or not 1 <= max_chain <= MAX_CHAIN:
-            raise InvalidInput(
-                f"max_chain must be an int from 1 to {MAX_CHAIN} (MAX_CHAIN: readers refuse longer "
-                f"chains of deltas); got {max_chain!r}"
-            )
-        if base is None and not delta:
-            return None
-        if base is None:
-            if pointer is None:
-                log.info("no version is live yet: writing a full version instead of a delta")
-                return None
-            base = pointer.version
-        manifest = self._manifest_view(base)
-        if any(spec.partitions is not None for spec in manifest.collections.values()):
-            log.info("version %s holds partitioned collections: writing a full version, not a delta", base)
-            return None
-        if manifest.depth + 1 > max_chain:
-            log.info(
-                "a delta over %s would make a chain of %d deltas (max_chain=%d): writing a full version",
-                base,
-                manifest.depth + 1,
-                max_chain,
-            )
-            return None
-        # A pinned reader with a lease: garbage collection keeps the base while the delta is
-        # written over it (the draft closes the reader when it is done).
-        return self.reader(base, pin=True, refresh_interval=None, verify="lazy")
 
     def compact(self, *, ref: str = "current", progress: ProgressMode = None) -> str:
         """Rewrite the version ``ref`` names as a full version, if it is a delta, and make it live.
@@ -268,38 +217,12 @@ class RecommendationStore:
             VersionNotFound: ``ref`` names no version.
             ConcurrentPublishError: Another writer moved ``ref`` meanwhile.
         """
-        import numpy as np
+        from sharedrec.write.delta import compact
 
-        from sharedrec.read.reader import Reader
+        def publish(metadata: dict[str, JsonValue]) -> Draft:
+            return self.publish(metadata=metadata, progress=progress, guards=[], ref=ref)
 
-        live = self._live_id(ref)
-        manifest = self._manifest_view(live)
-        if manifest.base is None:
-            return live
-        reader = Reader(self.open_version(live, "lazy", manifest=manifest))
-        metadata = {**manifest.metadata, "compacted_from": live}
-        with self.publish(metadata=metadata, progress=progress, guards=[], ref=ref) as draft:
-            for name, spec in manifest.collections.items():
-                keys = reader.keys(name)
-                if spec.kind == "vectors":
-                    vectors, _ = reader.vectors(name, keys)
-                    draft.add_vectors(name, keys, vectors)
-                    continue
-                items, scores, _ = reader.get_many(name, keys)
-                lengths = np.count_nonzero(items != -1, axis=1)  # item ids are never negative
-                col = reader._collection(name)
-                default = (col.default.items, col.default.scores) if col.default is not None else None
-                draft.add_ranked(
-                    name,
-                    keys,
-                    items,
-                    scores,
-                    lengths=lengths,
-                    default=default,
-                    fallbacks=spec.fallbacks,
-                    serve_to_all=spec.serve_to_all,
-                )
-        return draft.version_id
+        return compact(self._root, ref, self._openers(), publish)
 
     def publish_ranked(
         self,
@@ -395,38 +318,18 @@ class RecommendationStore:
             >>> receipts = [handle.write_ranked("home", p, *rows_of(p)) for p in range(64)]  # doctest: +SKIP
             >>> store.commit_publish(handle, receipts)  # doctest: +SKIP
         """
-        from sharedrec.format.models import validate_metadata
-        from sharedrec.manage.gc import write_lease
-        from sharedrec.write.distributed import PublishHandle, _check_partitions, group_metadata, now
+        from sharedrec.write.distributed import begin_publish
 
-        _check_partitions(partitions)
-        if not isinstance(lease_ttl, int | float) or isinstance(lease_ttl, bool) or not lease_ttl > 0:
-            raise InvalidInput(f"lease_ttl must be positive seconds; got {lease_ttl!r}")
-        if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
-            raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
-        vid = validate_version_id(version_id) if version_id is not None else new_version_id()
-        metadata = validate_metadata(metadata)
-        options = validate_metadata(self._storage_options) if self._storage_options else None
-        _, raw = self._read_pointer(ref)
-        directory = f"{VERSIONS}/{vid}"
-        if self._backend.exists(directory):
-            raise InvalidInput(f"version {vid!r} already exists in {self.location}")
-        handle = PublishHandle(
-            location=self.location,
-            storage_options=options,
-            version_id=vid,
+        return begin_publish(
+            self._root,
+            self._storage_options,
             partitions=partitions,
+            metadata=metadata,
+            version_id=version_id,
             chunk_bytes=chunk_bytes,
             ref=ref,
-            parent_pointer=raw.decode() if raw is not None else None,
-            metadata=metadata,
-            started_at=now(),
+            lease_ttl=lease_ttl,
         )
-        # Leased before the folder exists: a collector that sees the folder sees the lease.
-        write_lease(self._backend, _publish_lease(vid), vid, [], float(lease_ttl))
-        # The root group's metadata reserves the folder: workers check it is there.
-        self._backend.write_atomic(f"{directory}/zarr.json", group_metadata({}, vid)["zarr.json"])
-        return handle
 
     def commit_publish(
         self,
@@ -463,73 +366,17 @@ class RecommendationStore:
             PublishRejected: A guard failed, or the version was already committed.
             ConcurrentPublishError: Another writer moved the pointer since `begin_publish()`.
         """
-        from sharedrec.format.models import FileEntry, Manifest
-        from sharedrec.manage.gc import remove_lease
-        from sharedrec.read.reader import Reader
-        from sharedrec.write.distributed import (
-            PublishHandle,
-            collection_spec,
-            group_metadata,
-            resolve_receipts,
-        )
-        from sharedrec.write.draft import check_stored, judge, move_pointer
-        from sharedrec.write.guards import DEFAULT_GUARDS, as_guard
+        from sharedrec.write.distributed import commit_publish
 
-        if not isinstance(handle, PublishHandle):
-            raise InvalidInput(
-                f"handle must be the PublishHandle of begin_publish(); got {type(handle).__name__}"
-            )
-        if handle.location != self.location:
-            raise InvalidInput(
-                f"the handle publishes to {handle.location}, not to this store ({self.location})"
-            )
-        vid = handle.version_id
-        directory = f"{VERSIONS}/{vid}"
-        if self._backend.exists(f"{directory}/{MANIFEST}"):
-            raise PublishRejected(f"version {vid} is already committed")
-        collections, dropped = resolve_receipts(handle, receipts)
-        files = self._settle_partitions(directory, collections)
-        for receipt in dropped:
-            log.info("version %s: dropped attempt %s of %s", vid, receipt.attempt, receipt.collection)
-        for path, data in group_metadata(
-            {name: parts[0].kind for name, parts in collections.items()}, vid
-        ).items():
-            self._backend.write_atomic(f"{directory}/{path}", data)
-            files[path] = FileEntry(size=len(data), crc32=zlib.crc32(data))
-        manifest = Manifest(
-            id=vid,
-            parent=None,
-            created_at=datetime.now(UTC),
-            metadata=handle.metadata,
-            collections={name: collection_spec(parts) for name, parts in collections.items()},
-            files=dict(sorted(files.items())),
+        return commit_publish(
+            self._root,
+            handle,
+            receipts,
+            guards=guards,
+            force=force,
+            make_current=make_current,
+            openers=self._openers(),
         )
-        raw = handle.parent_pointer.encode() if handle.parent_pointer is not None else None
-        parent = parse_pointer(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
-        manifest = manifest.model_copy(update={"parent": parent.version if parent else None})
-        checks = {}
-        chosen = [as_guard(guard) for guard in (DEFAULT_GUARDS if guards is None else guards)]
-        if chosen:
-            view = parse_manifest(manifest.dumps(), f"{self.location}/{directory}/{MANIFEST}")
-            new = Reader(self.open_version(vid, "lazy", manifest=view))
-            live = None
-            if parent is not None:
-                try:
-                    live = Reader(self.open_version(parent.version, "lazy"))
-                except SharedrecError as exc:
-                    log.warning("guards cannot read the live version %s (%s)", parent.version, exc)
-            checks = judge(chosen, force, vid, parent, new, live)
-        manifest = manifest.model_copy(update={"checks": checks})
-        check_stored(self._backend, directory, manifest)
-        self._backend.write_atomic(f"{directory}/{MANIFEST}", manifest.dumps())
-        try:
-            if make_current:
-                move_pointer(self._backend, ref_path(handle.ref), manifest, parent, raw)
-        finally:
-            # Committed: the lease has done its work. (A commit that failed earlier keeps it,
-            # so that the publish can still be committed or aborted.)
-            remove_lease(self._backend, _publish_lease(vid))
-        return vid
 
     def abort_publish(self, handle: PublishHandle) -> None:
         """Remove what the tasks of an uncommitted publish wrote (on the driver).
@@ -537,54 +384,18 @@ class RecommendationStore:
         Raises:
             PublishRejected: The version was already committed.
         """
-        from sharedrec.manage.gc import remove_lease
+        from sharedrec.write.distributed import abort_publish
 
-        directory = f"{VERSIONS}/{handle.version_id}"
-        if self._backend.exists(f"{directory}/{MANIFEST}"):
-            raise PublishRejected(f"version {handle.version_id} is committed; it is not aborted")
-        self._backend.remove_tree(directory)
-        remove_lease(self._backend, _publish_lease(handle.version_id))
+        abort_publish(self._root, handle)
 
-    def _settle_partitions(self, directory: str, collections: dict[str, list[Any]]) -> dict[str, Any]:
-        """Check the kept partitions' files, delete every other attempt; the kept files."""
-        from sharedrec.format.models import FileEntry
+    def _openers(self) -> Openers:
+        """How the writers open versions: through this store's readers."""
+        from sharedrec.write.commit import Openers
 
-        present = dict(self._backend.walk_files(directory))
-        files: dict[str, FileEntry] = {}
-        kept: set[str] = set()
-        for name, parts in collections.items():
-            for receipt in parts:
-                if receipt.path is None:
-                    continue
-                kept.add(f"{name}/{receipt.path}")
-                for path, entry in receipt.files.items():
-                    full = f"{name}/{receipt.path}/{path}"
-                    if present.get(full) != entry.size:
-                        found = present.get(full)
-                        raise CorruptVersion(
-                            f"{self.location}/{directory}/{full} "
-                            + ("is missing" if found is None else f"has {found} bytes, not {entry.size}")
-                            + f": partition {receipt.partition} of {name!r} (attempt {receipt.attempt}) is "
-                            "damaged or was removed; re-run its task and commit again, or abort"
-                        )
-                    files[full] = entry
-        stale: set[str] = set()
-        for path in present:
-            parts = path.split("/")
-            if len(parts) < 3 or parts[0].startswith("."):
-                continue  # the root's and the collections' zarr.json, temporary files
-            if parts[0] not in collections:
-                raise InvalidInput(
-                    f"{self.location}/{directory}/{parts[0]}/ holds partitions written for collection "
-                    f"{parts[0]!r}, but no receipt names it: pass its receipts too, or abort the publish"
-                )
-            folder = f"{parts[0]}/{parts[1]}"
-            if folder not in kept:
-                stale.add(folder)
-        for folder in sorted(stale):
-            log.info("removing %s/%s: an attempt no receipt kept", directory, folder)
-            self._backend.remove_tree(f"{directory}/{folder}")
-        return files
+        return Openers(
+            version=lambda version, manifest: self.open_version(version, "lazy", manifest=manifest),
+            pinned=lambda version: self.reader(version, pin=True, refresh_interval=None, verify="lazy"),
+        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -801,11 +612,9 @@ class RecommendationStore:
             VersionNotFound: ``ref`` names no version.
             ConcurrentPublishError: Another writer moved ``to`` at the same moment.
         """
-        version = self.current(ref)
-        if version is None:
-            raise VersionNotFound(f"ref {ref!r} of {self.location} names no version; publish to it first")
-        self.set_current(version, ref=to)
-        return version
+        from sharedrec.write.commit import promote
+
+        return promote(self._root, ref, to)
 
     def manifest(self, version_id: str) -> Manifest:
         """The manifest of a committed version.
@@ -855,17 +664,9 @@ class RecommendationStore:
             VersionNotFound: The version does not exist or never finished publishing.
             ConcurrentPublishError: Another writer moved the pointer at the same moment.
         """
-        manifest = self._manifest_view(version_id)
-        try:
-            pointer, raw = self._read_pointer(ref)
-        except CorruptVersion as exc:  # a damaged pointer is what set_current() repairs
-            log.warning("%s; replacing it (its history is lost)", exc)
-            pointer, raw = None, self._read_file(ref_path(ref))
-        if pointer and pointer.version == version_id:
-            return
-        history = [pointer.version, *pointer.previous] if pointer else []
-        history = [v for v in history if v != version_id][:POINTER_HISTORY]
-        self._swap(manifest, history, raw, ref)
+        from sharedrec.write.commit import set_current
+
+        set_current(self._root, version_id, ref)
 
     def rollback(self, *, ref: str = "current") -> str:
         """Make the previously live version live again (or a named ref's); returns its id.
@@ -876,25 +677,9 @@ class RecommendationStore:
         Raises:
             VersionNotFound: There is no earlier version to go back to.
         """
-        pointer, raw = self._read_pointer(ref)
-        if pointer is None:
-            raise VersionNotFound(f"nothing to roll back in {self.location}: no version is live")
-        for position, candidate in enumerate(pointer.previous):
-            try:
-                manifest = self._manifest_view(candidate)
-            except (VersionNotFound, CorruptVersion):
-                continue
-            rest = pointer.previous[position + 1 :]
-            try:
-                self._swap(manifest, rest, raw, ref)
-            except VersionGone as exc:  # garbage collection took it meanwhile: go further back
-                log.info("rollback skips %s: %s", candidate, exc)
-                continue
-            return candidate
-        raise VersionNotFound(
-            f"no earlier version of {self.location} to roll back to from {pointer.version}; "
-            "store.versions() lists what exists and store.set_current(id) picks one"
-        )
+        from sharedrec.write.commit import rollback
+
+        return rollback(self._root, ref)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -907,42 +692,5 @@ class RecommendationStore:
     def _nothing_live(self, ref: str) -> VersionNotFound:
         return self._root.nothing_live(ref)
 
-    def _swap(
-        self, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str = "current"
-    ) -> None:
-        """Move a pointer to ``manifest``'s version if it still holds ``expected`` (compare-and-swap)."""
-        from sharedrec.manage.gc import move_guarded
-
-        path = ref_path(ref)
-        pointer = pointer_for(self._backend, manifest.id, previous, json.loads(manifest.raw))
-        try:
-            move_guarded(self._backend, path, pointer.dumps(), expected, manifest.id, manifest.base)
-        except PointerMoved:
-            raise ConcurrentPublishError(
-                f"{path} of {self.location} changed while moving it to {pointer.version}; "
-                "check store.refs() and retry"
-            ) from None
-
     def _not_found(self, version_id: str) -> str:
         return self._root.not_found(version_id)
-
-
-def _publish_lease(version_id: str) -> str:
-    """The name of the lease that keeps garbage collection off a publish from many tasks."""
-    return f"publish-{version_id}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def pointer_for(backend: Backend, version: str, previous: list[str], manifest: dict[str, Any]) -> Pointer:
-    """The pointer naming ``version``: on object stores it carries a copy of the manifest.
-
-    A reader then opens the version with one request (the pointer's GET) instead of two.
-    On a POSIX path the pointer stays small: readers there poll it by reading it whole.
-    """
-    from sharedrec.format.models import Pointer
-
-    inline = manifest if backend.local_path("") is None else None
-    return Pointer(version=version, previous=previous, updated_at=_now(), manifest=inline)

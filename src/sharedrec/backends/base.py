@@ -6,10 +6,13 @@ Paths are relative to the store root and use ``/``. Everything above this protoc
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-__all__ = ["Backend", "PointerMoved", "replace_if_unchanged"]
+__all__ = ["Backend", "PointerMoved", "file_crc32", "replace_if_unchanged"]
+
+_BLOCK = 4 * 1024 * 1024
 
 
 class PointerMoved(Exception):
@@ -118,3 +121,14 @@ def replace_if_unchanged(backend: Backend, path: str, data: bytes, expected: byt
     if current != expected:
         raise PointerMoved(current)
     backend.write_atomic(path, data)
+
+
+def file_crc32(backend: Backend, path: str, progress: Any = None) -> int:
+    """CRC32 of a whole file, streamed in blocks (``progress.advance(n)`` per block read)."""
+    crc = 0
+    with backend.open_read(path) as f:
+        while block := f.read(_BLOCK):
+            crc = zlib.crc32(block, crc)
+            if progress is not None:
+                progress.advance(len(block))
+    return crc

@@ -27,7 +27,8 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,19 +36,47 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from sharedrec.errors import InvalidInput, PublishRejected
-from sharedrec.format.layout import MANIFEST, MAX_PARTITIONS, VERSIONS, validate_collection_name
-from sharedrec.format.models import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
-from sharedrec.manage.integrity import file_crc32
+from sharedrec.errors import CorruptVersion, InvalidInput, PublishRejected
+from sharedrec.format.layout import (
+    MANIFEST,
+    MAX_PARTITIONS,
+    VERSIONS,
+    new_version_id,
+    ref_path,
+    validate_collection_name,
+    validate_version_id,
+)
+from sharedrec.format.models import (
+    ArraySpec,
+    CollectionSpec,
+    FileEntry,
+    Manifest,
+    PartitionsSpec,
+    PartSpec,
+    validate_metadata,
+)
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
-from sharedrec.write.draft import write_ranked_rows, write_vector_rows
-from sharedrec.write.staging import remove_staging
+from sharedrec.write.arrays import write_ranked_rows, write_vector_rows
+from sharedrec.write.commit import Openers, checksums, commit, publish_lease
+from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
+from sharedrec.write.hold import remove_lease, write_lease
+from sharedrec.write.staging import Staging
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
+    from sharedrec.read.root import StoreRoot
 
-__all__ = ["MAX_PARTITIONS", "PartitionReceipt", "PublishHandle", "partition_of", "resolve_receipts"]
+__all__ = [
+    "MAX_PARTITIONS",
+    "PartitionReceipt",
+    "PublishHandle",
+    "abort_publish",
+    "begin_publish",
+    "commit_publish",
+    "partition_of",
+    "resolve_receipts",
+]
 
 log = logging.getLogger("sharedrec")
 
@@ -130,9 +159,6 @@ class PartitionReceipt(_Model):
             InvalidInput: The text is not a receipt.
         """
         return _receipt(data)
-
-    def _content(self) -> tuple[int, dict[str, FileEntry]]:
-        return self.count, self.files
 
 
 class PublishHandle(_Model):
@@ -322,25 +348,22 @@ class PublishHandle(_Model):
         attempt = os.urandom(4).hex()
         folder = f"part-{int(partition):05d}-{attempt}"
         target = f"{version_dir}/{collection}/{folder}"
-        local, staging = _local_for(backend, target)
+        stage = Staging(backend, target)
         try:
             group = zarr.open_group(
-                store=local.zarr_store(target), mode="w-", attributes={"sharedrec_partition": int(partition)}
+                store=stage.local.zarr_store(target),
+                mode="w-",
+                attributes={"sharedrec_partition": int(partition)},
             )
             arrays, fences = write(group)
-            local.sync_tree(target)
-            files = {
-                path: FileEntry(size=size, crc32=file_crc32(local, f"{target}/{path}"))
-                for path, size in local.walk_files(target)
-            }
-            if staging is not None:
-                backend.upload([(f"{staging}/{target}/{path}", f"{target}/{path}") for path in files])
+            stage.local.sync_tree(target)
+            files = checksums(stage.local, target)
+            stage.upload(files)
         except BaseException:
-            backend.remove_tree(target)
+            stage.discard()
             raise
         finally:
-            if staging is not None:
-                remove_staging(staging)
+            stage.release()
         return PartitionReceipt(
             version=self.version_id,
             collection=collection,
@@ -422,7 +445,7 @@ def resolve_receipts(
             if other != receipt:
                 raise InvalidInput(f"{where} was given twice with different contents")
             continue
-        if other._content() != receipt._content():
+        if (other.count, other.files) != (receipt.count, receipt.files):
             raise InvalidInput(
                 f"partition {receipt.partition} of {receipt.collection!r} has two receipts with different "
                 f"contents (attempts {other.attempt} and {receipt.attempt}: {other.count:,} and "
@@ -533,6 +556,170 @@ def group_metadata(collections: Mapping[str, str], version_id: str) -> dict[str,
         return {path: open(os.path.join(folder, path), "rb").read() for path in paths}
 
 
+def begin_publish(
+    root: StoreRoot,
+    storage_options: Mapping[str, Any] | None,
+    *,
+    partitions: int,
+    metadata: dict[str, JsonValue] | None,
+    version_id: str | None,
+    chunk_bytes: int,
+    ref: str,
+    lease_ttl: float,
+) -> PublishHandle:
+    """Reserve a version for worker tasks to write (see `RecommendationStore.begin_publish`)."""
+    _check_partitions(partitions)
+    if not isinstance(lease_ttl, int | float) or isinstance(lease_ttl, bool) or not lease_ttl > 0:
+        raise InvalidInput(f"lease_ttl must be positive seconds; got {lease_ttl!r}")
+    if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
+        raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
+    backend = root.backend
+    vid = validate_version_id(version_id) if version_id is not None else new_version_id()
+    metadata = validate_metadata(metadata)
+    options = validate_metadata(dict(storage_options)) if storage_options else None
+    _, raw = root.read_pointer(ref)
+    directory = f"{VERSIONS}/{vid}"
+    if backend.exists(directory):
+        raise InvalidInput(f"version {vid!r} already exists in {root.location}")
+    handle = PublishHandle(
+        location=root.location,
+        storage_options=options,
+        version_id=vid,
+        partitions=partitions,
+        chunk_bytes=chunk_bytes,
+        ref=ref,
+        parent_pointer=raw.decode() if raw is not None else None,
+        metadata=metadata,
+        started_at=now(),
+    )
+    # Leased before the folder exists: a collector that sees the folder sees the lease.
+    write_lease(backend, publish_lease(vid), vid, [], float(lease_ttl))
+    # The root group's metadata reserves the folder: workers check it is there.
+    backend.write_atomic(f"{directory}/zarr.json", group_metadata({}, vid)["zarr.json"])
+    return handle
+
+
+def commit_publish(
+    root: StoreRoot,
+    handle: PublishHandle,
+    receipts: Sequence[object],
+    *,
+    guards: Sequence[GuardLike] | None,
+    force: bool,
+    make_current: bool,
+    openers: Openers,
+) -> str:
+    """Commit a version from its tasks' receipts (see `RecommendationStore.commit_publish`)."""
+    from sharedrec.format.schema import parse_pointer
+
+    if not isinstance(handle, PublishHandle):
+        raise InvalidInput(
+            f"handle must be the PublishHandle of begin_publish(); got {type(handle).__name__}"
+        )
+    if handle.location != root.location:
+        raise InvalidInput(f"the handle publishes to {handle.location}, not to this store ({root.location})")
+    backend = root.backend
+    vid = handle.version_id
+    directory = f"{VERSIONS}/{vid}"
+    if backend.exists(f"{directory}/{MANIFEST}"):
+        raise PublishRejected(f"version {vid} is already committed")
+    collections, dropped = resolve_receipts(handle, receipts)
+    files = _settle_partitions(backend, directory, collections)
+    for receipt in dropped:
+        log.info("version %s: dropped attempt %s of %s", vid, receipt.attempt, receipt.collection)
+    for path, data in group_metadata(
+        {name: parts[0].kind for name, parts in collections.items()}, vid
+    ).items():
+        backend.write_atomic(f"{directory}/{path}", data)
+        files[path] = FileEntry(size=len(data), crc32=zlib.crc32(data))
+    raw = handle.parent_pointer.encode() if handle.parent_pointer is not None else None
+    parent = parse_pointer(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
+    manifest = Manifest(
+        id=vid,
+        parent=parent.version if parent else None,
+        created_at=now(),
+        metadata=handle.metadata,
+        collections={name: collection_spec(parts) for name, parts in collections.items()},
+        files=dict(sorted(files.items())),
+    )
+    written = False
+
+    def committed() -> None:
+        nonlocal written
+        written = True
+
+    try:
+        commit(
+            backend,
+            manifest,
+            guards=[as_guard(guard) for guard in (DEFAULT_GUARDS if guards is None else guards)],
+            force=force,
+            new=lambda view: openers.version(vid, view),
+            openers=openers,
+            parent=parent,
+            parent_raw=raw,
+            pointer_path=ref_path(handle.ref) if make_current else None,
+            committed=committed,
+        )
+    finally:
+        # Committed: the lease has done its work. (A commit that failed earlier keeps it,
+        # so that the publish can still be committed or aborted.)
+        if written:
+            remove_lease(backend, publish_lease(vid))
+    return vid
+
+
+def abort_publish(root: StoreRoot, handle: PublishHandle) -> None:
+    """Remove what the tasks of an uncommitted publish wrote (see `RecommendationStore.abort_publish`)."""
+    directory = f"{VERSIONS}/{handle.version_id}"
+    if root.backend.exists(f"{directory}/{MANIFEST}"):
+        raise PublishRejected(f"version {handle.version_id} is committed; it is not aborted")
+    root.backend.remove_tree(directory)
+    remove_lease(root.backend, publish_lease(handle.version_id))
+
+
+def _settle_partitions(
+    backend: Backend, directory: str, collections: dict[str, list[PartitionReceipt]]
+) -> dict[str, FileEntry]:
+    """Check the kept partitions' files, delete every other attempt; the kept files."""
+    present = dict(backend.walk_files(directory))
+    files: dict[str, FileEntry] = {}
+    kept: set[str] = set()
+    for name, parts in collections.items():
+        for receipt in parts:
+            if receipt.path is None:
+                continue
+            kept.add(f"{name}/{receipt.path}")
+            for path, entry in receipt.files.items():
+                full = f"{name}/{receipt.path}/{path}"
+                if present.get(full) != entry.size:
+                    found = present.get(full)
+                    raise CorruptVersion(
+                        f"{backend.location}/{directory}/{full} "
+                        + ("is missing" if found is None else f"has {found} bytes, not {entry.size}")
+                        + f": partition {receipt.partition} of {name!r} (attempt {receipt.attempt}) is "
+                        "damaged or was removed; re-run its task and commit again, or abort"
+                    )
+                files[full] = entry
+    stale: set[str] = set()
+    for path in present:
+        pieces = path.split("/")
+        if len(pieces) < 3 or pieces[0].startswith("."):
+            continue  # the root's and the collections' zarr.json, temporary files
+        if pieces[0] not in collections:
+            raise InvalidInput(
+                f"{backend.location}/{directory}/{pieces[0]}/ holds partitions written for collection "
+                f"{pieces[0]!r}, but no receipt names it: pass its receipts too, or abort the publish"
+            )
+        folder = f"{pieces[0]}/{pieces[1]}"
+        if folder not in kept:
+            stale.add(folder)
+    for folder in sorted(stale):
+        log.info("removing %s/%s: an attempt no receipt kept", directory, folder)
+        backend.remove_tree(f"{directory}/{folder}")
+    return files
+
+
 # -- helpers -------------------------------------------------------------------------------
 
 _BACKENDS: dict[str, Backend] = {}
@@ -551,17 +738,6 @@ def _backend(location: str, storage_options: Mapping[str, Any] | None) -> Backen
                 location, create=False, storage_options=dict(storage_options) if storage_options else None
             )
         return backend
-
-
-def _local_for(backend: Backend, target: str) -> tuple[Backend, str | None]:
-    """Where a worker writes: in place on a POSIX path, else a local staging folder."""
-    if backend.local_path(target) is not None:
-        return backend, None
-    from sharedrec.backends.posix import PosixBackend
-    from sharedrec.write.staging import new_staging
-
-    staging = new_staging(None, backend.location)
-    return PosixBackend(staging, create=True), staging
 
 
 def _is_empty(keys: object) -> bool:

@@ -5,89 +5,98 @@ A `Draft` writes each collection as soon as it is added, straight into
 fsynced, ``manifest.json`` (sizes and checksums of every file) is written last, and only
 then does ``CURRENT`` move, by an atomic compare-and-replace. Any exception inside the
 ``with`` block, or a failed check at commit, removes the folder and leaves ``CURRENT``
-where it was.
+where it was. On object stores the files are written on local disk first
+(`sharedrec.write.staging.Staging`) and uploaded at commit; the commit itself is the one
+every publish shares (`sharedrec.write.commit.commit`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import types
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sharedrec._progress import Reporter
-from sharedrec.backends.base import Backend, PointerMoved
-from sharedrec.errors import (
-    ConcurrentPublishError,
-    InvalidInput,
-    PublishRejected,
-    SharedrecError,
-    VersionGone,
-)
-from sharedrec.format.layout import GC_MARK, KEY_CHUNK_TARGET_BYTES
-from sharedrec.format.models import (
+from sharedrec._progress import Reporter, reporter
+from sharedrec.errors import InvalidInput, PublishRejected, SharedrecError
+from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
-    CURRENT,
-    MANIFEST,
-    POINTER_HISTORY,
+    GC_MARK,
     VERSIONS,
-    ArraySpec,
-    CollectionSpec,
-    FileEntry,
-    Manifest,
-    Pointer,
     chunk_path,
+    new_version_id,
+    ref_path,
     validate_collection_name,
+    validate_version_id,
 )
-from sharedrec.manage.diff import rows_equal
-from sharedrec.manage.integrity import file_crc32
+from sharedrec.format.models import ArraySpec, CollectionSpec, Manifest
 from sharedrec.read import index
+from sharedrec.write import delta as _delta
 from sharedrec.write import validate as _validate
-from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard, run_guards
-from sharedrec.write.staging import remove_staging
+from sharedrec.write.arrays import write_array, write_ranked_rows, write_vector_rows
+from sharedrec.write.commit import Openers, checksums, commit, now
+from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
+from sharedrec.write.staging import Staging
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec.format.schema import PointerView
-    from sharedrec.manage.gc import Hold
-    from sharedrec.read.reader import Reader
+    from sharedrec._progress import ProgressMode
+    from sharedrec.format.schema import ManifestView, PointerView
+    from sharedrec.read.reader import OpenVersion, Reader
+    from sharedrec.read.root import StoreRoot
+    from sharedrec.write.hold import Hold
 
-__all__ = ["Draft", "chunk_rows", "judge", "move_pointer", "write_array", "write_keys"]
+__all__ = ["Draft", "start"]
 
 log = logging.getLogger("sharedrec")
-
-_WRITE_BLOCK_BYTES = 64 * 1024 * 1024
-
-
-def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) -> int:
-    """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row).
-
-    ``row_bytes`` may list the row sizes of several arrays chunked alike. When the rows
-    take several chunks, the count is rounded down so that every chunk file of each array
-    is a whole number of 4 KiB pages (when a chunk holds enough rows for that): readers
-    then map the chunks back to back and gather a batch with one fancy index.
-    """
-    sizes = [max(1, row_bytes)] if isinstance(row_bytes, int) else [max(1, size) for size in row_bytes]
-    rows = max(1, min(n_rows, chunk_bytes // max(sizes)))
-    if rows < n_rows:
-        step = math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))
-        if rows >= step:
-            rows -= rows % step
-    return rows
-
-
-_PAGE_BYTES = 4096
 
 _VANISHED = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 """What file operations raise when a folder changes under them (removed by a collector or by
 hand); a full or read-only volume raises its own OSError, left as it is."""
+
+
+def start(
+    root: StoreRoot,
+    openers: Openers,
+    *,
+    metadata: dict[str, JsonValue] | None = None,
+    version_id: str | None = None,
+    make_current: bool = True,
+    progress: ProgressMode = None,
+    chunk_bytes: int = CHUNK_TARGET_BYTES,
+    guards: Sequence[GuardLike] | None = None,
+    force: bool = False,
+    ref: str = "current",
+    delta: bool = False,
+    base: str | None = None,
+    max_chain: int = 8,
+) -> Draft:
+    """A new draft of the store at ``root`` (see `RecommendationStore.publish` for the options)."""
+    from sharedrec.format.models import validate_metadata
+
+    vid = validate_version_id(version_id) if version_id is not None else new_version_id()
+    metadata = validate_metadata(metadata)
+    pointer, raw = root.read_pointer(ref)
+    base_reader = _delta.delta_base(root, base, delta, pointer, max_chain, openers)
+    return Draft(
+        root,
+        vid,
+        pointer,
+        raw,
+        metadata,
+        reporter(progress),
+        make_current,
+        chunk_bytes,
+        DEFAULT_GUARDS if guards is None else guards,
+        force,
+        openers,
+        ref_path(ref),
+        base_reader,
+    )
 
 
 class Draft:
@@ -99,34 +108,32 @@ class Draft:
 
     def __init__(
         self,
-        backend: Backend,
+        root: StoreRoot,
         version_id: str,
         parent: PointerView | None,
         parent_raw: bytes | None,
         metadata: dict[str, JsonValue],
         reporter: Reporter,
         make_current: bool,
-        chunk_bytes: int = CHUNK_TARGET_BYTES,
-        guards: Sequence[GuardLike] = DEFAULT_GUARDS,
-        force: bool = False,
-        open_live: Callable[[str], Reader] | None = None,
-        pointer_path: str = CURRENT,
+        chunk_bytes: int,
+        guards: Sequence[GuardLike],
+        force: bool,
+        openers: Openers,
+        pointer_path: str,
         base: Reader | None = None,
-        staging_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
         self._chunk_bytes = chunk_bytes
         self._guards = [as_guard(guard) for guard in guards]
         self._force = force
-        self._backend = backend
-        self._open_live = open_live
+        self._root = root
+        self._backend = root.backend
+        self._openers = openers
         self._pointer_path = pointer_path
         # Where the files are written: in place on a POSIX path; staged on local disk, then
         # uploaded, for object stores.
-        self._staging: str | None = None
-        self._staging_dir = staging_dir  # the node's cache folder (None: the default one)
-        self._local: Backend = backend
+        self._stage: Staging | None = None
         self._id = version_id
         self._dir = f"{VERSIONS}/{version_id}"
         self._parent = parent
@@ -152,6 +159,11 @@ class Draft:
         return self._base.version if self._base is not None else None
 
     @property
+    def _staging(self) -> str | None:
+        """The local folder the draft is staged in (object stores), if any."""
+        return self._stage.folder if self._stage is not None else None
+
+    @property
     def collections(self) -> dict[str, CollectionSpec]:
         """The collections added so far."""
         return dict(self._collections)
@@ -163,19 +175,14 @@ class Draft:
             raise InvalidInput(f"version {self._id!r} already exists in {self._backend.location}")
         import zarr
 
-        from sharedrec.manage.gc import Hold
+        from sharedrec.write.hold import Hold
 
         # Leased before the folder exists: a collector that sees the folder sees the lease.
         self._hold = Hold(self._backend, self._id)
         self._state = "open"
         try:
-            if self._backend.local_path(self._dir) is None:
-                from sharedrec.backends.posix import PosixBackend
-                from sharedrec.write.staging import new_staging
-
-                self._staging = new_staging(self._staging_dir, self._backend.location)
-                self._local = PosixBackend(self._staging, create=True)
-            store = self._local.zarr_store(self._dir)
+            self._stage = Staging(self._backend, self._dir, self._root.cache_dir)
+            store = self._stage.local.zarr_store(self._dir)
             attributes = {"sharedrec": {"format": "sharedrec/1", "version": self._id}}
             self._group = zarr.open_group(store=store, mode="w-", attributes=attributes)
         except BaseException:
@@ -287,7 +294,7 @@ class Draft:
             changed, gone = changes
             stored = _take_keys(key_data, changed)
             ranked = _validate.Ranked(ranked.items[changed], ranked.scores[changed], ranked.lengths[changed])
-            arrays.update(self._write_removed(group, gone))
+            arrays.update(_delta.write_removed(group, gone, self._chunk_bytes))
             removed = len(gone)
         if len(stored):
             nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
@@ -301,8 +308,12 @@ class Draft:
             d_items = default_arrays[0].astype(ranked.items.dtype)
             d_scores = default_arrays[1].astype(ranked.scores.dtype)
             default_length = int(np.count_nonzero(d_items != _validate.ITEM_PAD))
-            arrays["default_items"] = self._write_array(group, "default_items", d_items, None, None, None)
-            arrays["default_scores"] = self._write_array(group, "default_scores", d_scores, None, None, None)
+            arrays["default_items"] = write_array(
+                group, "default_items", d_items, None, None, None, self._chunk_bytes
+            )
+            arrays["default_scores"] = write_array(
+                group, "default_scores", d_scores, None, None, None, self._chunk_bytes
+            )
         spec = CollectionSpec(
             kind="ranked",
             key_type=key_data.kind,
@@ -350,7 +361,7 @@ class Draft:
         if changes is not None:
             changed, gone = changes
             stored, array = _take_keys(key_data, changed), array[changed]
-            arrays.update(self._write_removed(group, gone))
+            arrays.update(_delta.write_removed(group, gone, self._chunk_bytes))
             removed = len(gone)
         if len(stored):
             with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
@@ -384,79 +395,11 @@ class Draft:
         rows: NDArray[Any],
         scores: NDArray[Any] | None,
     ) -> tuple[NDArray[np.bool_], list[Any]] | None:
-        """For a delta publish: which input rows differ from the base, and the keys removed.
-
-        None when the collection is written in full: not a delta publish, or the base has
-        no collection of that name, kind and key type (or vectors of another dimension).
-        """
-        base = self._base
-        if base is None:
+        """For a delta publish: which input rows differ from the base, and the keys removed
+        (None: not a delta publish, or the collection is written in full)."""
+        if self._base is None:
             return None
-        spec = base.collections.get(name)
-        if spec is None or spec.kind != kind or spec.key_type != keys.kind:
-            return None
-        if kind == "vectors" and spec.width != rows.shape[1]:
-            return None
-        # Every level of a chain stores rows alike, so batches gather them into one array.
-        col = base._collection(name)
-        root = col.chain.root if getattr(col, "chain", None) is not None else col
-        stored = [root.vectors.dtype] if kind == "vectors" else [root.items.dtype, root.scores.dtype]
-        given = [rows.dtype] if scores is None else [rows.dtype, scores.dtype]
-        if [np.dtype(d).newbyteorder("<") for d in given] != [np.dtype(d).newbyteorder("<") for d in stored]:
-            log.info("collection %r changes dtypes: written in full, not as a delta", name)
-            return None
-        query: Any = keys.ints if keys.ints is not None else [key.decode() for key in keys.encoded or ()]
-        with self._reporter.task(f"{name}: compare with {base.version}", len(keys)) as task:
-            if scores is None:
-                old_rows, found = base.vectors(name, query)
-                same = found & rows_equal(old_rows, rows)
-            else:
-                old_items, old_scores, found = base.get_many(name, query)
-                same = found & rows_equal(old_items, rows) & rows_equal(old_scores, scores)
-            task.advance(len(keys))
-        old_keys = base.keys(name)
-        if keys.ints is not None:
-            assert isinstance(old_keys, np.ndarray)
-            gone: list[Any] = old_keys[~np.isin(old_keys, keys.ints)].tolist()
-        else:
-            present = set(query)
-            gone = [key for key in old_keys if key not in present]
-        return ~same, gone
-
-    def _write_removed(self, group: Any, gone: list[Any]) -> dict[str, ArraySpec]:
-        """The tombstones of a delta collection: the keys of the base it removes."""
-        if not gone:
-            return {}
-        if isinstance(gone[0], str):
-            spans, blob = index.encode_keys([key.encode() for key in gone])
-            return {
-                "removed_spans": self._write_array(group, "removed_spans", spans, None, None, None),
-                "removed_bytes": self._write_array(group, "removed_bytes", blob, None, None, None),
-            }
-        removed = np.sort(np.asarray(gone, dtype=np.int64))
-        return {"removed": self._write_array(group, "removed", removed, None, None, None)}
-
-    def _inherit(self) -> None:
-        """Collections of the base that this delta does not mention are kept as they are."""
-        base = self._base
-        if base is None:
-            return
-        for name, spec in base.collections.items():
-            if name in self._collections:
-                continue
-            group = self._group.create_group(name, attributes={"sharedrec_kind": spec.kind})
-            arrays: dict[str, ArraySpec] = {}
-            if spec.kind == "ranked" and spec.default_length is not None:
-                default = base._collection(name).default
-                arrays["default_items"] = self._write_array(
-                    group, "default_items", default.items, None, None, None
-                )
-                arrays["default_scores"] = self._write_array(
-                    group, "default_scores", default.scores, None, None, None
-                )
-            self._collections[name] = spec.model_copy(
-                update={"delta": True, "removed": 0, "key_fences": [], "arrays": arrays}
-            )
+        return _delta.changes(self._base, name, kind, keys, rows, scores, self._reporter)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -470,17 +413,6 @@ class Draft:
         if name in self._collections:
             raise InvalidInput(f"collection {name!r} was already added to this version")
         return name
-
-    def _write_array(
-        self,
-        group: Any,
-        name: str,
-        data: NDArray[Any],
-        order: NDArray[np.intp] | None,
-        rows: int | None,
-        task: Any,
-    ) -> ArraySpec:
-        return write_array(group, name, data, order, rows, task, self._chunk_bytes)
 
     # -- commit ----------------------------------------------------------------------------
 
@@ -507,17 +439,19 @@ class Draft:
     def _abort(self) -> None:
         self._state = "aborted"
         self._group = None
-        self._local.remove_tree(self._dir)
-        if self._staging is not None:
-            remove_staging(self._staging)
-            self._backend.remove_tree(self._dir)  # whatever was uploaded before the failure
+        if self._stage is not None:
+            self._stage.discard()  # local files, and whatever was uploaded before the failure
+        else:
+            self._backend.remove_tree(self._dir)
 
     def _commit(self) -> None:
         if self._state != "open":
             raise PublishRejected(f"draft {self._id} is {self._state}; it cannot be committed")
         if not self._collections:
             raise PublishRejected(f"nothing to publish in version {self._id}: add at least one collection")
-        self._inherit()  # before the checks: inherited collections name fallbacks too
+        base = self._base
+        if base is not None:  # before the checks: inherited collections name fallbacks too
+            _delta.inherit(base, self._group, self._collections, self._chunk_bytes)
         for name, spec in self._collections.items():
             for fallback in spec.fallbacks:
                 target = self._collections.get(fallback)
@@ -527,27 +461,43 @@ class Draft:
                         "collection of this version: add it in the same publish"
                     )
         self._group = None
-        self._local.sync_tree(self._dir)
-        base = self._base
+        staging = self._stage
+        assert staging is not None
+        staging.local.sync_tree(self._dir)
         manifest = Manifest(
             id=self._id,
             parent=self._parent.version if self._parent else None,
             base=base.version if base is not None else None,
-            depth=base._v.manifest.depth + 1 if base is not None else 0,
-            created_at=datetime.now(UTC),
+            depth=base.manifest.depth + 1 if base is not None else 0,
+            created_at=now(),
             metadata=self._metadata,
             collections=self._collections,
-            files=self._checksum_files(),
+            files=checksums(staging.local, self._dir, self._reporter),
         )
         self._check_files(manifest)
-        manifest = manifest.model_copy(update={"checks": self._run_guards(manifest)})
-        if self._staging is not None:
-            self._upload(manifest)
-        check_stored(self._backend, self._dir, manifest)
-        self._backend.write_atomic(f"{self._dir}/{MANIFEST}", manifest.dumps())
-        self._state = "committed"
-        if self._make_current:
-            self._move_pointer(manifest)
+
+        def upload(manifest: Manifest) -> None:
+            if staging.folder is not None:
+                with self._reporter.task(f"upload to {self._backend.location}", manifest.data_bytes) as task:
+                    staging.upload(manifest.files, task)
+
+        def committed() -> None:
+            self._state = "committed"
+
+        commit(
+            self._backend,
+            manifest,
+            guards=self._guards,
+            force=self._force,
+            new=self._open_new,
+            openers=self._openers,
+            parent=self._parent,
+            parent_raw=self._parent_raw,
+            pointer_path=self._pointer_path if self._make_current else None,
+            hold=self._hold,
+            upload=upload,
+            committed=committed,
+        )
 
     def _check_files(self, manifest: Manifest) -> None:
         """Every chunk file the manifest's arrays need is among the files written."""
@@ -562,260 +512,16 @@ class Draft:
                             "nothing was published: publish again"
                         )
 
-    def _run_guards(self, manifest: Manifest) -> dict[str, JsonValue]:
-        """Check the finished draft against the live version; raise if a guard fails."""
-        if not self._guards:
-            return {}
-        from sharedrec.format.schema import parse_manifest
+    def _open_new(self, manifest: ManifestView) -> OpenVersion:
+        """The finished draft, from its local files (staged ones not uploaded yet), for the guards."""
         from sharedrec.read.mmap import LocalFolder
-        from sharedrec.read.reader import OpenVersion, Reader
+        from sharedrec.read.reader import OpenVersion
 
-        root = self._local.local_path(self._dir)
-        assert root is not None, "drafts are always written on local disk"
-        view = parse_manifest(manifest.dumps(), f"{root}/{MANIFEST}")
-        below = self._base._v if self._base is not None else None
-        new = Reader(OpenVersion(view, LocalFolder(root), root, below))
-        return judge(self._guards, self._force, self._id, self._parent, new, self._open_parent())
-
-    def _open_parent(self) -> Reader | None:
-        if self._parent is None or self._open_live is None:
-            return None
-        try:
-            return self._open_live(self._parent.version)
-        except SharedrecError as exc:
-            log.warning(
-                "guards cannot read the live version %s (%s); comparing with nothing",
-                self._parent.version,
-                exc,
-            )
-            return None
-
-    def _upload(self, manifest: Manifest) -> None:
-        assert self._staging is not None
-        files = [(f"{self._staging}/{self._dir}/{path}", f"{self._dir}/{path}") for path in manifest.files]
-        with self._reporter.task(f"upload to {self._backend.location}", manifest.data_bytes) as task:
-            self._backend.upload(files, task)
-        remove_staging(self._staging)
-
-    def _checksum_files(self) -> dict[str, FileEntry]:
-        # Hidden names (a collector's mark, temporary files) are never files of the version.
-        listing = [
-            (path, size)
-            for path, size in self._local.walk_files(self._dir)
-            if not any(part.startswith(".") for part in path.split("/"))
-        ]
-        files: dict[str, FileEntry] = {}
-        with self._reporter.task("checksums", sum(size for _, size in listing)) as task:
-            for path, size in listing:
-                crc = file_crc32(self._local, f"{self._dir}/{path}", task)
-                files[path] = FileEntry(size=size, crc32=crc)
-        return files
-
-    def _move_pointer(self, manifest: Manifest) -> None:
-        move_pointer(self._backend, self._pointer_path, manifest, self._parent, self._parent_raw, self._hold)
-
-
-def write_ranked_rows(
-    group: Any, keys: _validate.Keys, ranked: _validate.Ranked, chunk_bytes: int, task: Any = None
-) -> tuple[dict[str, ArraySpec], list[int], str | None]:
-    """Write the key index and the lists of ranked rows; items and scores are chunked alike.
-
-    Returns the array specs, the key fences and the key hash name.
-    """
-    arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
-    width = ranked.items.shape[1]
-    rows = chunk_rows([width * ranked.items.itemsize, width * ranked.scores.itemsize], len(keys), chunk_bytes)
-    arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
-    arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
-    arrays["lengths"] = write_array(group, "lengths", ranked.lengths, order, None, task, chunk_bytes)
-    return arrays, fences, key_hash
-
-
-def write_vector_rows(
-    group: Any, keys: _validate.Keys, vectors: NDArray[Any], chunk_bytes: int, task: Any = None
-) -> tuple[dict[str, ArraySpec], list[int], str | None]:
-    """Write the key index and the vectors of rows; returns specs, fences and hash name."""
-    arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
-    rows = chunk_rows(vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes)
-    arrays["vectors"] = write_array(group, "vectors", vectors, order, rows, task, chunk_bytes)
-    return arrays, fences, key_hash
-
-
-def write_keys(
-    group: Any, keys: _validate.Keys, chunk_bytes: int
-) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
-    """Write the key index.
-
-    Returns its array specs, the fences, the hash name, and the order in which input
-    rows must be written (None when they already are in key order).
-    """
-    arrays: dict[str, ArraySpec] = {}
-    order: NDArray[np.intp] | None
-    chunk_bytes = min(chunk_bytes, KEY_CHUNK_TARGET_BYTES)
-    if keys.ints is not None:
-        order = np.argsort(keys.ints, kind="stable")
-        sorted_keys = keys.ints[order]
-        if bool((order[1:] > order[:-1]).all()):  # already in key order: write rows as given
-            order = None
-        rows = chunk_rows(8, len(keys), chunk_bytes)
-        arrays["keys"] = write_array(group, "keys", sorted_keys, None, rows, None, chunk_bytes)
-        fences = sorted_keys[::rows].tolist()
-        key_hash = None
-    else:
-        assert keys.encoded is not None
-        key_hash = index.DEFAULT_KEY_HASH
-        hashes = index.hash_keys(keys.encoded, key_hash)
-        order = np.argsort(hashes, kind="stable")
-        sorted_hashes = hashes[order]
-        spans, blob = index.encode_keys([keys.encoded[i] for i in order.tolist()])
-        rows = chunk_rows(8, len(keys), chunk_bytes)
-        arrays["key_hash"] = write_array(group, "key_hash", sorted_hashes, None, rows, None, chunk_bytes)
-        arrays["key_spans"] = write_array(group, "key_spans", spans, None, None, None, chunk_bytes)
-        arrays["key_bytes"] = write_array(group, "key_bytes", blob, None, None, None, chunk_bytes)
-        fences = sorted_hashes[::rows].tolist()
-    return arrays, fences, key_hash, order
-
-
-def write_array(
-    group: Any,
-    name: str,
-    data: NDArray[Any],
-    order: NDArray[np.intp] | None,
-    rows: int | None,
-    task: Any,
-    chunk_bytes: int,
-) -> ArraySpec:
-    """Write ``data[order]`` as an uncompressed little-endian zarr array, every chunk."""
-    from zarr.codecs import BytesCodec
-
-    dtype = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
-    n = data.shape[0]
-    row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * dtype.itemsize
-    rows = rows or chunk_rows(row_bytes, n, chunk_bytes)
-    fill: Any = np.nan if dtype.kind == "f" else (_validate.ITEM_PAD if dtype.kind == "i" else 0)
-    array = group.create_array(
-        name,
-        shape=data.shape,
-        chunks=(rows, *data.shape[1:]),
-        dtype=dtype,
-        fill_value=fill,
-        compressors=None,
-        filters=None,
-        serializer=BytesCodec(endian="little" if dtype.itemsize > 1 else None),
-        config={"write_empty_chunks": True},
-    )
-    step = rows * max(1, _WRITE_BLOCK_BYTES // max(1, rows * row_bytes))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        # Rows are C-contiguous here (normalised on input), where np.take is the fastest gather.
-        block = np.take(data, order[start:stop], axis=0) if order is not None else data[start:stop]
-        array[start:stop] = block
-        if task is not None:
-            task.advance(block.nbytes)
-    return ArraySpec(dtype=dtype.str, shape=tuple(data.shape), chunks=(rows, *data.shape[1:]))
-
-
-def judge(
-    guards: Sequence[GuardLike],
-    force: bool,
-    version_id: str,
-    parent: PointerView | None,
-    new: Reader,
-    live: Reader | None,
-) -> dict[str, JsonValue]:
-    """Run the guards on a finished version; the manifest's ``checks``, or raise if one fails.
-
-    Raises:
-        PublishRejected: A guard failed and ``force`` is False.
-    """
-    results = run_guards(guards, new, live)
-    failed = [result for result in results if not result.passed]
-    checks: dict[str, JsonValue] = {
-        result.name: {"passed": result.passed, "message": result.message, **result.values}
-        for result in results
-    }
-    if failed and force:
-        log.warning(
-            "publishing version %s despite failed guards (force=True): %s",
-            version_id,
-            "; ".join(f"{r.name}: {r.message}" for r in failed),
-        )
-        checks["forced"] = True
-    elif failed:
-        against = f"live version {parent.version}" if parent else "an empty store"
-        raise PublishRejected(
-            f"version {version_id} was refused by {len(failed)} publish guard(s) against {against}: "
-            + "; ".join(f"{r.name}: {r.message}" for r in failed)
-            + ". Nothing was published. Fix the batch job, or pass force=True (or different guards=) "
-            "if the change is intended"
-        )
-    return checks
-
-
-def check_stored(backend: Backend, directory: str, manifest: Manifest) -> None:
-    """Just before a manifest is written: every file it lists is in the store with its size,
-    and no garbage collector condemned the folder.
-
-    Raises:
-        PublishRejected: Something was removed; nothing is published.
-    """
-    from sharedrec.read.version import version_condemned
-
-    where = f"{backend.location}/{directory}"
-    if version_condemned(backend, directory):
-        raise PublishRejected(
-            f"{where} was removed while it was published (garbage collection took it for an "
-            "abandoned publish: its lease expired?); nothing was published: publish again"
-        )
-    stored = dict(backend.walk_files(directory))  # one listing, not a request per file
-    for path, entry in manifest.files.items():
-        if stored.get(path) != entry.size:
-            raise PublishRejected(
-                f"{where}/{path} was removed while it was published (garbage collection, or by "
-                "hand?); nothing was published: publish again"
-            )
-
-
-def move_pointer(
-    backend: Backend,
-    pointer_path: str,
-    manifest: Manifest,
-    parent: PointerView | None,
-    parent_raw: bytes | None,
-    hold: Hold | None = None,
-) -> None:
-    """Compare-and-swap a pointer from ``parent_raw`` to the committed ``manifest``'s version.
-
-    The move is guarded against garbage collection (see `sharedrec.manage.gc`); ``hold`` is the
-    lease the publish already holds on the version, if any.
-
-    Raises:
-        ConcurrentPublishError: Another writer moved the pointer since ``parent_raw`` was
-            read, or garbage collection was deleting the version.
-    """
-    from sharedrec.manage.gc import move_guarded
-    from sharedrec.store import pointer_for
-
-    version_id = manifest.id
-    previous = [parent.version, *parent.previous] if parent else []
-    pointer = pointer_for(backend, version_id, previous[:POINTER_HISTORY], manifest.json_object())
-    try:
-        move_guarded(backend, pointer_path, pointer.dumps(), parent_raw, version_id, manifest.base, hold)
-    except VersionGone as exc:
-        raise ConcurrentPublishError(
-            f"garbage collection was deleting version {version_id} (or a version below it) while it "
-            f"was made live: {exc}; it was not made live"
-        ) from None
-    except PointerMoved as moved:
-        other = _pointer_version(moved.current)
-        base = parent.version if parent else "an empty store"
-        raise ConcurrentPublishError(
-            f"another writer made version {other} live while version {version_id} was being "
-            f"published (both started from {base}); "
-            f"{other} stays live and {version_id} was kept unpublished: "
-            f"store.set_current({version_id!r}) makes it live"
-        ) from None
-    log.info("published version %s to %s", version_id, backend.location)
+        assert self._stage is not None
+        folder = self._stage.local.local_path(self._dir)
+        assert folder is not None, "drafts are always written on local disk"
+        below = self._openers.version(self._base.version, None) if self._base is not None else None
+        return OpenVersion(manifest, LocalFolder(folder), folder, below)
 
 
 def _take_keys(keys: _validate.Keys, mask: NDArray[np.bool_]) -> _validate.Keys:
@@ -826,12 +532,3 @@ def _take_keys(keys: _validate.Keys, mask: NDArray[np.bool_]) -> _validate.Keys:
     return _validate.Keys(
         "str", None, [key for key, keep in zip(keys.encoded, mask.tolist(), strict=True) if keep]
     )
-
-
-def _pointer_version(raw: bytes | None) -> str:
-    if raw is None:
-        return "(none: CURRENT was deleted)"
-    try:
-        return Pointer.loads(raw, CURRENT).version
-    except Exception:
-        return "(unreadable CURRENT)"

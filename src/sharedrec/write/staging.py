@@ -10,6 +10,9 @@ the next publish (and ``store.gc()``) on the node removes every folder whose loc
 holds, and never one whose owner still runs (a lock held by a live process, or by a
 forked child that inherited it, cannot be taken).
 
+`Staging` is what writers use: it writes in place on a POSIX path, and only stages on
+object stores.
+
 Order matters for that test: the owner creates and locks ``<name>.lock`` before it creates
 ``<name>/``, and whoever removes a draft removes the folder before the lock file, so a
 folder without a lock file always belongs to a dead owner.
@@ -27,9 +30,14 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["new_staging", "remove_staging", "sweep_staging"]
+if TYPE_CHECKING:
+    from sharedrec.backends.base import Backend
+
+__all__ = ["Staging", "new_staging", "remove_staging", "sweep_staging"]
 
 log = logging.getLogger("sharedrec")
 
@@ -37,6 +45,56 @@ _LOCK = ".lock"
 _held: dict[str, int] = {}
 """Staging folders of this process, and the descriptor that holds each one's lock."""
 _held_lock = threading.Lock()
+
+
+class Staging:
+    """Where a writer writes the folder ``target`` of a store: in place on a POSIX path,
+    else in a local staging folder of this node, uploaded when the files are complete.
+
+    Args:
+        backend: The store.
+        target: The folder to write, relative to the store root.
+        cache_dir: The node's cache folder staging goes under (None: the default one).
+    """
+
+    def __init__(
+        self, backend: Backend, target: str, cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.backend = backend
+        self.target = target
+        self.folder: str | None = None
+        self.local: Backend = backend
+        """Where to write ``target`` (the same paths as in the store)."""
+        if backend.local_path(target) is None:
+            from sharedrec.backends.posix import PosixBackend
+
+            self.folder = new_staging(cache_dir, backend.location)
+            try:
+                self.local = PosixBackend(self.folder, create=True)
+            except BaseException:
+                remove_staging(self.folder)
+                raise
+
+    def upload(self, paths: Iterable[str], progress: Any = None) -> None:
+        """Copy the files written (``paths`` relative to ``target``) into the store and free
+        the staging folder; nothing to do when written in place."""
+        if self.folder is None:
+            return
+        folder, target = self.folder, self.target
+        self.backend.upload([(f"{folder}/{target}/{path}", f"{target}/{path}") for path in paths], progress)
+        self.release()
+
+    def release(self) -> None:
+        """Free the staging folder, if any (again: nothing)."""
+        if self.folder is not None:
+            remove_staging(self.folder)
+
+    def discard(self) -> None:
+        """Remove what was written: locally, and whatever was uploaded before a failure."""
+        self.local.remove_tree(self.target)
+        if self.folder is not None:
+            self.release()
+            self.backend.remove_tree(self.target)
 
 
 def _roots(cache_dir: str | os.PathLike[str] | None, location: str) -> list[Path]:

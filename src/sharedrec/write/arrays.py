@@ -1,0 +1,144 @@
+"""Array writers: chunk sizing, and the key index and row arrays of a collection.
+
+Every array is an uncompressed little-endian zarr v3 array whose chunks hold whole rows,
+sized so that a chunk file is about ``chunk_bytes`` and, when it spans several, a whole
+number of 4 KiB pages (readers map the chunks back to back).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from sharedrec.format.layout import KEY_CHUNK_TARGET_BYTES
+from sharedrec.format.models import ArraySpec
+from sharedrec.read import index
+from sharedrec.write import validate as _validate
+
+__all__ = ["chunk_rows", "write_array", "write_keys", "write_ranked_rows", "write_vector_rows"]
+
+_WRITE_BLOCK_BYTES = 64 * 1024 * 1024
+
+
+def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) -> int:
+    """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row).
+
+    ``row_bytes`` may list the row sizes of several arrays chunked alike. When the rows
+    take several chunks, the count is rounded down so that every chunk file of each array
+    is a whole number of 4 KiB pages (when a chunk holds enough rows for that): readers
+    then map the chunks back to back and gather a batch with one fancy index.
+    """
+    sizes = [max(1, row_bytes)] if isinstance(row_bytes, int) else [max(1, size) for size in row_bytes]
+    rows = max(1, min(n_rows, chunk_bytes // max(sizes)))
+    if rows < n_rows:
+        step = math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))
+        if rows >= step:
+            rows -= rows % step
+    return rows
+
+
+_PAGE_BYTES = 4096
+
+
+def write_ranked_rows(
+    group: Any, keys: _validate.Keys, ranked: _validate.Ranked, chunk_bytes: int, task: Any = None
+) -> tuple[dict[str, ArraySpec], list[int], str | None]:
+    """Write the key index and the lists of ranked rows; items and scores are chunked alike.
+
+    Returns the array specs, the key fences and the key hash name.
+    """
+    arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
+    width = ranked.items.shape[1]
+    rows = chunk_rows([width * ranked.items.itemsize, width * ranked.scores.itemsize], len(keys), chunk_bytes)
+    arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
+    arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
+    arrays["lengths"] = write_array(group, "lengths", ranked.lengths, order, None, task, chunk_bytes)
+    return arrays, fences, key_hash
+
+
+def write_vector_rows(
+    group: Any, keys: _validate.Keys, vectors: NDArray[Any], chunk_bytes: int, task: Any = None
+) -> tuple[dict[str, ArraySpec], list[int], str | None]:
+    """Write the key index and the vectors of rows; returns specs, fences and hash name."""
+    arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
+    rows = chunk_rows(vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes)
+    arrays["vectors"] = write_array(group, "vectors", vectors, order, rows, task, chunk_bytes)
+    return arrays, fences, key_hash
+
+
+def write_keys(
+    group: Any, keys: _validate.Keys, chunk_bytes: int
+) -> tuple[dict[str, ArraySpec], list[int], str | None, NDArray[np.intp] | None]:
+    """Write the key index.
+
+    Returns its array specs, the fences, the hash name, and the order in which input
+    rows must be written (None when they already are in key order).
+    """
+    arrays: dict[str, ArraySpec] = {}
+    order: NDArray[np.intp] | None
+    chunk_bytes = min(chunk_bytes, KEY_CHUNK_TARGET_BYTES)
+    if keys.ints is not None:
+        order = np.argsort(keys.ints, kind="stable")
+        sorted_keys = keys.ints[order]
+        if bool((order[1:] > order[:-1]).all()):  # already in key order: write rows as given
+            order = None
+        rows = chunk_rows(8, len(keys), chunk_bytes)
+        arrays["keys"] = write_array(group, "keys", sorted_keys, None, rows, None, chunk_bytes)
+        fences = sorted_keys[::rows].tolist()
+        key_hash = None
+    else:
+        assert keys.encoded is not None
+        key_hash = index.DEFAULT_KEY_HASH
+        hashes = index.hash_keys(keys.encoded, key_hash)
+        order = np.argsort(hashes, kind="stable")
+        sorted_hashes = hashes[order]
+        spans, blob = index.encode_keys([keys.encoded[i] for i in order.tolist()])
+        rows = chunk_rows(8, len(keys), chunk_bytes)
+        arrays["key_hash"] = write_array(group, "key_hash", sorted_hashes, None, rows, None, chunk_bytes)
+        arrays["key_spans"] = write_array(group, "key_spans", spans, None, None, None, chunk_bytes)
+        arrays["key_bytes"] = write_array(group, "key_bytes", blob, None, None, None, chunk_bytes)
+        fences = sorted_hashes[::rows].tolist()
+    return arrays, fences, key_hash, order
+
+
+def write_array(
+    group: Any,
+    name: str,
+    data: NDArray[Any],
+    order: NDArray[np.intp] | None,
+    rows: int | None,
+    task: Any,
+    chunk_bytes: int,
+) -> ArraySpec:
+    """Write ``data[order]`` as an uncompressed little-endian zarr array, every chunk."""
+    from zarr.codecs import BytesCodec
+
+    dtype = data.dtype.newbyteorder("<") if data.dtype.itemsize > 1 else data.dtype
+    n = data.shape[0]
+    row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * dtype.itemsize
+    rows = rows or chunk_rows(row_bytes, n, chunk_bytes)
+    fill: Any = np.nan if dtype.kind == "f" else (_validate.ITEM_PAD if dtype.kind == "i" else 0)
+    array = group.create_array(
+        name,
+        shape=data.shape,
+        chunks=(rows, *data.shape[1:]),
+        dtype=dtype,
+        fill_value=fill,
+        compressors=None,
+        filters=None,
+        serializer=BytesCodec(endian="little" if dtype.itemsize > 1 else None),
+        config={"write_empty_chunks": True},
+    )
+    step = rows * max(1, _WRITE_BLOCK_BYTES // max(1, rows * row_bytes))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        # Rows are C-contiguous here (normalised on input), where np.take is the fastest gather.
+        block = np.take(data, order[start:stop], axis=0) if order is not None else data[start:stop]
+        array[start:stop] = block
+        if task is not None:
+            task.advance(block.nbytes)
+    return ArraySpec(dtype=dtype.str, shape=tuple(data.shape), chunks=(rows, *data.shape[1:]))
