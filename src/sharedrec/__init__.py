@@ -81,7 +81,7 @@ def __getattr__(name: str) -> object:
 
         return GCReport
     if name == "LeaseInfo":
-        from sharedrec.read.leases import LeaseInfo
+        from sharedrec.manage.leases import LeaseInfo
 
         return LeaseInfo
     raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")

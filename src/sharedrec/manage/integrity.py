@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.format.layout import VERSIONS
 
 if TYPE_CHECKING:
-    from sharedrec._progress import Reporter, Task
+    from sharedrec._progress import ProgressMode, Reporter, Task
     from sharedrec.backends.base import Backend
     from sharedrec.format.models import Manifest
     from sharedrec.format.schema import ManifestView
+    from sharedrec.read.root import StoreRoot
 
-__all__ = ["VerifyLevel", "VerifyReport", "check_version", "file_crc32"]
+__all__ = ["VerifyLevel", "VerifyReport", "check_version", "file_crc32", "verify"]
 
 VerifyLevel = Literal["lazy", "sizes", "full"]
 _LEVELS = ("lazy", "sizes", "full")
@@ -129,3 +131,19 @@ def raise_if_bad(report: VerifyReport, location: str) -> None:
             f"version {report.version} in {location} does not match its manifest: {shown}{more}; "
             "roll back or republish it"
         )
+
+
+def verify(root: StoreRoot, version: str | None = None, progress: ProgressMode = None) -> VerifyReport:
+    """Recompute the checksum of every file of a version (default: the live one).
+
+    Raises:
+        CorruptVersion: Some file is missing or does not match the manifest; the message
+            lists the problems.
+    """
+    from sharedrec._progress import reporter
+
+    version_id = version if version is not None else root.live_id()
+    manifest = root.manifest(version_id)
+    report = check_version(root.backend, f"{VERSIONS}/{version_id}", manifest, "full", reporter(progress))
+    raise_if_bad(report, root.location)
+    return report
