@@ -25,7 +25,7 @@ from sharedrec.errors import (
     UnsupportedLocation,
     VersionNotFound,
 )
-from sharedrec.manage.integrity import VerifyReport
+from sharedrec.read.checks import VerifyReport
 from sharedrec.read.reader import RankedList, Reader, ReaderStats
 from sharedrec.store import RecommendationStore, VersionInfo, open
 
@@ -81,7 +81,7 @@ def __getattr__(name: str) -> object:
 
         return GCReport
     if name == "LeaseInfo":
-        from sharedrec.read.leases import LeaseInfo
+        from sharedrec.manage.leases import LeaseInfo
 
         return LeaseInfo
     raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")

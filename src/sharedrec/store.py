@@ -5,26 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sharedrec._progress import reporter
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend
 from sharedrec.errors import (
-    CorruptVersion,
-    InvalidInput,
     VersionNotFound,
 )
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
-    LEASES,
-    MANIFEST,
-    VERSIONS,
 )
 from sharedrec.format.schema import ManifestView, PointerView
-from sharedrec.manage.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
+from sharedrec.manage.versions import VersionInfo
+from sharedrec.read.checks import VerifyLevel, VerifyReport
 from sharedrec.read.root import StoreRoot
 
 if TYPE_CHECKING:
@@ -35,7 +29,7 @@ if TYPE_CHECKING:
     from sharedrec.format.models import Manifest
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
-    from sharedrec.read.leases import LeaseInfo
+    from sharedrec.manage.leases import LeaseInfo
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.write.commit import Openers
     from sharedrec.write.distributed import PublishHandle
@@ -45,22 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["RecommendationStore", "VersionInfo", "open"]
 
 log = logging.getLogger("sharedrec")
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """A committed version, as listed by `versions()`."""
-
-    id: str
-    created_at: datetime
-    parent: str | None
-    metadata: dict[str, Any]
-    collections: dict[str, int]
-    """Number of keys of every collection."""
-    size_bytes: int
-    current: bool
-    base: str | None = None
-    """For a delta version, the version it updates."""
 
 
 def open(
@@ -501,13 +479,9 @@ class RecommendationStore:
             CorruptVersion: Some file is missing or does not match the manifest; the message
                 lists the problems.
         """
-        version_id = version if version is not None else self._live_id()
-        manifest = self._manifest_view(version_id)
-        report = check_version(
-            self._backend, f"{VERSIONS}/{version_id}", manifest, "full", reporter(progress)
-        )
-        raise_if_bad(report, self.location)
-        return report
+        from sharedrec.manage.integrity import verify
+
+        return verify(self._root, version, progress)
 
     def gc(
         self, keep: int = 3, grace: float | timedelta = timedelta(hours=1), *, dry_run: bool = False
@@ -540,11 +514,7 @@ class RecommendationStore:
         """
         from sharedrec.manage.gc import collect
 
-        if not dry_run and self._backend.local_path("") is None:
-            from sharedrec.write.staging import sweep_staging
-
-            sweep_staging(self._cache_dir, self.location)  # what killed publishers on this node left
-        return collect(self, self._backend, keep, grace, dry_run)
+        return collect(self._root, keep, grace, dry_run)
 
     def diff(self, a: str, b: str, *, k: int = 10) -> VersionDiff:
         """What changed from version (or ref) ``a`` to ``b``, collection by collection.
@@ -554,8 +524,9 @@ class RecommendationStore:
         lists in batches (a million keys take seconds).
         """
         from sharedrec.manage.diff import diff
+        from sharedrec.read.reader import Reader
 
-        return diff(self, a, b, k)
+        return diff(self._root, a, b, k, lambda version: Reader(self.open_version(version, "lazy")))
 
     def leases(self) -> list[LeaseInfo]:
         """The fleet view: every reader's lease, which version it serves and how fresh it is.
@@ -566,30 +537,9 @@ class RecommendationStore:
         Leases kept outside the store (``lease_dir``) appear only if that folder is the
         store's ``leases/`` folder.
         """
-        from sharedrec.read.leases import LeaseInfo, process_of, read_lease_files
+        from sharedrec.manage.leases import fleet
 
-        now = datetime.now(UTC)
-        live = self.current()
-        return sorted(
-            (
-                LeaseInfo(
-                    reader_id=lease.reader_id,
-                    host=lease.host,
-                    pid=lease.pid,
-                    process=process_of(name, lease),
-                    version=lease.version,
-                    versions=lease.versions,
-                    heartbeat=lease.heartbeat,
-                    expires_at=lease.expires_at,
-                    live=lease.expires_at > now,
-                    on_current=lease.version == live,
-                    seconds_since_heartbeat=(now - lease.heartbeat).total_seconds(),
-                )
-                for name, lease in read_lease_files(self._backend, LEASES)[0]
-            ),
-            # A pod's processes share the reader id: sorting by it keeps them together.
-            key=lambda info: (info.reader_id, info.host, info.pid, info.process),
-        )
+        return fleet(self._root)
 
     # -- versions --------------------------------------------------------------------------
 
@@ -623,10 +573,9 @@ class RecommendationStore:
             VersionNotFound: No such version, or its publish never finished.
             CorruptVersion: Its manifest is truncated or invalid.
         """
-        from sharedrec.format.models import Manifest
+        from sharedrec.manage.versions import manifest
 
-        view = self._manifest_view(version_id)
-        return Manifest.loads(view.raw, f"{self.location}/{VERSIONS}/{version_id}/{MANIFEST}")
+        return manifest(self._root, version_id)
 
     def _manifest_view(self, version_id: str) -> ManifestView:
         """The manifest parsed for reading, without pydantic (see `sharedrec.format.schema`)."""
@@ -634,28 +583,9 @@ class RecommendationStore:
 
     def versions(self) -> list[VersionInfo]:
         """Committed versions, oldest first. Unfinished publishes are not listed."""
-        live = self.current()
-        found = []
-        for name in self._backend.listdir(VERSIONS):
-            if name.startswith("."):
-                continue
-            try:  # one read per version: a missing manifest is an unfinished publish
-                manifest = self._manifest_view(name)
-            except (VersionNotFound, CorruptVersion, InvalidInput):
-                continue
-            found.append(
-                VersionInfo(
-                    id=manifest.id,
-                    created_at=manifest.created_at,
-                    parent=manifest.parent,
-                    metadata=dict(manifest.metadata),
-                    collections={n: c.count for n, c in manifest.collections.items()},
-                    size_bytes=manifest.data_bytes,
-                    current=manifest.id == live,
-                    base=manifest.base,
-                )
-            )
-        return sorted(found, key=lambda info: (info.created_at, info.id))
+        from sharedrec.manage.versions import versions
+
+        return versions(self._root)
 
     def set_current(self, version_id: str, *, ref: str = "current") -> None:
         """Make a committed version live (or the target of a named ref); readers follow it.

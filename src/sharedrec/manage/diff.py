@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sharedrec.errors import InvalidInput
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from numpy.typing import NDArray
 
     from sharedrec.read.reader import Reader
-    from sharedrec.store import RecommendationStore
+    from sharedrec.read.root import StoreRoot
 
-__all__ = ["CollectionDiff", "VersionDiff", "diff"]
+__all__ = ["CollectionDiff", "VersionDiff", "compare", "diff", "rows_equal"]
 
 _BATCH = 100_000
 _SAMPLE = 10
@@ -51,17 +55,25 @@ class VersionDiff:
     only_in_b: list[str]
 
 
-def diff(store: RecommendationStore, a: str, b: str, k: int = 10) -> VersionDiff:
-    """Compare version (or ref) ``a`` with ``b``."""
-    from sharedrec.errors import InvalidInput
-    from sharedrec.read.reader import Reader
-
+def diff(root: StoreRoot, a: str, b: str, k: int, open_reader: Callable[[str], Reader]) -> VersionDiff:
+    """Compare version (or ref) ``a`` with ``b``; ``open_reader`` opens a version by id, pinned."""
     if not isinstance(k, int) or k < 1:
         raise InvalidInput(f"k must be a positive int; got {k!r}")
-    refs = store.refs()
+    refs = root.refs()
     va, vb = refs.get(a, a), refs.get(b, b)
-    old = Reader(store.open_version(va, "lazy"))
-    new = Reader(store.open_version(vb, "lazy"))
+    old = open_reader(va)
+    try:
+        new = open_reader(vb)
+        try:
+            return compare(old, new, k)
+        finally:
+            new.close()
+    finally:
+        old.close()
+
+
+def compare(old: Reader, new: Reader, k: int = 10) -> VersionDiff:
+    """What changed from the version ``old`` serves to the one ``new`` serves."""
     names_a, names_b = set(old.collections), set(new.collections)
     out = {}
     for name in sorted(names_a & names_b):
@@ -69,9 +81,7 @@ def diff(store: RecommendationStore, a: str, b: str, k: int = 10) -> VersionDiff
         if spec_a.kind != spec_b.kind or spec_a.key_type != spec_b.key_type:
             continue
         out[name] = _collection(old, new, name, spec_a.kind, k)
-    old.close()
-    new.close()
-    return VersionDiff(va, vb, k, out, sorted(names_a - names_b), sorted(names_b - names_a))
+    return VersionDiff(old.version, new.version, k, out, sorted(names_a - names_b), sorted(names_b - names_a))
 
 
 def _collection(old: Reader, new: Reader, name: str, kind: str, k: int) -> CollectionDiff:

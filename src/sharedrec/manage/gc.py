@@ -36,9 +36,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sharedrec.errors import CorruptVersion, InvalidInput
-from sharedrec.format.layout import GC_MARK
-from sharedrec.format.models import LEASES, MANIFEST, VERSIONS
-from sharedrec.read.leases import read_leases
+from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, VERSIONS
+from sharedrec.manage.leases import read_leases
+from sharedrec.manage.versions import versions as list_versions
 from sharedrec.read.version import GROUP_METADATA
 from sharedrec.write.hold import LEFT
 from sharedrec.write.hold import chain_below as _chain
@@ -47,7 +47,8 @@ from sharedrec.write.hold import link_out as _link_out
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
     from sharedrec.format.models import Lease
-    from sharedrec.store import RecommendationStore, VersionInfo
+    from sharedrec.manage.versions import VersionInfo
+    from sharedrec.read.root import StoreRoot
 
 __all__ = ["LEFT", "GCReport", "collect"]
 
@@ -85,13 +86,17 @@ def _left_at(backend: Backend, version: str) -> float | None:
 # -- the collector -------------------------------------------------------------------------
 
 
-def collect(
-    store: RecommendationStore, backend: Backend, keep: int, grace: float | timedelta, dry_run: bool
-) -> GCReport:
+def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool) -> GCReport:
     """Delete versions that are not live, not among the newest ``keep``, not leased by a
     reader whose lease has not expired, older than ``grace`` and left by every pointer more
     than ``grace`` ago; and unfinished version folders older than ``grace`` that no publish
-    holds a lease on."""
+    holds a lease on. On an object store, first remove what killed publishers on this node
+    left in the local staging folder."""
+    backend = root.backend
+    if not dry_run and backend.local_path("") is None:
+        from sharedrec.write.staging import sweep_staging
+
+        sweep_staging(root.cache_dir, root.location)
     if not isinstance(keep, int) or keep < 0:
         raise InvalidInput(f"keep must be a non-negative int; got {keep!r}")
     grace_s = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
@@ -102,10 +107,10 @@ def collect(
     # Folders first, leases after: a publish leases its draft before creating the folder, so
     # every unfinished folder listed here has its lease among those read below.
     names = backend.listdir(VERSIONS)
-    pointed = {version: name for name, version in store.refs().items()}
+    pointed = {version: name for name, version in root.refs().items()}
     leases, damaged = read_leases(backend, LEASES)
     leased = _live(leases, now)
-    versions = store.versions()
+    versions = list_versions(root)
     newest = {info.id for info in versions[-keep:]} if keep else set()
     committed = {info.id: info for info in versions}
     # The version after each (oldest first): a pointer left a version no earlier than its
@@ -200,7 +205,7 @@ def collect(
         if name in report.kept:
             _unmark(backend, f"{VERSIONS}/{name}", None)
             log.warning("gc removed the mark a garbage collection left on %s (it died before deciding)", name)
-    _condemn(store, backend, report, committed)
+    _condemn(root, report, committed)
     return report
 
 
@@ -231,10 +236,10 @@ def _last_left(backend: Backend, version: str, successor_created: float | None) 
     return max(known) if known else None
 
 
-def _condemn(
-    store: RecommendationStore, backend: Backend, report: GCReport, committed: dict[str, VersionInfo]
-) -> None:
+def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo]) -> None:
     """Mark the versions chosen, read pointers and leases again, then delete what none names."""
+    backend = root.backend
+
     token = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(6).hex()}"
     chosen = [*report.deleted, *report.unfinished]
     marked: list[str] = []
@@ -247,7 +252,7 @@ def _condemn(
             return
         # Everything that announced a use before this point is seen now; anything later
         # checks for the marks (see the module's docstring).
-        protected = {version: _pointed_reason(ref) for ref, version in store.refs().items()}
+        protected = {version: _pointed_reason(ref) for ref, version in root.refs().items()}
         leases, damaged = read_leases(backend, LEASES)
         for version, reader in _live(leases, datetime.now(UTC)).items():
             protected.setdefault(version, f"leased by {reader}")

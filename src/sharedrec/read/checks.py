@@ -6,15 +6,15 @@ Opening a version runs these checks (``verify="sizes"`` or ``"full"``), and so d
 
 from __future__ import annotations
 
-import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from sharedrec.backends.base import file_crc32
 from sharedrec.errors import CorruptVersion, InvalidInput
 
 if TYPE_CHECKING:
-    from sharedrec._progress import Reporter, Task
+    from sharedrec._progress import Reporter
     from sharedrec.backends.base import Backend
     from sharedrec.format.models import Manifest
     from sharedrec.format.schema import ManifestView
@@ -24,17 +24,6 @@ __all__ = ["VerifyLevel", "VerifyReport", "check_version", "file_crc32", "raise_
 VerifyLevel = Literal["lazy", "sizes", "full"]
 _LEVELS = ("lazy", "sizes", "full")
 _BLOCK = 4 * 1024 * 1024
-
-
-def file_crc32(backend: Backend, path: str, task: Task | None = None) -> int:
-    """CRC32 of a whole file, streamed in blocks."""
-    crc = 0
-    with backend.open_read(path) as f:
-        while block := f.read(_BLOCK):
-            crc = zlib.crc32(block, crc)
-            if task is not None:
-                task.advance(len(block))
-    return crc
 
 
 @dataclass

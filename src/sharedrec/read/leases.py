@@ -18,25 +18,13 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sharedrec.backends.base import Backend
-from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
+from sharedrec.errors import InvalidInput, SharedrecError
 from sharedrec.format.layout import LEASE_FORMAT
 
-if TYPE_CHECKING:
-    from sharedrec.format.models import Lease
-
-__all__ = [
-    "LeaseInfo",
-    "LeaseKeeper",
-    "default_reader_id",
-    "lease_bytes",
-    "read_lease_files",
-    "read_leases",
-]
+__all__ = ["LeaseKeeper", "default_reader_id", "lease_bytes"]
 
 log = logging.getLogger("sharedrec")
 
@@ -260,61 +248,3 @@ def lease_bytes(
 def _iso(moment: datetime) -> str:
     """A UTC datetime as pydantic writes it: ISO 8601 with a ``Z``."""
     return moment.isoformat().replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class LeaseInfo:
-    """One reader as seen in the fleet view (`leases()`)."""
-
-    reader_id: str
-    """The reader id: the pod (``$SHAREDREC_READER_ID``), shared by its processes."""
-    host: str
-    pid: int
-    process: str
-    """Which reader of which process holds this lease (``<pid>-<random>``, from the file name)."""
-    version: str
-    versions: list[str]
-    heartbeat: datetime
-    expires_at: datetime
-    live: bool
-    """The lease has not expired."""
-    on_current: bool
-    """The reader serves the version ``CURRENT`` names."""
-    seconds_since_heartbeat: float
-
-
-def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
-    """Every parsable lease under ``folder`` (every process's), and the paths of damaged ones."""
-    files, damaged = read_lease_files(backend, folder)
-    return [lease for _, lease in files], damaged
-
-
-def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lease]], list[str]]:
-    """Like `read_leases`, with the name of each lease's file."""
-    from sharedrec.format.models import Lease
-
-    leases, damaged = [], []
-    for name in backend.listdir(folder):
-        if not name.endswith(".json") or name.startswith("."):
-            continue
-        path = f"{folder}/{name}" if folder else name
-        try:
-            leases.append((name, Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}")))
-        except FileNotFoundError:
-            continue  # its reader closed while we listed
-        except CorruptVersion as exc:
-            log.warning("damaged lease: %s", exc)
-            damaged.append(f"{backend.location}/{path}")
-        except OSError as exc:
-            # Renewed again at every attempt, or unreadable: it may protect anything.
-            log.warning("could not read lease %s/%s: %s", backend.location, path, exc)
-            damaged.append(f"{backend.location}/{path}")
-    return leases, damaged
-
-
-def process_of(name: str, lease: Lease) -> str:
-    """The process part of a lease file's name (the pid for a file named by the reader id alone)."""
-    prefix = f"{lease.reader_id}."
-    if name.startswith(prefix) and name.endswith(".json") and len(name) > len(prefix) + len(".json"):
-        return name[len(prefix) : -len(".json")]
-    return str(lease.pid)
