@@ -119,3 +119,25 @@ def test_importing_sharedrec_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_lazy_table_and_the_type_checking_imports_agree() -> None:
+    # Names in sharedrec._LAZY load on first use; the `if TYPE_CHECKING:` block imports the
+    # same names from the same modules for type checkers and the API docs. Keep them in step.
+    import ast
+    import inspect
+
+    lazy: dict[str, str] = sharedrec._LAZY  # noqa: SLF001 - the table is what is under test
+    tree = ast.parse(inspect.getsource(sharedrec))
+    (block,) = [
+        node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    typed = {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == lazy
+    eager = {name for name in sharedrec.__all__ if name not in lazy}
+    assert eager <= set(vars(sharedrec)), "an eager public name is not imported in __init__.py"
