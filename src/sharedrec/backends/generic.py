@@ -29,6 +29,7 @@ class FsspecBackend:
     def __init__(self, url: str, protocol: str, storage_options: dict[str, Any] | None) -> None:
         try:
             import fsspec
+            import fsspec.core
         except ImportError:  # pragma: no cover - fsspec is a dependency
             raise SharedrecError("fsspec is missing: pip install fsspec") from None
         if protocol in _READ_ONLY:
@@ -52,7 +53,7 @@ class FsspecBackend:
                 f"cannot open {url!r} ({type(exc).__name__}: {exc}); check the location and storage_options"
             ) from None
         self._url = url.rstrip("/")
-        self._root = self.fs._strip_protocol(url).rstrip("/")
+        self._root = fsspec.core.strip_protocol(url).rstrip("/")
 
     @property
     def location(self) -> str:
