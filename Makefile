@@ -59,7 +59,7 @@ bench: $(STAMP)
 	$(BIN)/pytest benchmarks --benchmark-json=benchmarks/results/latest.json $(ARGS)
 
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,9 +9,17 @@ Example:
     >>> store = sharedrec.open("/mnt/recs")
     >>> store.publish_ranked("home", keys=users, items=items, scores=scores)
     >>> store.reader().get("home", 42, k=10).items
+
+Everything public is importable from here and listed in ``__all__``; the packages below
+(``format``, ``read``, ``write``, ``manage``) are internal. The public modules besides this
+one are `sharedrec.errors`, `sharedrec.metrics`, `sharedrec.integrations.ingest`,
+`sharedrec.integrations.spark`, `sharedrec.integrations.dask`, `sharedrec.k8s` and
+`sharedrec.testing.netvolume`.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from sharedrec.errors import (
     ConcurrentPublishError,
@@ -23,25 +31,79 @@ from sharedrec.errors import (
     StoreNotFound,
     UnknownCollection,
     UnsupportedLocation,
+    VersionGone,
     VersionNotFound,
 )
+from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyReport
 from sharedrec.read.reader import RankedList, Reader, ReaderStats
-from sharedrec.store import RecommendationStore, VersionInfo, open
+from sharedrec.store import RecommendationStore, open
+
+# Names that load on first use, and the module that holds each. The writing side (and zarr
+# behind it) loads only when a process publishes, and the pydantic models only when asked
+# for: a reader process never imports pydantic. Keep this the only table of module paths.
+_LAZY: dict[str, str] = {
+    "CollectionSpec": "sharedrec.format.models",
+    "Lease": "sharedrec.format.models",
+    "Manifest": "sharedrec.format.models",
+    "Pointer": "sharedrec.format.models",
+    "Draft": "sharedrec.write.draft",
+    "PartitionReceipt": "sharedrec.write.distributed",
+    "PublishHandle": "sharedrec.write.distributed",
+    "partition_of": "sharedrec.write.distributed",
+    "CheckResult": "sharedrec.write.guards",
+    "DEFAULT_GUARDS": "sharedrec.write.guards",
+    "Guard": "sharedrec.write.guards",
+    "ListSimilarity": "sharedrec.write.guards",
+    "MaxEmptyLists": "sharedrec.write.guards",
+    "MaxShrink": "sharedrec.write.guards",
+    "MinKeys": "sharedrec.write.guards",
+    "CollectionDiff": "sharedrec.manage.diff",
+    "VersionDiff": "sharedrec.manage.diff",
+    "GCReport": "sharedrec.manage.gc",
+    "LeaseInfo": "sharedrec.manage.leases",
+}
+
+if TYPE_CHECKING:  # what the table above loads, for type checkers and the API docs
+    from sharedrec.format.models import CollectionSpec, Lease, Manifest, Pointer
+    from sharedrec.manage.diff import CollectionDiff, VersionDiff
+    from sharedrec.manage.gc import GCReport
+    from sharedrec.manage.leases import LeaseInfo
+    from sharedrec.write.distributed import PartitionReceipt, PublishHandle, partition_of
+    from sharedrec.write.draft import Draft
+    from sharedrec.write.guards import (
+        DEFAULT_GUARDS,
+        CheckResult,
+        Guard,
+        ListSimilarity,
+        MaxEmptyLists,
+        MaxShrink,
+        MinKeys,
+    )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_GUARDS",
+    "CheckResult",
+    "CollectionDiff",
     "CollectionSpec",
     "ConcurrentPublishError",
     "CorruptVersion",
     "Draft",
     "GCReport",
+    "Guard",
     "InvalidInput",
     "KeyNotFound",
+    "Lease",
     "LeaseInfo",
+    "ListSimilarity",
     "Manifest",
+    "MaxEmptyLists",
+    "MaxShrink",
+    "MinKeys",
     "PartitionReceipt",
+    "Pointer",
     "PublishHandle",
     "PublishRejected",
     "RankedList",
@@ -53,6 +115,8 @@ __all__ = [
     "UnknownCollection",
     "UnsupportedLocation",
     "VerifyReport",
+    "VersionDiff",
+    "VersionGone",
     "VersionInfo",
     "VersionNotFound",
     "__version__",
@@ -62,26 +126,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The writing side (and zarr behind it) loads only when a process publishes, and the
-    # pydantic models only when asked for: a reader process never imports pydantic.
-    if name in ("CollectionSpec", "Manifest"):
-        from sharedrec.format import models as format
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")
+    import importlib
 
-        return getattr(format, name)
-    if name == "Draft":
-        from sharedrec.write.draft import Draft
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access skips this function
+    return value
 
-        return Draft
-    if name in ("PartitionReceipt", "PublishHandle", "partition_of"):
-        from sharedrec.write import distributed
 
-        return getattr(distributed, name)
-    if name == "GCReport":
-        from sharedrec.manage.gc import GCReport
-
-        return GCReport
-    if name == "LeaseInfo":
-        from sharedrec.manage.leases import LeaseInfo
-
-        return LeaseInfo
-    raise AttributeError(f"module 'sharedrec' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -61,8 +61,9 @@ class Backend(Protocol):
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
         """Replace the pointer file atomically, if its content still equals ``expected``.
 
-        ``expected=None`` means the file must not exist yet. Raise
-        `ConcurrentPublishError` when another writer moved it.
+        ``expected=None`` means the file must not exist yet. Raise `PointerMoved`, carrying
+        what the pointer holds now, when another writer moved it; of two racing writers
+        with the same ``expected``, exactly one succeeds.
         """
         ...
 

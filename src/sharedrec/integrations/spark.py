@@ -65,13 +65,22 @@ def publish_ranked(
         df: A ``pyspark.sql.DataFrame``.
         collection: The collection's name.
         partitions: Partitions of the collection (default: the DataFrame's partitions).
-        key, item, score: Column names of the long format.
-        items, scores: Column names of the list format (array columns).
+        key: Long format: the column of keys.
+        item: Long format: the column of items.
+        score: Long format: the column of scores.
+        items: List format: the column of item lists (array columns).
+        scores: List format: the column of score lists (array columns).
         top_k: Keep at most this many items per key.
         sort: List format: sort each list by descending score.
         on_partition: Called in the task with the receipt of every partition it wrote
             (logging, metrics); an exception fails the task, which the engine retries.
-        metadata, guards, force, ref, chunk_bytes: As in `RecommendationStore.publish()`.
+        metadata: JSON-serialisable facts to keep in the manifest, as in
+            `RecommendationStore.publish()`.
+        guards: Checks run before the pointer moves (default: `DEFAULT_GUARDS`), as in
+            `RecommendationStore.publish()`.
+        force: Publish even if guards fail (the failure is logged and recorded).
+        ref: The pointer to move: ``"current"`` or a named ref such as ``"canary"``.
+        chunk_bytes: Target size of a chunk file (default 4 MiB).
 
     Raises:
         InvalidInput: Missing columns, or bad values (named in the message).

@@ -19,11 +19,10 @@ if TYPE_CHECKING:
     from sharedrec.format.models import Manifest
     from sharedrec.format.schema import ManifestView
 
-__all__ = ["VerifyLevel", "VerifyReport", "check_version", "file_crc32", "raise_if_bad"]
+__all__ = ["VerifyLevel", "VerifyReport", "check_version", "raise_if_bad"]
 
 VerifyLevel = Literal["lazy", "sizes", "full"]
 _LEVELS = ("lazy", "sizes", "full")
-_BLOCK = 4 * 1024 * 1024
 
 
 @dataclass
