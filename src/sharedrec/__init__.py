@@ -65,7 +65,7 @@ def __getattr__(name: str) -> object:
     # The writing side (and zarr behind it) loads only when a process publishes, and the
     # pydantic models only when asked for: a reader process never imports pydantic.
     if name in ("CollectionSpec", "Manifest"):
-        from sharedrec.format import models as format
+        from sharedrec.format import schema as format
 
         return getattr(format, name)
     if name == "Draft":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -38,7 +37,7 @@ from sharedrec.format.layout import (
     ref_path,
     validate_version_id,
 )
-from sharedrec.format.schema import ManifestView, PointerView, parse_manifest, parse_pointer
+from sharedrec.format.schema import Manifest, Pointer
 from sharedrec.manage.integrity import VerifyLevel, VerifyReport, check_version, raise_if_bad
 from sharedrec.read.root import StoreRoot
 
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format.models import Manifest, Pointer
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.read.cache import ChunkCache
@@ -203,7 +201,7 @@ class RecommendationStore:
             >>> with store.publish(metadata={"model": "als"}) as draft:  # doctest: +SKIP
             ...     draft.add_ranked("home", keys=users, items=items, scores=scores)
         """
-        from sharedrec.format.models import validate_metadata
+        from sharedrec.format.schema import validate_metadata
         from sharedrec.read.reader import Reader
         from sharedrec.write.draft import Draft
         from sharedrec.write.guards import DEFAULT_GUARDS
@@ -230,7 +228,7 @@ class RecommendationStore:
         )
 
     def _delta_base(
-        self, base: str | None, delta: bool, pointer: PointerView | None, max_chain: int
+        self, base: str | None, delta: bool, pointer: Pointer | None, max_chain: int
     ) -> Reader | None:
         """The version a delta publish builds on, opened pinned; None for a full version."""
 
@@ -400,7 +398,7 @@ class RecommendationStore:
             >>> receipts = [handle.write_ranked("home", p, *rows_of(p)) for p in range(64)]  # doctest: +SKIP
             >>> store.commit_publish(handle, receipts)  # doctest: +SKIP
         """
-        from sharedrec.format.models import validate_metadata
+        from sharedrec.format.schema import validate_metadata
         from sharedrec.manage.gc import write_lease
         from sharedrec.write.distributed import PublishHandle, _check_partitions, group_metadata, now
 
@@ -468,8 +466,7 @@ class RecommendationStore:
             PublishRejected: A guard failed, or the version was already committed.
             ConcurrentPublishError: Another writer moved the pointer since `begin_publish()`.
         """
-        from sharedrec.format.models import FileEntry, Manifest
-        from sharedrec.format.schema import parse_pointer
+        from sharedrec.format.schema import FileEntry
         from sharedrec.manage.gc import remove_lease
         from sharedrec.read.reader import Reader
         from sharedrec.write.distributed import (
@@ -511,12 +508,12 @@ class RecommendationStore:
             files=dict(sorted(files.items())),
         )
         raw = handle.parent_pointer.encode() if handle.parent_pointer is not None else None
-        parent = parse_pointer(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
-        manifest = manifest.model_copy(update={"parent": parent.version if parent else None})
+        parent = Pointer.loads(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
+        manifest = manifest.replace(parent=parent.version if parent else None)
         checks = {}
         chosen = [as_guard(guard) for guard in (DEFAULT_GUARDS if guards is None else guards)]
         if chosen:
-            view = parse_manifest(manifest.dumps(), f"{self.location}/{directory}/{MANIFEST}")
+            view = Manifest.loads(manifest.dumps(), f"{self.location}/{directory}/{MANIFEST}")
             new = Reader(self.open_version(vid, "lazy", manifest=view))
             live = None
             if parent is not None:
@@ -525,7 +522,7 @@ class RecommendationStore:
                 except SharedrecError as exc:
                     log.warning("guards cannot read the live version %s (%s)", parent.version, exc)
             checks = judge(chosen, force, vid, parent, new, live)
-        manifest = manifest.model_copy(update={"checks": checks})
+        manifest = manifest.replace(checks=checks)
         check_stored(self._backend, directory, manifest)
         self._backend.write_atomic(f"{directory}/{MANIFEST}", manifest.dumps())
         try:
@@ -553,7 +550,7 @@ class RecommendationStore:
 
     def _settle_partitions(self, directory: str, collections: dict[str, list[Any]]) -> dict[str, Any]:
         """Check the kept partitions' files, delete every other attempt; the kept files."""
-        from sharedrec.format.models import FileEntry
+        from sharedrec.format.schema import FileEntry
 
         present = dict(self._backend.walk_files(directory))
         files: dict[str, FileEntry] = {}
@@ -720,7 +717,7 @@ class RecommendationStore:
         version_id: str,
         verify: VerifyLevel = "sizes",
         *,
-        manifest: ManifestView | None = None,
+        manifest: Manifest | None = None,
         _below: tuple[str, ...] | None = None,
     ) -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`).
@@ -933,12 +930,9 @@ class RecommendationStore:
             VersionNotFound: No such version, or its publish never finished.
             CorruptVersion: Its manifest is truncated or invalid.
         """
-        from sharedrec.format.models import Manifest
+        return self._manifest_view(version_id)
 
-        view = self._manifest_view(version_id)
-        return Manifest.loads(view.raw, f"{self.location}/{VERSIONS}/{version_id}/{MANIFEST}")
-
-    def _manifest_view(self, version_id: str) -> ManifestView:
+    def _manifest_view(self, version_id: str) -> Manifest:
         """The manifest parsed for reading, without pydantic (see `sharedrec.format.schema`)."""
         return self._root.manifest(version_id)
 
@@ -1017,7 +1011,7 @@ class RecommendationStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _read_pointer(self, ref: str = "current") -> tuple[PointerView | None, bytes | None]:
+    def _read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
         return self._root.read_pointer(ref)
 
     def _live_id(self, ref: str = "current") -> str:
@@ -1027,13 +1021,13 @@ class RecommendationStore:
         return self._root.nothing_live(ref)
 
     def _swap(
-        self, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str = "current"
+        self, manifest: Manifest, previous: list[str], expected: bytes | None, ref: str = "current"
     ) -> None:
         """Move a pointer to ``manifest``'s version if it still holds ``expected`` (compare-and-swap)."""
         from sharedrec.manage.gc import move_guarded
 
         path = ref_path(ref)
-        pointer = pointer_for(self._backend, manifest.id, previous, json.loads(manifest.raw))
+        pointer = pointer_for(self._backend, manifest.id, previous, manifest)
         try:
             move_guarded(self._backend, path, pointer.dumps(), expected, manifest.id, manifest.base)
         except PointerMoved:
@@ -1087,14 +1081,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def pointer_for(backend: Backend, version: str, previous: list[str], manifest: dict[str, Any]) -> Pointer:
+def pointer_for(backend: Backend, version: str, previous: list[str], manifest: Manifest) -> Pointer:
     """The pointer naming ``version``: on object stores it carries a copy of the manifest.
 
     A reader then opens the version with one request (the pointer's GET) instead of two.
     On a POSIX path the pointer stays small: readers there poll it by reading it whole.
     """
-    from sharedrec.format.models import Pointer
-
     inline = manifest if backend.local_path("") is None else None
     return Pointer(version=version, previous=previous, updated_at=_now(), manifest=inline)
 
@@ -1120,7 +1112,7 @@ class _Follower:
         self._seen = seen  # the pointer bytes the reader's version came from
         self._token: object = None
         self._pending: bytes | None = None
-        self._pending_manifest: ManifestView | None = None
+        self._pending_manifest: Manifest | None = None
         self._failed: bytes | None = None
 
     def due(self) -> bool:
@@ -1145,7 +1137,7 @@ class _Follower:
         raw, self._token = changed
         if raw == self._seen or (raw == self._failed and not force):
             return None
-        pointer = parse_pointer(raw, f"{self._store.location}/{self._path}")
+        pointer = Pointer.loads(raw, f"{self._store.location}/{self._path}")
         self._pending = raw
         self._pending_manifest = pointer.manifest
         if pointer.version == current:

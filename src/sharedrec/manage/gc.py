@@ -38,13 +38,12 @@ from typing import TYPE_CHECKING
 
 from sharedrec.backends.base import PointerMoved
 from sharedrec.errors import ConcurrentPublishError, CorruptVersion, InvalidInput, VersionGone
-from sharedrec.format.layout import GC_MARK, MAX_CHAIN
-from sharedrec.format.models import LEASES, MANIFEST, VERSIONS
+from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, MAX_CHAIN, VERSIONS
 from sharedrec.read.leases import lease_bytes, read_leases
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
-    from sharedrec.format.models import Lease
+    from sharedrec.format.schema import Lease
     from sharedrec.store import RecommendationStore, VersionInfo
 
 __all__ = ["GCReport", "Hold", "collect", "move_guarded", "remove_lease", "write_lease"]
@@ -168,7 +167,7 @@ def move_guarded(
         PointerMoved: The pointer no longer holds ``expected``.
         ConcurrentPublishError: The version was deleted right after the swap.
     """
-    from sharedrec.format.schema import parse_pointer
+    from sharedrec.format.schema import Pointer
 
     outside = _link_out(backend, f"{VERSIONS}/{version}")
     if outside is not None:
@@ -181,7 +180,7 @@ def move_guarded(
     replaced = None
     if expected is not None:
         try:
-            replaced = parse_pointer(expected, path).version
+            replaced = Pointer.loads(expected, path).version
         except CorruptVersion:
             replaced = None
     names = [version, *below, *([replaced] if replaced else [])]
@@ -260,14 +259,14 @@ def _unsettled(backend: Backend, versions: list[str]) -> str | None:
 
 def _chain(backend: Backend, base: str | None, top: str) -> list[str]:
     """The versions below a delta: its base, the base's base... (as far as they can be read)."""
-    from sharedrec.format.schema import parse_manifest
+    from sharedrec.format.schema import Manifest
 
     found: list[str] = []
     while base is not None and base not in found and base != top and len(found) < MAX_CHAIN:
         found.append(base)
         where = f"{VERSIONS}/{base}/{MANIFEST}"
         try:
-            base = parse_manifest(backend.read_bytes(where), f"{backend.location}/{where}").base
+            base = Manifest.loads(backend.read_bytes(where), f"{backend.location}/{where}").base
         except (FileNotFoundError, CorruptVersion):
             break  # the check of the chain reports it
     return found
@@ -496,11 +495,11 @@ def _pointed_reason(ref: str) -> str:
 
 
 def _base_of(backend: Backend, version: str) -> str | None:
-    from sharedrec.format.schema import parse_manifest
+    from sharedrec.format.schema import Manifest
 
     where = f"{VERSIONS}/{version}/{MANIFEST}"
     try:
-        return parse_manifest(backend.read_bytes(where), f"{backend.location}/{where}").base
+        return Manifest.loads(backend.read_bytes(where), f"{backend.location}/{where}").base
     except (FileNotFoundError, CorruptVersion, InvalidInput):
         return None
 

@@ -27,7 +27,7 @@ from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
 from sharedrec.format.layout import LEASE_FORMAT
 
 if TYPE_CHECKING:
-    from sharedrec.format.models import Lease
+    from sharedrec.format.schema import Lease
 
 __all__ = [
     "LeaseInfo",
@@ -239,7 +239,7 @@ def lease_bytes(
 ) -> bytes:
     """A lease naming ``version`` and ``versions``, valid for ``ttl`` seconds from ``now``.
 
-    The JSON of `sharedrec.format.models.Lease`, written without pydantic: readers never import it.
+    The JSON of `sharedrec.format.schema.Lease`, written without pydantic: readers never import it.
     """
     lease = {
         "format": LEASE_FORMAT,
@@ -291,7 +291,7 @@ def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
 
 def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lease]], list[str]]:
     """Like `read_leases`, with the name of each lease's file."""
-    from sharedrec.format.models import Lease
+    from sharedrec.format.schema import Lease
 
     leases, damaged = [], []
     for name in backend.listdir(folder):

@@ -29,7 +29,7 @@ from sharedrec.errors import (
     VersionGone,
 )
 from sharedrec.format.keys import int_key, int_keys, is_bool, str_key, str_keys
-from sharedrec.format.schema import CollectionView, FileView, ManifestView, PartView
+from sharedrec.format.schema import CollectionSpec, FileEntry, Manifest, PartSpec
 from sharedrec.read.index import KEY_HASHES, IntIndex, PartitionedIndex, StrIndex, decode_keys
 from sharedrec.read.mmap import ChunkSource, MappedArray, RowPlan
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format.models import CollectionSpec, Manifest
     from sharedrec.read.leases import LeaseKeeper
 
 __all__ = ["OpenVersion", "RankedList", "Reader", "ReaderStats", "Refresher"]
@@ -104,10 +103,10 @@ class _Ranked:
     def __init__(
         self,
         name: str,
-        spec: CollectionView,
+        spec: CollectionSpec,
         index: Index,
         arrays: dict[str, MappedArray],
-        part: PartView | None = None,
+        part: PartSpec | None = None,
     ):
         self.name = name
         self.spec = spec
@@ -152,7 +151,7 @@ class _Ranked:
 class _Vectors:
     __slots__ = ("chain", "index", "name", "spec", "vectors")
 
-    def __init__(self, name: str, spec: CollectionView, index: Index, arrays: dict[str, MappedArray]):
+    def __init__(self, name: str, spec: CollectionSpec, index: Index, arrays: dict[str, MappedArray]):
         self.name = name
         self.spec = spec
         self.index = index
@@ -280,7 +279,7 @@ class _ChainedRanked:
 
     __slots__ = ("chain", "default", "name", "single", "spec")
 
-    def __init__(self, name: str, spec: CollectionView, chain: _Chain, default: RankedList | None) -> None:
+    def __init__(self, name: str, spec: CollectionSpec, chain: _Chain, default: RankedList | None) -> None:
         self.name = name
         self.spec = spec
         self.chain = chain
@@ -303,7 +302,7 @@ class _ChainedVectors:
 
     __slots__ = ("chain", "name", "spec")
 
-    def __init__(self, name: str, spec: CollectionView, chain: _Chain) -> None:
+    def __init__(self, name: str, spec: CollectionSpec, chain: _Chain) -> None:
         self.name = name
         self.spec = spec
         self.chain = chain
@@ -320,7 +319,7 @@ def _widest(arrays: list[MappedArray], name: str) -> MappedArray:
     return max(arrays, key=lambda array: array.n_cols)
 
 
-def _partitioned_index(spec: CollectionView, parts: Sequence[_Ranked | _Vectors | None]) -> PartitionedIndex:
+def _partitioned_index(spec: CollectionSpec, parts: Sequence[_Ranked | _Vectors | None]) -> PartitionedIndex:
     """The index over the partitions of a collection (None for an empty partition)."""
     assert spec.partitions is not None
     return PartitionedIndex(
@@ -338,7 +337,7 @@ class _PartitionedRanked:
     def __init__(
         self,
         name: str,
-        spec: CollectionView,
+        spec: CollectionSpec,
         parts: list[_Ranked | None],
         arrays: dict[str, MappedArray],
     ) -> None:
@@ -370,7 +369,7 @@ class _PartitionedRanked:
 class _PartitionedVectors:
     __slots__ = ("index", "name", "parts", "spec", "widest")
 
-    def __init__(self, name: str, spec: CollectionView, parts: list[_Vectors | None]) -> None:
+    def __init__(self, name: str, spec: CollectionSpec, parts: list[_Vectors | None]) -> None:
         assert spec.partitions is not None
         self.name = name
         self.spec = spec
@@ -395,7 +394,7 @@ class OpenVersion:
     )
 
     def __init__(
-        self, manifest: ManifestView, source: ChunkSource, where: str, base: OpenVersion | None = None
+        self, manifest: Manifest, source: ChunkSource, where: str, base: OpenVersion | None = None
     ) -> None:
         self.manifest = manifest
         self._model: Manifest | None = None
@@ -453,7 +452,7 @@ class OpenVersion:
     def _open_partitioned(
         self,
         name: str,
-        spec: CollectionView,
+        spec: CollectionSpec,
         arrays: dict[str, MappedArray],
         source: ChunkSource,
         where: str,
@@ -492,7 +491,7 @@ class OpenVersion:
             self.partitioned_vectors[name] = _PartitionedVectors(name, spec, vector_parts)
 
     def _open_delta(
-        self, name: str, spec: CollectionView, arrays: dict[str, MappedArray], base: OpenVersion
+        self, name: str, spec: CollectionSpec, arrays: dict[str, MappedArray], base: OpenVersion
     ) -> None:
         """A collection that holds only what changed since the same collection of ``base``."""
         where = self.root
@@ -549,9 +548,7 @@ class OpenVersion:
     def model(self) -> Manifest:
         """The manifest as the pydantic model (parsed on first use: it imports pydantic)."""
         if self._model is None:
-            from sharedrec.format.models import Manifest
-
-            self._model = Manifest.loads(self.manifest.raw, f"{self.root}/manifest.json")
+            self._model = self.manifest
         return self._model
 
     def emptied(self) -> OpenVersion:
@@ -1420,7 +1417,7 @@ def _check_k(k: int) -> int:
 
 
 def _removed_keys(
-    name: str, spec: CollectionView, arrays: dict[str, MappedArray], where: str
+    name: str, spec: CollectionSpec, arrays: dict[str, MappedArray], where: str
 ) -> Sequence[Any]:
     """The keys a delta collection removed from its base (its tombstones)."""
     if not spec.removed:
@@ -1443,7 +1440,7 @@ small, and a flipped bit in one would serve another key's data, so each chunk's 
 checked when it is first mapped."""
 
 
-def _checked(array: str, manifest: ManifestView) -> Mapping[str, FileView] | None:
+def _checked(array: str, manifest: Manifest) -> Mapping[str, FileEntry] | None:
     """The manifest's file entries for a key array (checksummed when mapped), else None."""
     return manifest.files if array in _KEY_ARRAYS else None
 
@@ -1474,7 +1471,7 @@ def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], r
 
 def _open_index(
     name: str,
-    spec: CollectionView,
+    spec: CollectionSpec,
     specs: Mapping[str, object],
     arrays: dict[str, MappedArray],
     where: str,

@@ -29,15 +29,15 @@ import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, PlainValidator, ValidationError
 
 from sharedrec.errors import InvalidInput, PublishRejected
 from sharedrec.format.layout import MANIFEST, MAX_PARTITIONS, VERSIONS, validate_collection_name
-from sharedrec.format.models import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
+from sharedrec.format.schema import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
 from sharedrec.manage.integrity import file_crc32
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
@@ -56,6 +56,19 @@ _ATTEMPT = re.compile(r"^[0-9a-f]{8}$")
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# The schema's records as fields of a receipt: checked by their own rules, written as their JSON.
+_ArraySpec = Annotated[
+    ArraySpec,
+    PlainValidator(lambda value: value if isinstance(value, ArraySpec) else ArraySpec.from_json(value)),
+    PlainSerializer(lambda record: record.to_json()),
+]
+_FileEntry = Annotated[
+    FileEntry,
+    PlainValidator(lambda value: value if isinstance(value, FileEntry) else FileEntry.from_json(value)),
+    PlainSerializer(lambda record: record.to_json()),
+]
 
 
 def partition_of(keys: ArrayLike, partitions: int) -> NDArray[np.intp]:
@@ -115,8 +128,8 @@ class PartitionReceipt(_Model):
     min_length: int = Field(ge=0)
     max_length: int = Field(ge=0)
     empty_lists: int = Field(ge=0)
-    arrays: dict[str, ArraySpec]
-    files: dict[str, FileEntry] = Field(description="size and CRC-32 of every file, by path in the folder")
+    arrays: dict[str, _ArraySpec]
+    files: dict[str, _FileEntry] = Field(description="size and CRC-32 of every file, by path in the folder")
 
     def dumps(self) -> str:
         """The receipt as JSON."""

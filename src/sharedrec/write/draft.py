@@ -30,21 +30,18 @@ from sharedrec.errors import (
     SharedrecError,
     VersionGone,
 )
-from sharedrec.format.layout import GC_MARK, KEY_CHUNK_TARGET_BYTES
-from sharedrec.format.models import (
+from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
     CURRENT,
+    GC_MARK,
+    KEY_CHUNK_TARGET_BYTES,
     MANIFEST,
     POINTER_HISTORY,
     VERSIONS,
-    ArraySpec,
-    CollectionSpec,
-    FileEntry,
-    Manifest,
-    Pointer,
     chunk_path,
     validate_collection_name,
 )
+from sharedrec.format.schema import ArraySpec, CollectionSpec, FileEntry, Manifest, Pointer
 from sharedrec.manage.diff import rows_equal
 from sharedrec.manage.integrity import file_crc32
 from sharedrec.read import index
@@ -55,7 +52,6 @@ from sharedrec.write.staging import remove_staging
 if TYPE_CHECKING:
     from pydantic import JsonValue
 
-    from sharedrec.format.schema import PointerView
     from sharedrec.manage.gc import Hold
     from sharedrec.read.reader import Reader
 
@@ -101,7 +97,7 @@ class Draft:
         self,
         backend: Backend,
         version_id: str,
-        parent: PointerView | None,
+        parent: Pointer | None,
         parent_raw: bytes | None,
         metadata: dict[str, JsonValue],
         reporter: Reporter,
@@ -454,9 +450,7 @@ class Draft:
                 arrays["default_scores"] = self._write_array(
                     group, "default_scores", default.scores, None, None, None
                 )
-            self._collections[name] = spec.model_copy(
-                update={"delta": True, "removed": 0, "key_fences": [], "arrays": arrays}
-            )
+            self._collections[name] = spec.replace(delta=True, removed=0, key_fences=[], arrays=arrays)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -540,7 +534,7 @@ class Draft:
             files=self._checksum_files(),
         )
         self._check_files(manifest)
-        manifest = manifest.model_copy(update={"checks": self._run_guards(manifest)})
+        manifest = manifest.replace(checks=self._run_guards(manifest))
         if self._staging is not None:
             self._upload(manifest)
         check_stored(self._backend, self._dir, manifest)
@@ -566,13 +560,12 @@ class Draft:
         """Check the finished draft against the live version; raise if a guard fails."""
         if not self._guards:
             return {}
-        from sharedrec.format.schema import parse_manifest
         from sharedrec.read.mmap import LocalFolder
         from sharedrec.read.reader import OpenVersion, Reader
 
         root = self._local.local_path(self._dir)
         assert root is not None, "drafts are always written on local disk"
-        view = parse_manifest(manifest.dumps(), f"{root}/{MANIFEST}")
+        view = Manifest.loads(manifest.dumps(), f"{root}/{MANIFEST}")
         below = self._base._v if self._base is not None else None
         new = Reader(OpenVersion(view, LocalFolder(root), root, below))
         return judge(self._guards, self._force, self._id, self._parent, new, self._open_parent())
@@ -719,7 +712,7 @@ def judge(
     guards: Sequence[GuardLike],
     force: bool,
     version_id: str,
-    parent: PointerView | None,
+    parent: Pointer | None,
     new: Reader,
     live: Reader | None,
 ) -> dict[str, JsonValue]:
@@ -780,7 +773,7 @@ def move_pointer(
     backend: Backend,
     pointer_path: str,
     manifest: Manifest,
-    parent: PointerView | None,
+    parent: Pointer | None,
     parent_raw: bytes | None,
     hold: Hold | None = None,
 ) -> None:
@@ -798,7 +791,7 @@ def move_pointer(
 
     version_id = manifest.id
     previous = [parent.version, *parent.previous] if parent else []
-    pointer = pointer_for(backend, version_id, previous[:POINTER_HISTORY], manifest.json_object())
+    pointer = pointer_for(backend, version_id, previous[:POINTER_HISTORY], manifest)
     try:
         move_guarded(backend, pointer_path, pointer.dumps(), parent_raw, version_id, manifest.base, hold)
     except VersionGone as exc:
