@@ -62,8 +62,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # The writing side (and zarr behind it) loads only when a process publishes, and the
-    # pydantic models only when asked for: a reader process never imports pydantic.
+    # The writing side (and zarr behind it) loads only when a process publishes: a reader
+    # process never imports pydantic nor zarr.
     if name in ("CollectionSpec", "Manifest"):
         from sharedrec.format import schema as format
 

@@ -98,8 +98,10 @@ class _Record:
 
     @classmethod
     def _make(cls: type[_R], **values: Any) -> _R:
+        """A record of checked values: the parsers give every field (and a manifest its ``_raw``)."""
         record = cls.__new__(cls)
-        record._fill(values)
+        for name, value in values.items():
+            object.__setattr__(record, name, value)
         return record
 
     def _fill(self, values: dict[str, Any]) -> None:
@@ -147,7 +149,7 @@ class _Record:
         return f"{type(self).__name__}({fields})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild, (type(self), {name: getattr(self, name) for name in self._FIELDS})
+        return _rebuild, (type(self), {name: getattr(self, name) for name in self.__slots__})
 
 
 def _rebuild(cls: type[_R], values: dict[str, Any]) -> _R:
