@@ -80,8 +80,7 @@ def test_benchmark_page_keeps_the_generated_block() -> None:
 def test_format_page_examples_parse() -> None:
     # The JSON examples of the format specification are valid pointers, manifests and leases,
     # for the pydantic models and, for pointers and manifests, for the readers' own parser.
-    from sharedrec.format.models import Lease, Manifest, Pointer
-    from sharedrec.format.schema import parse_manifest, parse_pointer
+    from sharedrec.format.schema import Lease, Manifest, Pointer
 
     text = (DOCS / "format.md").read_text(encoding="utf-8")
     models: dict[str, type[Pointer] | type[Manifest] | type[Lease]] = {
@@ -99,9 +98,9 @@ def test_format_page_examples_parse() -> None:
                 model.loads(block.encode(), "docs/format.md")
                 parsed.add(model.__name__)
                 if model is Manifest:
-                    parse_manifest(block.encode(), "docs/format.md")
+                    Manifest.loads(block.encode(), "docs/format.md")
                     manifests += 1
                 elif model is Pointer:
-                    parse_pointer(block.encode(), "docs/format.md")
+                    Pointer.loads(block.encode(), "docs/format.md")
     assert parsed == {"Pointer", "Manifest", "Lease"}
     assert manifests == 2  # a full version and a delta

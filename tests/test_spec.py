@@ -1,9 +1,8 @@
-"""The read path's manifest and pointer parser: it agrees with the pydantic models.
+"""The one schema of manifests, pointers and leases (`sharedrec.format.schema`).
 
-Readers parse ``manifest.json`` and pointers without pydantic (`sharedrec.format.schema`); the
-pydantic models in `sharedrec.format.models` stay the schema. These tests hold the two together:
-every field the models produce is read alike, whatever the light parser accepts the models
-accept too, and a reader process never imports pydantic at all.
+Readers and writers share its records: what a reader parses a writer can build and dump to the
+same bytes, whatever the parser accepts the writer-side checks accept too, and a reader process
+never imports pydantic at all.
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ from hypothesis import strategies as st
 
 import sharedrec
 from sharedrec.errors import CorruptVersion
-from sharedrec.format.models import Lease, Manifest, Pointer
-from sharedrec.format.schema import ManifestView, parse_manifest, parse_pointer
+from sharedrec.format.schema import Lease, Manifest, Pointer
 from sharedrec.read.leases import LeaseKeeper
 
 from conftest import make_ranked
@@ -52,19 +50,16 @@ def _as_plain(view: object) -> Any:
         return [_as_plain(value) for value in view]
     slots = getattr(type(view), "__slots__", None)
     if slots:
-        return {name: _as_plain(getattr(view, name)) for name in slots if name != "raw"}
+        return {name: _as_plain(getattr(view, name)) for name in slots if not name.startswith("_")}
     return view
 
 
 def test_view_reads_every_field_as_the_model_does(manifest_bytes: bytes) -> None:
-    view = parse_manifest(manifest_bytes, "manifest.json")
-    model = Manifest.loads(manifest_bytes, "manifest.json")
-    dumped = model.model_dump()
-    for name in ("shape", "chunks"):  # tuples in both, lists after _as_plain
-        for spec in dumped["collections"].values():
-            for array in spec["arrays"].values():
-                array[name] = list(array[name])
-    assert _as_plain(view) == dumped
+    view = Manifest.loads(manifest_bytes, "manifest.json")
+    model = Manifest(**{name: getattr(view, name) for name in Manifest._FIELDS})  # as a writer builds it
+    assert view.to_json() == json.loads(manifest_bytes)
+    assert model.dumps() == view.dumps() == manifest_bytes
+    assert _as_plain(view) == _as_plain(model)
     assert view.data_bytes == model.data_bytes
     assert view.raw == manifest_bytes
     home = view.collections["home"]
@@ -76,24 +71,16 @@ def test_view_reads_every_field_as_the_model_does(manifest_bytes: bytes) -> None
 
 
 def test_views_have_the_fields_of_the_models() -> None:
-    from sharedrec.format import schema as _spec
-    from sharedrec.format.models import ArraySpec, CollectionSpec, FileEntry
+    from sharedrec.format.schema import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
 
-    pairs = [
-        (_spec.ArrayView, ArraySpec),
-        (_spec.CollectionView, CollectionSpec),
-        (_spec.FileView, FileEntry),
-        (_spec.ManifestView, Manifest),
-        (_spec.PointerView, Pointer),
-    ]
-    for view, model in pairs:
-        assert set(view.__slots__) - {"raw"} == set(model.model_fields), view.__name__
+    for record in (ArraySpec, CollectionSpec, FileEntry, Lease, Manifest, PartSpec, PartitionsSpec, Pointer):
+        assert set(record.__slots__) - {"_raw"} == set(record._FIELDS), record.__name__
 
 
 def test_views_are_read_only(manifest_bytes: bytes) -> None:
-    view = parse_manifest(manifest_bytes, "m")
+    view = Manifest.loads(manifest_bytes, "m")
     with pytest.raises(AttributeError, match="read-only"):
-        view.id = "other"  # type: ignore[misc]
+        view.id = "other"
 
 
 def _mutations() -> st.SearchStrategy[tuple[list[str], object]]:
@@ -144,26 +131,26 @@ def test_whatever_the_view_accepts_the_model_accepts(
         target[path[-1]] = value
     data = json.dumps(raw).encode()
     try:
-        view = parse_manifest(data, "m")
+        view = Manifest.loads(data, "m")
     except CorruptVersion as exc:
         error = str(exc)
         assert error.startswith("m is truncated or invalid (")
         return
-    model = Manifest.loads(data, "m")  # must not raise
+    model = Manifest(**{name: getattr(view, name) for name in Manifest._FIELDS})  # must not raise
     assert view.id == model.id and set(view.collections) == set(model.collections)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 10, 100, -1])
 def test_truncated_manifest_is_corrupt(manifest_bytes: bytes, cut: int) -> None:
     with pytest.raises(CorruptVersion, match="truncated or invalid"):
-        parse_manifest(manifest_bytes[:cut], "versions/x/manifest.json")
+        Manifest.loads(manifest_bytes[:cut], "versions/x/manifest.json")
 
 
 def test_declared_sizes_are_bounded_by_the_files_listed(manifest_bytes: bytes) -> None:
     raw = json.loads(manifest_bytes)
     raw["collections"]["home"]["arrays"]["items"]["shape"][0] = 10**15
     with pytest.raises(CorruptVersion, match=r"declares \d+ chunks but the manifest lists"):
-        parse_manifest(json.dumps(raw).encode(), "m")
+        Manifest.loads(json.dumps(raw).encode(), "m")
 
 
 @pytest.mark.parametrize(
@@ -182,29 +169,29 @@ def test_bad_collection_fields_are_named(
     raw = json.loads(manifest_bytes)
     raw["collections"]["home"][field] = value
     with pytest.raises(CorruptVersion, match=message):
-        parse_manifest(json.dumps(raw).encode(), "m")
+        Manifest.loads(json.dumps(raw).encode(), "m")
 
 
 def test_chunks_must_split_rows_only(manifest_bytes: bytes) -> None:
     raw = json.loads(manifest_bytes)
     raw["collections"]["home"]["arrays"]["items"]["chunks"][1] = 3
     with pytest.raises(CorruptVersion, match="must split the rows"):
-        parse_manifest(json.dumps(raw).encode(), "m")
+        Manifest.loads(json.dumps(raw).encode(), "m")
 
 
 def test_pointer_round_trip_and_limits() -> None:
     from datetime import UTC, datetime
 
     written = Pointer(version="v2", previous=["v1"], updated_at=datetime.now(UTC)).dumps()
-    view = parse_pointer(written, "CURRENT")
+    view = Pointer.loads(written, "CURRENT")
     assert (view.version, view.previous) == ("v2", ["v1"])
     assert view.updated_at == Pointer.loads(written, "CURRENT").updated_at
     too_long = json.dumps({"version": "v", "previous": ["a"] * 33, "updated_at": "2026-01-01T00:00:00Z"})
     with pytest.raises(CorruptVersion, match="at most 32"):
-        parse_pointer(too_long.encode(), "CURRENT")
+        Pointer.loads(too_long.encode(), "CURRENT")
     for garbage in (b"", b"\xff\xfe", b"[]", b'{"version": 3, "updated_at": "x"}', b"v1\n"):
         with pytest.raises(CorruptVersion, match="CURRENT is truncated or invalid"):
-            parse_pointer(garbage, "CURRENT")
+            Pointer.loads(garbage, "CURRENT")
 
 
 def test_lease_written_without_pydantic_is_a_valid_lease(tmp_path: Path) -> None:
@@ -243,4 +230,25 @@ def test_reader_manifest_is_still_the_pydantic_model(tmp_path: Path) -> None:
         assert isinstance(reader.manifest, Manifest)
         assert reader.manifest == store.manifest(reader.version)
         assert reader.collections["home"].count == 20
-        assert isinstance(reader._v.manifest, ManifestView)
+        assert isinstance(reader._v.manifest, Manifest)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=_JSON)
+def test_json_is_written_as_the_pydantic_models_wrote_it(value: object) -> None:
+    # Manifests, pointers and leases keep the bytes of sharedrec 0.1.0, whose pydantic models
+    # wrote them: floats such as 1e-7 and 0.000025, non-ASCII text, NaN as null.
+    from pydantic import JsonValue, TypeAdapter
+
+    from sharedrec.format.schema import _dumps
+
+    adapter: TypeAdapter[JsonValue] = TypeAdapter(JsonValue)
+    assert _dumps(value, indent=1) == adapter.dump_json(value, indent=1)  # type: ignore[arg-type]
+    assert _dumps(value, indent=None) == adapter.dump_json(value)  # type: ignore[arg-type]

@@ -34,19 +34,16 @@ from sharedrec.errors import (
     VersionGone,
     VersionNotFound,
 )
+from sharedrec.format.schema import CollectionSpec, Lease, Manifest, Pointer
 from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyReport
 from sharedrec.read.reader import RankedList, Reader, ReaderStats
 from sharedrec.store import RecommendationStore, open
 
 # Names that load on first use, and the module that holds each. The writing side (and zarr
-# behind it) loads only when a process publishes, and the pydantic models only when asked
-# for: a reader process never imports pydantic. Keep this the only table of module paths.
+# and pydantic behind it) loads only when a process publishes: a reader process imports
+# neither. Keep this the only table of lazily loaded names.
 _LAZY: dict[str, str] = {
-    "CollectionSpec": "sharedrec.format.models",
-    "Lease": "sharedrec.format.models",
-    "Manifest": "sharedrec.format.models",
-    "Pointer": "sharedrec.format.models",
     "Draft": "sharedrec.write.draft",
     "PartitionReceipt": "sharedrec.write.distributed",
     "PublishHandle": "sharedrec.write.distributed",
@@ -65,7 +62,6 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # what the table above loads, for type checkers and the API docs
-    from sharedrec.format.models import CollectionSpec, Lease, Manifest, Pointer
     from sharedrec.manage.diff import CollectionDiff, VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo

@@ -439,7 +439,8 @@ def ready(store: str, reader_id: str, lease_dir: str | None) -> None:
     from datetime import UTC, datetime
 
     import sharedrec
-    from sharedrec.format.models import LEASES, Lease
+    from sharedrec.format.layout import LEASES
+    from sharedrec.format.schema import Lease
 
     handle = sharedrec.open(store, create=False)
     folder = Path(lease_dir) if lease_dir else Path(handle.location) / LEASES

@@ -16,7 +16,7 @@ from sharedrec.errors import (
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
 )
-from sharedrec.format.schema import ManifestView, PointerView
+from sharedrec.format.schema import Manifest, Pointer
 from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyLevel, VerifyReport
 from sharedrec.read.root import StoreRoot
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format.models import Manifest
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
@@ -453,7 +452,7 @@ class RecommendationStore:
         )
 
     def open_version(
-        self, version_id: str, verify: VerifyLevel = "sizes", *, manifest: ManifestView | None = None
+        self, version_id: str, verify: VerifyLevel = "sizes", *, manifest: Manifest | None = None
     ) -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`).
 
@@ -577,7 +576,7 @@ class RecommendationStore:
 
         return manifest(self._root, version_id)
 
-    def _manifest_view(self, version_id: str) -> ManifestView:
+    def _manifest_view(self, version_id: str) -> Manifest:
         """The manifest parsed for reading, without pydantic (see `sharedrec.format.schema`)."""
         return self._root.manifest(version_id)
 
@@ -613,7 +612,7 @@ class RecommendationStore:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _read_pointer(self, ref: str = "current") -> tuple[PointerView | None, bytes | None]:
+    def _read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
         return self._root.read_pointer(ref)
 
     def _live_id(self, ref: str = "current") -> str:

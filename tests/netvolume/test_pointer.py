@@ -22,7 +22,7 @@ import pytest
 
 import sharedrec
 from sharedrec.backends.posix import PosixBackend
-from sharedrec.format.models import Pointer
+from sharedrec.format.schema import Pointer
 from sharedrec.testing.netvolume import Volume
 
 pytestmark = [pytest.mark.netvolume]
@@ -52,7 +52,7 @@ _POLL = r"""
 import collections, json, sys, time
 import sharedrec
 from sharedrec.backends.posix import PosixBackend
-from sharedrec.format.models import Pointer
+from sharedrec.format.schema import Pointer
 store = sharedrec.open(sys.argv[1], create=False)
 backend = PosixBackend(sys.argv[1], create=False)
 expected = json.loads(sys.argv[2])  # version id -> the item its lists hold

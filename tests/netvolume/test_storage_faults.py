@@ -28,7 +28,7 @@ import pytest
 import sharedrec
 from reliability._support import KEYS, N_KEYS, check_answers, publish_tagged
 from sharedrec.errors import CorruptVersion, SharedrecError, VersionNotFound
-from sharedrec.format.models import Pointer
+from sharedrec.format.schema import Pointer
 from sharedrec.testing import netvolume
 from sharedrec.testing.netvolume import Node, Volume
 

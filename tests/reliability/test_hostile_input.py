@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,7 @@ from hypothesis import strategies as st
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput, SharedrecError
-from sharedrec.format.models import Lease, Manifest, Pointer
-from sharedrec.format.schema import parse_manifest, parse_pointer
+from sharedrec.format.schema import Lease, Manifest, Pointer
 
 from ._support import KEYS, TALLY, Tally, publish_tagged
 
@@ -42,16 +42,16 @@ def _valid(sample: tuple[sharedrec.RecommendationStore, Path, str]) -> dict[str,
             pid=1,
             version=version,
             versions=[version],
-            started_at="2026-01-01T00:00:00Z",
-            heartbeat="2026-01-01T00:00:00Z",
-            expires_at="2026-01-01T00:01:00Z",
+            started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            heartbeat=datetime(2026, 1, 1, tzinfo=UTC),
+            expires_at=datetime(2026, 1, 1, 0, 1, tzinfo=UTC),
         ).dumps(),
     }
 
 
 PARSERS: dict[str, Any] = {
-    "manifest": [lambda b: parse_manifest(b, "m"), lambda b: Manifest.loads(b, "m")],
-    "pointer": [lambda b: parse_pointer(b, "p"), lambda b: Pointer.loads(b, "p")],
+    "manifest": [lambda b: Manifest.loads(b, "m")],
+    "pointer": [lambda b: Pointer.loads(b, "p")],
     "lease": [lambda b: Lease.loads(b, "l")],
 }
 
@@ -174,7 +174,7 @@ def test_parser_refuses_paths_that_leave_the_version(
             arrays["/abs/x"] = arrays["lengths"]
 
     with pytest.raises(CorruptVersion):
-        parse_manifest(_hostile_manifest(sample, hostile), "m")
+        Manifest.loads(_hostile_manifest(sample, hostile), "m")
 
 
 HOSTILE_NAMES = [
@@ -250,7 +250,7 @@ def test_huge_declared_sizes_allocate_nothing(
 
     tally.bad_inputs += 1
     with pytest.raises(CorruptVersion, match=r"declares .* chunks"):
-        parse_manifest(_hostile_manifest(sample, huge_chunks), "m")
+        Manifest.loads(_hostile_manifest(sample, huge_chunks), "m")
 
 
 def test_huge_declared_width(sample: tuple[sharedrec.RecommendationStore, Path, str]) -> None:

@@ -102,12 +102,12 @@ def test_a_reused_version_id_never_serves_the_deleted_versions_cached_chunks(
     assert len(folders) == 2, folders
     pointer = json.loads(store._backend.read_bytes("CURRENT"))  # type: ignore[attr-defined]
     written = store._backend.read_bytes(f"versions/{REUSED}/manifest.json")  # type: ignore[attr-defined]
-    from sharedrec.format.schema import parse_manifest, parse_pointer
+    from sharedrec.format.schema import Manifest, Pointer
     from sharedrec.read.cache import publish_folder
 
-    inline = parse_pointer(json.dumps(pointer).encode(), "CURRENT").manifest
+    inline = Pointer.loads(json.dumps(pointer).encode(), "CURRENT").manifest
     assert inline is not None
-    assert publish_folder(inline) == publish_folder(parse_manifest(written, "manifest.json"))
+    assert publish_folder(inline) == publish_folder(Manifest.loads(written, "manifest.json"))
     assert publish_folder(store.manifest(REUSED)) == publish_folder(inline)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput
-from sharedrec.format.models import MAX_CHAIN, MAX_WIDTH
+from sharedrec.format.layout import MAX_CHAIN, MAX_WIDTH
 
 from ._support import Tally
 

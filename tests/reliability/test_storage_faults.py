@@ -21,7 +21,7 @@ import pytest
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, SharedrecError, VersionNotFound
-from sharedrec.format.models import Pointer
+from sharedrec.format.schema import Pointer
 
 from ._support import KEYS, N_KEYS, Tally, check_answers, publish_tagged
 

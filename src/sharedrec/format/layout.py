@@ -1,7 +1,7 @@
 """Names and paths of a store's layout: constants and validators that need no pydantic.
 
 Everything here is used on the read path, which stays free of pydantic so that a reader
-process starts fast; `sharedrec.format.models` re-exports it next to the pydantic models.
+process starts fast.
 """
 
 from __future__ import annotations

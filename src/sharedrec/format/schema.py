@@ -1,45 +1,58 @@
-"""Read-side views of ``manifest.json`` and pointer files, parsed without pydantic.
+"""The one schema of a store's JSON files: ``manifest.json``, pointers and leases.
 
-A reader process needs a handful of fields of two small JSON files to open a version.
-Importing pydantic and building its models would cost a reader more time (about 110 ms)
-and memory (about 13 MB) than everything else it does at start-up, so the read path parses
-those files here, with explicit type checks, into frozen views whose attribute names are
-those of the pydantic models in `sharedrec.format.models`. Writers, `RecommendationStore.manifest()` and
-`sharedrec.format.models` keep the pydantic models, which remain the schema. This parser accepts
-a subset of what the models accept (no lax coercions such as ``"5"`` for an int) and adds
-the bounds a reader relies on: shapes that agree with chunk shapes and with the listed
-files, so a damaged or hostile manifest cannot make a reader allocate without bound.
+Every file is a frozen record that parses itself (``Manifest.loads(data, where)``) and dumps
+itself (``manifest.dumps()``). Readers and writers share these records; there is no pydantic
+here, because a reader process needs a handful of fields of two small files to open a version
+and importing pydantic would cost it more time (about 110 ms) and memory (about 13 MB) than
+everything else it does at start-up.
+
+Parsing is strict (no lax coercions such as ``"5"`` for an int) and adds the bounds a reader
+relies on: shapes that agree with chunk shapes and with the listed files, so that a damaged or
+hostile manifest cannot make a reader allocate without bound. A record built by a writer with
+keyword arguments is checked by the same rules, so nothing a writer builds is unreadable, and
+`dumps()` writes the bytes ``docs/format.md`` specifies (those the pydantic models of sharedrec
+0.1.0 wrote, byte for byte).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from sharedrec.errors import CorruptVersion
-from sharedrec.format.layout import MAX_PARTITIONS, MAX_WIDTH, POINTER_HISTORY, chunk_path
+from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.format.layout import (
+    CHECKSUM,
+    FORMAT,
+    LEASE_FORMAT,
+    MAX_PARTITIONS,
+    MAX_WIDTH,
+    POINTER_FORMAT,
+    POINTER_HISTORY,
+    chunk_path,
+)
 
 __all__ = [
     "ArrayGeometry",
-    "ArrayView",
-    "CollectionView",
-    "FileView",
-    "ManifestView",
-    "PartView",
-    "PartitionsView",
-    "PointerView",
-    "parse_manifest",
-    "parse_pointer",
+    "ArraySpec",
+    "CollectionSpec",
+    "FileEntry",
+    "Lease",
+    "Manifest",
+    "PartSpec",
+    "PartitionsSpec",
+    "Pointer",
+    "validate_metadata",
 ]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R", bound="_Record")
 
 
 class ArrayGeometry:
-    """Chunk arithmetic shared by `ArrayView` and the pydantic ``ArraySpec``."""
+    """Chunk arithmetic of an array: rows per chunk, chunk count and chunk size."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -64,65 +77,149 @@ class ArrayGeometry:
         return size
 
 
-class _View:
-    """A record of named fields; class creation stays cheap (no dataclass machinery)."""
+class _Record:
+    """A frozen record of named fields; class creation stays cheap (no dataclass machinery).
+
+    ``_FIELDS`` lists the fields in the order they are written; ``_DEFAULTS`` those a writer
+    may leave out. Built with keyword arguments (by a writer) a record is checked by the rules
+    that parse it; parsers build it unchecked through `_make`, having checked the JSON.
+    """
 
     __slots__: tuple[str, ...] = ()
+    _FIELDS: ClassVar[tuple[str, ...]] = ()
+    _DEFAULTS: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, **values: Any) -> None:
-        if values.keys() != set(self.__slots__):
-            raise TypeError(f"{type(self).__name__} takes exactly the fields {sorted(self.__slots__)}")
+        self._fill(values)
+        try:
+            self._check()
+        except _Bad as exc:
+            raise InvalidInput(f"invalid {type(self).__name__}: {exc}") from None
+
+    @classmethod
+    def _make(cls: type[_R], **values: Any) -> _R:
+        """A record of checked values: the parsers give every field (and a manifest its ``_raw``)."""
+        record = cls.__new__(cls)
         for name, value in values.items():
-            object.__setattr__(self, name, value)
+            object.__setattr__(record, name, value)
+        return record
+
+    def _fill(self, values: dict[str, Any]) -> None:
+        unknown = values.keys() - set(self._FIELDS)
+        missing = [name for name in self._FIELDS if name not in values and name not in self._DEFAULTS]
+        if unknown or missing:
+            raise TypeError(
+                f"{type(self).__name__} takes the fields {list(self._FIELDS)}: "
+                f"unknown {sorted(unknown)}, missing {missing}"
+            )
+        for name in self._FIELDS:
+            if name in values:
+                object.__setattr__(self, name, values[name])
+            else:  # a mutable default is copied: no two records share one
+                value = self._DEFAULTS[name]
+                object.__setattr__(self, name, value.copy() if isinstance(value, list | dict) else value)
+
+    def _check(self) -> None:
+        """Raise `_Bad` unless the record is what its parser accepts."""
+        raise NotImplementedError
+
+    def replace(self: _R, **changes: Any) -> _R:
+        """A copy with some fields changed, checked like a new record."""
+        return type(self)(**{**{name: getattr(self, name) for name in self._FIELDS}, **changes})
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the JSON object `dumps()` writes."""
+        return {name: _plain(getattr(self, name)) for name in self._FIELDS}
 
     def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        return all(getattr(self, name) == getattr(other, name) for name in self._FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name != "raw")
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
         return f"{type(self).__name__}({fields})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), {name: getattr(self, name) for name in self.__slots__})
 
-class ArrayView(_View, ArrayGeometry):
-    """One array of a collection (see ``sharedrec.format.models.ArraySpec``)."""
+
+def _rebuild(cls: type[_R], values: dict[str, Any]) -> _R:
+    """Unpickle a record (its fields were checked when it was first built)."""
+    return cls._make(**values)
+
+
+class ArraySpec(_Record, ArrayGeometry):
+    """One zarr array of a collection: what a reader needs to map its chunks."""
 
     __slots__ = ("chunks", "dtype", "shape")
+    _FIELDS = ("dtype", "shape", "chunks")
     dtype: str
+    """numpy dtype string, always little-endian, e.g. ``'<i4'``."""
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
+    """Chunk shape; chunks split the first axis only."""
+
+    def _check(self) -> None:
+        _array(self.to_json(), "ArraySpec", "")
+
+    @classmethod
+    def from_json(cls, data: object) -> ArraySpec:
+        """Parse the JSON object of an array (as `to_json` gives it); raise ValueError."""
+        return _array(data, "ArraySpec", "")
 
 
-class PartView(_View):
-    """One partition of a collection (see ``sharedrec.format.models.PartSpec``)."""
+class PartSpec(_Record):
+    """One partition of a partitioned collection: its own key index and arrays."""
 
     __slots__ = ("arrays", "count", "empty_lists", "key_fences", "max_length", "min_length", "path", "width")
+    _FIELDS = ("path", "count", "key_fences", "width", "min_length", "max_length", "empty_lists", "arrays")
+    _DEFAULTS: ClassVar[Mapping[str, Any]] = {"empty_lists": 0}
     path: str | None
+    """Folder of the partition inside the collection's folder; None when it holds no key."""
     count: int
+    """Number of keys in the partition."""
     key_fences: list[int]
+    """First key (or key hash) of each chunk of its key array."""
     width: int
+    """List capacity (ranked) or vector dimension of the partition."""
     min_length: int
+    """Shortest list of the partition (ranked); width for vectors."""
     max_length: int
+    """Longest list of the partition (ranked); width for vectors."""
     empty_lists: int
-    arrays: dict[str, ArrayView]
+    """Keys of the partition whose list is empty."""
+    arrays: dict[str, ArraySpec]
+    """The partition's arrays; empty when count is 0."""
+
+    def _check(self) -> None:
+        _part(self.to_json(), "PartSpec")
 
 
-class PartitionsView(_View):
-    """How a collection is split (see ``sharedrec.format.models.PartitionsSpec``)."""
+class PartitionsSpec(_Record):
+    """How a collection is split: partition ``hash(key) mod len(parts)`` holds a key."""
 
     __slots__ = ("hash", "parts")
-    hash: str
-    parts: list[PartView]
+    _FIELDS = ("hash", "parts")
+    hash: Literal["splitmix64", "blake2b-64"]
+    """splitmix64 of the key for int64 keys, blake2b-64 of its UTF-8 bytes for str keys."""
+    parts: list[PartSpec]
+    """Every partition, in partition order."""
+
+    def _check(self) -> None:
+        _partitions(self.to_json(), "PartitionsSpec")
 
 
-class CollectionView(_View):
-    """One collection of a version (see ``sharedrec.format.models.CollectionSpec``)."""
+class CollectionSpec(_Record):
+    """A named table inside a version."""
 
     __slots__ = (
         "arrays",
@@ -142,36 +239,105 @@ class CollectionView(_View):
         "serve_to_all",
         "width",
     )
-    kind: str
-    key_type: str
+    _FIELDS = (
+        "kind",
+        "key_type",
+        "count",
+        "key_hash",
+        "key_fences",
+        "width",
+        "min_length",
+        "max_length",
+        "default_length",
+        "empty_lists",
+        "fallbacks",
+        "serve_to_all",
+        "delta",
+        "removed",
+        "arrays",
+        "partitions",
+    )
+    _DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "key_hash": None,
+        "default_length": None,
+        "empty_lists": 0,
+        "fallbacks": [],
+        "serve_to_all": False,
+        "delta": False,
+        "removed": 0,
+        "partitions": None,
+    }
+    kind: Literal["ranked", "vectors"]
+    key_type: Literal["int64", "str"]
     count: int
+    """Number of keys."""
     key_hash: str | None
+    """Hash of string keys (None for int64 keys)."""
     key_fences: list[int]
+    """First sorted key (or key hash) of each chunk of the key array."""
     width: int
+    """List capacity (ranked) or vector dimension."""
     min_length: int
+    """Shortest list (ranked); width for vectors."""
     max_length: int
+    """Longest list (ranked); width for vectors."""
     default_length: int | None
+    """Length of the list served for unknown keys, if any."""
     empty_lists: int
+    """Keys whose list is empty (ranked)."""
     fallbacks: list[str]
+    """Ranked collections tried in order for an unknown key."""
     serve_to_all: bool
+    """A ranked collection of one key whose list, as a fallback, serves every key (published
+    with ``serve_to_all=True``; a collection that merely holds one key serves only it); written
+    only when true."""
     delta: bool
+    """The arrays hold only the keys added or changed since the same collection of the
+    manifest's base (none when nothing changed); count and lengths describe the result."""
     removed: int
-    arrays: dict[str, ArrayView]
-    partitions: PartitionsView | None
+    """Delta: keys of the base removed (tombstones)."""
+    arrays: dict[str, ArraySpec]
+    partitions: PartitionsSpec | None
+    """Absent for a collection stored whole; else its partitions, each with its own key index
+    and arrays (``arrays`` then holds only the collection-wide default list)."""
+
+    def _check(self) -> None:
+        _check_collection(_collection(self.to_json(), "CollectionSpec"), "CollectionSpec")
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        # A collection stored whole has no ``partitions`` field at all, and one that does not
+        # serve its list to every key no ``serve_to_all``: the format of the collections that
+        # use neither stays byte for byte what it always was.
+        if self.partitions is None:
+            del data["partitions"]
+        if self.serve_to_all is False:
+            del data["serve_to_all"]
+        return data
 
 
-class FileView(_View):
+class FileEntry(_Record):
     """Size and checksum of one file of a version."""
 
     __slots__ = ("crc32", "size")
+    _FIELDS = ("size", "crc32")
     size: int
     crc32: int
 
+    def _check(self) -> None:
+        _file(self.to_json(), "FileEntry")
 
-class ManifestView(_View):
-    """A parsed ``manifest.json`` (see ``sharedrec.format.models.Manifest``); ``raw`` is its bytes."""
+    @classmethod
+    def from_json(cls, data: object) -> FileEntry:
+        """Parse the JSON object of a file entry (as `to_json` gives it); raise ValueError."""
+        return _file(data, "FileEntry")
+
+
+class Manifest(_Record):
+    """``versions/<id>/manifest.json``: written last, its presence commits the version."""
 
     __slots__ = (
+        "_raw",
         "base",
         "checks",
         "checksum",
@@ -183,37 +349,306 @@ class ManifestView(_View):
         "id",
         "metadata",
         "parent",
-        "raw",
     )
-    format: str
+    _FIELDS = (
+        "format",
+        "id",
+        "parent",
+        "base",
+        "depth",
+        "created_at",
+        "metadata",
+        "collections",
+        "checksum",
+        "checks",
+        "files",
+    )
+    _DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "format": FORMAT,
+        "parent": None,
+        "base": None,
+        "depth": 0,
+        "metadata": {},
+        "checksum": CHECKSUM,
+        "checks": {},
+    }
+    format: Literal["sharedrec/1"]
     id: str
     parent: str | None
     base: str | None
+    """A delta version: the version whose collections it updates."""
     depth: int
+    """Deltas between this version and a full one."""
     created_at: datetime
     metadata: dict[str, Any]
-    collections: dict[str, CollectionView]
-    checksum: str
+    collections: dict[str, CollectionSpec]
+    checksum: Literal["crc32"]
     checks: dict[str, Any]
-    files: dict[str, FileView]
-    raw: bytes
+    """Results of the publish guards, by guard name."""
+    files: dict[str, FileEntry]
+    """Every file of the version but the manifest, by path relative to it."""
+    _raw: bytes | None
+
+    def _fill(self, values: dict[str, Any]) -> None:
+        object.__setattr__(self, "_raw", values.pop("_raw", None))
+        super()._fill(values)
+
+    def _check(self) -> None:
+        validate_json(self.metadata, "metadata")
+        validate_json(self.checks, "checks")
+        _manifest(self.to_json(), b"", geometry=False)
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes the manifest was read from (or, built by a writer, those it dumps to)."""
+        if self._raw is None:
+            object.__setattr__(self, "_raw", self.dumps())
+        assert self._raw is not None
+        return self._raw
 
     @property
     def data_bytes(self) -> int:
         """Total size of the version's files."""
         return sum(entry.size for entry in self.files.values())
 
+    def dumps(self) -> bytes:
+        """Serialise to the bytes written as ``manifest.json``."""
+        return _dumps(self.to_json(), indent=1)
 
-class PointerView(_View):
-    """A parsed ``CURRENT`` or ``refs/<name>`` (see ``sharedrec.format.models.Pointer``)."""
+    def json_object(self) -> dict[str, Any]:
+        """The manifest as the JSON object `dumps()` writes."""
+        return self.to_json()
+
+    @classmethod
+    def loads(cls, data: bytes, where: str) -> Manifest:
+        """Parse ``manifest.json`` bytes; ``where`` names the file in the error.
+
+        Raises:
+            CorruptVersion: The bytes are not a valid manifest.
+        """
+        return _load(data, where, "republish the version or roll back", lambda raw: _manifest(raw, data))
+
+
+class Pointer(_Record):
+    """``CURRENT`` or ``refs/<name>``: which version is live, and which were live before it."""
 
     __slots__ = ("format", "manifest", "previous", "updated_at", "version")
-    format: str
+    _FIELDS = ("format", "version", "previous", "updated_at", "manifest")
+    _DEFAULTS: ClassVar[Mapping[str, Any]] = {"format": POINTER_FORMAT, "previous": [], "manifest": None}
+    format: Literal["sharedrec-pointer/1"]
     version: str
     previous: list[str]
+    """Previously live versions, newest first."""
     updated_at: datetime
-    manifest: ManifestView | None
-    """Object stores: the manifest of ``version``, copied into the pointer."""
+    manifest: Manifest | None
+    """Object stores: the manifest of ``version``, copied into the pointer so that a reader
+    opens it with one request (the pointer's) instead of two."""
+
+    def _check(self) -> None:
+        if self.manifest is not None and not isinstance(self.manifest, Manifest):
+            raise _Bad(f"manifest must be a Manifest, not {type(self.manifest).__name__}")
+        _pointer({**self.to_json(), "manifest": None})
+        if self.manifest is not None and self.manifest.id != self.version:
+            raise _Bad(
+                f"the manifest copied into the pointer is version {self.manifest.id!r}, not {self.version!r}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.manifest is not None:
+            data["manifest"] = json.loads(self.manifest.raw)  # as it was read, unchanged
+        return data
+
+    def dumps(self) -> bytes:
+        """Serialise to the bytes written as ``CURRENT``."""
+        return _dumps(self.to_json(), indent=None)
+
+    @classmethod
+    def loads(cls, data: bytes, where: str) -> Pointer:
+        """Parse ``CURRENT`` (or ``refs/<name>``) bytes; ``where`` names the file in the error.
+
+        Raises:
+            CorruptVersion: The bytes are not a valid pointer.
+        """
+        return _load(data, where, "point it at a good version with store.set_current()", _pointer)
+
+
+class Lease(_Record):
+    """``leases/<reader-id>.json``: a reader's promise that it still maps some versions."""
+
+    __slots__ = (
+        "expires_at",
+        "format",
+        "heartbeat",
+        "host",
+        "pid",
+        "reader_id",
+        "started_at",
+        "version",
+        "versions",
+        "warming",
+    )
+    _FIELDS = (
+        "format",
+        "reader_id",
+        "host",
+        "pid",
+        "version",
+        "versions",
+        "started_at",
+        "heartbeat",
+        "expires_at",
+        "warming",
+    )
+    _DEFAULTS: ClassVar[Mapping[str, Any]] = {"format": LEASE_FORMAT, "warming": False}
+    format: Literal["sharedrec-lease/1"]
+    reader_id: str
+    host: str
+    pid: int
+    version: str
+    """The version the reader serves."""
+    versions: list[str]
+    """Every version the reader may still touch: the live one, and one it just left while
+    lookups in flight finish."""
+    started_at: datetime
+    heartbeat: datetime
+    expires_at: datetime
+    """GC may ignore the lease after this moment."""
+    warming: bool
+    """The reader is still prefetching (`prefetch`): `sharedrec ready` waits for it; written
+    only while true."""
+
+    def _check(self) -> None:
+        _lease(self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.warming is False:  # only then: a lease without it reads the same to an older sharedrec
+            del data["warming"]
+        return data
+
+    def dumps(self) -> bytes:
+        """Serialise to the bytes of the lease file."""
+        return _dumps(self.to_json(), indent=None)
+
+    @classmethod
+    def loads(cls, data: bytes, where: str) -> Lease:
+        """Parse lease file bytes; ``where`` names the file in the error.
+
+        Raises:
+            CorruptVersion: The bytes are not a valid lease.
+        """
+        return _load(data, where, "delete the file; its reader rewrites it at the next heartbeat", _lease)
+
+
+# -- JSON values ----------------------------------------------------------------------------
+
+
+def validate_metadata(metadata: object) -> dict[str, Any]:
+    """Return a copy of ``metadata`` if it is a JSON object, else raise `InvalidInput`."""
+    if metadata is None:
+        return {}
+    try:
+        return validate_json(metadata, "")
+    except _Bad as exc:
+        raise InvalidInput(
+            f"metadata must be JSON: str keys and str/int/float/bool/None/list/dict values; {exc}. "
+            "Convert numpy scalars with .item()"
+        ) from None
+
+
+def validate_json(value: object, field: str) -> dict[str, Any]:
+    """A copy of ``value`` if it is a JSON object (str keys, JSON values), else raise `_Bad`."""
+    if not isinstance(value, dict):
+        raise _Bad(f"{field or 'the value'} is {type(value).__name__} (Input should be a valid dictionary)")
+    copied = _json_value(value, field)
+    assert isinstance(copied, dict)
+    return copied
+
+
+def _json_value(value: object, where: str) -> object:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):  # numpy's float64 is a float; its float32 is not
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(item, f"{where}.{i}" if where else str(i)) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        copied = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Bad(f"{where or 'the value'} has a key {key!r} of type {type(key).__name__}")
+            copied[key] = _json_value(item, f"{where}.{key}" if where else key)
+        return copied
+    raise _Bad(f"{where or 'the value'} is {type(value).__name__} (not a JSON value)")
+
+
+def _plain(value: object) -> Any:
+    """A field's value as JSON: records as objects, tuples as lists, times in ISO 8601."""
+    if isinstance(value, _Record):
+        return value.to_json()
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _float(value: float) -> str:
+    """A float as pydantic writes it (Rust's ryu): ``1e-7``, ``0.000025``, ``1e+16``, null for NaN."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "null"
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    power = int(exponent)
+    if power == -5:
+        sign = "-" if mantissa.startswith("-") else ""
+        return f"{sign}0.0000{mantissa.lstrip('-').replace('.', '')}"
+    return f"{mantissa}e{'+' if power > 0 else '-'}{abs(power)}"
+
+
+def _dumps(value: object, indent: int | None) -> bytes:
+    """JSON as the pydantic models of sharedrec 0.1.0 wrote it: UTF-8, fields in order."""
+    out: list[str] = []
+    _emit(value, indent, 0, out)
+    return "".join(out).encode()
+
+
+def _emit(value: object, indent: int | None, depth: int, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True or value is False:
+        out.append("true" if value else "false")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(_float(value))
+    elif isinstance(value, dict | list | tuple):
+        items = list(value.items()) if isinstance(value, dict) else list(value)
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        if not items:
+            out.append(opening + closing)
+            return
+        inner = "" if indent is None else "\n" + " " * (indent * (depth + 1))
+        out.append(opening)
+        for i, item in enumerate(items):
+            out.append(("," if i else "") + inner)
+            if isinstance(value, dict):
+                key, item = item
+                out.append(json.dumps(key, ensure_ascii=False) + (":" if indent is None else ": "))
+            _emit(item, indent, depth + 1, out)
+        out.append(("" if indent is None else "\n" + " " * (indent * depth)) + closing)
+    else:
+        raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -325,7 +760,7 @@ def _fields(raw: object, field: str, required: tuple[str, ...], optional: tuple[
     return obj
 
 
-def _array(raw: object, field: str, name: str) -> ArrayView:
+def _array(raw: object, field: str, name: str) -> ArraySpec:
     obj = _fields(raw, field, ("dtype", "shape", "chunks"), ())
     dtype = _str(obj["dtype"], f"{field}.dtype")
     # Only what sharedrec writes: anything else (``<i3``, ``<u0``, ``|b8``) would fail later,
@@ -339,7 +774,7 @@ def _array(raw: object, field: str, name: str) -> ArrayView:
         raise _Bad(f"{field}: chunks {list(chunks)} must split the rows of shape {list(shape)} only")
     if (ndim and len(shape) != ndim) or (name.endswith("_spans") and shape[1:] != (2,)):
         raise _Bad(f"{field} has shape {list(shape)}, which is not the shape of such an array")
-    return ArrayView(dtype=dtype, shape=shape, chunks=chunks)
+    return ArraySpec._make(dtype=dtype, shape=shape, chunks=chunks)
 
 
 _COLLECTION_REQUIRED = (
@@ -364,7 +799,7 @@ _COLLECTION_OPTIONAL = (
 )
 
 
-def _arrays(raw: object, field: str) -> dict[str, ArrayView]:
+def _arrays(raw: object, field: str) -> dict[str, ArraySpec]:
     return {
         _name(name, field): _array(spec, f"{field}.{name}", name) for name, spec in _dict(raw, field).items()
     }
@@ -374,7 +809,7 @@ _PER_KEY = ("key_spans", "items", "scores", "lengths", "vectors")
 """Arrays that hold one row per key, in the order of the key array."""
 
 
-def _check_rows(arrays: dict[str, ArrayView], fences: list[int], count: int | None, field: str) -> None:
+def _check_rows(arrays: dict[str, ArraySpec], fences: list[int], count: int | None, field: str) -> None:
     """The arrays of a key index and its rows agree: as many rows, and one fence per key chunk.
 
     ``count`` is the number of keys the arrays must hold (None for a delta, whose arrays
@@ -398,7 +833,7 @@ def _check_rows(arrays: dict[str, ArrayView], fences: list[int], count: int | No
         raise _Bad(f"{field}.key_fences lists {len(fences)} fences for {spec.n_chunks} chunks of keys")
 
 
-def _check_lengths(obj: CollectionView | PartView, field: str) -> None:
+def _check_lengths(obj: CollectionSpec | PartSpec, field: str) -> None:
     if not obj.min_length <= obj.max_length <= obj.width:
         raise _Bad(f"{field}: lengths {obj.min_length}..{obj.max_length} do not fit the width {obj.width}")
 
@@ -406,7 +841,7 @@ def _check_lengths(obj: CollectionView | PartView, field: str) -> None:
 _PART_REQUIRED = ("path", "count", "key_fences", "width", "min_length", "max_length", "arrays")
 
 
-def _part(raw: object, field: str) -> PartView:
+def _part(raw: object, field: str) -> PartSpec:
     obj = _fields(raw, field, _PART_REQUIRED, ("empty_lists",))
     path = _optional(_str)(obj["path"], f"{field}.path")
     if path is not None and (not path or path[0] in "._" or "/" in path or ".." in path):
@@ -414,7 +849,7 @@ def _part(raw: object, field: str) -> PartView:
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
     width = _int(obj["width"], f"{field}.width", 1, MAX_WIDTH + 1)
     _check_width(arrays, width, field)
-    return PartView(
+    return PartSpec._make(
         path=path,
         count=_int(obj["count"], f"{field}.count"),
         key_fences=_list(obj["key_fences"], f"{field}.key_fences", lambda v, f: _int(v, f, -(2**63), 2**64)),
@@ -426,7 +861,7 @@ def _part(raw: object, field: str) -> PartView:
     )
 
 
-def _check_width(arrays: dict[str, ArrayView], width: int, field: str) -> None:
+def _check_width(arrays: dict[str, ArraySpec], width: int, field: str) -> None:
     """Rows of items, scores and vectors are ``width`` wide, as the collection says."""
     for row_array in ("items", "scores", "vectors"):
         spec = arrays.get(row_array)
@@ -434,7 +869,7 @@ def _check_width(arrays: dict[str, ArrayView], width: int, field: str) -> None:
             raise _Bad(f"{field}.width is {width} but its {row_array} array has shape {list(spec.shape)}")
 
 
-def _partitions(raw: object, field: str) -> PartitionsView | None:
+def _partitions(raw: object, field: str) -> PartitionsSpec | None:
     if raw is None:
         return None
     obj = _fields(raw, field, ("hash", "parts"), ())
@@ -443,12 +878,12 @@ def _partitions(raw: object, field: str) -> PartitionsView | None:
     parts = _list(obj["parts"], f"{field}.parts", _part)
     if not parts:
         raise _Bad(f"{field}.parts must list at least one partition")
-    return PartitionsView(
+    return PartitionsSpec._make(
         hash=_literal(obj["hash"], f"{field}.hash", "splitmix64", "blake2b-64"), parts=parts
     )
 
 
-def _collection(raw: object, field: str) -> CollectionView:
+def _collection(raw: object, field: str) -> CollectionSpec:
     obj = _fields(raw, field, _COLLECTION_REQUIRED, _COLLECTION_OPTIONAL)
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
     width = _int(obj["width"], f"{field}.width", 1, MAX_WIDTH + 1)
@@ -461,7 +896,7 @@ def _collection(raw: object, field: str) -> CollectionView:
             f"{field}.serve_to_all is true for a {kind} collection of {count} keys; only a ranked "
             "collection of one key serves its list to every key"
         )
-    return CollectionView(
+    return CollectionSpec._make(
         kind=kind,
         key_type=_literal(obj["key_type"], f"{field}.key_type", "int64", "str"),
         count=count,
@@ -481,7 +916,7 @@ def _collection(raw: object, field: str) -> CollectionView:
     )
 
 
-def _check_collection(spec: CollectionView, field: str) -> None:
+def _check_collection(spec: CollectionSpec, field: str) -> None:
     """What the reader relies on beyond types: rows, defaults and partitions that agree."""
     _check_lengths(spec, field)
     if spec.partitions is None:
@@ -519,9 +954,9 @@ def _check_collection(spec: CollectionView, field: str) -> None:
             raise _Bad(f"{field}.removed is {spec.removed} but its {name} array does not hold as many keys")
 
 
-def _file(raw: object, field: str) -> FileView:
+def _file(raw: object, field: str) -> FileEntry:
     obj = _fields(raw, field, ("size", "crc32"), ())
-    return FileView(
+    return FileEntry._make(
         size=_int(obj["size"], f"{field}.size"), crc32=_int(obj["crc32"], f"{field}.crc32", 0, 2**32)
     )
 
@@ -530,7 +965,12 @@ _MANIFEST_REQUIRED = ("id", "created_at", "collections", "files")
 _MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks")
 
 
-def _manifest(raw: object, data: bytes) -> ManifestView:
+def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifest:
+    """Parse a manifest's JSON; ``data`` are its bytes (None when unknown).
+
+    Without ``geometry`` the arrays are not checked against the listed files (a writer checks
+    its own files, with errors of its own).
+    """
     obj = _fields(raw, "the manifest", _MANIFEST_REQUIRED, _MANIFEST_OPTIONAL)
     files = {
         _path(path, "files"): _file(entry, f"files.{path}")
@@ -541,6 +981,9 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
         for name, spec in _dict(obj["collections"], "collections").items()
     }
     for name, collection in collections.items():
+        if not geometry:
+            _check_collection(collection, f"collections.{name}")
+            continue
         arrays = [
             (f"collections.{name}.arrays.{a}", f"{name}/{a}", spec) for a, spec in collection.arrays.items()
         ]
@@ -569,7 +1012,7 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
                         f"with {entry.size} bytes, the array needs {nbytes}"
                     )
         _check_collection(collection, f"collections.{name}")
-    return ManifestView(
+    return Manifest._make(
         format=_literal(obj.get("format", "sharedrec/1"), "format", "sharedrec/1"),
         id=_str(obj["id"], "id"),
         parent=_optional(_str)(obj.get("parent"), "parent"),
@@ -581,16 +1024,16 @@ def _manifest(raw: object, data: bytes) -> ManifestView:
         checksum=_literal(obj.get("checksum", "crc32"), "checksum", "crc32"),
         checks=_dict(obj.get("checks", {}), "checks"),
         files=files,
-        raw=data,
+        _raw=data,
     )
 
 
-def _pointer(raw: object) -> PointerView:
+def _pointer(raw: object) -> Pointer:
     obj = _fields(raw, "the pointer", ("version", "updated_at"), ("format", "previous", "manifest"))
     previous = _list(obj.get("previous", []), "previous", _str)
     if len(previous) > POINTER_HISTORY:
         raise _Bad(f"previous lists {len(previous)} versions, at most {POINTER_HISTORY}")
-    return PointerView(
+    return Pointer._make(
         format=_literal(obj.get("format", "sharedrec-pointer/1"), "format", "sharedrec-pointer/1"),
         version=_str(obj["version"], "version"),
         previous=previous,
@@ -599,7 +1042,7 @@ def _pointer(raw: object) -> PointerView:
     )
 
 
-def _inline_manifest(raw: object, version: object) -> ManifestView | None:
+def _inline_manifest(raw: object, version: object) -> Manifest | None:
     if raw is None:
         return None
     manifest = _manifest(raw, json.dumps(raw).encode())
@@ -608,27 +1051,26 @@ def _inline_manifest(raw: object, version: object) -> ManifestView | None:
     return manifest
 
 
+def _lease(raw: object) -> Lease:
+    required = ("reader_id", "host", "pid", "version", "versions", "started_at", "heartbeat", "expires_at")
+    obj = _fields(raw, "the lease", required, ("format", "warming"))
+    return Lease._make(
+        format=_literal(obj.get("format", LEASE_FORMAT), "format", LEASE_FORMAT),
+        reader_id=_str(obj["reader_id"], "reader_id"),
+        host=_str(obj["host"], "host"),
+        pid=_int(obj["pid"], "pid", -(2**63), 2**63),
+        version=_str(obj["version"], "version"),
+        versions=_list(obj["versions"], "versions", _str),
+        started_at=_datetime(obj["started_at"], "started_at"),
+        heartbeat=_datetime(obj["heartbeat"], "heartbeat"),
+        expires_at=_datetime(obj["expires_at"], "expires_at"),
+        warming=_bool(obj.get("warming", False), "warming"),
+    )
+
+
 def _load(data: bytes, where: str, fix: str, build: Callable[[object], _T]) -> _T:
     try:
         return build(json.loads(data))
     except (ValueError, RecursionError) as exc:  # _Bad, JSON and Unicode errors are ValueErrors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptVersion(f"{where} is truncated or invalid ({reason}); {fix}") from None
-
-
-def parse_manifest(data: bytes, where: str) -> ManifestView:
-    """Parse ``manifest.json`` bytes; ``where`` names the file in the error.
-
-    Raises:
-        CorruptVersion: The bytes are not a valid manifest.
-    """
-    return _load(data, where, "republish the version or roll back", lambda raw: _manifest(raw, data))
-
-
-def parse_pointer(data: bytes, where: str) -> PointerView:
-    """Parse ``CURRENT`` (or ``refs/<name>``) bytes; ``where`` names the file in the error.
-
-    Raises:
-        CorruptVersion: The bytes are not a valid pointer.
-    """
-    return _load(data, where, "point it at a good version with store.set_current()", _pointer)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sharedrec.errors import InvalidInput
-from sharedrec.format.models import LEASES
+from sharedrec.format.layout import LEASES
 from sharedrec.k8s import _rules
 
 __all__ = [
@@ -428,7 +428,7 @@ class ReaderSpec(_Model):
     @classmethod
     def _ref(cls, value: str | None) -> str | None:
         if value is not None:
-            from sharedrec.format.models import ref_path
+            from sharedrec.format.layout import ref_path
 
             ref_path(value)  # raises InvalidInput naming the rule
         return value

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sharedrec.errors import InvalidInput
-from sharedrec.format.models import LEASES, VERSIONS
+from sharedrec.format.layout import LEASES, VERSIONS
 
 __all__ = ["check_manifests"]
 

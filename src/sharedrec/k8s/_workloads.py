@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from sharedrec.errors import InvalidInput
-from sharedrec.format.models import LEASES
+from sharedrec.format.layout import LEASES
 from sharedrec.k8s._config import K8sConfig, Resources, S3Volume
 
 __all__ = ["autoscaler", "reader_deployment", "reader_patch", "writer_workload"]

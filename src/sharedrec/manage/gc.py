@@ -46,7 +46,7 @@ from sharedrec.write.hold import link_out as _link_out
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
-    from sharedrec.format.models import Lease
+    from sharedrec.format.schema import Lease
     from sharedrec.manage.versions import VersionInfo
     from sharedrec.read.root import StoreRoot
 
@@ -308,11 +308,11 @@ def _pointed_reason(ref: str) -> str:
 
 
 def _base_of(backend: Backend, version: str) -> str | None:
-    from sharedrec.format.schema import parse_manifest
+    from sharedrec.format.schema import Manifest
 
     where = f"{VERSIONS}/{version}/{MANIFEST}"
     try:
-        return parse_manifest(backend.read_bytes(where), f"{backend.location}/{where}").base
+        return Manifest.loads(backend.read_bytes(where), f"{backend.location}/{where}").base
     except (FileNotFoundError, CorruptVersion, InvalidInput):
         return None
 

@@ -16,7 +16,7 @@ from sharedrec.format.layout import LEASES
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
-    from sharedrec.format.models import Lease
+    from sharedrec.format.schema import Lease
     from sharedrec.read.root import StoreRoot
 
 __all__ = ["LeaseInfo", "fleet", "process_of", "read_lease_files", "read_leases"]
@@ -79,7 +79,7 @@ def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
 
 def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lease]], list[str]]:
     """Like `read_leases`, with the name of each lease's file."""
-    from sharedrec.format.models import Lease
+    from sharedrec.format.schema import Lease
 
     leases, damaged = [], []
     for name in backend.listdir(folder):

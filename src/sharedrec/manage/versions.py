@@ -11,7 +11,7 @@ from sharedrec.errors import CorruptVersion, InvalidInput, VersionNotFound
 from sharedrec.format.layout import MANIFEST, VERSIONS
 
 if TYPE_CHECKING:
-    from sharedrec.format.models import Manifest
+    from sharedrec.format.schema import Manifest
     from sharedrec.read.root import StoreRoot
 
 __all__ = ["VersionInfo", "manifest", "versions"]
@@ -66,7 +66,7 @@ def manifest(root: StoreRoot, version_id: str) -> Manifest:
         VersionNotFound: No such version, or its publish never finished.
         CorruptVersion: Its manifest is truncated or invalid.
     """
-    from sharedrec.format.models import Manifest
+    from sharedrec.format.schema import Manifest
 
     view = root.manifest(version_id)
     return Manifest.loads(view.raw, f"{root.location}/{VERSIONS}/{version_id}/{MANIFEST}")

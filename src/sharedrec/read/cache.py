@@ -31,8 +31,7 @@ from sharedrec.errors import CorruptVersion
 from sharedrec.read.mmap import renew_lock_after_fork
 
 if TYPE_CHECKING:
-    from sharedrec.format.models import Manifest
-    from sharedrec.format.schema import ManifestView
+    from sharedrec.format.schema import Manifest
 
 __all__ = ["CachedVersion", "ChunkCache", "default_cache_dir", "publish_folder"]
 
@@ -48,7 +47,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "sharedrec"
 
 
-def publish_folder(manifest: Manifest | ManifestView) -> str:
+def publish_folder(manifest: Manifest) -> str:
     """The cache folder of one publish of a version: ``<id>@<digest>``.
 
     The digest is computed from parsed fields, not the manifest's bytes, so the manifest
@@ -158,9 +157,7 @@ class ChunkCache:
 class CachedVersion:
     """A `ChunkSource` that fetches a version's files from a remote store into the cache."""
 
-    def __init__(
-        self, cache: ChunkCache, manifest: Manifest | ManifestView, download: Callable[[str], bytes]
-    ) -> None:
+    def __init__(self, cache: ChunkCache, manifest: Manifest, download: Callable[[str], bytes]) -> None:
         self._cache = cache
         self._manifest = manifest
         self._download = download

@@ -16,8 +16,7 @@ from sharedrec.errors import CorruptVersion, InvalidInput
 if TYPE_CHECKING:
     from sharedrec._progress import Reporter
     from sharedrec.backends.base import Backend
-    from sharedrec.format.models import Manifest
-    from sharedrec.format.schema import ManifestView
+    from sharedrec.format.schema import Manifest
 
 __all__ = ["VerifyLevel", "VerifyReport", "check_version", "raise_if_bad"]
 
@@ -43,7 +42,7 @@ class VerifyReport:
 _STAT_THREADS = 16
 
 
-def _sizes(backend: Backend, version_dir: str, manifest: Manifest | ManifestView) -> dict[str, int | None]:
+def _sizes(backend: Backend, version_dir: str, manifest: Manifest | Manifest) -> dict[str, int | None]:
     """The size of every file of a version, asked concurrently.
 
     On a network volume each stat of a file not in the attribute cache is a round trip (and
@@ -63,7 +62,7 @@ def _sizes(backend: Backend, version_dir: str, manifest: Manifest | ManifestView
 def check_version(
     backend: Backend,
     version_dir: str,
-    manifest: Manifest | ManifestView,
+    manifest: Manifest | Manifest,
     level: VerifyLevel,
     reporter: Reporter | None = None,
 ) -> VerifyReport:

@@ -27,7 +27,7 @@ from sharedrec.read.index import IntIndex, PartitionedIndex, StrIndex
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
-    from sharedrec.format.schema import CollectionView, PartView
+    from sharedrec.format.schema import CollectionSpec, PartSpec
     from sharedrec.read.mmap import MappedArray, RowPlan
 
 __all__ = [
@@ -122,7 +122,7 @@ class Collection(Protocol):
     """A collection of an open version, whichever way it is stored."""
 
     name: str
-    spec: CollectionView
+    spec: CollectionSpec
     kind: RowKind
     default: RankedList | None
     """The list served to keys without one (ranked collections published with a default)."""
@@ -181,11 +181,11 @@ class Whole:
     def __init__(
         self,
         name: str,
-        spec: CollectionView,
+        spec: CollectionSpec,
         kind: RowKind,
         index: Index,
         arrays: dict[str, MappedArray],
-        part: PartView | None = None,
+        part: PartSpec | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -284,7 +284,7 @@ class Partitioned:
     def __init__(
         self,
         name: str,
-        spec: CollectionView,
+        spec: CollectionSpec,
         kind: RowKind,
         parts: list[Whole | None],
         arrays: dict[str, MappedArray],
@@ -476,7 +476,7 @@ class Chained:
     __slots__ = ("chain", "default", "kind", "name", "single", "spec")
 
     def __init__(
-        self, name: str, spec: CollectionView, kind: RowKind, chain: Chain, default: RankedList | None
+        self, name: str, spec: CollectionSpec, kind: RowKind, chain: Chain, default: RankedList | None
     ) -> None:
         self.name = name
         self.spec = spec

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from sharedrec.errors import StoreNotFound, VersionNotFound
 from sharedrec.format.layout import CURRENT
-from sharedrec.format.schema import parse_pointer
+from sharedrec.format.schema import Pointer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sharedrec.format.schema import ManifestView
+    from sharedrec.format.schema import Manifest
     from sharedrec.read.checks import VerifyLevel
     from sharedrec.read.leases import LeaseKeeper
     from sharedrec.read.root import StoreRoot
@@ -62,7 +62,7 @@ class Opener(Protocol):
     """Opens a version of a store (`open_version` bound to its root, or the facade's)."""
 
     def __call__(
-        self, version_id: str, verify: VerifyLevel = ..., *, manifest: ManifestView | None = ...
+        self, version_id: str, verify: VerifyLevel = ..., *, manifest: Manifest | None = ...
     ) -> OpenVersion: ...
 
 
@@ -89,7 +89,7 @@ class Follower:
         self._seen = seen  # the pointer bytes the reader's version came from
         self._token: object = None
         self._pending: bytes | None = None
-        self._pending_manifest: ManifestView | None = None
+        self._pending_manifest: Manifest | None = None
         self._failed: bytes | None = None
 
     def due(self) -> bool:
@@ -114,7 +114,7 @@ class Follower:
         raw, self._token = changed
         if raw == self._seen or (raw == self._failed and not force):
             return None
-        pointer = parse_pointer(raw, f"{self._root.location}/{self._path}")
+        pointer = Pointer.loads(raw, f"{self._root.location}/{self._path}")
         self._pending = raw
         self._pending_manifest = pointer.manifest
         if pointer.version == current:

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 
 from sharedrec.backends.base import Backend
 from sharedrec.errors import InvalidInput, SharedrecError
-from sharedrec.format.layout import LEASE_FORMAT
 
 __all__ = ["LeaseKeeper", "default_reader_id", "lease_bytes"]
 
@@ -227,24 +226,18 @@ def lease_bytes(
 ) -> bytes:
     """A lease naming ``version`` and ``versions``, valid for ``ttl`` seconds from ``now``.
 
-    The JSON of `sharedrec.format.models.Lease`, written without pydantic: readers never import it.
+    The bytes of a `sharedrec.format.schema.Lease`.
     """
-    lease = {
-        "format": LEASE_FORMAT,
-        "reader_id": reader_id,
-        "host": os.uname().nodename,
-        "pid": os.getpid(),
-        "version": version,
-        "versions": list(dict.fromkeys([version, *versions])),
-        "started_at": _iso(started),
-        "heartbeat": _iso(now),
-        "expires_at": _iso(now + timedelta(seconds=ttl)),
-    }
-    if warming:  # only then: a lease without it reads the same to an older sharedrec
-        lease["warming"] = True
-    return json.dumps(lease, separators=(",", ":")).encode()
+    from sharedrec.format.schema import Lease
 
-
-def _iso(moment: datetime) -> str:
-    """A UTC datetime as pydantic writes it: ISO 8601 with a ``Z``."""
-    return moment.isoformat().replace("+00:00", "Z")
+    return Lease(
+        reader_id=reader_id,
+        host=os.uname().nodename,
+        pid=os.getpid(),
+        version=version,
+        versions=list(dict.fromkeys([version, *versions])),
+        started_at=started,
+        heartbeat=now,
+        expires_at=now + timedelta(seconds=ttl),
+        warming=warming,
+    ).dumps()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format.models import CollectionSpec, Manifest
+    from sharedrec.format.schema import CollectionSpec, Manifest
     from sharedrec.read.collections import Collection
     from sharedrec.read.follow import Refresher
     from sharedrec.read.leases import LeaseKeeper

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sharedrec.errors import CorruptVersion, StoreNotFound, VersionGone, VersionNotFound
 from sharedrec.format.layout import MANIFEST, REFS, VERSIONS, ref_path, validate_version_id
-from sharedrec.format.schema import ManifestView, PointerView, parse_manifest, parse_pointer
+from sharedrec.format.schema import Manifest, Pointer
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -70,13 +70,13 @@ class StoreRoot:
 
     # -- pointers --------------------------------------------------------------------------
 
-    def read_pointer(self, ref: str = "current") -> tuple[PointerView | None, bytes | None]:
+    def read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
         """The pointer ``ref`` (``"current"`` is ``CURRENT``) and its raw bytes, or (None, None)."""
         path = ref_path(ref)
         raw = self.read_file(path)
         if raw is None:
             return None, None
-        return parse_pointer(raw, f"{self.location}/{path}"), raw
+        return Pointer.loads(raw, f"{self.location}/{path}"), raw
 
     def current(self, ref: str = "current") -> str | None:
         """The id of the version ``ref`` names, or None."""
@@ -111,7 +111,7 @@ class StoreRoot:
 
     # -- manifests -------------------------------------------------------------------------
 
-    def manifest(self, version_id: str) -> ManifestView:
+    def manifest(self, version_id: str) -> Manifest:
         """A committed version's manifest, parsed for reading.
 
         Raises:
@@ -123,7 +123,7 @@ class StoreRoot:
         data = self.read_file(path)
         if data is None:
             raise VersionNotFound(self.not_found(version_id))
-        manifest = parse_manifest(data, f"{self.location}/{path}")
+        manifest = Manifest.loads(data, f"{self.location}/{path}")
         if manifest.id != version_id:
             raise CorruptVersion(
                 f"{self.location}/{path} describes version {manifest.id!r}, not {version_id!r}; "

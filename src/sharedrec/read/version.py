@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from sharedrec.backends.base import Backend
-    from sharedrec.format.models import Manifest
-    from sharedrec.format.schema import CollectionView, FileView, ManifestView
+    from sharedrec.format.schema import CollectionSpec, FileEntry, Manifest
     from sharedrec.read.checks import VerifyLevel
     from sharedrec.read.root import StoreRoot
 
@@ -71,7 +70,7 @@ class OpenVersion:
 
     def __init__(
         self,
-        manifest: ManifestView,
+        manifest: Manifest,
         source: ChunkSource,
         where: str,
         base: OpenVersion | None = None,
@@ -121,7 +120,7 @@ class OpenVersion:
                     )
 
     def _open_partitioned(
-        self, name: str, spec: CollectionView, kind: RowKind, arrays: dict[str, MappedArray]
+        self, name: str, spec: CollectionSpec, kind: RowKind, arrays: dict[str, MappedArray]
     ) -> Partitioned:
         assert spec.partitions is not None
         where = self.root
@@ -153,7 +152,7 @@ class OpenVersion:
     def _open_delta(
         self,
         name: str,
-        spec: CollectionView,
+        spec: CollectionSpec,
         kind: RowKind,
         arrays: dict[str, MappedArray],
         base: OpenVersion,
@@ -204,7 +203,7 @@ class OpenVersion:
     def model(self) -> Manifest:
         """The manifest as the pydantic model (parsed on first use: it imports pydantic)."""
         if self._model is None:
-            from sharedrec.format.models import Manifest
+            from sharedrec.format.schema import Manifest
 
             self._model = Manifest.loads(self.manifest.raw, f"{self.root}/manifest.json")
         return self._model
@@ -219,7 +218,7 @@ def open_version(
     version_id: str,
     verify: VerifyLevel = "sizes",
     *,
-    manifest: ManifestView | None = None,
+    manifest: Manifest | None = None,
     below: tuple[str, ...] = (),
 ) -> OpenVersion:
     """Map a version of the store at ``root`` for reading after checking it.
@@ -313,7 +312,7 @@ def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SEC
 
 
 def _removed_keys(
-    name: str, spec: CollectionView, arrays: dict[str, MappedArray], where: str
+    name: str, spec: CollectionSpec, arrays: dict[str, MappedArray], where: str
 ) -> Sequence[Any]:
     """The keys a delta collection removed from its base (its tombstones)."""
     if not spec.removed:
@@ -336,7 +335,7 @@ small, and a flipped bit in one would serve another key's data, so each chunk's 
 checked when it is first mapped."""
 
 
-def _checked(array: str, manifest: ManifestView) -> Mapping[str, FileView] | None:
+def _checked(array: str, manifest: Manifest) -> Mapping[str, FileEntry] | None:
     """The manifest's file entries for a key array (checksummed when mapped), else None."""
     return manifest.files if array in _KEY_ARRAYS else None
 
@@ -367,7 +366,7 @@ def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], r
 
 def _open_index(
     name: str,
-    spec: CollectionView,
+    spec: CollectionSpec,
     specs: Mapping[str, object],
     arrays: dict[str, MappedArray],
     where: str,

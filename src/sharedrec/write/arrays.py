@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sharedrec.format.layout import KEY_CHUNK_TARGET_BYTES
-from sharedrec.format.models import ArraySpec
+from sharedrec.format.schema import ArraySpec
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
 

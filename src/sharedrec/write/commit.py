@@ -11,12 +11,11 @@ collection (`sharedrec.write.hold.move_guarded`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sharedrec.backends.base import PointerMoved, file_crc32
 from sharedrec.errors import (
@@ -27,6 +26,7 @@ from sharedrec.errors import (
     VersionGone,
 )
 from sharedrec.format.layout import CURRENT, MANIFEST, POINTER_HISTORY, VERSIONS, ref_path
+from sharedrec.format.schema import FileEntry, Manifest, Pointer
 from sharedrec.read.version import version_condemned
 from sharedrec.write.guards import run_guards
 from sharedrec.write.hold import move_guarded
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
     from sharedrec._progress import Reporter
     from sharedrec.backends.base import Backend
-    from sharedrec.format.models import FileEntry, Manifest, Pointer
-    from sharedrec.format.schema import ManifestView, PointerView
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.read.root import StoreRoot
     from sharedrec.write.guards import Guard
@@ -63,7 +61,7 @@ log = logging.getLogger("sharedrec")
 class Openers:
     """How writers open committed versions; the read layer does it, the facade hands it over."""
 
-    version: Callable[[str, ManifestView | None], OpenVersion]
+    version: Callable[[str, Manifest | None], OpenVersion]
     """Open a version with lazy checks (given its manifest when the caller has it)."""
     pinned: Callable[[str], Reader]
     """A reader pinned to a version, holding a lease that keeps garbage collection off it."""
@@ -79,14 +77,12 @@ def publish_lease(version_id: str) -> str:
     return f"publish-{version_id}"
 
 
-def pointer_for(backend: Backend, version: str, previous: list[str], manifest: dict[str, Any]) -> Pointer:
+def pointer_for(backend: Backend, version: str, previous: list[str], manifest: Manifest) -> Pointer:
     """The pointer naming ``version``: on object stores it carries a copy of the manifest.
 
     A reader then opens the version with one request (the pointer's GET) instead of two.
     On a POSIX path the pointer stays small: readers there poll it by reading it whole.
     """
-    from sharedrec.format.models import Pointer
-
     inline = manifest if backend.local_path("") is None else None
     return Pointer(version=version, previous=previous, updated_at=now(), manifest=inline)
 
@@ -99,8 +95,6 @@ def checksums(backend: Backend, directory: str, reporter: Reporter | None = None
 
     Hidden names (a collector's mark, temporary files) are never files of a version.
     """
-    from sharedrec.format.models import FileEntry
-
     listing = [
         (path, size)
         for path, size in backend.walk_files(directory)
@@ -122,7 +116,7 @@ def judge(
     guards: Sequence[Guard],
     force: bool,
     version_id: str,
-    parent: PointerView | None,
+    parent: Pointer | None,
     new: Reader,
     live: Reader | None,
 ) -> dict[str, JsonValue]:
@@ -155,7 +149,7 @@ def judge(
     return checks
 
 
-def _open_live(openers: Openers, parent: PointerView | None) -> Reader | None:
+def _open_live(openers: Openers, parent: Pointer | None) -> Reader | None:
     """The version the guards compare with (the pointer's), or None when it cannot be read."""
     from sharedrec.read.reader import Reader
 
@@ -198,9 +192,9 @@ def commit(
     *,
     guards: Sequence[Guard],
     force: bool,
-    new: Callable[[ManifestView], OpenVersion],
+    new: Callable[[Manifest], OpenVersion],
     openers: Openers,
-    parent: PointerView | None,
+    parent: Pointer | None,
     parent_raw: bytes | None,
     pointer_path: str | None,
     hold: Hold | None = None,
@@ -223,15 +217,14 @@ def commit(
         ConcurrentPublishError: The pointer moved since ``parent_raw`` was read (the version
             stays committed).
     """
-    from sharedrec.format.schema import parse_manifest
     from sharedrec.read.reader import Reader
 
     directory = f"{VERSIONS}/{manifest.id}"
     checks: dict[str, JsonValue] = {}
     if guards:
-        view = parse_manifest(manifest.dumps(), f"{backend.location}/{directory}/{MANIFEST}")
+        view = Manifest.loads(manifest.dumps(), f"{backend.location}/{directory}/{MANIFEST}")
         checks = judge(guards, force, manifest.id, parent, Reader(new(view)), _open_live(openers, parent))
-    manifest = manifest.model_copy(update={"checks": checks})
+    manifest = manifest.replace(checks=checks)
     if upload is not None:
         upload(manifest)
     check_stored(backend, directory, manifest)
@@ -249,29 +242,27 @@ def commit(
 def _swap(
     backend: Backend,
     path: str,
-    version: str,
-    base: str | None,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     previous: list[str],
     expected: bytes | None,
     hold: Hold | None = None,
 ) -> None:
-    """THE compare-and-swap: move the pointer ``path`` to ``version`` if it still holds
+    """THE compare-and-swap: move the pointer ``path`` to ``manifest``'s version if it still holds
     ``expected``, guarded against garbage collection (`move_guarded`).
 
     Raises:
         PointerMoved: The pointer no longer holds ``expected``.
         VersionGone: The version (or one below it) is being deleted.
     """
-    pointer = pointer_for(backend, version, previous[:POINTER_HISTORY], manifest)
-    move_guarded(backend, path, pointer.dumps(), expected, version, base, hold)
+    pointer = pointer_for(backend, manifest.id, previous[:POINTER_HISTORY], manifest)
+    move_guarded(backend, path, pointer.dumps(), expected, manifest.id, manifest.base, hold)
 
 
 def make_live(
     backend: Backend,
     pointer_path: str,
     manifest: Manifest,
-    parent: PointerView | None,
+    parent: Pointer | None,
     parent_raw: bytes | None,
     hold: Hold | None = None,
 ) -> None:
@@ -286,16 +277,7 @@ def make_live(
     version_id = manifest.id
     previous = [parent.version, *parent.previous] if parent else []
     try:
-        _swap(
-            backend,
-            pointer_path,
-            version_id,
-            manifest.base,
-            manifest.json_object(),
-            previous,
-            parent_raw,
-            hold,
-        )
+        _swap(backend, pointer_path, manifest, previous, parent_raw, hold)
     except VersionGone as exc:
         raise ConcurrentPublishError(
             f"garbage collection was deleting version {version_id} (or a version below it) while it "
@@ -314,7 +296,7 @@ def make_live(
 
 
 def _point(
-    root: StoreRoot, manifest: ManifestView, previous: list[str], expected: bytes | None, ref: str
+    root: StoreRoot, manifest: Manifest, previous: list[str], expected: bytes | None, ref: str
 ) -> None:
     """Move the pointer ``ref`` to a committed version if it still holds ``expected``.
 
@@ -324,7 +306,7 @@ def _point(
     """
     path = ref_path(ref)
     try:
-        _swap(root.backend, path, manifest.id, manifest.base, json.loads(manifest.raw), previous, expected)
+        _swap(root.backend, path, manifest, previous, expected)
     except PointerMoved:
         raise ConcurrentPublishError(
             f"{path} of {root.location} changed while moving it to {manifest.id}; "
@@ -384,8 +366,6 @@ def promote(root: StoreRoot, ref: str, to: str = "current") -> str:
 
 
 def _pointer_version(raw: bytes | None) -> str:
-    from sharedrec.format.models import Pointer
-
     if raw is None:
         return "(none: CURRENT was deleted)"
     try:

@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import Reporter
-    from sharedrec.format.models import ArraySpec, CollectionSpec
-    from sharedrec.format.schema import PointerView
+    from sharedrec.format.schema import ArraySpec, CollectionSpec, Pointer
     from sharedrec.read.reader import Reader
     from sharedrec.read.root import StoreRoot
     from sharedrec.write import validate as _validate
@@ -42,7 +41,7 @@ def delta_base(
     root: StoreRoot,
     base: str | None,
     delta: bool,
-    pointer: PointerView | None,
+    pointer: Pointer | None,
     max_chain: int,
     openers: Openers,
 ) -> Reader | None:
@@ -158,9 +157,7 @@ def inherit(base: Reader, group: Any, collections: dict[str, CollectionSpec], ch
             arrays["default_scores"] = write_array(
                 child, "default_scores", default.scores, None, None, None, chunk_bytes
             )
-        collections[name] = spec.model_copy(
-            update={"delta": True, "removed": 0, "key_fences": [], "arrays": arrays}
-        )
+        collections[name] = spec.replace(delta=True, removed=0, key_fences=[], arrays=arrays)
 
 
 def compact(

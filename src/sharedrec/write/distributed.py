@@ -30,11 +30,11 @@ import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, PlainValidator, ValidationError
 
 from sharedrec.errors import CorruptVersion, InvalidInput, PublishRejected
 from sharedrec.format.layout import (
@@ -46,7 +46,7 @@ from sharedrec.format.layout import (
     validate_collection_name,
     validate_version_id,
 )
-from sharedrec.format.models import (
+from sharedrec.format.schema import (
     ArraySpec,
     CollectionSpec,
     FileEntry,
@@ -85,6 +85,19 @@ _ATTEMPT = re.compile(r"^[0-9a-f]{8}$")
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# The schema's records as fields of a receipt: checked by their own rules, written as their JSON.
+_ArraySpec = Annotated[
+    ArraySpec,
+    PlainValidator(lambda value: value if isinstance(value, ArraySpec) else ArraySpec.from_json(value)),
+    PlainSerializer(lambda record: record.to_json()),
+]
+_FileEntry = Annotated[
+    FileEntry,
+    PlainValidator(lambda value: value if isinstance(value, FileEntry) else FileEntry.from_json(value)),
+    PlainSerializer(lambda record: record.to_json()),
+]
 
 
 def partition_of(keys: ArrayLike, partitions: int) -> NDArray[np.intp]:
@@ -144,8 +157,8 @@ class PartitionReceipt(_Model):
     min_length: int = Field(ge=0)
     max_length: int = Field(ge=0)
     empty_lists: int = Field(ge=0)
-    arrays: dict[str, ArraySpec]
-    files: dict[str, FileEntry] = Field(description="size and CRC-32 of every file, by path in the folder")
+    arrays: dict[str, _ArraySpec]
+    files: dict[str, _FileEntry] = Field(description="size and CRC-32 of every file, by path in the folder")
 
     def dumps(self) -> str:
         """The receipt as JSON."""
@@ -610,7 +623,7 @@ def commit_publish(
     openers: Openers,
 ) -> str:
     """Commit a version from its tasks' receipts (see `RecommendationStore.commit_publish`)."""
-    from sharedrec.format.schema import parse_pointer
+    from sharedrec.format.schema import Pointer
 
     if not isinstance(handle, PublishHandle):
         raise InvalidInput(
@@ -633,7 +646,7 @@ def commit_publish(
         backend.write_atomic(f"{directory}/{path}", data)
         files[path] = FileEntry(size=len(data), crc32=zlib.crc32(data))
     raw = handle.parent_pointer.encode() if handle.parent_pointer is not None else None
-    parent = parse_pointer(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
+    parent = Pointer.loads(raw, f"the pointer read by begin_publish ({handle.ref})") if raw else None
     manifest = Manifest(
         id=vid,
         parent=parent.version if parent else None,

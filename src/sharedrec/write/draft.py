@@ -32,7 +32,7 @@ from sharedrec.format.layout import (
     validate_collection_name,
     validate_version_id,
 )
-from sharedrec.format.models import ArraySpec, CollectionSpec, Manifest
+from sharedrec.format.schema import ArraySpec, CollectionSpec, Manifest
 from sharedrec.read import index
 from sharedrec.write import delta as _delta
 from sharedrec.write import validate as _validate
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
-    from sharedrec.format.schema import ManifestView, PointerView
+    from sharedrec.format.schema import Pointer
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.read.root import StoreRoot
     from sharedrec.write.hold import Hold
@@ -76,7 +76,7 @@ def start(
     max_chain: int = 8,
 ) -> Draft:
     """A new draft of the store at ``root`` (see `RecommendationStore.publish` for the options)."""
-    from sharedrec.format.models import validate_metadata
+    from sharedrec.format.schema import validate_metadata
 
     vid = validate_version_id(version_id) if version_id is not None else new_version_id()
     metadata = validate_metadata(metadata)
@@ -110,7 +110,7 @@ class Draft:
         self,
         root: StoreRoot,
         version_id: str,
-        parent: PointerView | None,
+        parent: Pointer | None,
         parent_raw: bytes | None,
         metadata: dict[str, JsonValue],
         reporter: Reporter,
@@ -512,7 +512,7 @@ class Draft:
                             "nothing was published: publish again"
                         )
 
-    def _open_new(self, manifest: ManifestView) -> OpenVersion:
+    def _open_new(self, manifest: Manifest) -> OpenVersion:
         """The finished draft, from its local files (staged ones not uploaded yet), for the guards."""
         from sharedrec.read.mmap import LocalFolder
         from sharedrec.read.reader import OpenVersion

@@ -136,7 +136,7 @@ def move_guarded(
         PointerMoved: The pointer no longer holds ``expected``.
         ConcurrentPublishError: The version was deleted right after the swap.
     """
-    from sharedrec.format.schema import parse_pointer
+    from sharedrec.format.schema import Pointer
 
     outside = link_out(backend, f"{VERSIONS}/{version}")
     if outside is not None:
@@ -149,7 +149,7 @@ def move_guarded(
     replaced = None
     if expected is not None:
         try:
-            replaced = parse_pointer(expected, path).version
+            replaced = Pointer.loads(expected, path).version
         except CorruptVersion:
             replaced = None
     names = [version, *below, *([replaced] if replaced else [])]
@@ -216,14 +216,14 @@ def _unsettled(backend: Backend, versions: list[str]) -> str | None:
 
 def chain_below(backend: Backend, base: str | None, top: str) -> list[str]:
     """The versions below a delta: its base, the base's base... (as far as they can be read)."""
-    from sharedrec.format.schema import parse_manifest
+    from sharedrec.format.schema import Manifest
 
     found: list[str] = []
     while base is not None and base not in found and base != top and len(found) < MAX_CHAIN:
         found.append(base)
         where = f"{VERSIONS}/{base}/{MANIFEST}"
         try:
-            base = parse_manifest(backend.read_bytes(where), f"{backend.location}/{where}").base
+            base = Manifest.loads(backend.read_bytes(where), f"{backend.location}/{where}").base
         except (FileNotFoundError, CorruptVersion):
             break  # the check of the chain reports it
     return found
