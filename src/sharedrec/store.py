@@ -10,13 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend
-from sharedrec.errors import (
-    VersionNotFound,
-)
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
 )
-from sharedrec.format.schema import Manifest, Pointer
+from sharedrec.format.schema import Manifest
 from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyLevel, VerifyReport
 from sharedrec.read.root import StoreRoot
@@ -30,7 +27,6 @@ if TYPE_CHECKING:
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
     from sharedrec.read.reader import OpenVersion, Reader
-    from sharedrec.write.commit import Openers
     from sharedrec.write.distributed import PublishHandle
     from sharedrec.write.draft import Draft
     from sharedrec.write.guards import GuardLike
@@ -169,7 +165,6 @@ class RecommendationStore:
 
         return start(
             self._root,
-            self._openers(),
             metadata=metadata,
             version_id=version_id,
             make_current=make_current,
@@ -199,7 +194,7 @@ class RecommendationStore:
         def publish(metadata: dict[str, JsonValue]) -> Draft:
             return self.publish(metadata=metadata, progress=progress, guards=[], ref=ref)
 
-        return compact(self._root, ref, self._openers(), publish)
+        return compact(self._root, ref, publish)
 
     def publish_ranked(
         self,
@@ -352,7 +347,6 @@ class RecommendationStore:
             guards=guards,
             force=force,
             make_current=make_current,
-            openers=self._openers(),
         )
 
     def abort_publish(self, handle: PublishHandle) -> None:
@@ -364,15 +358,6 @@ class RecommendationStore:
         from sharedrec.write.distributed import abort_publish
 
         abort_publish(self._root, handle)
-
-    def _openers(self) -> Openers:
-        """How the writers open versions: through this store's readers."""
-        from sharedrec.write.commit import Openers
-
-        return Openers(
-            version=lambda version, manifest: self.open_version(version, "lazy", manifest=manifest),
-            pinned=lambda version: self.reader(version, pin=True, refresh_interval=None, verify="lazy"),
-        )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -464,9 +449,6 @@ class RecommendationStore:
         from sharedrec.read.version import open_version
 
         return open_version(self._root, version_id, verify, manifest=manifest)
-
-    def _read_file(self, path: str) -> bytes | None:
-        return self._root.read_file(path)
 
     def verify(self, version: str | None = None, *, progress: ProgressMode = None) -> VerifyReport:
         """Recompute the checksum of every file of a version (default: the live one).
@@ -576,10 +558,6 @@ class RecommendationStore:
 
         return manifest(self._root, version_id)
 
-    def _manifest_view(self, version_id: str) -> Manifest:
-        """The manifest parsed for reading, without pydantic (see `sharedrec.format.schema`)."""
-        return self._root.manifest(version_id)
-
     def versions(self) -> list[VersionInfo]:
         """Committed versions, oldest first. Unfinished publishes are not listed."""
         from sharedrec.manage.versions import versions
@@ -611,15 +589,3 @@ class RecommendationStore:
         return rollback(self._root, ref)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
-        return self._root.read_pointer(ref)
-
-    def _live_id(self, ref: str = "current") -> str:
-        return self._root.live_id(ref)
-
-    def _nothing_live(self, ref: str) -> VersionNotFound:
-        return self._root.nothing_live(ref)
-
-    def _not_found(self, version_id: str) -> str:
-        return self._root.not_found(version_id)

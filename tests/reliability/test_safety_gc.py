@@ -99,7 +99,7 @@ ROLE = textwrap.dedent(
             directory = f"versions/{version}"
             problem = None
             try:
-                manifest = store._manifest_view(version)
+                manifest = store.manifest(version)
                 stored = dict(backend.walk_files(directory))
                 missing = [p for p, e in manifest.files.items() if stored.get(p) != e.size]
                 if missing:

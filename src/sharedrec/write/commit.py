@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from sharedrec.write.hold import Hold
 
 __all__ = [
-    "Openers",
     "check_stored",
     "checksums",
     "commit",
@@ -55,16 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sharedrec")
-
-
-@dataclass(frozen=True)
-class Openers:
-    """How writers open committed versions; the read layer does it, the facade hands it over."""
-
-    version: Callable[[str, Manifest | None], OpenVersion]
-    """Open a version with lazy checks (given its manifest when the caller has it)."""
-    pinned: Callable[[str], Reader]
-    """A reader pinned to a version, holding a lease that keeps garbage collection off it."""
 
 
 def now() -> datetime:
@@ -149,14 +137,15 @@ def judge(
     return checks
 
 
-def _open_live(openers: Openers, parent: Pointer | None) -> Reader | None:
+def _open_live(root: StoreRoot, parent: Pointer | None) -> Reader | None:
     """The version the guards compare with (the pointer's), or None when it cannot be read."""
     from sharedrec.read.reader import Reader
+    from sharedrec.read.version import open_version
 
     if parent is None:
         return None
     try:
-        return Reader(openers.version(parent.version, None))
+        return Reader(open_version(root, parent.version, "lazy"))
     except SharedrecError as exc:
         log.warning(
             "guards cannot read the live version %s (%s); comparing with nothing", parent.version, exc
@@ -193,7 +182,7 @@ def commit(
     guards: Sequence[Guard],
     force: bool,
     new: Callable[[Manifest], OpenVersion],
-    openers: Openers,
+    root: StoreRoot,
     parent: Pointer | None,
     parent_raw: bytes | None,
     pointer_path: str | None,
@@ -204,10 +193,10 @@ def commit(
     """Commit a version whose files are written and checksummed in ``manifest``.
 
     Runs the guards (``new`` opens the finished version from its manifest; the version
-    ``parent`` names is the one compared with), calls ``upload`` (files staged on local
-    disk go to the store), checks every file is in the store, writes the manifest, calls
-    ``committed``, then moves the pointer ``pointer_path`` (None: commit only) from
-    ``parent_raw`` to the version.
+    ``parent`` names, in the store at ``root``, is the one compared with), calls ``upload``
+    (files staged on local disk go to the store), checks every file is in the store, writes
+    the manifest, calls ``committed``, then moves the pointer ``pointer_path`` (None: commit
+    only) from ``parent_raw`` to the version.
 
     Returns:
         The manifest written (with the guards' ``checks``).
@@ -223,7 +212,7 @@ def commit(
     checks: dict[str, JsonValue] = {}
     if guards:
         view = Manifest.loads(manifest.dumps(), f"{backend.location}/{directory}/{MANIFEST}")
-        checks = judge(guards, force, manifest.id, parent, Reader(new(view)), _open_live(openers, parent))
+        checks = judge(guards, force, manifest.id, parent, Reader(new(view)), _open_live(root, parent))
     manifest = manifest.replace(checks=checks)
     if upload is not None:
         upload(manifest)

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from sharedrec.read.reader import Reader
     from sharedrec.read.root import StoreRoot
     from sharedrec.write import validate as _validate
-    from sharedrec.write.commit import Openers
 
 __all__ = ["changes", "compact", "delta_base", "inherit", "rows_equal", "write_removed"]
 
@@ -43,7 +42,6 @@ def delta_base(
     delta: bool,
     pointer: Pointer | None,
     max_chain: int,
-    openers: Openers,
 ) -> Reader | None:
     """The version a delta publish builds on, opened pinned; None for a full version.
 
@@ -76,7 +74,9 @@ def delta_base(
         return None
     # A pinned reader with a lease: garbage collection keeps the base while the delta is
     # written over it (the draft closes the reader when it is done).
-    return openers.pinned(base)
+    from sharedrec.read.open import open_reader
+
+    return open_reader(root, base, pin=True, refresh_interval=None, verify="lazy")
 
 
 def changes(
@@ -163,7 +163,6 @@ def inherit(base: Reader, group: Any, collections: dict[str, CollectionSpec], ch
 def compact(
     root: StoreRoot,
     ref: str,
-    openers: Openers,
     publish: Callable[[dict[str, JsonValue]], AbstractContextManager[Any]],
 ) -> str:
     """Rewrite the version ``ref`` names as a full version, if it is a delta; its id after.
@@ -172,12 +171,13 @@ def compact(
     guards (see `RecommendationStore.compact`).
     """
     from sharedrec.read.reader import Reader
+    from sharedrec.read.version import open_version
 
     live = root.live_id(ref)
     manifest = root.manifest(live)
     if manifest.base is None:
         return live
-    reader = Reader(openers.version(live, manifest))
+    reader = Reader(open_version(root, live, "lazy", manifest=manifest))
     metadata = {**manifest.metadata, "compacted_from": live}
     with publish(metadata) as draft:
         for name, spec in manifest.collections.items():

@@ -58,7 +58,7 @@ from sharedrec.format.schema import (
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
 from sharedrec.write.arrays import write_ranked_rows, write_vector_rows
-from sharedrec.write.commit import Openers, checksums, commit, publish_lease
+from sharedrec.write.commit import checksums, commit, publish_lease
 from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
 from sharedrec.write.hold import remove_lease, write_lease
 from sharedrec.write.staging import Staging
@@ -620,10 +620,10 @@ def commit_publish(
     guards: Sequence[GuardLike] | None,
     force: bool,
     make_current: bool,
-    openers: Openers,
 ) -> str:
     """Commit a version from its tasks' receipts (see `RecommendationStore.commit_publish`)."""
     from sharedrec.format.schema import Pointer
+    from sharedrec.read.version import open_version
 
     if not isinstance(handle, PublishHandle):
         raise InvalidInput(
@@ -667,8 +667,8 @@ def commit_publish(
             manifest,
             guards=[as_guard(guard) for guard in (DEFAULT_GUARDS if guards is None else guards)],
             force=force,
-            new=lambda view: openers.version(vid, view),
-            openers=openers,
+            new=lambda view: open_version(root, vid, "lazy", manifest=view),
+            root=root,
             parent=parent,
             parent_raw=raw,
             pointer_path=ref_path(handle.ref) if make_current else None,

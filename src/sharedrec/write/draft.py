@@ -37,7 +37,7 @@ from sharedrec.read import index
 from sharedrec.write import delta as _delta
 from sharedrec.write import validate as _validate
 from sharedrec.write.arrays import write_array, write_ranked_rows, write_vector_rows
-from sharedrec.write.commit import Openers, checksums, commit, now
+from sharedrec.write.commit import checksums, commit, now
 from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
 from sharedrec.write.staging import Staging
 
@@ -61,7 +61,6 @@ hand); a full or read-only volume raises its own OSError, left as it is."""
 
 def start(
     root: StoreRoot,
-    openers: Openers,
     *,
     metadata: dict[str, JsonValue] | None = None,
     version_id: str | None = None,
@@ -81,7 +80,7 @@ def start(
     vid = validate_version_id(version_id) if version_id is not None else new_version_id()
     metadata = validate_metadata(metadata)
     pointer, raw = root.read_pointer(ref)
-    base_reader = _delta.delta_base(root, base, delta, pointer, max_chain, openers)
+    base_reader = _delta.delta_base(root, base, delta, pointer, max_chain)
     return Draft(
         root,
         vid,
@@ -93,7 +92,6 @@ def start(
         chunk_bytes,
         DEFAULT_GUARDS if guards is None else guards,
         force,
-        openers,
         ref_path(ref),
         base_reader,
     )
@@ -118,7 +116,6 @@ class Draft:
         chunk_bytes: int,
         guards: Sequence[GuardLike],
         force: bool,
-        openers: Openers,
         pointer_path: str,
         base: Reader | None = None,
     ) -> None:
@@ -129,7 +126,6 @@ class Draft:
         self._force = force
         self._root = root
         self._backend = root.backend
-        self._openers = openers
         self._pointer_path = pointer_path
         # Where the files are written: in place on a POSIX path; staged on local disk, then
         # uploaded, for object stores.
@@ -490,7 +486,7 @@ class Draft:
             guards=self._guards,
             force=self._force,
             new=self._open_new,
-            openers=self._openers,
+            root=self._root,
             parent=self._parent,
             parent_raw=self._parent_raw,
             pointer_path=self._pointer_path if self._make_current else None,
@@ -516,11 +512,12 @@ class Draft:
         """The finished draft, from its local files (staged ones not uploaded yet), for the guards."""
         from sharedrec.read.mmap import LocalFolder
         from sharedrec.read.reader import OpenVersion
+        from sharedrec.read.version import open_version
 
         assert self._stage is not None
         folder = self._stage.local.local_path(self._dir)
         assert folder is not None, "drafts are always written on local disk"
-        below = self._openers.version(self._base.version, None) if self._base is not None else None
+        below = open_version(self._root, self._base.version, "lazy") if self._base is not None else None
         return OpenVersion(manifest, LocalFolder(folder), folder, below)
 
 
