@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend
-from sharedrec.format.layout import (
-    CHUNK_TARGET_BYTES,
-)
 from sharedrec.format.schema import Manifest
 from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyLevel, VerifyReport
-from sharedrec.read.root import StoreRoot
+from sharedrec.read.root import StoreOptions, StoreRoot
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -26,9 +23,10 @@ if TYPE_CHECKING:
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
+    from sharedrec.read.open import ReaderOptions
     from sharedrec.read.reader import OpenVersion, Reader
-    from sharedrec.write.distributed import PublishHandle
-    from sharedrec.write.draft import Draft
+    from sharedrec.write.distributed import BeginOptions, PublishHandle
+    from sharedrec.write.draft import Draft, PublishOptions
     from sharedrec.write.guards import GuardLike
 
 __all__ = ["RecommendationStore", "VersionInfo", "open"]
@@ -37,12 +35,7 @@ log = logging.getLogger("sharedrec")
 
 
 def open(
-    location: str | os.PathLike[str],
-    *,
-    create: bool = True,
-    storage_options: dict[str, Any] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    cache_max_bytes: int | None = 10 * 1024**3,
+    location: str | os.PathLike[str], *, create: bool = True, **options: Unpack[StoreOptions]
 ) -> RecommendationStore:
     """Open the store at a path or URL.
 
@@ -51,15 +44,7 @@ def open(
             ``s3://bucket/prefix``.
         create: Create the folder if it does not exist (writers). Readers pass ``False``
             to fail fast when a volume is not mounted.
-        storage_options: For S3: passed to ``s3fs.S3FileSystem`` untouched
-            (``endpoint_url``, ``key``, ``secret``, ``client_kwargs``, ``config_kwargs``...);
-            credentials otherwise come from the standard AWS chain.
-        cache_dir: For S3: where chunk files are cached on this machine (default
-            ``$SHAREDREC_CACHE_DIR``, else ``~/.cache/sharedrec``); processes on one node
-            share it. Publishes stage the version there (``staging/``) before uploading it;
-            the next publish or `gc` on the node removes what a killed publisher left.
-        cache_max_bytes: For S3: the cache's size bound (least recently used files go
-            first); None for no bound.
+        **options: `StoreOptions`: ``storage_options``, ``cache_dir``, ``cache_max_bytes``.
 
     Returns:
         The `RecommendationStore`. Nothing but the location's existence is checked.
@@ -73,27 +58,16 @@ def open(
         >>> store = sharedrec.open("/mnt/recs")  # doctest: +SKIP
         >>> store = sharedrec.open("s3://bucket/recs")  # doctest: +SKIP
     """
-    backend = backend_for(location, create=create, storage_options=storage_options)
-    return RecommendationStore(
-        backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes, storage_options=storage_options
-    )
+    backend = backend_for(location, create=create, storage_options=options.get("storage_options"))
+    return RecommendationStore(backend, **options)
 
 
 class RecommendationStore:
     """A root location holding immutable versions and the ``CURRENT`` pointer."""
 
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        cache_max_bytes: int | None = 10 * 1024**3,
-        storage_options: dict[str, Any] | None = None,
-    ) -> None:
-        self._root = StoreRoot(backend, cache_dir=cache_dir, cache_max_bytes=cache_max_bytes)
+    def __init__(self, backend: Backend, **options: Unpack[StoreOptions]) -> None:
+        self._root = StoreRoot(backend, **options)
         self._backend = backend
-        self._storage_options = storage_options
-        self._cache_dir = cache_dir
 
     @property
     def location(self) -> str:
@@ -105,21 +79,7 @@ class RecommendationStore:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(
-        self,
-        *,
-        metadata: dict[str, JsonValue] | None = None,
-        version_id: str | None = None,
-        make_current: bool = True,
-        progress: ProgressMode = None,
-        chunk_bytes: int = CHUNK_TARGET_BYTES,
-        guards: Sequence[GuardLike] | None = None,
-        force: bool = False,
-        ref: str = "current",
-        delta: bool = False,
-        base: str | None = None,
-        max_chain: int = 8,
-    ) -> Draft:
+    def publish(self, **options: Unpack[PublishOptions]) -> Draft:
         """Start a new version; use it as a context manager.
 
         On a clean exit of the ``with`` block the version is checked, its manifest is
@@ -127,30 +87,9 @@ class RecommendationStore:
         visible and what was written is removed.
 
         Args:
-            metadata: JSON-serialisable facts to keep in the manifest (model, run id...).
-            version_id: Choose the id (default: a time-sortable id).
-            make_current: Move ``CURRENT`` to the new version (default). With False the
-                version is committed but not live; `set_current()` makes it live.
-            progress: Show progress bars; by default only when stderr is a terminal.
-            chunk_bytes: Target size of a chunk file (default 4 MiB). Larger chunks mean
-                fewer files and S3 requests; smaller ones less data pulled per lookup
-                through a lazy cache. Rows are never split across chunks.
-            guards: Checks run before ``CURRENT`` moves (default:
-                `DEFAULT_GUARDS`: at most 50% fewer keys per
-                collection, at most 50% empty lists, at least 50% of sampled live keys kept).
-                Pass ``[]`` for none, or add your own (see `guards`).
-            force: Publish even if guards fail (the failure is logged and recorded).
-            ref: The pointer to move: ``"current"`` (``CURRENT``, what readers follow by
-                default) or a named ref such as ``"canary"`` that only readers opened with
-                ``ref="canary"`` follow. Guards compare with the version that ref names.
-            delta: Write a delta version over the version ``ref`` names: give the full new
-                data as usual; only the keys added, changed or removed are written, and
-                collections not added are kept as they are. Readers answer from the delta
-                first and from the versions below it otherwise.
-            base: Write a delta over this version instead (implies ``delta``).
-            max_chain: When the delta would sit on ``max_chain`` deltas already, a full
-                version is written instead, so a chain never grows past it (see also
-                `compact()`). At most ``MAX_CHAIN`` (256), the longest chain readers open.
+            **options: `PublishOptions`: ``metadata``, ``version_id``, ``make_current``,
+                ``progress``, ``chunk_bytes``, ``guards``, ``force``, ``ref``, ``delta``,
+                ``base``, ``max_chain``.
 
         Raises:
             InvalidInput: ``max_chain`` is out of range.
@@ -163,20 +102,7 @@ class RecommendationStore:
         """
         from sharedrec.write.draft import start
 
-        return start(
-            self._root,
-            metadata=metadata,
-            version_id=version_id,
-            make_current=make_current,
-            progress=progress,
-            chunk_bytes=chunk_bytes,
-            guards=guards,
-            force=force,
-            ref=ref,
-            delta=delta,
-            base=base,
-            max_chain=max_chain,
-        )
+        return start(self._root, **options)
 
     def compact(self, *, ref: str = "current", progress: ProgressMode = None) -> str:
         """Rewrite the version ``ref`` names as a full version, if it is a delta, and make it live.
@@ -248,16 +174,7 @@ class RecommendationStore:
 
     # -- publishing from many tasks ----------------------------------------------------------
 
-    def begin_publish(
-        self,
-        *,
-        partitions: int,
-        metadata: dict[str, JsonValue] | None = None,
-        version_id: str | None = None,
-        chunk_bytes: int = CHUNK_TARGET_BYTES,
-        ref: str = "current",
-        lease_ttl: float = 24 * 3600.0,
-    ) -> PublishHandle:
+    def begin_publish(self, *, partitions: int, **options: Unpack[BeginOptions]) -> PublishHandle:
         """Start a version that worker tasks write partition by partition (on the driver).
 
         Reserves the version folder and returns a handle to ship to the workers (it pickles
@@ -269,14 +186,8 @@ class RecommendationStore:
 
         Args:
             partitions: How many partitions every collection has (1 to 100,000).
-            metadata: JSON facts to keep in the manifest.
-            version_id: Choose the id (default: a time-sortable id).
-            chunk_bytes: Target size of a chunk file (default 4 MiB).
-            ref: The pointer `commit_publish()` moves, and whose version guards compare with.
-            lease_ttl: Seconds garbage collection leaves the unfinished version alone, however
-                old its files: a lease (``leases/publish-<id>.json``) written now and removed
-                by `commit_publish()` or `abort_publish()`. A job that may take longer must
-                pass more.
+            **options: `BeginOptions`: ``metadata``, ``version_id``, ``chunk_bytes``, ``ref``,
+                ``lease_ttl``.
 
         Returns:
             The `PublishHandle`.
@@ -292,16 +203,7 @@ class RecommendationStore:
         """
         from sharedrec.write.distributed import begin_publish
 
-        return begin_publish(
-            self._root,
-            self._storage_options,
-            partitions=partitions,
-            metadata=metadata,
-            version_id=version_id,
-            chunk_bytes=chunk_bytes,
-            ref=ref,
-            lease_ttl=lease_ttl,
-        )
+        return begin_publish(self._root, partitions=partitions, **options)
 
     def commit_publish(
         self,
@@ -361,21 +263,7 @@ class RecommendationStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def reader(
-        self,
-        version: str | None = None,
-        *,
-        pin: bool = False,
-        refresh_interval: float | None = 5.0,
-        verify: VerifyLevel = "lazy",
-        lease: bool = True,
-        lease_dir: str | os.PathLike[str] | None = None,
-        lease_ttl: float = 60.0,
-        reader_id: str | None = None,
-        on_refresh_error: Callable[[Exception], None] | None = None,
-        prefetch: bool | Sequence[str] = False,
-        ref: str | None = None,
-    ) -> Reader:
+    def reader(self, version: str | None = None, **options: Unpack[ReaderOptions]) -> Reader:
         """Open a reader on the live version, following ``CURRENT`` as it moves.
 
         Opening reads ``CURRENT`` and the manifest; chunk files are mapped on first use
@@ -387,31 +275,9 @@ class RecommendationStore:
 
         Args:
             version: Serve this version and never move (pinned).
-            pin: Serve the live version and never move.
-            refresh_interval: Seconds between polls of ``CURRENT``; None polls only on
-                `refresh()`.
-            verify: How much to check before serving a version. ``"lazy"`` (default):
-                each chunk's size when it is first mapped, plus every file's size before a
-                switch. ``"sizes"``: stat every file on open too (one round trip per file on
-                NFS). ``"full"``: recompute every checksum on open and on every switch
-                (reads the whole version).
-            lease: Keep a lease file so garbage collection never deletes a version this
-                reader maps. Needs write access to the store's ``leases/`` folder or to
-                ``lease_dir``.
-            lease_dir: Where to keep the lease instead (default: ``$SHAREDREC_LEASE_DIR``,
-                else the store's ``leases/`` folder). It must be the folder the garbage
-                collector reads: mount the store's ``leases/`` folder there.
-            lease_ttl: Seconds a lease stays valid without a heartbeat (renewed every third
-                of it).
-            reader_id: Who holds the lease (default: ``$SHAREDREC_READER_ID``, e.g. the
-                pod name, else host, pid and a random suffix). The lease file is
-                ``<reader_id>.<pid>-<random>.json``: each process, and each reader of a
-                process, holds its own.
-            on_refresh_error: Called with the exception when a refresh fails.
-            prefetch: Warm the cache with every collection (True) or the named ones, in
-                the background, after open (see `Reader.prefetch`).
-            ref: Follow this pointer instead of ``CURRENT`` (default: ``$SHAREDREC_REF``, else
-                ``"current"``), e.g. ``"canary"`` for the pods of a canary Deployment.
+            **options: `ReaderOptions`: ``pin``, ``refresh_interval``, ``verify``, ``lease``,
+                ``lease_dir``, ``lease_ttl``, ``reader_id``, ``on_refresh_error``,
+                ``prefetch``, ``ref``.
 
         Raises:
             VersionNotFound: No version is live yet, or ``CURRENT`` names a missing one.
@@ -420,21 +286,8 @@ class RecommendationStore:
         """
         from sharedrec.read.open import open_reader
 
-        return open_reader(
-            self._root,
-            version,
-            pin=pin,
-            refresh_interval=refresh_interval,
-            verify=verify,
-            lease=lease,
-            lease_dir=lease_dir,
-            lease_ttl=lease_ttl,
-            reader_id=reader_id,
-            on_refresh_error=on_refresh_error,
-            prefetch=prefetch,
-            ref=ref,
-            opener=self.open_version,  # the facade's, so that a wrapped one sees every open
-        )
+        # The facade's open_version, so that a wrapped one sees every open.
+        return open_reader(self._root, version, opener=self.open_version, **options)
 
     def open_version(
         self, version_id: str, verify: VerifyLevel = "sizes", *, manifest: Manifest | None = None

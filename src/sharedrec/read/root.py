@@ -8,7 +8,7 @@ version's manifest are found and parsed, and what a missing one means.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sharedrec.errors import CorruptVersion, StoreNotFound, VersionGone, VersionNotFound
 from sharedrec.format.layout import MANIFEST, REFS, VERSIONS, ref_path, validate_version_id
@@ -19,6 +19,23 @@ if TYPE_CHECKING:
     from sharedrec.read.cache import ChunkCache
 
 
+class StoreOptions(TypedDict, total=False):
+    """The options of `sharedrec.open` and `RecommendationStore` (all optional)."""
+
+    storage_options: dict[str, Any] | None
+    """For S3: passed to ``s3fs.S3FileSystem`` untouched (``endpoint_url``, ``key``,
+    ``secret``, ``client_kwargs``, ``config_kwargs``...); credentials otherwise come from the
+    standard AWS chain."""
+    cache_dir: str | os.PathLike[str] | None
+    """For S3: where chunk files are cached on this machine (default ``$SHAREDREC_CACHE_DIR``,
+    else ``~/.cache/sharedrec``); processes on one node share it. Publishes stage the version
+    there (``staging/``) before uploading it; the next publish or `gc` on the node removes
+    what a killed publisher left."""
+    cache_max_bytes: int | None
+    """For S3: the cache's size bound (default 10 GiB; least recently used files go first);
+    None for no bound."""
+
+
 class StoreRoot:
     """A store's location: its backend, and the node-local chunk cache for object stores."""
 
@@ -26,10 +43,12 @@ class StoreRoot:
         self,
         backend: Backend,
         *,
+        storage_options: dict[str, Any] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_max_bytes: int | None = 10 * 1024**3,
     ) -> None:
         self.backend = backend
+        self.storage_options = storage_options
         self.cache_dir = cache_dir
         self.cache_max_bytes = cache_max_bytes
         self._cache: ChunkCache | None = None

@@ -30,7 +30,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, P
 
 from sharedrec.errors import CorruptVersion, InvalidInput, PublishRejected
 from sharedrec.format.layout import (
+    CHUNK_TARGET_BYTES,
     MANIFEST,
     MAX_PARTITIONS,
     VERSIONS,
@@ -569,16 +570,34 @@ def group_metadata(collections: Mapping[str, str], version_id: str) -> dict[str,
         return {path: open(os.path.join(folder, path), "rb").read() for path in paths}
 
 
+class BeginOptions(TypedDict, total=False):
+    """The options of `RecommendationStore.begin_publish` (keyword arguments, all optional)."""
+
+    metadata: dict[str, JsonValue] | None
+    """JSON facts to keep in the manifest."""
+    version_id: str | None
+    """Choose the id (default: a time-sortable id)."""
+    chunk_bytes: int
+    """Target size of a chunk file (default 4 MiB)."""
+    ref: str
+    """The pointer `RecommendationStore.commit_publish` moves, and whose version guards
+    compare with (default ``"current"``)."""
+    lease_ttl: float
+    """Seconds garbage collection leaves the unfinished version alone, however old its files
+    (default 24 h): a lease (``leases/publish-<id>.json``) written now and removed by
+    `RecommendationStore.commit_publish` or `RecommendationStore.abort_publish`. A job that
+    may take longer must pass more."""
+
+
 def begin_publish(
     root: StoreRoot,
-    storage_options: Mapping[str, Any] | None,
     *,
     partitions: int,
-    metadata: dict[str, JsonValue] | None,
-    version_id: str | None,
-    chunk_bytes: int,
-    ref: str,
-    lease_ttl: float,
+    metadata: dict[str, JsonValue] | None = None,
+    version_id: str | None = None,
+    chunk_bytes: int = CHUNK_TARGET_BYTES,
+    ref: str = "current",
+    lease_ttl: float = 24 * 3600.0,
 ) -> PublishHandle:
     """Reserve a version for worker tasks to write (see `RecommendationStore.begin_publish`)."""
     _check_partitions(partitions)
@@ -589,6 +608,7 @@ def begin_publish(
     backend = root.backend
     vid = validate_version_id(version_id) if version_id is not None else new_version_id()
     metadata = validate_metadata(metadata)
+    storage_options = root.storage_options
     options = validate_metadata(dict(storage_options)) if storage_options else None
     _, raw = root.read_pointer(ref)
     directory = f"{VERSIONS}/{vid}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -57,6 +57,46 @@ log = logging.getLogger("sharedrec")
 _VANISHED = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 """What file operations raise when a folder changes under them (removed by a collector or by
 hand); a full or read-only volume raises its own OSError, left as it is."""
+
+
+class PublishOptions(TypedDict, total=False):
+    """The options of `RecommendationStore.publish` (keyword arguments, all optional)."""
+
+    metadata: dict[str, JsonValue] | None
+    """JSON-serialisable facts to keep in the manifest (model, run id...)."""
+    version_id: str | None
+    """Choose the id (default: a time-sortable id)."""
+    make_current: bool
+    """Move ``CURRENT`` to the new version (default True). With False the version is
+    committed but not live; `RecommendationStore.set_current` makes it live."""
+    progress: ProgressMode
+    """Show progress bars; by default only when stderr is a terminal."""
+    chunk_bytes: int
+    """Target size of a chunk file (default 4 MiB). Larger chunks mean fewer files and S3
+    requests; smaller ones less data pulled per lookup through a lazy cache. Rows are never
+    split across chunks."""
+    guards: Sequence[GuardLike] | None
+    """Checks run before ``CURRENT`` moves (default: `DEFAULT_GUARDS`: at most 50% fewer keys
+    per collection, at most 50% empty lists, at least 50% of sampled live keys kept). Pass
+    ``[]`` for none, or add your own (see [Guards](guards.md))."""
+    force: bool
+    """Publish even if guards fail (the failure is logged and recorded); default False."""
+    ref: str
+    """The pointer to move: ``"current"`` (``CURRENT``, what readers follow by default) or a
+    named ref such as ``"canary"`` that only readers opened with ``ref="canary"`` follow.
+    Guards compare with the version that ref names."""
+    delta: bool
+    """Write a delta version over the version ``ref`` names: give the full new data as usual;
+    only the keys added, changed or removed are written, and collections not added are kept
+    as they are. Readers answer from the delta first and from the versions below it
+    otherwise. Default False."""
+    base: str | None
+    """Write a delta over this version instead (implies ``delta``)."""
+    max_chain: int
+    """When the delta would sit on ``max_chain`` deltas already (default 8), a full version is
+    written instead, so a chain never grows past it (see also
+    `RecommendationStore.compact`). At most ``MAX_CHAIN`` (256), the longest chain readers
+    open."""
 
 
 def start(
