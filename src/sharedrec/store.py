@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend
@@ -17,7 +16,6 @@ from sharedrec.read.root import StoreOptions, StoreRoot
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
-    from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
     from sharedrec.manage.diff import VersionDiff
@@ -26,12 +24,10 @@ if TYPE_CHECKING:
     from sharedrec.read.open import ReaderOptions
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.write.distributed import BeginOptions, PublishHandle
-    from sharedrec.write.draft import Draft, PublishOptions
+    from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions
     from sharedrec.write.guards import GuardLike
 
 __all__ = ["RecommendationStore", "VersionInfo", "open"]
-
-log = logging.getLogger("sharedrec")
 
 
 def open(
@@ -115,12 +111,9 @@ class RecommendationStore:
             VersionNotFound: ``ref`` names no version.
             ConcurrentPublishError: Another writer moved ``ref`` meanwhile.
         """
-        from sharedrec.write.delta import compact
+        from sharedrec.write.draft import compact
 
-        def publish(metadata: dict[str, JsonValue]) -> Draft:
-            return self.publish(metadata=metadata, progress=progress, guards=[], ref=ref)
-
-        return compact(self._root, ref, publish)
+        return compact(self._root, ref, progress)
 
     def publish_ranked(
         self,
@@ -128,47 +121,25 @@ class RecommendationStore:
         keys: ArrayLike,
         items: ArrayLike,
         scores: ArrayLike,
-        *,
-        metadata: dict[str, JsonValue] | None = None,
-        progress: ProgressMode = None,
-        guards: Sequence[GuardLike] | None = None,
-        force: bool = False,
-        ref: str = "current",
-        delta: bool = False,
-        **options: Any,
+        **options: Unpack[PublishRankedOptions],
     ) -> str:
         """Publish a version holding one ranked collection; returns the version id.
 
-        ``options`` are those of `add_ranked()` (``lengths``, ``pad``, ``sort``,
-        ``top_k``, ``default``, ``fallbacks``); ``ref`` moves a named pointer instead of
-        ``CURRENT``, and ``delta`` writes only what changed (see `publish()`).
+        ``options`` are those of `publish()` and of `Draft.add_ranked` (``lengths``, ``pad``,
+        ``sort``, ``top_k``, ``default``, ``fallbacks``, ``serve_to_all``).
         """
-        with self.publish(
-            metadata=metadata, progress=progress, guards=guards, force=force, ref=ref, delta=delta
-        ) as draft:
-            draft.add_ranked(name, keys, items, scores, **options)
-        return draft.version_id
+        from sharedrec.write.draft import publish_ranked
+
+        return publish_ranked(self._root, name, keys, items, scores, options)
 
     def publish_vectors(
-        self,
-        name: str,
-        keys: ArrayLike,
-        vectors: ArrayLike,
-        *,
-        metadata: dict[str, JsonValue] | None = None,
-        progress: ProgressMode = None,
-        guards: Sequence[GuardLike] | None = None,
-        force: bool = False,
-        ref: str = "current",
-        delta: bool = False,
+        self, name: str, keys: ArrayLike, vectors: ArrayLike, **options: Unpack[PublishOptions]
     ) -> str:
         """Publish a version holding one vectors collection; returns the version id.
 
-        ``ref`` and ``delta`` are as in `publish()`.
+        ``options`` are those of `publish()` (`PublishOptions`).
         """
-        with self.publish(
-            metadata=metadata, progress=progress, guards=guards, force=force, ref=ref, delta=delta
-        ) as draft:
+        with self.publish(**options) as draft:
             draft.add_vectors(name, keys, vectors)
         return draft.version_id
 
@@ -216,11 +187,9 @@ class RecommendationStore:
     ) -> str:
         """Commit a version written by worker tasks from their receipts (on the driver).
 
-        Keeps one receipt per partition (a partition written by several attempts of a
-        retried task keeps one and the other attempts' files are deleted), checks that
-        every file a receipt names is in the store with its size, deletes files no receipt
-        kept, runs the guards, writes the manifest and moves the pointer (by
-        compare-and-swap from the pointer read by `begin_publish()`).
+        Keeps one receipt per partition (other attempts of a retried task are deleted),
+        checks every file a receipt names, runs the guards, writes the manifest and moves
+        the pointer by compare-and-swap from the one `begin_publish()` read.
 
         Args:
             handle: From `begin_publish()`.
@@ -243,12 +212,7 @@ class RecommendationStore:
         from sharedrec.write.distributed import commit_publish
 
         return commit_publish(
-            self._root,
-            handle,
-            receipts,
-            guards=guards,
-            force=force,
-            make_current=make_current,
+            self._root, handle, receipts, guards=guards, force=force, make_current=make_current
         )
 
     def abort_publish(self, handle: PublishHandle) -> None:
@@ -294,10 +258,8 @@ class RecommendationStore:
     ) -> OpenVersion:
         """Map a version for reading after checking it (``verify`` as in `reader()`).
 
-        On S3 the files are fetched into the local cache on first use, where their size
-        and checksum are checked; ``verify="full"`` fetches and checks all of them now.
-        ``manifest`` is the version's manifest when the caller already has it (the copy
-        in a pointer on object stores); else it is read.
+        On S3 files are fetched into the local cache on first use and checked there.
+        ``manifest``: the version's manifest when the caller has it; else it is read.
         """
         from sharedrec.read.version import open_version
 
@@ -330,10 +292,8 @@ class RecommendationStore:
         holds a lease on them (a publish in progress always does). A version folder that is
         a symbolic link is never followed nor deleted: the report names it.
 
-        Safe against everything running at the same time: the versions chosen are marked
-        first, pointers and leases are read again, and only then is a version deleted that
-        none of them names; pointer movers and readers refuse a marked version (see
-        `sharedrec.manage.gc`).
+        Safe against publishes, pointer moves and readers running at the same time (see
+        [Safety](safety.md)).
 
         Args:
             keep: How many of the newest versions to keep whatever their age (rollback room).
@@ -365,11 +325,8 @@ class RecommendationStore:
     def leases(self) -> list[LeaseInfo]:
         """The fleet view: every reader's lease, which version it serves and how fresh it is.
 
-        Each process (each reader object) holds a lease of its own; those of one pod share
-        the reader id and come together, sorted by reader id.
-
-        Leases kept outside the store (``lease_dir``) appear only if that folder is the
-        store's ``leases/`` folder.
+        Each reader object of each process holds a lease of its own; those of one pod share
+        the reader id, sorted together. Leases kept in another ``lease_dir`` do not appear.
         """
         from sharedrec.manage.leases import fleet
 
@@ -440,5 +397,3 @@ class RecommendationStore:
         from sharedrec.write.commit import rollback
 
         return rollback(self._root, ref)
-
-    # -- internals -------------------------------------------------------------------------

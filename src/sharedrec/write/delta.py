@@ -10,8 +10,6 @@ they are. Everything here reads the base through the public `Reader` API.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,15 +21,13 @@ from sharedrec.read import index
 from sharedrec.write.arrays import write_array
 
 if TYPE_CHECKING:
-    from pydantic import JsonValue
-
     from sharedrec._progress import Reporter
     from sharedrec.format.schema import ArraySpec, CollectionSpec, Pointer
     from sharedrec.read.reader import Reader
     from sharedrec.read.root import StoreRoot
     from sharedrec.write import validate as _validate
 
-__all__ = ["changes", "compact", "delta_base", "inherit", "rows_equal", "write_removed"]
+__all__ = ["changes", "delta_base", "inherit", "rows_equal", "write_removed"]
 
 log = logging.getLogger("sharedrec")
 
@@ -158,48 +154,6 @@ def inherit(base: Reader, group: Any, collections: dict[str, CollectionSpec], ch
                 child, "default_scores", default.scores, None, None, None, chunk_bytes
             )
         collections[name] = spec.replace(delta=True, removed=0, key_fences=[], arrays=arrays)
-
-
-def compact(
-    root: StoreRoot,
-    ref: str,
-    publish: Callable[[dict[str, JsonValue]], AbstractContextManager[Any]],
-) -> str:
-    """Rewrite the version ``ref`` names as a full version, if it is a delta; its id after.
-
-    ``publish`` starts the draft (with the metadata given) that moves ``ref``, without
-    guards (see `RecommendationStore.compact`).
-    """
-    from sharedrec.read.reader import Reader
-    from sharedrec.read.version import open_version
-
-    live = root.live_id(ref)
-    manifest = root.manifest(live)
-    if manifest.base is None:
-        return live
-    reader = Reader(open_version(root, live, "lazy", manifest=manifest))
-    metadata = {**manifest.metadata, "compacted_from": live}
-    with publish(metadata) as draft:
-        for name, spec in manifest.collections.items():
-            keys = reader.keys(name)
-            if spec.kind == "vectors":
-                vectors, _ = reader.vectors(name, keys)
-                draft.add_vectors(name, keys, vectors)
-                continue
-            items, scores, _ = reader.get_many(name, keys)
-            lengths = np.count_nonzero(items != -1, axis=1)  # item ids are never negative
-            default = reader.default(name)
-            draft.add_ranked(
-                name,
-                keys,
-                items,
-                scores,
-                lengths=lengths,
-                default=(default.items, default.scores) if default is not None else None,
-                fallbacks=spec.fallbacks,
-                serve_to_all=spec.serve_to_all,
-            )
-    return str(draft.version_id)
 
 
 def rows_equal(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.bool_]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -135,6 +135,74 @@ def start(
         ref_path(ref),
         base_reader,
     )
+
+
+def compact(root: StoreRoot, ref: str, progress: ProgressMode = None) -> str:
+    """Rewrite the version ``ref`` names as a full version, if it is a delta, and make it
+    live, without guards; its id after (see `RecommendationStore.compact`)."""
+    from sharedrec.read.reader import Reader
+    from sharedrec.read.version import open_version
+
+    live = root.live_id(ref)
+    manifest = root.manifest(live)
+    if manifest.base is None:
+        return live
+    reader = Reader(open_version(root, live, "lazy", manifest=manifest))
+    metadata = {**manifest.metadata, "compacted_from": live}
+    with start(root, metadata=metadata, progress=progress, guards=[], ref=ref) as draft:
+        for name, spec in manifest.collections.items():
+            keys = reader.keys(name)
+            if spec.kind == "vectors":
+                vectors, _ = reader.vectors(name, keys)
+                draft.add_vectors(name, keys, vectors)
+                continue
+            items, scores, _ = reader.get_many(name, keys)
+            lengths = np.count_nonzero(items != -1, axis=1)  # item ids are never negative
+            default = reader.default(name)
+            draft.add_ranked(
+                name,
+                keys,
+                items,
+                scores,
+                lengths=lengths,
+                default=(default.items, default.scores) if default is not None else None,
+                fallbacks=spec.fallbacks,
+                serve_to_all=spec.serve_to_all,
+            )
+    return draft.version_id
+
+
+class RankedOptions(TypedDict, total=False):
+    """The options of `Draft.add_ranked` (see it for each one's meaning)."""
+
+    lengths: ArrayLike | None
+    pad: int | None
+    sort: bool
+    top_k: int | None
+    default: tuple[ArrayLike, ArrayLike] | None
+    fallbacks: Sequence[str]
+    serve_to_all: bool
+
+
+class PublishRankedOptions(PublishOptions, RankedOptions, total=False):
+    """The options of `RecommendationStore.publish_ranked`: those of `PublishOptions` and of
+    `RankedOptions` (`Draft.add_ranked`)."""
+
+
+def publish_ranked(
+    root: StoreRoot,
+    name: str,
+    keys: ArrayLike,
+    items: ArrayLike,
+    scores: ArrayLike,
+    options: PublishRankedOptions,
+) -> str:
+    """Publish a version holding one ranked collection (see `RecommendationStore.publish_ranked`)."""
+    given: dict[str, Any] = dict(options)
+    ranked = {key: given.pop(key) for key in RankedOptions.__optional_keys__ if key in given}
+    with start(root, **cast("PublishOptions", given)) as draft:
+        draft.add_ranked(name, keys, items, scores, **cast("RankedOptions", ranked))
+    return draft.version_id
 
 
 class Draft:
