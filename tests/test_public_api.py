@@ -18,6 +18,11 @@ import sharedrec
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 PUBLIC = {
+    "BeginOptions",
+    "PublishOptions",
+    "PublishRankedOptions",
+    "ReaderOptions",
+    "StoreOptions",
     # opening a store
     "RecommendationStore",
     "open",

@@ -37,7 +37,9 @@ from sharedrec.errors import (
 from sharedrec.format.schema import CollectionSpec, Lease, Manifest, Pointer
 from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyReport
+from sharedrec.read.open import ReaderOptions
 from sharedrec.read.reader import RankedList, Reader, ReaderStats
+from sharedrec.read.root import StoreOptions
 from sharedrec.store import RecommendationStore, open
 
 # Names that load on first use, and the module that holds each. The writing side (and zarr
@@ -45,6 +47,9 @@ from sharedrec.store import RecommendationStore, open
 # neither. Keep this the only table of lazily loaded names.
 _LAZY: dict[str, str] = {
     "Draft": "sharedrec.write.draft",
+    "PublishOptions": "sharedrec.write.draft",
+    "PublishRankedOptions": "sharedrec.write.draft",
+    "BeginOptions": "sharedrec.write.distributed",
     "PartitionReceipt": "sharedrec.write.distributed",
     "PublishHandle": "sharedrec.write.distributed",
     "partition_of": "sharedrec.write.distributed",
@@ -65,8 +70,8 @@ if TYPE_CHECKING:  # what the table above loads, for type checkers and the API d
     from sharedrec.manage.diff import CollectionDiff, VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
-    from sharedrec.write.distributed import PartitionReceipt, PublishHandle, partition_of
-    from sharedrec.write.draft import Draft
+    from sharedrec.write.distributed import BeginOptions, PartitionReceipt, PublishHandle, partition_of
+    from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions
     from sharedrec.write.guards import (
         DEFAULT_GUARDS,
         CheckResult,
@@ -81,6 +86,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_GUARDS",
+    "BeginOptions",
     "CheckResult",
     "CollectionDiff",
     "CollectionSpec",
@@ -101,13 +107,17 @@ __all__ = [
     "PartitionReceipt",
     "Pointer",
     "PublishHandle",
+    "PublishOptions",
+    "PublishRankedOptions",
     "PublishRejected",
     "RankedList",
     "Reader",
+    "ReaderOptions",
     "ReaderStats",
     "RecommendationStore",
     "SharedrecError",
     "StoreNotFound",
+    "StoreOptions",
     "UnknownCollection",
     "UnsupportedLocation",
     "VerifyReport",

@@ -78,7 +78,7 @@ class PublishOptions(TypedDict, total=False):
     guards: Sequence[GuardLike] | None
     """Checks run before ``CURRENT`` moves (default: `DEFAULT_GUARDS`: at most 50% fewer keys
     per collection, at most 50% empty lists, at least 50% of sampled live keys kept). Pass
-    ``[]`` for none, or add your own (see [Guards](guards.md))."""
+    ``[]`` for none, or add your own (see [Publish guards](publishing.md#publish-guards))."""
     force: bool
     """Publish even if guards fail (the failure is logged and recorded); default False."""
     ref: str
