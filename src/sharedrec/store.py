@@ -318,9 +318,8 @@ class RecommendationStore:
         lists in batches (a million keys take seconds).
         """
         from sharedrec.manage.diff import diff
-        from sharedrec.read.reader import Reader
 
-        return diff(self._root, a, b, k, lambda version: Reader(self.open_version(version, "lazy")))
+        return diff(self._root, a, b, k)
 
     def leases(self) -> list[LeaseInfo]:
         """The fleet view: every reader's lease, which version it serves and how fresh it is.

@@ -282,7 +282,8 @@ def test_a_forked_child_fetches_into_the_cache_while_a_parent_thread_held_its_lo
     assert reader.get("home", int(KEYS[0])).items.tolist() == (BASE[0] + TAG).tolist()
     # A thread of the parent is inside the cache's bookkeeping (holds its lock) at fork(); the
     # child looks up a key whose chunks are not cached yet (a download, then the bookkeeping).
-    cache_lock = store._cache._lock  # type: ignore[union-attr]
+    # The reader fetches through the store root's one chunk cache: hold that cache's lock.
+    cache_lock = store._root.chunk_cache()._lock
     answered, result = fork_while_held(
         cache_lock, lambda: reader.get("home", int(KEYS[-1])).items.tolist(), 10
     )

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sharedrec.errors import InvalidInput
+from sharedrec.read.reader import Reader
+from sharedrec.read.version import open_version
+from sharedrec.write.delta import pad_rows, rows_equal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from numpy.typing import NDArray
 
-    from sharedrec.read.reader import Reader
     from sharedrec.read.root import StoreRoot
 
-__all__ = ["CollectionDiff", "VersionDiff", "compare", "diff", "rows_equal"]
+__all__ = ["CollectionDiff", "VersionDiff", "compare", "diff"]
 
 _BATCH = 100_000
 _SAMPLE = 10
@@ -55,15 +55,19 @@ class VersionDiff:
     only_in_b: list[str]
 
 
-def diff(root: StoreRoot, a: str, b: str, k: int, open_reader: Callable[[str], Reader]) -> VersionDiff:
-    """Compare version (or ref) ``a`` with ``b``; ``open_reader`` opens a version by id, pinned."""
+def diff(root: StoreRoot, a: str, b: str, k: int = 10) -> VersionDiff:
+    """Compare version (or ref) ``a`` with ``b`` in the store at ``root``, ``k`` as in overlap@k.
+
+    Both versions are opened pinned, without a lease and without checking their files
+    (``verify="lazy"``): chunks are checked as they are mapped.
+    """
     if not isinstance(k, int) or k < 1:
         raise InvalidInput(f"k must be a positive int; got {k!r}")
     refs = root.refs()
     va, vb = refs.get(a, a), refs.get(b, b)
-    old = open_reader(va)
+    old = Reader(open_version(root, va, "lazy"))
     try:
-        new = open_reader(vb)
+        new = Reader(open_version(root, vb, "lazy"))
         try:
             return compare(old, new, k)
         finally:
@@ -107,7 +111,7 @@ def _collection(old: Reader, new: Reader, name: str, kind: str, k: int) -> Colle
         ia, sa, _ = old.get_many(name, batch)
         ib, sb, _ = new.get_many(name, batch)
         width = max(ia.shape[1], ib.shape[1])
-        ia, sa, ib, sb = (_pad(x, width) for x in (ia, sa, ib, sb))
+        ia, sa, ib, sb = (pad_rows(x, width) for x in (ia, sa, ib, sb))
         rows = ~(rows_equal(ia, ib) & rows_equal(sa, sb))
         changed += int(rows.sum())
         if rows.any():
@@ -129,29 +133,6 @@ def _collection(old: Reader, new: Reader, name: str, kind: str, k: int) -> Colle
         added_sample=list(added[:_SAMPLE]),
         removed_sample=list(removed[:_SAMPLE]),
     )
-
-
-def rows_equal(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.bool_]:
-    """Row by row, whether two padded arrays hold the same values (NaN equals NaN).
-
-    The narrower array is padded to the wider one's width first (-1 items, NaN scores),
-    so lists of different stored widths compare by their content.
-    """
-    width = max(old.shape[1], new.shape[1])
-    old, new = _pad(old, width), _pad(new, width)
-    equal = old == new
-    if old.dtype.kind == "f":
-        equal |= np.isnan(old) & np.isnan(new)
-    return equal.all(axis=1)  # type: ignore[no-any-return]
-
-
-def _pad(array: NDArray[Any], width: int) -> NDArray[Any]:
-    if array.shape[1] == width:
-        return array
-    fill = np.nan if array.dtype.kind == "f" else -1
-    out = np.full((array.shape[0], width), fill, dtype=array.dtype)
-    out[:, : array.shape[1]] = array
-    return out
 
 
 def _overlap(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.float64]:

@@ -19,9 +19,14 @@ Whichever of the two comes second sees the other: if the collector reads the lea
 the lease was written, it keeps the version; if before, the mark was written before the
 lease, so the mover's or reader's check (which comes after its lease) sees the mark, or
 the manifest already gone. A mark seen while the collector has yet to decide is waited
-for (`sharedrec.read.version.SETTLE_SECONDS`). The assumptions: leases are renewed within their
-time to live (a process frozen for longer loses its protection, as a reader does), and the
-storage is read-after-write consistent (POSIX, NFS close-to-open, S3).
+for (`sharedrec.read.version.SETTLE_SECONDS`). The assumptions: leases are renewed within
+their time to live (a process frozen for longer loses its protection, as a reader does), and
+the storage is read-after-write consistent (POSIX, NFS close-to-open, S3).
+
+The writers' half lives in `sharedrec.write.hold` (the publish's lease `Hold`, the guarded
+pointer move `move_guarded`), so that publishing never imports this module; the readers'
+half in `sharedrec.read.leases` (the lease) and `sharedrec.read.version` (opening refuses a
+marked version).
 """
 
 from __future__ import annotations

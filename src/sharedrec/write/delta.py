@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sharedrec.read.root import StoreRoot
     from sharedrec.write import validate as _validate
 
-__all__ = ["changes", "delta_base", "inherit", "rows_equal", "write_removed"]
+__all__ = ["changes", "delta_base", "inherit", "pad_rows", "rows_equal", "write_removed"]
 
 log = logging.getLogger("sharedrec")
 
@@ -163,14 +163,15 @@ def rows_equal(old: NDArray[Any], new: NDArray[Any]) -> NDArray[np.bool_]:
     so lists of different stored widths compare by their content.
     """
     width = max(old.shape[1], new.shape[1])
-    old, new = _pad(old, width), _pad(new, width)
+    old, new = pad_rows(old, width), pad_rows(new, width)
     equal = old == new
     if old.dtype.kind == "f":
         equal |= np.isnan(old) & np.isnan(new)
     return equal.all(axis=1)  # type: ignore[no-any-return]
 
 
-def _pad(array: NDArray[Any], width: int) -> NDArray[Any]:
+def pad_rows(array: NDArray[Any], width: int) -> NDArray[Any]:
+    """``array`` widened to ``width`` columns: -1 for items, NaN for scores and vectors."""
     if array.shape[1] == width:
         return array
     fill = np.nan if array.dtype.kind == "f" else -1
