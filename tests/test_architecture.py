@@ -136,7 +136,7 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     assert "sharedrec.errors" in graph["sharedrec.read.root"]  # module level
     assert "sharedrec.backends.base" in graph["sharedrec.read.root"]  # under TYPE_CHECKING
     assert "sharedrec.read.cache" in graph["sharedrec.read.root"]  # inside a function
-    # `from sharedrec.format import models` imports the module sharedrec.format.schema.
+    # `from sharedrec.format.schema import Manifest` imports the module sharedrec.format.schema.
     assert "sharedrec.format.schema" in graph["sharedrec"]
 
 

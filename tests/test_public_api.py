@@ -116,7 +116,7 @@ def test_every_error_derives_from_the_base_class() -> None:
 
 def test_importing_sharedrec_stays_light() -> None:
     # A reading service imports sharedrec and nothing heavy: the publishing side (zarr), the
-    # S3 client and the pydantic models load only when a name that needs them is used.
+    # S3 client and pydantic load only when a name that needs them is used.
     script = (
         "import sys, sharedrec\n"
         "heavy = ('pydantic', 'zarr', 's3fs')\n"

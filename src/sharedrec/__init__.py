@@ -43,8 +43,8 @@ from sharedrec.read.root import StoreOptions
 from sharedrec.store import RecommendationStore, open
 
 # Names that load on first use, and the module that holds each. The writing side (and zarr
-# and pydantic behind it) loads only when a process publishes: a reader process imports
-# neither. Keep this the only table of lazily loaded names.
+# behind it) loads only when a process publishes: a reader process never imports it, nor
+# pydantic. Keep this the only table of lazily loaded names.
 _LAZY: dict[str, str] = {
     "Draft": "sharedrec.write.draft",
     "PublishOptions": "sharedrec.write.draft",

@@ -1,5 +1,5 @@
 """Versions and refs, the read side of operating a store: what is committed, what each
-pointer names, and a version's manifest as a model."""
+pointer names, and a version's manifest."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def versions(root: StoreRoot) -> list[VersionInfo]:
 
 
 def manifest(root: StoreRoot, version_id: str) -> Manifest:
-    """The manifest of a committed version, as the pydantic model.
+    """The manifest of a committed version, as its schema record.
 
     Raises:
         VersionNotFound: No such version, or its publish never finished.

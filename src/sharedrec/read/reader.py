@@ -148,7 +148,7 @@ class Reader:
     @property
     def manifest(self) -> Manifest:
         """The manifest of the version this reader serves now."""
-        return self._v.model()
+        return self._v.manifest
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -158,7 +158,7 @@ class Reader:
     @property
     def collections(self) -> Mapping[str, CollectionSpec]:
         """The collections of the version, by name."""
-        return self._v.model().collections
+        return self._v.manifest.collections
 
     @property
     def ready(self) -> bool:
@@ -461,10 +461,6 @@ class Reader:
     def default(self, collection: str) -> RankedList | None:
         """The list served to keys ``collection`` has no row for, or None."""
         return self._find(collection).default
-
-    def _collection(self, collection: str) -> Any:
-        """The collection itself, untyped: for the writer-side code not yet on the public API."""
-        return self._find(collection)
 
     def _find(self, collection: str) -> Collection:
         v = self._v

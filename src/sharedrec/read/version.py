@@ -66,7 +66,7 @@ class OpenVersion:
     `Collection` (stored whole, partitioned, or a delta over ``base``).
     """
 
-    __slots__ = ("_model", "base", "manifest", "ranked", "root", "source", "vectors")
+    __slots__ = ("base", "manifest", "ranked", "root", "source", "vectors")
 
     def __init__(
         self,
@@ -78,7 +78,6 @@ class OpenVersion:
         mapped: bool = True,
     ) -> None:
         self.manifest = manifest
-        self._model: Manifest | None = None
         self.source = source
         self.root = where
         self.base = base
@@ -199,14 +198,6 @@ class OpenVersion:
             ids.append(version.id)
             version = version.base
         return ids
-
-    def model(self) -> Manifest:
-        """The manifest as the pydantic model (parsed on first use: it imports pydantic)."""
-        if self._model is None:
-            from sharedrec.format.schema import Manifest
-
-            self._model = Manifest.loads(self.manifest.raw, f"{self.root}/manifest.json")
-        return self._model
 
     def emptied(self) -> OpenVersion:
         """The same version with no collection mapped (what a closed reader holds)."""
