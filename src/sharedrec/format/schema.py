@@ -529,7 +529,9 @@ class Lease(_Record):
 
     def dumps(self) -> bytes:
         """Serialise to the bytes of the lease file."""
-        return _dumps(self.to_json(), indent=None)
+        # No float in a lease: the C encoder writes what `_dumps` would, in a fraction of the
+        # time (a reader writes its lease when it opens, and at every heartbeat).
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def loads(cls, data: bytes, where: str) -> Lease:
