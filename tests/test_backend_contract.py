@@ -258,12 +258,3 @@ class TestMemory(BackendContract):
     @pytest.fixture
     def missing_root(self) -> Callable[[], Backend]:
         return lambda: backend_for(f"memory://absent-{uuid.uuid4().hex[:12]}/recs", create=False)
-
-    @pytest.mark.xfail(
-        strict=True,
-        raises=FileNotFoundError,
-        reason="the generic fsspec backend does not check its root: folders are implicit on most "
-        "fsspec filesystems, so a missing root reads as a store with nothing published",
-    )
-    def test_a_missing_root_raises_store_not_found(self, missing_root: Callable[[], Backend]) -> None:
-        super().test_a_missing_root_raises_store_not_found(missing_root)

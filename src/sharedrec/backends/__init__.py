@@ -35,4 +35,4 @@ def backend_for(
         return S3Backend(text, storage_options, create=create)
     from sharedrec.backends.generic import FsspecBackend
 
-    return FsspecBackend(text, scheme, storage_options)
+    return FsspecBackend(text, scheme, storage_options, create=create)

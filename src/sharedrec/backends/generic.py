@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sharedrec.backends.base import replace_if_unchanged
-from sharedrec.errors import SharedrecError, UnsupportedLocation
+from sharedrec.errors import SharedrecError, StoreNotFound, UnsupportedLocation
 
 __all__ = ["FsspecBackend"]
 
@@ -26,7 +26,9 @@ _SWAP_LOCK = threading.Lock()
 class FsspecBackend:
     """A store on an fsspec filesystem that has no stronger backend here."""
 
-    def __init__(self, url: str, protocol: str, storage_options: dict[str, Any] | None) -> None:
+    def __init__(
+        self, url: str, protocol: str, storage_options: dict[str, Any] | None, *, create: bool = True
+    ) -> None:
         try:
             import fsspec
             import fsspec.core
@@ -54,6 +56,13 @@ class FsspecBackend:
             ) from None
         self._url = url.rstrip("/")
         self._root = fsspec.core.strip_protocol(url).rstrip("/")
+        if create:
+            self.fs.makedirs(self._root, exist_ok=True)
+        elif not self.fs.exists(self._root):
+            raise StoreNotFound(
+                f"no store at {self._url}: nothing exists there; check the location (a writer "
+                "creates the store by opening it with create=True)"
+            )
 
     @property
     def location(self) -> str:
