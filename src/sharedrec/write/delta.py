@@ -1,10 +1,10 @@
-"""Delta versions: the base a delta builds on, change detection, tombstones, inheritance,
-and compaction back to a full version.
+"""Delta versions: the base a delta builds on, change detection, tombstones, inheritance.
 
 A delta publish is given the full new data as usual; only the rows that differ from the
 base are written, the keys the base has and the new data lacks are written as tombstones
 (``removed``), and the base's collections the publish does not mention are inherited as
-they are. Everything here reads the base through the public `Reader` API.
+they are. Everything here reads the base through the public `Reader` API. Compaction
+back to a full version (`sharedrec.write.draft.compact`) is a draft like any other.
 """
 
 from __future__ import annotations
