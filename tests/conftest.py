@@ -98,7 +98,7 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> sharedrec.Recom
 
 def version_folders(store: sharedrec.RecommendationStore) -> list[str]:
     """What is under versions/ on any backend, finished or not."""
-    return store._backend.listdir("versions")  # type: ignore[attr-defined,no-any-return]
+    return store._backend.listdir("versions")
 
 
 @pytest.fixture

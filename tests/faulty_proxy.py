@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 from urllib.parse import urlparse
 
 
@@ -48,7 +49,7 @@ class FaultyProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                conn = http.client.HTTPConnection(cast(str, target.hostname), target.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = f"{target.hostname}:{target.port}"
                 conn.request(self.command, self.path, body=body, headers=headers)

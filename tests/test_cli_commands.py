@@ -6,12 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 import sharedrec
 from sharedrec.integrations import ingest
+
+if TYPE_CHECKING:
+    import pyarrow
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -27,7 +31,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def long_table(
     n_users: int = 60, rows_per_user: int = 25, seed: int = 0, str_users: bool = False
-) -> pa.Table:
+) -> pyarrow.Table:
     """Shuffled (user, item, score) rows, as a Spark ALS job writes them."""
     rng = np.random.default_rng(seed)
     users = np.repeat(np.arange(n_users) * 13 + 5, rows_per_user)
@@ -38,7 +42,7 @@ def long_table(
     return pa.table({"user": user_col, "item": items[order].astype(np.int32), "score": scores[order]})
 
 
-def expected_top(table: pa.Table, user: object, k: int, by_rank: bool = False) -> list[int]:
+def expected_top(table: pyarrow.Table, user: object, k: int, by_rank: bool = False) -> list[int]:
     data = table.to_pydict()
     rows = [i for i, u in enumerate(data["user"]) if u == user]
     key = (lambda i: data["rank"][i]) if by_rank else (lambda i: -data["score"][i])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, KeyNotFound
@@ -66,7 +67,7 @@ def _step(
     for key in removed:
         del model.rows[key]
     for _ in range(4):
-        key: Any = f"user-{next_key}" if str_keys else next_key
+        key = f"user-{next_key}" if str_keys else next_key
         model.rows[key] = (
             np.arange(k, dtype=np.int32) * 3 + next_key % 100,
             np.linspace(1, 0, k, dtype=np.float32),
@@ -128,7 +129,7 @@ def test_removed_keys_are_gone_and_new_ones_served(store: sharedrec.Recommendati
     version = store.publish_ranked("home", keys, items, scores, delta=True, default=([9], [0.1]))
     assert store.manifest(version).collections["home"].removed == 10
     with store.reader(lease=False) as reader:
-        for key in data.keys[:10].tolist():  # removed: the default list answers
+        for key in cast(NDArray[np.int64], data.keys)[:10].tolist():  # removed: the default list answers
             assert reader.get("home", key).source == "home/default"
         np.testing.assert_array_equal(reader.get("home", 8).items, data.items[1])
         _, _, found = reader.get_many("home", data.keys[:12])

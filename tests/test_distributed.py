@@ -9,6 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -96,7 +97,7 @@ def test_single_key_partition_matches_the_batch_one() -> None:
     from sharedrec.read.index import PartitionedIndex
 
     index = PartitionedIndex("int64", [None] * 7, [0] * 7)
-    keys = [0, 1, -1, 2**63 - 1, -(2**63), 123456789, np.int64(-5), np.uint32(7)]
+    keys: list[Any] = [0, 1, -1, 2**63 - 1, -(2**63), 123456789, np.int64(-5), np.uint32(7)]
     assert [index.partition(key) for key in keys] == sharedrec.partition_of(keys, 7).tolist()
     for bad in (True, 1.0, "1"):
         with pytest.raises(InvalidInput, match="int64 keys"):
@@ -124,7 +125,7 @@ def test_handle_repr_hides_the_storage_options() -> None:
         chunk_bytes=4096,
         ref="current",
         parent_pointer=None,
-        started_at="2026-11-29T00:00:00Z",  # type: ignore[arg-type]
+        started_at="2026-11-29T00:00:00Z",
     )
     assert secret not in repr(handle) and secret not in str(handle)
     assert PublishHandle.loads(handle.dumps()).storage_options == {"key": "AKIAEXAMPLE", "secret": secret}

@@ -57,8 +57,8 @@ def test_current_answers(old_store: sharedrec.RecommendationStore) -> None:
     assert reader.get("names", "zed", k=10).items.tolist() == [1, 2, 3]  # falls back to home
     assert reader.vector("emb", 3).tolist() == [1.0, 1.125, 1.25, 1.375]
     assert (reader.count("home"), reader.count("names"), reader.count("emb")) == (20, 6, 10)
-    items, _, found = reader.get_many("home", np.array([10, 30, 999, 5]), k=3)
-    assert items.tolist() == [[1000, 1001, 1002], [1, 2, 3], [9, 8, -1], [1, 2, 3]]
+    many, _, found = reader.get_many("home", np.array([10, 30, 999, 5]), k=3)
+    assert many.tolist() == [[1000, 1001, 1002], [1, 2, 3], [9, 8, -1], [1, 2, 3]]
     assert found.tolist() == [True, False, True, False]
     assert sorted(int(key) for key in reader.keys("home")) == [10, 20, *range(40, 210, 10), 999]
     old = old_store.reader(version="v1-full", lease=False)

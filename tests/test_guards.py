@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import sharedrec
 from sharedrec.errors import InvalidInput, PublishRejected
@@ -59,7 +61,7 @@ def test_force_publishes_and_records(
     assert "despite failed guards (force=True)" in caplog.text
     checks = store.manifest(vid).checks
     assert checks["forced"] is True
-    assert checks["max_shrink"]["passed"] is False  # type: ignore[index]
+    assert checks["max_shrink"]["passed"] is False
 
 
 def test_results_recorded_in_manifest(
@@ -68,15 +70,16 @@ def test_results_recorded_in_manifest(
     vid = store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     checks = store.manifest(vid).checks
     assert set(checks) == {"max_shrink", "max_empty_lists", "list_similarity"}
-    similarity = checks["list_similarity"]["collections"]["home"]  # type: ignore[index,call-overload]
+    similarity = checks["list_similarity"]["collections"]["home"]
     assert similarity["coverage"] == 1.0 and similarity["overlap"] == 1.0 and similarity["score_shift"] == 0.0
-    assert checks["max_shrink"]["drop"] == {"home": 0.0}  # type: ignore[index]
+    assert checks["max_shrink"]["drop"] == {"home": 0.0}
 
 
 def test_scrambled_ids_are_refused_by_coverage(
     store: sharedrec.RecommendationStore, ranked: RankedData, live: str
 ) -> None:
-    shifted = ranked.keys + 1  # same count, wrong users: counts alone would not notice
+    # same count, wrong users: counts alone would not notice
+    shifted = cast(NDArray[np.int64], ranked.keys) + 1
     with pytest.raises(PublishRejected, match=r"list_similarity: 'home' coverage 0\.000 \(minimum 0\.5\)"):
         store.publish_ranked("home", shifted, ranked.items, ranked.scores)
     assert store.current() == live
@@ -134,7 +137,7 @@ def test_guard_arguments_are_checked() -> None:
 
 def test_first_version_passes_comparisons(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     vid = store.publish_ranked("home", ranked.keys[:5], ranked.items[:5], ranked.scores[:5])
-    assert store.manifest(vid).checks["max_shrink"]["message"] == "first version: nothing to compare with"  # type: ignore[index]
+    assert store.manifest(vid).checks["max_shrink"]["message"] == "first version: nothing to compare with"
 
 
 def test_fallback_chain(store: sharedrec.RecommendationStore) -> None:

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
 import sharedrec
+from sharedrec.read.collections import Whole
 from sharedrec.write.arrays import chunk_rows
 
 from conftest import RankedData, make_ranked
@@ -62,7 +64,7 @@ def test_both_mappings_answer_alike(tmp_path: Path, chunk_bytes: int, contiguous
     data = make_ranked(3000, 8, seed=5)
     store = _publish(tmp_path, data, chunk_bytes)
     with store.reader(lease=False) as reader:
-        items_array = reader._v.ranked["home"].items
+        items_array = cast(Whole, reader._v.ranked["home"]).items
         assert items_array.n_chunks > 5
         assert (items_array._mapped is not None) == contiguous
         rng = np.random.default_rng(0)
@@ -84,7 +86,7 @@ def test_back_to_back_maps_only_the_chunks_asked_for(tmp_path: Path) -> None:
     data = make_ranked(3000, 8, seed=6)
     store = _publish(tmp_path, data, 8192)
     with store.reader(lease=False) as reader:
-        items = reader._v.ranked["home"].items
+        items = cast(Whole, reader._v.ranked["home"]).items
         assert items._mapped is not None and not items._mapped.any()
         order = np.argsort(data.keys)
         first_chunk_rows = order[: items.rows_per_chunk]  # input rows stored in chunk 0
@@ -149,7 +151,11 @@ def test_the_cache_never_evicts_the_file_it_just_fetched(tmp_path: Path) -> None
     cache = ChunkCache(tmp_path / "cache", "s3://bucket/recs", max_bytes=100)  # smaller than a chunk
     data = [bytes([n]) * 300 for n in range(3)]
     for n, blob in enumerate(data):
-        path = cache.fetch("v1", f"home/items/c/{n}/0", len(blob), zlib.crc32(blob), lambda blob=blob: blob)
+
+        def download(blob: bytes = blob) -> bytes:
+            return blob
+
+        path = cache.fetch("v1", f"home/items/c/{n}/0", len(blob), zlib.crc32(blob), download)
         assert Path(path).read_bytes() == blob  # still there for the reader to map
     files = [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
     assert [path.parent.name for path in files] == ["2"]  # the older files were evicted

@@ -329,7 +329,7 @@ def test_s3_publish_killed_during_upload(s3_server: str, tmp_path: Path) -> None
     )
     try:
         deadline = time.monotonic() + 120
-        backend = store._backend  # type: ignore[attr-defined]
+        backend = store._backend
         while time.monotonic() < deadline and proc.poll() is None:
             if len(backend.listdir("versions")) > 1:  # objects of the new version are arriving
                 break

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import sharedrec
 from sharedrec.errors import InvalidInput, KeyNotFound, UnknownCollection
@@ -42,8 +45,8 @@ def test_get_k(reader: sharedrec.Reader, ranked: RankedData) -> None:
 def test_numpy_integer_keys(reader: sharedrec.Reader, ranked: RankedData) -> None:
     key = ranked.keys[9]
     assert isinstance(key, np.int64)
-    np.testing.assert_array_equal(reader.get("home", key).items, ranked.items[9])
-    np.testing.assert_array_equal(reader.get("home", np.int32(7)).items, [7, 8, 9])  # default
+    np.testing.assert_array_equal(reader.get("home", cast(Any, key)).items, ranked.items[9])
+    np.testing.assert_array_equal(reader.get("home", cast(Any, np.int32(7))).items, [7, 8, 9])  # default
 
 
 def test_unknown_key_gets_default(reader: sharedrec.Reader) -> None:
@@ -56,13 +59,13 @@ def test_unknown_key_gets_default(reader: sharedrec.Reader) -> None:
 def test_unknown_key_without_default(store: sharedrec.RecommendationStore, ranked: RankedData) -> None:
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     reader = store.reader()
-    absent = int(ranked.keys.max()) + 1
+    absent = int(cast(NDArray[np.int64], ranked.keys).max()) + 1
     with pytest.raises(KeyError) as caught:
         reader.get("home", absent)
     assert isinstance(caught.value, KeyNotFound)
     assert str(absent) in str(caught.value) and "'home'" in str(caught.value)
     with pytest.raises(KeyNotFound):
-        reader.get("home", int(ranked.keys.min()) - 1)
+        reader.get("home", int(cast(NDArray[np.int64], ranked.keys).min()) - 1)
 
 
 def test_get_many(reader: sharedrec.Reader, ranked: RankedData) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pytest
@@ -13,6 +14,9 @@ import sharedrec
 from sharedrec.errors import ConcurrentPublishError, SharedrecError, StoreNotFound, VersionGone
 
 from conftest import KEYS, make_bucket, make_ranked, publish, s3_options
+
+if TYPE_CHECKING:
+    from sharedrec.backends.s3 import S3Backend
 
 
 class RequestCounter:
@@ -151,7 +155,7 @@ def test_failed_publish_leaves_nothing(s3_store: sharedrec.RecommendationStore) 
         draft.add_ranked("home", KEYS, np.zeros((len(KEYS), 5), dtype=int), np.ones((len(KEYS), 5)))
         raise RuntimeError("job died")
     assert s3_store.current() == live
-    assert s3_store._backend.listdir("versions") == [live]  # type: ignore[attr-defined]
+    assert s3_store._backend.listdir("versions") == [live]
 
 
 def test_gc_and_a_reader_on_a_deleted_version(
@@ -206,7 +210,7 @@ def test_corrupt_download_is_refused(
 ) -> None:
     vid = publish(s3_store, 1)
     key = f"recs/versions/{vid}/home/items/c/0/0"
-    backend = s3_store._backend  # type: ignore[attr-defined]
+    backend = cast("S3Backend", s3_store._backend)
     body = bytearray(backend.read_bytes(f"versions/{vid}/home/items/c/0/0"))
     body[0] ^= 1
     backend._call("put_object", Bucket=backend.bucket, Key=key, Body=bytes(body))

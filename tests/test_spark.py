@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,12 +84,12 @@ def test_spark_task_failing_once_is_retried_into_a_correct_version(spark: object
     assert store.verify(version).ok
 
 
-def test_spark_job_that_fails_leaves_the_live_version(spark: object, tmp_path: Path) -> None:
+def test_spark_job_that_fails_leaves_the_live_version(spark: Any, tmp_path: Path) -> None:
     store = sharedrec.open(tmp_path / "store")
     frame = long_frame(seed=12)
     live = sharedrec.integrations.spark.publish_ranked(
         store, spark.createDataFrame(frame), "home", partitions=2
-    )  # type: ignore[attr-defined]
+    )
 
     def always(receipt: PartitionReceipt) -> None:
         raise RuntimeError("the job dies")
@@ -99,7 +100,7 @@ def test_spark_job_that_fails_leaves_the_live_version(spark: object, tmp_path: P
             spark.createDataFrame(frame),
             "home",
             partitions=2,
-            on_partition=always,  # type: ignore[attr-defined]
+            on_partition=always,
         )
     assert store.current() == live
     assert sorted(p.name for p in (Path(store.location) / "versions").iterdir()) == [live]

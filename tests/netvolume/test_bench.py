@@ -278,8 +278,8 @@ MOUNT = [sys.executable, "-m", "sharedrec.testing.netvolume", "mount"]
 
 
 def test_the_command_line_mounts_and_counts(tmp_path: Path) -> None:
-    if netvolume.missing() is not None:
-        pytest.skip(netvolume.missing())
+    if (reason := netvolume.missing()) is not None:
+        pytest.skip(reason)
     backing, mountpoint = tmp_path / "backing", tmp_path / "mnt"
     backing.mkdir()
     mountpoint.mkdir()

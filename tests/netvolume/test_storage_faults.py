@@ -170,8 +170,8 @@ def _mount(*args: str) -> Iterator[None]:
 
 
 def test_a_full_volume_during_publish_leaves_the_old_version(tmp_path: Path) -> None:
-    if netvolume.missing() is not None:
-        pytest.skip(netvolume.missing())
+    if (reason := netvolume.missing()) is not None:
+        pytest.skip(reason)
     backing = tmp_path / "volume" / "backing"
     backing.mkdir(parents=True)
     with _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(backing)), Volume(tmp_path / "volume") as volume:
@@ -271,8 +271,8 @@ UNPRIVILEGED_READER = textwrap.dedent(
 
 
 def test_permission_denied(tmp_path: Path) -> None:
-    if netvolume.missing() is not None:
-        pytest.skip(netvolume.missing())
+    if (reason := netvolume.missing()) is not None:
+        pytest.skip(reason)
     if os.geteuid() != 0:
         pytest.skip("needs root to run a reader as another user")
     with tempfile.TemporaryDirectory() as folder, Volume(folder) as volume:

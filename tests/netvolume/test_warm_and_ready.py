@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def _publish(node: Node) -> str:
 
 
 def _collection_bytes(store: sharedrec.RecommendationStore, collection: str) -> int:
-    files = store.manifest(store.current()).files
+    files = store.manifest(cast(str, store.current())).files
     return sum(entry.size for path, entry in files.items() if path.split("/", 1)[0] == collection)
 
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zarr.storage._local as zarr_local
 
@@ -58,7 +58,7 @@ def install_posix(points: FaultPoints) -> None:
                 f.write(data[: len(data) // 2])
                 f.flush()
         points.point(f"during chunk {rel}")
-        written = put(path, value, exclusive)
+        written: int = put(path, value, exclusive)
         points.point(f"after chunk {rel}")
         return written
 
@@ -75,7 +75,7 @@ def install_posix(points: FaultPoints) -> None:
         else:
             replace(src, dst, **kwargs)
 
-    posix.os.replace = traced_replace  # type: ignore[assignment]
+    cast(Any, posix).os.replace = traced_replace
 
     for method in ("sync_tree", "write_atomic", "swap_pointer"):
         original = getattr(PosixBackend, method)

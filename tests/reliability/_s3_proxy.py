@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import cast
 from urllib.parse import urlparse
 
 Rule = Callable[[str, str], str | None]
@@ -44,7 +45,7 @@ class FaultInjector:
                 pass
 
             def _forward(self, body: bytes | None) -> tuple[int, str, list[tuple[str, str]], bytes]:
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                conn = http.client.HTTPConnection(cast(str, target.hostname), target.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = f"{target.hostname}:{target.port}"
                 conn.request(self.command, self.path, body=body, headers=headers)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -197,7 +198,7 @@ def test_hostile_names_are_refused(
     store, root, _ = sample
     before = sorted(p.relative_to(root.parent) for p in root.parent.rglob("*"))
     tally.scenarios += 1
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: store.publish(version_id=name),
         lambda: store.reader(name, lease=False),
         lambda: store.current(name),
@@ -279,11 +280,12 @@ def test_keys_of_the_wrong_type(
             tally.bad_inputs += 1
             with pytest.raises(InvalidInput, match=r"int64 keys"):
                 lookup(key)
+    keys: Any
     for keys in ([1.0, 2.0], [b"3"], [None], np.array([3.0]), ["3"], [[3]]):
         tally.bad_inputs += 1
         with pytest.raises(InvalidInput, match=r"keys must be"):
             reader.get_many("home", keys)
-    assert reader.get("home", np.int32(KEYS[1])).items.size == 5  # numpy integers are integers
+    assert reader.get("home", cast(Any, np.int32(KEYS[1]))).items.size == 5  # numpy integers are integers
     for keys in ([1.5, 2.5], [b"a", b"b"], [None, None], [np.float64(1), np.float64(2)]):
         tally.bad_inputs += 1
         with pytest.raises(InvalidInput, match=r"keys must be"), store.publish(guards=[]) as draft:

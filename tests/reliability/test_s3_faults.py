@@ -100,8 +100,12 @@ def test_outage_during_publish_leaves_the_old_version(
     old = store.current()
     for fault in ("slowdown", "reset"):
         tally.scenarios += 1
+
         # Every write fails: the publish cannot finish.
-        proxy.rule = lambda method, path, fault=fault: fault if method == "PUT" else None
+        def fail_writes(method: str, path: str, fault: str = fault) -> str | None:
+            return fault if method == "PUT" else None
+
+        proxy.rule = fail_writes
         with pytest.raises(Exception, match=_OUTAGE) as caught:
             publish_tagged(through, 1)
         proxy.rule = lambda method, path: None
@@ -110,8 +114,12 @@ def test_outage_during_publish_leaves_the_old_version(
         assert store.current() == old
         assert [v.id for v in store.versions()] == [old]
         assert store.verify().ok
+
         # A whole outage: the reader cannot see CURRENT, and keeps serving from its cache.
-        proxy.rule = lambda method, path, fault=fault: fault
+        def fail_all(method: str, path: str, fault: str = fault) -> str | None:
+            return fault
+
+        proxy.rule = fail_all
         with pytest.raises(
             Exception, match=r"cannot reach|SlowDown|InternalError|ServiceUnavailable|503|500"
         ):

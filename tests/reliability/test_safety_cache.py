@@ -100,8 +100,8 @@ def test_a_reused_version_id_never_serves_the_deleted_versions_cached_chunks(
     # The manifest in CURRENT and manifest.json name one cache folder; the old one is apart.
     folders = sorted(p.name for p in cache.glob("*/*") if p.name.startswith(f"{REUSED}@"))
     assert len(folders) == 2, folders
-    pointer = json.loads(store._backend.read_bytes("CURRENT"))  # type: ignore[attr-defined]
-    written = store._backend.read_bytes(f"versions/{REUSED}/manifest.json")  # type: ignore[attr-defined]
+    pointer = json.loads(store._backend.read_bytes("CURRENT"))
+    written = store._backend.read_bytes(f"versions/{REUSED}/manifest.json")
     from sharedrec.format.schema import Manifest, Pointer
     from sharedrec.read.cache import publish_folder
 

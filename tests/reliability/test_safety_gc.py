@@ -18,6 +18,7 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -156,7 +157,7 @@ def _dead_leases(store: sharedrec.RecommendationStore, n: int) -> None:
             "heartbeat": expired.isoformat(),
             "expires_at": expired.isoformat(),
         }
-        store._backend.write_atomic(f"leases/dead-{i}.json", json.dumps(lease).encode())  # type: ignore[attr-defined]
+        store._backend.write_atomic(f"leases/dead-{i}.json", json.dumps(lease).encode())
 
 
 def _race(
@@ -206,7 +207,7 @@ def _judge(reports: dict[str, dict[str, object]], tally: Tally, *, slow: bool = 
         assert int(reports["gc"]["deleted"]) > 0, summary  # type: ignore[call-overload]
     if "publish0" in reports and not slow:
         published = sum(
-            int(reports[role]["outcomes"].get("ok", 0))  # type: ignore[attr-defined]
+            int(cast(dict[str, int], reports[role]["outcomes"]).get("ok", 0))
             for role in ("publish0", "publish1")
         )
         assert published > 0, summary
@@ -293,8 +294,8 @@ def test_a_symlinked_version_folder_never_leads_gc_into_another_store(tmp_path: 
     assert a.current() == mine[1]
     # Deleting through the link is refused; the link itself can go.
     with pytest.raises(SharedrecError, match="symbolic link"):
-        a._backend.remove_tree(f"versions/{theirs}/manifest.json")  # type: ignore[attr-defined]
-    a._backend.remove_tree(f"versions/{theirs}")  # type: ignore[attr-defined]
+        a._backend.remove_tree(f"versions/{theirs}/manifest.json")
+    a._backend.remove_tree(f"versions/{theirs}")
     assert not (tmp_path / "a" / "versions" / theirs).exists()
     assert _tree(tmp_path / "b") == before
     assert b.verify(theirs).ok
@@ -383,5 +384,5 @@ def test_a_publish_from_many_tasks_is_leased_until_commit_or_abort(tmp_path: Pat
     other = store.begin_publish(partitions=2)
     store.abort_publish(other)
     assert not (leases / f"publish-{other.version_id}.json").exists()
-    assert other.version_id not in store._backend.listdir("versions")  # type: ignore[attr-defined]
+    assert other.version_id not in store._backend.listdir("versions")
     tally.scenarios += 1

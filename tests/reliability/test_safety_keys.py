@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -151,7 +151,7 @@ def test_numpy_integer_keys_match_by_exact_value(
         for dtype in [int, *INT_DTYPES]:
             if dtype is not int and not _fits(key, dtype):
                 continue
-            typed = dtype(key)
+            typed: Any = dtype(key)
             recs = reader.get("home", typed)
             assert (recs.items.tolist(), recs.source) == (_expected(layout, tag, row), "home"), (dtype, key)
             assert reader.vector("emb", typed).tolist() == [row, row], (dtype, key)
@@ -172,7 +172,8 @@ def test_keys_outside_int64_never_match(
 ) -> None:
     reader, tag = readers[layout]
     tally.scenarios += 1
-    for key in [*OUTSIDE, np.uint64(2**64 - 1), np.uint64(2**63)]:
+    outside: list[Any] = [*OUTSIDE, np.uint64(2**64 - 1), np.uint64(2**63)]
+    for key in outside:
         with pytest.raises(KeyNotFound):
             reader.get("home", key)
         with pytest.raises(KeyNotFound):
@@ -237,6 +238,7 @@ def test_any_integer_in_any_dtype_finds_exactly_its_key(
 def test_publish_reads_keys_by_exact_value(tmp_path: Path, tally: Tally) -> None:
     store = sharedrec.open(tmp_path / "store")
     tally.scenarios += 1
+    keys: Any
     for keys in (
         [2**63, 1],
         [np.uint64(2**64 - 1), 3],
@@ -301,7 +303,7 @@ def test_bool_keys_are_refused_at_publish(tmp_path: Path, tally: Tally) -> None:
     with pytest.raises(InvalidInput, match="bool"):
         handle.write_ranked("home", 0, [True, 7], [[1], [2]], [[1.0], [1.0]])
     with pytest.raises(InvalidInput, match="bool"):
-        handle.write_vectors("emb", 0, [7, np.True_], np.ones((2, 2), np.float32))
+        handle.write_vectors("emb", 0, cast(Any, [7, np.True_]), np.ones((2, 2), np.float32))
     assert store.current() is None  # nothing went live
 
 
@@ -373,7 +375,7 @@ def test_float_keys_are_refused(
 
 
 def _publish_fallbacks(store: sharedrec.RecommendationStore, *, declared: bool, delta: bool = False) -> str:
-    options = {"serve_to_all": True} if declared else {}
+    options: dict[str, Any] = {"serve_to_all": True} if declared else {}
     with store.publish(guards=[], delta=delta, progress=False) as draft:
         draft.add_ranked("home", [1, 2], [[10], [20]], [[1.0], [1.0]], fallbacks=["by_country", "popular"])
         draft.add_ranked("by_country", ["DE"], [[40, 41]], [[1.0, 0.5]])

@@ -13,13 +13,14 @@ import textwrap
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 import sharedrec
 from sharedrec.errors import VersionGone
+from sharedrec.read.collections import Whole
 
 from ._support import KEYS, N_KEYS, Tally, fork_while_held, publish_tagged, tagged_items
 
@@ -270,7 +271,7 @@ def test_fork_while_another_thread_maps_a_chunk(tmp_path: Path, tally: Tally) ->
     assert reader.get("home", 0).items.tolist() == items[0].tolist()
     # A thread of the parent is inside a chunk map (holds the array's lock) when fork() runs;
     # the child looks up a key in a chunk the parent never mapped.
-    array_lock = reader._v.ranked["home"].items._lock  # type: ignore[union-attr]
+    array_lock = cast(Whole, reader._v.ranked["home"]).items._lock
     answered, result = fork_while_held(array_lock, lambda: reader.get("home", 4999).items.tolist(), 5)
     tally.scenarios += 1
     assert answered, "the forked child blocked on a lock its parent's thread held at fork()"

@@ -76,7 +76,7 @@ def _lookups(reader: sharedrec.Reader) -> None:
 
 
 def _arrays(collection: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    return lambda m: m["collections"][collection]["arrays"]  # type: ignore[no-any-return]
+    return lambda m: m["collections"][collection]["arrays"]
 
 
 def _set(
@@ -141,6 +141,7 @@ def test_rows_wider_than_readers_accept_are_refused_when_publishing(tmp_path: Pa
     good = store.publish_vectors("emb", [1], np.ones((1, 4), np.float32), progress=False)
     tally.scenarios += 1
     wide = 1 << 24
+    guards: list[Any] | None
     for guards in ([], None):
         with (
             pytest.raises(InvalidInput, match=r"MAX_WIDTH \(16777215\)"),
@@ -226,6 +227,7 @@ def test_a_flipped_bit_in_the_key_array_never_serves_another_key(
     _flip_bit(chunk, 8, 0)
     tally.faults_injected += 1
     tally.scenarios += 1
+    lookup: Callable[[sharedrec.Reader], object]
     for lookup in (
         lambda r: r.get("home", 17),
         lambda r: r.get_many("home", [17, int(KEYS[0])]),
@@ -303,7 +305,7 @@ def test_a_damaged_key_chunk_in_the_s3_cache_is_fetched_again(
     cache = tmp_path / "cache"
     store = sharedrec.open(location, storage_options=options, cache_dir=cache)
     version = _publish(store)
-    original = store._backend.read_bytes(f"versions/{version}/home/keys/c/0")  # type: ignore[attr-defined]
+    original = store._backend.read_bytes(f"versions/{version}/home/keys/c/0")
     with store.reader(lease=False, refresh_interval=None) as reader:
         np.testing.assert_array_equal(reader.get("home", 16).items, ITEMS[1])
     # The cached copy of the key chunk (wherever the cache keeps it) gets a flipped bit.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def test_credentials_never_appear(
     publish_tagged(store, 0)
     reader = store.reader(lease=False)
     seen += [repr(store), str(store.location), repr(reader), repr(reader.stats()), repr(store.versions())]
-    failures = [
+    failures: list[Callable[[], object]] = [
         lambda: sharedrec.open("s3://no-such-bucket-here/x", storage_options=_credentials(s3_server)),
         lambda: sharedrec.open(url, storage_options=_credentials("http://127.0.0.1:9")).current(),
         lambda: store.reader("no-such-version", lease=False),
