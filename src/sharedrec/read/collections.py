@@ -162,9 +162,30 @@ class Collection(Protocol):
         ...
 
 
-class Whole:
+class _Indexed:
+    """What a collection with one key index answers from it: its keys, their count, membership."""
+
+    __slots__ = ()
+    index: IntIndex | StrIndex | PartitionedIndex
+    spec: CollectionSpec
+
+    def keys(self) -> NDArray[np.int64] | list[str]:
+        return self.index.all_keys()
+
+    def key_at(self, position: int) -> int | str:
+        return self.index.key_at(position)
+
+    def count(self) -> int:
+        return int(self.spec.count)
+
+    def contains(self, key: object) -> bool:
+        return bool(self.index.find(key) >= 0)
+
+
+class Whole(_Indexed):
     """A collection stored whole (or one partition of one, or one level of a delta chain)."""
 
+    index: Index
     __slots__ = (
         "default",
         "index",
@@ -263,21 +284,11 @@ class Whole:
             plan = _gather(array, rows, hit, out, plan)  # the row arrays are chunked alike
         return outs, found
 
-    def keys(self) -> NDArray[np.int64] | list[str]:
-        return self.index.all_keys()
 
-    def key_at(self, position: int) -> int | str:
-        return self.index.key_at(position)
-
-    def count(self) -> int:
-        return int(self.spec.count)
-
-    def contains(self, key: object) -> bool:
-        return bool(self.index.find(key) >= 0)
-
-
-class Partitioned:
+class Partitioned(_Indexed):
     """A collection split into partitions: a lookup goes to the key's partition."""
+
+    index: PartitionedIndex
 
     __slots__ = ("default", "first", "index", "kind", "name", "parts", "single", "spec", "widest")
 
@@ -346,18 +357,6 @@ class Partitioned:
                 plan = _gather_into(array, rows[hit], target, out, plan)
             found[target] = True
         return outs, found
-
-    def keys(self) -> NDArray[np.int64] | list[str]:
-        return self.index.all_keys()
-
-    def key_at(self, position: int) -> int | str:
-        return self.index.key_at(position)
-
-    def count(self) -> int:
-        return int(self.spec.count)
-
-    def contains(self, key: object) -> bool:
-        return bool(self.index.find(key) >= 0)
 
 
 _LEVEL_SHIFT = 40
