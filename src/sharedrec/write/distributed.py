@@ -29,7 +29,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 import numpy as np
@@ -59,7 +59,7 @@ from sharedrec.format.schema import (
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
 from sharedrec.write.arrays import write_ranked_rows, write_vector_rows
-from sharedrec.write.commit import checksums, commit, publish_lease
+from sharedrec.write.commit import checksums, commit, now, publish_lease
 from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
 from sharedrec.write.hold import remove_lease, write_lease
 from sharedrec.write.staging import Staging
@@ -781,8 +781,3 @@ def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     return f"{where or 'the value'}: {first['msg']}"
-
-
-def now() -> datetime:
-    """The time a handle records as its start."""
-    return datetime.now(UTC)
