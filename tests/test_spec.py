@@ -54,7 +54,7 @@ def _as_plain(view: object) -> Any:
     return view
 
 
-def test_view_reads_every_field_as_the_model_does(manifest_bytes: bytes) -> None:
+def test_a_parsed_record_reads_every_field_as_a_built_one_does(manifest_bytes: bytes) -> None:
     view = Manifest.loads(manifest_bytes, "manifest.json")
     model = Manifest(**{name: getattr(view, name) for name in Manifest._FIELDS})  # as a writer builds it
     assert view.to_json() == json.loads(manifest_bytes)
@@ -70,14 +70,14 @@ def test_view_reads_every_field_as_the_model_does(manifest_bytes: bytes) -> None
     }
 
 
-def test_views_have_the_fields_of_the_models() -> None:
+def test_records_slot_exactly_their_fields() -> None:
     from sharedrec.format.schema import ArraySpec, CollectionSpec, FileEntry, PartitionsSpec, PartSpec
 
     for record in (ArraySpec, CollectionSpec, FileEntry, Lease, Manifest, PartSpec, PartitionsSpec, Pointer):
         assert set(record.__slots__) - {"_raw"} == set(record._FIELDS), record.__name__
 
 
-def test_views_are_read_only(manifest_bytes: bytes) -> None:
+def test_records_are_read_only(manifest_bytes: bytes) -> None:
     view = Manifest.loads(manifest_bytes, "m")
     with pytest.raises(AttributeError, match="read-only"):
         view.id = "other"
@@ -117,7 +117,7 @@ def _mutations() -> st.SearchStrategy[tuple[list[str], object]]:
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
 @given(mutation=_mutations())
-def test_whatever_the_view_accepts_the_model_accepts(
+def test_whatever_the_parser_accepts_a_writer_may_build(
     manifest_bytes: bytes, mutation: tuple[list[str], object]
 ) -> None:
     path, value = mutation
@@ -222,7 +222,7 @@ def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
     assert heavy == "[]"
 
 
-def test_reader_manifest_is_still_the_pydantic_model(tmp_path: Path) -> None:
+def test_reader_manifest_is_the_schema_record(tmp_path: Path) -> None:
     store = sharedrec.open(tmp_path / "store")
     data = make_ranked(20, 3)
     store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
