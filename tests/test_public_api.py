@@ -63,6 +63,7 @@ PUBLIC = {
     "VersionNotFound",
     "VersionGone",
     "CorruptVersion",
+    "NewerFormat",
     "PublishRejected",
     "ConcurrentPublishError",
     "UnknownCollection",

@@ -12,6 +12,7 @@ __all__ = [
     "CorruptVersion",
     "InvalidInput",
     "KeyNotFound",
+    "NewerFormat",
     "PublishRejected",
     "SharedrecError",
     "StoreNotFound",
@@ -65,6 +66,21 @@ class CorruptVersion(SharedrecError):
     A truncated or unparsable ``manifest.json``, a missing chunk file, a chunk of the
     wrong size or checksum, or a pointer file that cannot be parsed. The version must be
     republished or rolled back; sharedrec never serves fill values in place of lost data.
+    """
+
+
+class NewerFormat(SharedrecError):
+    """Raised when a file of the store was written by a newer sharedrec, in a format this one
+    does not read.
+
+    A pointer (``CURRENT``, a ref), a version's ``manifest.json`` or a lease whose ``format``
+    is of the same family as the one this sharedrec writes, with a higher number (for example
+    ``sharedrec/2`` where this sharedrec reads ``sharedrec/1``). Nothing is wrong with the
+    file: upgrade sharedrec. It is not a `CorruptVersion` on purpose: nothing that handles
+    damage (a rollback, a repair, garbage collection) may act on such a file, and nothing
+    does: readers refuse to open it, writers refuse to move a newer pointer, and garbage
+    collection never deletes a version it cannot read (see the format page's section on
+    format versions).
     """
 
 

@@ -12,6 +12,10 @@ hostile manifest cannot make a reader allocate without bound. A record built by 
 keyword arguments is checked by the same rules, so nothing a writer builds is unreadable, and
 `dumps()` writes the bytes ``docs/format.md`` specifies (those the pydantic models of sharedrec
 0.1.0 wrote, byte for byte).
+
+A file whose ``format`` is of the same family with a higher number was written by a newer
+sharedrec: `loads` raises `NewerFormat` for it before any other check (a newer format may
+add fields), never `CorruptVersion`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
-from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
 from sharedrec.format.layout import (
     CHECKSUM,
     FORMAT,
@@ -41,9 +45,13 @@ __all__ = [
     "FileEntry",
     "Lease",
     "Manifest",
+    "NewerManifest",
     "PartSpec",
     "PartitionsSpec",
     "Pointer",
+    "newer_format",
+    "newer_message",
+    "peek_newer_manifest",
     "validate_metadata",
 ]
 
@@ -425,8 +433,11 @@ class Manifest(_Record):
 
         Raises:
             CorruptVersion: The bytes are not a valid manifest.
+            NewerFormat: A newer sharedrec wrote it (``format`` is ``sharedrec/2`` or above).
         """
-        return _load(data, where, "republish the version or roll back", lambda raw: _manifest(raw, data))
+        return _load(
+            data, where, "republish the version or roll back", lambda raw: _manifest(raw, data), FORMAT
+        )
 
 
 class Pointer(_Record):
@@ -469,8 +480,11 @@ class Pointer(_Record):
 
         Raises:
             CorruptVersion: The bytes are not a valid pointer.
+            NewerFormat: A newer sharedrec wrote it, or the manifest it carries.
         """
-        return _load(data, where, "point it at a good version with store.set_current()", _pointer)
+        return _load(
+            data, where, "point it at a good version with store.set_current()", _pointer, POINTER_FORMAT
+        )
 
 
 class Lease(_Record):
@@ -539,8 +553,11 @@ class Lease(_Record):
 
         Raises:
             CorruptVersion: The bytes are not a valid lease.
+            NewerFormat: A newer sharedrec wrote it.
         """
-        return _load(data, where, "delete the file; its reader rewrites it at the next heartbeat", _lease)
+        return _load(
+            data, where, "delete the file; its reader rewrites it at the next heartbeat", _lease, LEASE_FORMAT
+        )
 
 
 # -- JSON values ----------------------------------------------------------------------------
@@ -1070,9 +1087,121 @@ def _lease(raw: object) -> Lease:
     )
 
 
-def _load(data: bytes, where: str, fix: str, build: Callable[[object], _T]) -> _T:
+def _load(data: bytes, where: str, fix: str, build: Callable[[object], _T], ours: str) -> _T:
     try:
-        return build(json.loads(data))
-    except (ValueError, RecursionError) as exc:  # _Bad, JSON and Unicode errors are ValueErrors
+        raw = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSON and Unicode errors are ValueErrors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptVersion(f"{where} is truncated or invalid ({reason}); {fix}") from None
+    # Before any strictness: a newer writer may add fields this sharedrec does not know, and
+    # such a file is not damaged.
+    _refuse_newer(raw, where, ours)
+    if ours == POINTER_FORMAT and isinstance(raw, dict):  # the manifest copied into a pointer
+        _refuse_newer(raw.get("manifest"), f"{where} (the manifest it carries)", FORMAT)
+    try:
+        return build(raw)
+    except (ValueError, RecursionError) as exc:  # _Bad errors are ValueErrors
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptVersion(f"{where} is truncated or invalid ({reason}); {fix}") from None
+
+
+# -- newer formats --------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
+
+
+def newer_format(raw: object, ours: str) -> str | None:
+    """The ``format`` of the JSON object ``raw`` if a newer sharedrec wrote it, else None.
+
+    Newer means the family of ``ours`` (``sharedrec``, ``sharedrec-pointer``,
+    ``sharedrec-lease``) with a higher number: ``sharedrec/2`` is newer than ``sharedrec/1``;
+    ``sharedrec/0``, ``other/2`` or ``sharedrec/x`` are not (they are invalid).
+    """
+    if not isinstance(raw, dict):
+        return None
+    found = raw.get("format")
+    if not isinstance(found, str):
+        return None
+    family, _, number = found.rpartition("/")
+    our_family, _, our_number = ours.rpartition("/")
+    if family != our_family or not _NUMBER.fullmatch(number):
+        return None
+    return found if int(number) > int(our_number) else None
+
+
+def newer_message(where: str, found: str, ours: str) -> str:
+    """What `NewerFormat` says of the file ``where``, written in format ``found``."""
+    return (
+        f"{where}: written by a newer sharedrec (format {found}); this sharedrec reads {ours}: "
+        "upgrade sharedrec (pip install -U sharedrec)"
+    )
+
+
+def _refuse_newer(raw: object, where: str, ours: str) -> None:
+    found = newer_format(raw, ours)
+    if found is not None:
+        raise NewerFormat(newer_message(where, found, ours))
+
+
+class NewerManifest:
+    """What this sharedrec can still tell of a manifest a newer sharedrec wrote.
+
+    Every format keeps ``format``, ``id``, ``created_at`` and ``base`` with their meaning
+    in ``sharedrec/1`` (``docs/format.md``, *Format versions*), so that an older garbage
+    collector keeps the bases of a newer delta version. Read as best it can: a field that
+    is absent or of another type is None, and ``base_known`` is False when ``base`` is
+    present but not a string or null.
+    """
+
+    __slots__ = ("base", "base_known", "created_at", "format", "id", "size_bytes")
+
+    def __init__(
+        self,
+        format: str,
+        id: str | None,
+        created_at: datetime | None,
+        base: str | None,
+        base_known: bool,
+        size_bytes: int,
+    ) -> None:
+        self.format = format
+        self.id = id
+        self.created_at = created_at
+        self.base = base
+        self.base_known = base_known
+        self.size_bytes = size_bytes
+        """The sizes listed in ``files``, if it is still listed as in ``sharedrec/1`` (else 0)."""
+
+
+def peek_newer_manifest(data: bytes) -> NewerManifest | None:
+    """The stable fields of ``manifest.json`` bytes a newer sharedrec wrote, else None."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    found = newer_format(raw, FORMAT)
+    if found is None:
+        return None
+    assert isinstance(raw, dict)
+    version = raw.get("id")
+    try:
+        created: datetime | None = _datetime(raw.get("created_at"), "created_at")
+    except _Bad:
+        created = None
+    base = raw.get("base")
+    files = raw.get("files")
+    size = 0
+    if isinstance(files, dict):
+        size = sum(
+            entry["size"]
+            for entry in files.values()
+            if isinstance(entry, dict) and type(entry.get("size")) is int and entry["size"] >= 0
+        )
+    return NewerManifest(
+        format=found,
+        id=version if isinstance(version, str) else None,
+        created_at=created if created is not None and created.tzinfo is not None else None,
+        base=base if isinstance(base, str) else None,
+        base_known=base is None or isinstance(base, str),
+        size_bytes=size,
+    )

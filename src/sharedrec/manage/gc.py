@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sharedrec.errors import CorruptVersion, InvalidInput
+from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
 from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, VERSIONS
 from sharedrec.manage.leases import read_leases
 from sharedrec.manage.versions import versions as list_versions
@@ -96,12 +96,16 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
     reader whose lease has not expired, older than ``grace`` and left by every pointer more
     than ``grace`` ago; and unfinished version folders older than ``grace`` that no publish
     holds a lease on. On an object store, first remove what killed publishers on this node
-    left in the local staging folder."""
-    backend = root.backend
-    if not dry_run and backend.local_path("") is None:
-        from sharedrec.write.staging import sweep_staging
+    left in the local staging folder.
 
-        sweep_staging(root.cache_dir, root.location)
+    A version a newer sharedrec wrote is never deleted, nor the versions it builds on (its
+    ``base``); a lease a newer sharedrec wrote may protect any version, as a damaged one does.
+
+    Raises:
+        NewerFormat: A newer sharedrec wrote ``CURRENT`` or a ref: only it knows what the
+            store keeps, and nothing is deleted.
+    """
+    backend = root.backend
     if not isinstance(keep, int) or keep < 0:
         raise InvalidInput(f"keep must be a non-negative int; got {keep!r}")
     grace_s = grace.total_seconds() if isinstance(grace, timedelta) else float(grace)
@@ -112,10 +116,24 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
     # Folders first, leases after: a publish leases its draft before creating the folder, so
     # every unfinished folder listed here has its lease among those read below.
     names = backend.listdir(VERSIONS)
-    pointed = {version: name for name, version in root.refs().items()}
-    leases, damaged = read_leases(backend, LEASES)
+    try:
+        pointed = {version: name for name, version in root.refs().items()}
+    except NewerFormat as exc:
+        raise NewerFormat(
+            f"garbage collection did not run, and deleted nothing: it cannot know what a newer "
+            f"sharedrec keeps. {exc}"
+        ) from None
+    if not dry_run and backend.local_path("") is None:
+        from sharedrec.write.staging import sweep_staging
+
+        sweep_staging(root.cache_dir, root.location)
+    leases, damaged, newer_leases = read_leases(backend, LEASES)
     leased = _live(leases, now)
-    versions = list_versions(root)
+    listed = list_versions(root)
+    # What this sharedrec cannot read stays out of every decision: it is kept, and so is
+    # every version it builds on.
+    newer = {info.id: info for info in listed if info.newer_format is not None}
+    versions = [info for info in listed if info.newer_format is None]
     newest = {info.id for info in versions[-keep:]} if keep else set()
     committed = {info.id: info for info in versions}
     # The version after each (oldest first): a pointer left a version no earlier than its
@@ -133,6 +151,12 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
             report.kept[name] = (
                 f"a symbolic link to {outside}: garbage collection never follows links (another "
                 "store's data may be there); remove the link by hand"
+            )
+            continue
+        if name in newer:
+            report.kept[name] = (
+                f"written by a newer sharedrec (format {newer[name].newer_format}): this sharedrec "
+                "cannot read it and leaves it alone; upgrade sharedrec"
             )
             continue
         mark = _read_mark(backend, directory)
@@ -164,6 +188,9 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
             if time.time() - modified < grace_s:
                 report.kept[name] = "unfinished, but recent: a publish may still be writing it"
                 continue
+            if newer_leases:
+                report.kept[name] = f"unfinished, but {_newer_leases(newer_leases)} may hold it"
+                continue
             report.unfinished.append(name)
             continue
         if name in pointed:
@@ -179,6 +206,9 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
         if damaged:
             report.kept[name] = f"damaged lease files ({', '.join(damaged)}) may protect it"
             continue
+        if newer_leases:
+            report.kept[name] = f"{_newer_leases(newer_leases)} may protect it"
+            continue
         if (now - info.created_at).total_seconds() < grace_s:
             report.kept[name] = "younger than the grace period"
             continue
@@ -189,18 +219,33 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
             )
             continue
         doomed.append(name)
-    # A delta version reads the versions below it: keep every base of a version kept.
-    kept = [name for name in committed if name not in doomed]
+    # A delta version reads the versions below it: keep every base of a version kept, and
+    # of a version a newer sharedrec wrote (its base as format 1 names it).
+    tops = [(name, committed[name].base) for name in committed if name not in doomed]
+    unknown = []
+    for name in newer:
+        base, known = _newer_base(backend, name)
+        tops.append((name, base))
+        if not known:
+            unknown.append(name)
     needed: dict[str, str] = {}
-    for name in kept:
-        below = committed[name].base
+    if unknown:
+        for name in doomed:
+            needed[name] = unknown[0]
+    for name, below in tops:
         while below is not None and below not in needed:
             needed[below] = name
             below = committed[below].base if below in committed else None
     for name in doomed:
         info = committed[name]
         if name in needed:
-            report.kept[name] = f"a base of delta version {needed[name]}, which is kept"
+            if needed[name] in unknown:
+                report.kept[name] = (
+                    f"version {needed[name]}, written by a newer sharedrec, may build on it (its base "
+                    "cannot be read): upgrade sharedrec"
+                )
+            else:
+                report.kept[name] = f"a base of delta version {needed[name]}, which is kept"
             continue
         report.deleted.append(name)
         report.freed_bytes += info.size_bytes
@@ -258,7 +303,7 @@ def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo
         # Everything that announced a use before this point is seen now; anything later
         # checks for the marks (see the module's docstring).
         protected = {version: _pointed_reason(ref) for ref, version in root.refs().items()}
-        leases, damaged = read_leases(backend, LEASES)
+        leases, damaged, newer_leases = read_leases(backend, LEASES)
         for version, reader in _live(leases, datetime.now(UTC)).items():
             protected.setdefault(version, f"leased by {reader}")
         for version in list(protected):
@@ -269,6 +314,8 @@ def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo
             reason = protected.get(name)
             if reason is None and damaged:
                 reason = f"damaged lease files ({', '.join(damaged)}) may protect it"
+            if reason is None and newer_leases:
+                reason = f"{_newer_leases(newer_leases)} may protect it"
             if reason is None and _read_mark(backend, directory) is None:
                 reason = "its mark was removed by someone else"
             elif reason is None and (mark := _read_mark(backend, directory)) and mark[0] != token:
@@ -318,8 +365,27 @@ def _base_of(backend: Backend, version: str) -> str | None:
     where = f"{VERSIONS}/{version}/{MANIFEST}"
     try:
         return Manifest.loads(backend.read_bytes(where), f"{backend.location}/{where}").base
+    except NewerFormat:
+        return _newer_base(backend, version)[0]
     except (FileNotFoundError, CorruptVersion, InvalidInput):
         return None
+
+
+def _newer_base(backend: Backend, version: str) -> tuple[str | None, bool]:
+    """The base of a version a newer sharedrec wrote, and whether it could be read."""
+    from sharedrec.format.schema import peek_newer_manifest
+
+    try:
+        peek = peek_newer_manifest(backend.read_bytes(f"{VERSIONS}/{version}/{MANIFEST}"))
+    except FileNotFoundError:
+        return None, True  # deleted meanwhile (by its own sharedrec): it needs nothing now
+    if peek is None:
+        return None, False
+    return peek.base, peek.base_known
+
+
+def _newer_leases(paths: list[str]) -> str:
+    return f"leases written by a newer sharedrec ({', '.join(paths)}; upgrade sharedrec)"
 
 
 def _live(leases: list[Lease], now: datetime) -> dict[str, str]:

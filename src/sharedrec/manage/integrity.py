@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sharedrec.errors import NewerFormat
 from sharedrec.format.layout import VERSIONS
 from sharedrec.read.checks import VerifyReport, check_version, raise_if_bad
 
@@ -24,11 +25,15 @@ def verify(root: StoreRoot, version: str | None = None, progress: ProgressMode =
     Raises:
         CorruptVersion: Some file is missing or does not match the manifest; the message
             lists the problems.
+        NewerFormat: A newer sharedrec wrote the version (or ``CURRENT``): it is not checked.
     """
     from sharedrec._progress import reporter
 
     version_id = version if version is not None else root.live_id()
-    manifest = root.manifest(version_id)
+    try:
+        manifest = root.manifest(version_id)
+    except NewerFormat as exc:
+        raise NewerFormat(f"version {version_id}: newer format, not checked: {exc}") from None
     report = check_version(root.backend, f"{VERSIONS}/{version_id}", manifest, "full", reporter(progress))
     raise_if_bad(report, root.location)
     return report

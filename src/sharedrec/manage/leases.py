@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sharedrec.errors import CorruptVersion
+from sharedrec.errors import CorruptVersion, NewerFormat
 from sharedrec.format.layout import LEASES
 
 if TYPE_CHECKING:
@@ -46,7 +46,10 @@ class LeaseInfo:
 
 
 def fleet(root: StoreRoot) -> list[LeaseInfo]:
-    """Every lease in the store's ``leases/`` folder, sorted by reader id (a pod's together)."""
+    """Every lease in the store's ``leases/`` folder, sorted by reader id (a pod's together).
+
+    Leases a newer sharedrec wrote are left out, with a warning naming them.
+    """
     now = datetime.now(UTC)
     live = root.current()
     return sorted(
@@ -71,17 +74,19 @@ def fleet(root: StoreRoot) -> list[LeaseInfo]:
     )
 
 
-def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str]]:
-    """Every parsable lease under ``folder`` (every process's), and the paths of damaged ones."""
-    files, damaged = read_lease_files(backend, folder)
-    return [lease for _, lease in files], damaged
+def read_leases(backend: Backend, folder: str) -> tuple[list[Lease], list[str], list[str]]:
+    """Every parsable lease under ``folder`` (every process's), the paths of damaged ones,
+    and the paths of those a newer sharedrec wrote (which may protect anything, like a
+    damaged one, and are left alone)."""
+    files, damaged, newer = read_lease_files(backend, folder)
+    return [lease for _, lease in files], damaged, newer
 
 
-def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lease]], list[str]]:
+def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lease]], list[str], list[str]]:
     """Like `read_leases`, with the name of each lease's file."""
     from sharedrec.format.schema import Lease
 
-    leases, damaged = [], []
+    leases, damaged, newer = [], [], []
     for name in backend.listdir(folder):
         if not name.endswith(".json") or name.startswith("."):
             continue
@@ -90,6 +95,9 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             leases.append((name, Lease.loads(backend.read_bytes(path), f"{backend.location}/{path}")))
         except FileNotFoundError:
             continue  # its reader closed while we listed
+        except NewerFormat as exc:
+            log.warning("%s", exc)
+            newer.append(f"{backend.location}/{path}")
         except CorruptVersion as exc:
             log.warning("damaged lease: %s", exc)
             damaged.append(f"{backend.location}/{path}")
@@ -97,7 +105,7 @@ def read_lease_files(backend: Backend, folder: str) -> tuple[list[tuple[str, Lea
             # Renewed again at every attempt, or unreadable: it may protect anything.
             log.warning("could not read lease %s/%s: %s", backend.location, path, exc)
             damaged.append(f"{backend.location}/{path}")
-    return leases, damaged
+    return leases, damaged, newer
 
 
 def process_of(name: str, lease: Lease) -> str:

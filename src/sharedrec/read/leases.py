@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from sharedrec.backends.base import Backend
 from sharedrec.errors import InvalidInput, SharedrecError
+from sharedrec.format.layout import LEASE_FORMAT
 
 __all__ = ["LeaseKeeper", "default_reader_id", "lease_bytes"]
 
@@ -171,7 +172,8 @@ class LeaseKeeper:
         file behind, and a pod whose container restarts would pile them up. An expired
         lease protects nothing, and one expired for an hour belongs to no live reader in
         practice: a process back from so long a pause writes its lease again at its next
-        heartbeat. Damaged files are left to people (garbage collection reports them).
+        heartbeat. Damaged files are left to people (garbage collection reports them), and
+        files of another lease format (a newer sharedrec's) alone.
         """
         prefix = f"{self.reader_id}."
         own = self._path.rsplit("/", 1)[-1]
@@ -189,6 +191,9 @@ class LeaseKeeper:
                 lease = json.loads(self._backend.read_bytes(path))
                 if lease.get("reader_id") != self.reader_id:
                     continue  # another reader whose id starts like this one
+                if lease.get("format", LEASE_FORMAT) != LEASE_FORMAT:
+                    continue  # a newer sharedrec's: its own reader sweeps it
+
                 expires = datetime.fromisoformat(lease["expires_at"]).timestamp()
             except Exception:
                 continue

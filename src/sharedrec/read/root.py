@@ -90,7 +90,12 @@ class StoreRoot:
     # -- pointers --------------------------------------------------------------------------
 
     def read_pointer(self, ref: str = "current") -> tuple[Pointer | None, bytes | None]:
-        """The pointer ``ref`` (``"current"`` is ``CURRENT``) and its raw bytes, or (None, None)."""
+        """The pointer ``ref`` (``"current"`` is ``CURRENT``) and its raw bytes, or (None, None).
+
+        Raises:
+            CorruptVersion: The pointer cannot be parsed.
+            NewerFormat: A newer sharedrec wrote it: no writer of this sharedrec may move it.
+        """
         path = ref_path(ref)
         raw = self.read_file(path)
         if raw is None:
@@ -136,6 +141,7 @@ class StoreRoot:
         Raises:
             VersionNotFound: No such version, or its publish never finished.
             CorruptVersion: The manifest is truncated, invalid, or describes another version.
+            NewerFormat: A newer sharedrec wrote the manifest.
         """
         validate_version_id(version_id)
         path = f"{VERSIONS}/{version_id}/{MANIFEST}"

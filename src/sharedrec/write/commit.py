@@ -20,6 +20,7 @@ from sharedrec.backends.base import PointerMoved, file_crc32
 from sharedrec.errors import (
     ConcurrentPublishError,
     CorruptVersion,
+    NewerFormat,
     PublishRejected,
     SharedrecError,
     VersionGone,
@@ -138,7 +139,11 @@ def judge(
 
 
 def _open_live(root: StoreRoot, parent: Pointer | None) -> Reader | None:
-    """The version the guards compare with (the pointer's), or None when it cannot be read."""
+    """The version the guards compare with (the pointer's), or None when it is damaged.
+
+    Raises:
+        NewerFormat: A newer sharedrec wrote it: the guards cannot compare with it.
+    """
     from sharedrec.read.reader import Reader
     from sharedrec.read.version import open_version
 
@@ -146,6 +151,11 @@ def _open_live(root: StoreRoot, parent: Pointer | None) -> Reader | None:
         return None
     try:
         return Reader(open_version(root, parent.version, "lazy"))
+    except NewerFormat as exc:
+        raise NewerFormat(
+            f"the publish guards cannot compare with the live version {parent.version}, and nothing "
+            f"was published: {exc}"
+        ) from None
     except SharedrecError as exc:
         log.warning(
             "guards cannot read the live version %s (%s); comparing with nothing", parent.version, exc
@@ -359,5 +369,7 @@ def _pointer_version(raw: bytes | None) -> str:
         return "(none: CURRENT was deleted)"
     try:
         return Pointer.loads(raw, CURRENT).version
+    except NewerFormat:
+        return "(a version of a newer sharedrec)"
     except Exception:
         return "(unreadable CURRENT)"

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sharedrec.backends.base import PointerMoved
-from sharedrec.errors import ConcurrentPublishError, CorruptVersion, VersionGone
+from sharedrec.errors import ConcurrentPublishError, CorruptVersion, NewerFormat, VersionGone
 from sharedrec.format.layout import LEASES, MANIFEST, MAX_CHAIN, VERSIONS
 from sharedrec.read.leases import lease_bytes
 from sharedrec.read.version import version_condemned
@@ -215,15 +215,20 @@ def _unsettled(backend: Backend, versions: list[str]) -> str | None:
 
 
 def chain_below(backend: Backend, base: str | None, top: str) -> list[str]:
-    """The versions below a delta: its base, the base's base... (as far as they can be read)."""
-    from sharedrec.format.schema import Manifest
+    """The versions below a delta: its base, the base's base... (as far as they can be read;
+    a version a newer sharedrec wrote by the ``base`` its format keeps)."""
+    from sharedrec.format.schema import Manifest, peek_newer_manifest
 
     found: list[str] = []
     while base is not None and base not in found and base != top and len(found) < MAX_CHAIN:
         found.append(base)
         where = f"{VERSIONS}/{base}/{MANIFEST}"
         try:
-            base = Manifest.loads(backend.read_bytes(where), f"{backend.location}/{where}").base
+            data = backend.read_bytes(where)
+            base = Manifest.loads(data, f"{backend.location}/{where}").base
+        except NewerFormat:
+            peek = peek_newer_manifest(data)
+            base = peek.base if peek is not None else None
         except (FileNotFoundError, CorruptVersion):
             break  # the check of the chain reports it
     return found
