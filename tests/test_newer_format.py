@@ -369,3 +369,16 @@ def test_unknown_fields_of_the_current_format_are_still_damage(
         store.reader()
     report = store.gc(keep=0, grace=0, dry_run=True)
     assert "damaged" in report.kept[vid]
+
+
+def test_rollback_from_a_newer_version_under_a_pointer_this_sharedrec_writes(
+    store: sharedrec.RecommendationStore,
+) -> None:
+    first = publish(store, 1)
+    live = publish(store, 2)
+    _newer_manifest(store, live)  # older readers cannot serve it: the way back is a rollback
+    assert store.rollback() == first
+    with store.reader(lease=False) as reader:
+        assert reader.version == first
+    assert json.loads((Path(store.location) / "CURRENT").read_bytes())["format"] == "sharedrec-pointer/1"
+    assert store.gc(keep=0, grace=0).kept[live].startswith("written by a newer sharedrec")
