@@ -417,7 +417,7 @@ def test_written_counts_added_changed_and_removed(tmp_path: Path) -> None:
     home, emb = draft.written["home"], draft.written["emb"]
     assert (home.mode, home.keys, home.written) == ("delta", 98, 12)
     assert (home.added, home.changed, home.removed) == (3, 4, 5)
-    assert str(home) == "written as a delta: 3 keys added, 4 changed, 5 removed; 98 keys in all"
+    assert str(home) == "written as a delta: 3 added, 4 changed, 5 removed (98 keys in all)"
     assert (emb.mode, emb.keys, emb.written) == ("full", 100, 100)
     assert emb.reason is not None and "has no collection 'emb'" in emb.reason
 

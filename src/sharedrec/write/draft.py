@@ -215,8 +215,8 @@ def publish_ranked(
 class Written:
     """What a draft wrote of one collection: one value of `Draft.written`.
 
-    ``str()`` of it is a one-line summary, e.g. ``written as a delta: 40 keys added, 50
-    changed, 10 removed; 1,000,000 keys in all``.
+    ``str()`` of it is a one-line summary, e.g. ``written as a delta: 40 added, 50 changed,
+    10 removed (1,000,000 keys in all)``.
     """
 
     mode: Literal["delta", "full"]
@@ -238,8 +238,8 @@ class Written:
     def __str__(self) -> str:
         if self.mode == "delta":
             return (
-                f"written as a delta: {self.added:,} keys added, {self.changed:,} changed, "
-                f"{self.removed:,} removed; {self.keys:,} keys in all"
+                f"written as a delta: {self.added:,} added, {self.changed:,} changed, "
+                f"{self.removed:,} removed ({self.keys:,} keys in all)"
             )
         text = f"written in full: {self.keys:,} keys"
         return f"{text} (not as a delta: {self.reason})" if self.reason else text
