@@ -483,3 +483,28 @@ def test_a_draft_has_a_repr(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert repr(failed).startswith("Draft(version=") and "ref='canary', full" in repr(failed)
     assert repr(failed).endswith("aborted)")
+
+
+def test_a_delta_over_partitioned_collections_is_a_full_version_that_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(60)
+    handle = store.begin_publish(partitions=2)
+    owners = handle.partition_of(keys)
+    receipts = [
+        handle.write_ranked("home", part, keys[owners == part], items[owners == part], scores[owners == part])
+        for part in range(2)
+    ]
+    base = store.commit_publish(handle, receipts, guards=[])
+    with caplog.at_level("WARNING", logger="sharedrec"), store.publish(delta=True, progress=False) as draft:
+        draft.add_ranked("home", keys, items + 1, scores)
+    written = draft.written["home"]
+    assert (written.mode, written.keys, written.written) == ("full", 60, 60)
+    assert written.reason == (
+        f"the base version {base} holds partitioned collections (home), which deltas cannot build on"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"version {draft.version_id} is written in full, not as a delta: {written.reason}"
+    ]
+    assert store.manifest(draft.version_id).base is None
