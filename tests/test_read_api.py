@@ -154,7 +154,14 @@ def test_reprs_say_what_is_open(tmp_path: Any) -> None:
             "Whole('home', ranked, 100 int64 keys, default of 1, fallbacks=['popular'], 4 wide)"
         )
         assert repr(v.ranked["popular"]) == "Whole('popular', ranked, 1 int64 keys, serve_to_all, 4 wide)"
+    store.set_current(delta, ref="canary")
+    with store.reader(ref="canary") as reader:
+        assert (
+            repr(reader)
+            == f"Reader(version={delta!r}, following refs/canary, collections=['home', 'popular'])"
+        )
     with store.reader() as reader:
+        assert repr(reader).startswith(f"Reader(version={delta!r}, following CURRENT, ")
         v = reader._v  # noqa: SLF001 - the objects behind the reader are what is under test
         assert repr(v).startswith(f"OpenVersion({delta!r}, ") and repr(v).endswith(f", base={full!r})")
         assert repr(v.ranked["home"]) == (

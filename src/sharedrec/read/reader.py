@@ -582,7 +582,8 @@ class Reader:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("pinned" if self.pinned else "following CURRENT")
+        refresher = self._refresher
+        state = "closed" if self._closed else (f"following {refresher.pointer}" if refresher else "pinned")
         collections = sorted(self._v.manifest.collections)
         return f"Reader(version={self.version!r}, {state}, collections={collections})"
 
