@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, KeyNotFound
+from sharedrec.write.draft import Written
 
 from conftest import make_ranked
 
@@ -314,3 +315,196 @@ def test_damaged_chains_are_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({**manifest, "base": None}))  # a delta collection, no base
     with pytest.raises(CorruptVersion, match="is a delta, but the version names no base"):
         store.reader(lease=False)
+
+
+# -- what a delta publish wrote, and why in full ----------------------------------------------
+
+
+def _lists(n: int, k: int = 3) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+    keys = np.arange(n, dtype=np.int64)
+    items = (keys[:, None] * 10 + np.arange(k)).astype(np.int32)
+    scores = np.tile(np.array([0.9, 0.5, 0.1][:k], dtype=np.float32), (n, 1))
+    return keys, items, scores
+
+
+def test_a_delta_whose_wider_dtypes_cast_exactly_stays_a_delta(tmp_path: Path) -> None:
+    # List input gave int32 items and float32 scores; long input gives int64 and float64 of
+    # the same values: the new rows fit the base's dtypes, so only the changes are written.
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(1000)
+    store.publish_ranked("home", keys, items, scores, progress=False)
+    wide_items, wide_scores = items.astype(np.int64), scores.astype(np.float64)
+    wide_items[:100] += 5  # 100 lists change
+    with store.publish(delta=True, progress=False) as draft:
+        draft.add_ranked("home", keys, wide_items, wide_scores)
+    written = draft.written["home"]
+    assert (written.mode, written.keys, written.written, written.reason) == ("delta", 1000, 100, None)
+    assert (written.added, written.changed, written.removed) == (0, 100, 0)
+    home = store.manifest(draft.version_id).collections["home"]
+    assert home.delta
+    assert home.arrays["items"].dtype == "<i4" and home.arrays["scores"].dtype == "<f4"
+    assert home.arrays["keys"].shape == (100,)
+    with store.reader(lease=False) as reader:
+        got_items, got_scores, found = reader.get_many("home", keys)
+        assert found.all()
+        np.testing.assert_array_equal(got_items, wide_items)
+        np.testing.assert_array_equal(got_scores, scores)
+
+
+def test_a_delta_with_narrower_dtypes_stays_a_delta(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(200)
+    store.publish_ranked("home", keys, items.astype(np.int64), scores.astype(np.float64), progress=False)
+    items[:7] += 1
+    with store.publish(delta=True, progress=False) as draft:
+        draft.add_ranked("home", keys, items, scores)
+    assert draft.written["home"].mode == "delta"
+    assert draft.written["home"].changed == 7
+    assert store.manifest(draft.version_id).collections["home"].arrays["items"].dtype == "<i8"
+
+
+def test_a_delta_that_cannot_keep_the_base_dtypes_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(300)
+    store.publish_ranked("home", keys, items, scores, progress=False)
+    wide = items.astype(np.int64)
+    wide[3, 0] = 5_000_000_000  # needs int64
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="sharedrec"), store.publish(delta=True, progress="plain") as draft:
+        draft.add_ranked("home", keys, wide, scores)
+    written = draft.written["home"]
+    assert (written.mode, written.keys, written.written) == ("full", 300, 300)
+    assert written.reason is not None
+    assert "items dtype int64 differs from the base's int32" in written.reason
+    assert "5000000000" in written.reason
+    assert "not as a delta" in str(written) and "300 keys" in str(written)
+    warned = [r for r in caplog.records if r.name == "sharedrec" and r.levelname == "WARNING"]
+    assert len(warned) == 1
+    assert "collection 'home'" in warned[0].getMessage()
+    assert written.reason in warned[0].getMessage()
+    assert written.reason in capsys.readouterr().err  # shown with the progress lines
+    assert not store.manifest(draft.version_id).collections["home"].delta
+
+
+def test_scores_that_float32_cannot_hold_exactly_are_written_in_full(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(50)
+    store.publish_ranked("home", keys, items, scores, progress=False)
+    precise = scores.astype(np.float64)
+    precise[10] = [0.9, 0.5, 0.1]  # 0.1 as a float64: float32 rounds it
+    version = store.publish_ranked("home", keys, items, precise, delta=True, guards=[], progress=False)
+    home = store.manifest(version).collections["home"]
+    assert not home.delta and home.arrays["scores"].dtype == "<f8"
+    with store.publish(delta=True, guards=[], progress=False) as draft:
+        draft.add_ranked("home", keys, items, precise + 1.0)
+    reason = draft.written["home"].reason
+    assert draft.written["home"].mode == "delta" and reason is None  # the base is float64 now
+
+
+def test_written_counts_added_changed_and_removed(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(100)
+    store.publish_ranked("home", keys, items, scores, progress=False)
+    new_keys = np.concatenate([keys[5:], [1000, 1001, 1002]])  # 5 removed, 3 added
+    new_items = np.concatenate([items[5:], items[:3]])
+    new_items[:4] += 1  # 4 changed
+    new_scores = np.concatenate([scores[5:], scores[:3]])
+    with store.publish(delta=True, guards=[], progress=False) as draft:
+        draft.add_ranked("home", new_keys, new_items, new_scores)
+        draft.add_vectors("emb", keys, np.ones((100, 4), np.float32))  # not in the base
+    home, emb = draft.written["home"], draft.written["emb"]
+    assert (home.mode, home.keys, home.written) == ("delta", 98, 12)
+    assert (home.added, home.changed, home.removed) == (3, 4, 5)
+    assert str(home) == "written as a delta: 3 added, 4 changed, 5 removed (98 keys in all)"
+    assert (emb.mode, emb.keys, emb.written) == ("full", 100, 100)
+    assert emb.reason is not None and "has no collection 'emb'" in emb.reason
+
+
+def test_written_when_no_delta_was_asked_or_none_was_possible(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(20)
+    with store.publish(delta=True, progress=False) as draft:  # nothing live yet
+        draft.add_ranked("home", keys, items, scores)
+    first = draft.written["home"]
+    assert (first.mode, first.keys, first.written) == ("full", 20, 20)
+    assert first.reason is not None and "no version is live yet" in first.reason
+    with store.publish(progress=False, guards=[]) as draft:  # no delta asked for
+        draft.add_ranked("home", keys, items + 1, scores)
+    assert draft.written["home"] == Written("full", 20, 20)
+    assert str(draft.written["home"]) == "written in full: 20 keys"
+    with store.publish(delta=True, max_chain=1, progress=False, guards=[]) as draft:
+        draft.add_ranked("home", keys, items + 2, scores)
+    assert draft.written["home"].mode == "delta"
+    with store.publish(delta=True, max_chain=1, progress=False, guards=[]) as draft:
+        draft.add_ranked("home", keys, items + 3, scores)
+    chained = draft.written["home"]
+    assert chained.mode == "full" and "max_chain=1" in (chained.reason or "")
+
+
+def test_vectors_of_another_dtype_cast_or_say_why(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys = np.arange(40)
+    vectors = np.arange(160, dtype=np.float32).reshape(40, 4)
+    store.publish_vectors("emb", keys, vectors, progress=False)
+    exact = vectors.astype(np.float64)
+    exact[:2] += 1
+    with store.publish(delta=True, progress=False) as draft:
+        draft.add_vectors("emb", keys, exact)
+    assert (draft.written["emb"].mode, draft.written["emb"].changed) == ("delta", 2)
+    with store.publish(delta=True, progress=False, guards=[]) as draft:
+        draft.add_vectors("emb", keys, np.ones((40, 8), np.float32))
+    assert draft.written["emb"].reason == "its vectors have 8 dimensions; the base's have 4"
+
+
+def test_a_default_item_beyond_int32_widens_the_lists(tmp_path: Path) -> None:
+    # The default list is stored in the lists' dtype: an id int32 cannot hold must widen the
+    # lists rather than wrap to a negative id.
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(10)
+    store.publish_ranked("home", keys, items, scores, default=([5_000_000_000], [0.5]), progress=False)
+    with store.reader(lease=False) as reader:
+        assert reader.get("home", 99).items.tolist() == [5_000_000_000]
+        assert reader.get("home", 1).items.tolist() == [10, 11, 12]
+
+
+def test_a_draft_has_a_repr(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(10)
+    base = store.publish_ranked("home", keys, items, scores, progress=False)
+    draft = store.publish(delta=True, ref="current", progress=False, version_id="v-2")
+    assert repr(draft) == f"Draft(version='v-2', ref='current', delta over '{base}', collections=[], new)"
+    with draft:
+        draft.add_ranked("home", keys, items + 1, scores)
+        assert repr(draft).endswith("collections=['home'], open)")
+    assert repr(draft).endswith("committed)") and draft.state == "committed"
+    with pytest.raises(RuntimeError), store.publish(progress=False, ref="canary") as failed:
+        raise RuntimeError("boom")
+    assert repr(failed).startswith("Draft(version=") and "ref='canary', full" in repr(failed)
+    assert repr(failed).endswith("aborted)")
+
+
+def test_a_delta_over_partitioned_collections_is_a_full_version_that_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = sharedrec.open(tmp_path / "store")
+    keys, items, scores = _lists(60)
+    handle = store.begin_publish(partitions=2)
+    owners = handle.partition_of(keys)
+    receipts = [
+        handle.write_ranked("home", part, keys[owners == part], items[owners == part], scores[owners == part])
+        for part in range(2)
+    ]
+    base = store.commit_publish(handle, receipts, guards=[])
+    with caplog.at_level("WARNING", logger="sharedrec"), store.publish(delta=True, progress=False) as draft:
+        draft.add_ranked("home", keys, items + 1, scores)
+    written = draft.written["home"]
+    assert (written.mode, written.keys, written.written) == ("full", 60, 60)
+    assert written.reason == (
+        f"the base version {base} holds partitioned collections (home), which deltas cannot build on"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"version {draft.version_id} is written in full, not as a delta: {written.reason}"
+    ]
+    assert store.manifest(draft.version_id).base is None

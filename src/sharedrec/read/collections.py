@@ -262,6 +262,9 @@ class Whole(_Indexed):
         """The vector at ``row``, as a read-only view."""
         return self.rows[0].row(row)
 
+    def __repr__(self) -> str:
+        return f"Whole({_describe(self.name, self.spec)}, {self.rows[0].n_cols} wide)"
+
     def locate(self, key: object) -> tuple[Whole, int]:
         return self, self.index.find(key)
 
@@ -322,6 +325,11 @@ class Partitioned(_Indexed):
         if spec.default_length is not None:
             self.default = _default_list(name, arrays, spec.default_length)
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+
+    def __repr__(self) -> str:
+        held = sum(part is not None for part in self.parts)
+        described = _describe(self.name, self.spec)
+        return f"Partitioned({described}, {len(self.parts)} partitions, {held} holding keys)"
 
     def locate(self, key: object) -> tuple[Whole, int]:
         part = self.parts[self.index.partition(key)]
@@ -484,6 +492,10 @@ class Chained:
         self.default = default
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
 
+    def __repr__(self) -> str:
+        touched = len(self.chain.lookup)
+        return f"Chained({_describe(self.name, self.spec)}; deltas added, changed or removed {touched:,})"
+
     def locate(self, key: object) -> tuple[Whole, int]:
         return self.chain.locate(key)
 
@@ -520,6 +532,18 @@ class Chained:
 
     def contains(self, key: object) -> bool:
         return bool(self.chain.locate(key)[1] >= 0)
+
+
+def _describe(name: str, spec: CollectionSpec) -> str:
+    """What every collection's repr starts with: name, kind, keys and extras."""
+    extras = "".join(
+        [
+            f", default of {spec.default_length}" if spec.default_length is not None else "",
+            f", fallbacks={spec.fallbacks}" if spec.fallbacks else "",
+            ", serve_to_all" if spec.serve_to_all else "",
+        ]
+    )
+    return f"{name!r}, {spec.kind}, {spec.count:,} {spec.key_type} keys{extras}"
 
 
 def _default_list(name: str, arrays: dict[str, MappedArray], n: int) -> RankedList:

@@ -37,6 +37,8 @@ class Refresher(Protocol):
     """What a following reader needs from its store (implemented by `Follower`)."""
 
     interval: float | None
+    pointer: str
+    """The pointer file followed: ``CURRENT``, or ``refs/<name>`` for a named ref."""
 
     def due(self) -> bool:
         """Whether the background thread should poll now."""
@@ -80,6 +82,7 @@ class Follower:
         path: str = CURRENT,
     ) -> None:
         self.interval = interval
+        self.pointer = path
         self._path = path
         self._root = root
         self._opener = opener

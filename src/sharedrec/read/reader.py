@@ -13,7 +13,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sharedrec.read.follow import Refresher
     from sharedrec.read.leases import LeaseKeeper
 
-__all__ = ["OpenVersion", "RankedList", "Reader", "ReaderStats"]
+__all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader", "ReaderStats"]
 
 log = logging.getLogger("sharedrec")
 
@@ -462,6 +462,26 @@ class Reader:
         """The list served to keys ``collection`` has no row for, or None."""
         return self._find(collection).default
 
+    # -- a collection as a mapping ---------------------------------------------------------
+
+    def __getitem__(self, collection: str) -> CollectionView:
+        """``reader["home"]``: the collection as a read-only mapping of its keys
+        (`CollectionView`): ``[key]``, ``in``, ``len()`` and iteration over its keys.
+
+        Raises:
+            UnknownCollection: The version served now has no such collection.
+        """
+        self._find(collection)
+        return CollectionView(self, collection)
+
+    def __contains__(self, collection: object) -> bool:
+        """``"home" in reader``: whether the version served now has that collection."""
+        return collection in self._v.manifest.collections
+
+    def __iter__(self) -> Iterator[str]:
+        """The names of the collections of the version served now."""
+        return iter(list(self._v.manifest.collections))
+
     def _find(self, collection: str) -> Collection:
         v = self._v
         col = v.ranked.get(collection) or v.vectors.get(collection)
@@ -562,7 +582,8 @@ class Reader:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("pinned" if self.pinned else "following CURRENT")
+        refresher = self._refresher
+        state = "closed" if self._closed else (f"following {refresher.pointer}" if refresher else "pinned")
         collections = sorted(self._v.manifest.collections)
         return f"Reader(version={self.version!r}, {state}, collections={collections})"
 
@@ -614,3 +635,46 @@ class Reader:
                 f"not {kind}; {kind} collections: {have}"
             )
         return UnknownCollection(f"version {v.id} has no {kind} collection {collection!r}; it has {have}")
+
+
+class CollectionView(Mapping[Any, Any]):
+    """One collection of a `Reader` as a read-only mapping, from ``reader["home"]``.
+
+    ``view[key]`` is ``reader.get("home", key)`` for a ranked collection (a `RankedList`,
+    fallbacks and the default list included, so it may answer a key that ``key in view``
+    says it does not hold) and ``reader.vector("home", key)`` for vectors; ``key in view``
+    is `Reader.contains`, ``len(view)`` is `Reader.count`, and iterating yields the keys as
+    Python ``int`` or ``str``. ``view.get(key)`` returns None for a key nothing answers.
+    The view follows the reader: after a switch it answers from the new version. For the
+    fastest lookups call ``reader.get`` directly.
+    """
+
+    __slots__ = ("name", "reader")
+
+    def __init__(self, reader: Reader, name: str) -> None:
+        self.reader = reader
+        self.name = name
+
+    def __getitem__(self, key: int | str) -> Any:
+        spec = self.reader.collections.get(self.name)
+        if spec is not None and spec.kind == "vectors":
+            return self.reader.vector(self.name, key)
+        return self.reader.get(self.name, key)
+
+    def __contains__(self, key: object) -> bool:
+        return self.reader.contains(self.name, key)  # type: ignore[arg-type]  # checked there
+
+    def __len__(self) -> int:
+        return self.reader.count(self.name)
+
+    def __iter__(self) -> Iterator[int | str]:
+        keys = self.reader.keys(self.name)
+        if isinstance(keys, list):
+            return iter(keys)
+        # Python ints a block at a time: a list of every key of a large collection is big.
+        return (key for start in range(0, len(keys), 65536) for key in keys[start : start + 65536].tolist())
+
+    def __repr__(self) -> str:
+        spec = self.reader.collections.get(self.name)
+        what = f"{spec.kind}, {spec.count:,} {spec.key_type} keys" if spec is not None else "absent"
+        return f"CollectionView({self.name!r}, {what}, version={self.reader.version!r})"

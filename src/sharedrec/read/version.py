@@ -199,6 +199,10 @@ class OpenVersion:
             version = version.base
         return ids
 
+    def __repr__(self) -> str:
+        base = f", base={self.base.id!r}" if self.base is not None else ""
+        return f"OpenVersion({self.id!r}, ranked={list(self.ranked)}, vectors={list(self.vectors)}{base})"
+
     def emptied(self) -> OpenVersion:
         """The same version with no collection mapped (what a closed reader holds)."""
         return OpenVersion(self.manifest, self.source, self.root, mapped=False)

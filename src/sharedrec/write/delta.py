@@ -3,13 +3,17 @@
 A delta publish is given the full new data as usual; only the rows that differ from the
 base are written, the keys the base has and the new data lacks are written as tombstones
 (``removed``), and the base's collections the publish does not mention are inherited as
-they are. Everything here reads the base through the public `Reader` API. Compaction
-back to a full version (`sharedrec.write.draft.compact`) is a draft like any other.
+they are. New rows are stored in the base's dtypes when every value survives the cast
+(`fit`), so a delta is not lost to a wider input dtype. When a delta is asked for and
+cannot be written, a `FullWrite` says why. Everything here reads the base through the
+public `Reader` API. Compaction back to a full version (`sharedrec.write.draft.compact`)
+is a draft like any other.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,9 +31,43 @@ if TYPE_CHECKING:
     from sharedrec.read.root import StoreRoot
     from sharedrec.write import validate as _validate
 
-__all__ = ["changes", "delta_base", "inherit", "pad_rows", "rows_equal", "write_removed"]
+__all__ = [
+    "Changes",
+    "FullWrite",
+    "changes",
+    "delta_base",
+    "fit",
+    "inherit",
+    "pad_rows",
+    "rows_equal",
+    "stored_dtypes",
+    "write_removed",
+]
 
 log = logging.getLogger("sharedrec")
+
+
+@dataclass(frozen=True)
+class FullWrite:
+    """Why a delta was asked for and a full write happens instead."""
+
+    reason: str
+    """What stood in the way, e.g. "items dtype int64 differs from the base's int32 ..."."""
+    expected: bool = False
+    """True when the full write is the designed outcome (nothing live to build on, a
+    collection the base lacks, the chain limit): logged at INFO rather than WARNING."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a delta writes of one collection."""
+
+    rows: NDArray[np.bool_]
+    """Which input rows are written: keys added, or whose row differs from the base's."""
+    added: int
+    """How many of those keys the base collection lacks."""
+    gone: list[Any]
+    """The keys of the base collection that the new data lacks (written as tombstones)."""
 
 
 def delta_base(
@@ -38,8 +76,9 @@ def delta_base(
     delta: bool,
     pointer: Pointer | None,
     max_chain: int,
-) -> Reader | None:
-    """The version a delta publish builds on, opened pinned; None for a full version.
+) -> Reader | FullWrite | None:
+    """The version a delta publish builds on, opened pinned; None when no delta was asked
+    for, or the `FullWrite` that says why a delta asked for cannot be written.
 
     Raises:
         InvalidInput: ``max_chain`` is out of range.
@@ -53,21 +92,20 @@ def delta_base(
         return None
     if base is None:
         if pointer is None:
-            log.info("no version is live yet: writing a full version instead of a delta")
-            return None
+            return FullWrite("no version is live yet: there is nothing to build a delta on", expected=True)
         base = pointer.version
     manifest = root.manifest(base)
-    if any(spec.partitions is not None for spec in manifest.collections.values()):
-        log.info("version %s holds partitioned collections: writing a full version, not a delta", base)
-        return None
-    if manifest.depth + 1 > max_chain:
-        log.info(
-            "a delta over %s would make a chain of %d deltas (max_chain=%d): writing a full version",
-            base,
-            manifest.depth + 1,
-            max_chain,
+    partitioned = sorted(name for name, spec in manifest.collections.items() if spec.partitions is not None)
+    if partitioned:
+        return FullWrite(
+            f"the base version {base} holds partitioned collections ({', '.join(partitioned)}), "
+            "which deltas cannot build on"
         )
-        return None
+    if manifest.depth + 1 > max_chain:
+        return FullWrite(
+            f"a delta over {base} would make a chain of {manifest.depth + 1} deltas (max_chain={max_chain})",
+            expected=True,
+        )
     # A pinned reader with a lease: garbage collection keeps the base while the delta is
     # written over it (the draft closes the reader when it is done).
     from sharedrec.read.open import open_reader
@@ -75,37 +113,67 @@ def delta_base(
     return open_reader(root, base, pin=True, refresh_interval=None, verify="lazy")
 
 
+def stored_dtypes(
+    base: Reader, name: str, kind: str, keys: _validate.Keys, width: int
+) -> list[np.dtype[Any]] | FullWrite:
+    """The dtypes the base stores the rows of ``name`` in (items and scores, or vectors), or
+    why the collection is written in full: the base has no collection of that name, or one
+    of another kind, key type or vector dimension."""
+    spec = base.collections.get(name)
+    if spec is None:
+        return FullWrite(f"the base version {base.version} has no collection {name!r}", expected=True)
+    if spec.kind != kind:
+        return FullWrite(f"it holds {kind}; the base's {name!r} holds {spec.kind}")
+    if spec.key_type != keys.kind:
+        return FullWrite(f"its keys are {keys.kind}; the base's are {spec.key_type}")
+    if kind == "vectors" and spec.width != width:
+        return FullWrite(f"its vectors have {width} dimensions; the base's have {spec.width}")
+    # Every level of a chain stores rows alike, and a batch comes back in the stored dtypes:
+    # one key's answer tells them.
+    query: Any = (
+        keys.ints[:1] if keys.ints is not None else [key.decode() for key in (keys.encoded or [])[:1]]
+    )
+    if kind == "vectors":
+        return [base.vectors(name, query)[0].dtype]
+    items, scores, _ = base.get_many(name, query)
+    return [items.dtype, scores.dtype]
+
+
+def fit(array: NDArray[Any], dtype: np.dtype[Any]) -> tuple[NDArray[Any] | None, Any]:
+    """``(array as dtype, None)`` when every value survives the cast unchanged (NaN padding
+    survives as NaN); otherwise ``(None, the first value that does not)``."""
+    target = np.dtype(dtype).newbyteorder("<")
+    if array.dtype.newbyteorder("<") == target:
+        return array, None
+    if array.dtype.kind != target.kind:
+        return None, array.flat[0] if array.size else None
+    if np.can_cast(array.dtype, target, "safe"):
+        return array.astype(target), None
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        outside = (array < info.min) | (array > info.max)
+        if outside.any():
+            return None, array[outside][0].item()
+        return array.astype(target), None
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(target)
+        kept = (cast.astype(array.dtype) == array) | (np.isnan(cast) & np.isnan(array))
+    if not kept.all():
+        return None, array[~kept][0].item()
+    return cast, None
+
+
 def changes(
     base: Reader,
     name: str,
-    kind: str,
     keys: _validate.Keys,
     rows: NDArray[Any],
     scores: NDArray[Any] | None,
     reporter: Reporter,
-) -> tuple[NDArray[np.bool_], list[Any]] | None:
-    """Which input rows differ from the base, and the keys of the base removed.
-
-    None when the collection is written in full: the base has no collection of that name,
-    kind and key type (or vectors of another dimension, or rows of other dtypes).
-    """
-    spec = base.collections.get(name)
-    if spec is None or spec.kind != kind or spec.key_type != keys.kind:
-        return None
-    if kind == "vectors" and spec.width != rows.shape[1]:
-        return None
+) -> Changes:
+    """Which input rows differ from the base, how many are new, and the keys of the base
+    removed. ``rows`` (and ``scores``) are in the base's dtypes (`stored_dtypes`, `fit`)."""
     query: Any = keys.ints if keys.ints is not None else [key.decode() for key in keys.encoded or ()]
-    # Every level of a chain stores rows alike, and a batch comes back in the stored dtypes:
-    # one key's answer tells them.
-    if scores is None:
-        stored = [base.vectors(name, query[:1])[0].dtype]
-    else:
-        probe_items, probe_scores, _ = base.get_many(name, query[:1])
-        stored = [probe_items.dtype, probe_scores.dtype]
-    given = [rows.dtype] if scores is None else [rows.dtype, scores.dtype]
-    if [np.dtype(d).newbyteorder("<") for d in given] != [np.dtype(d).newbyteorder("<") for d in stored]:
-        log.info("collection %r changes dtypes: written in full, not as a delta", name)
-        return None
     with reporter.task(f"{name}: compare with {base.version}", len(keys)) as task:
         if scores is None:
             old_rows, found = base.vectors(name, query)
@@ -121,7 +189,7 @@ def changes(
     else:
         present = set(query)
         gone = [key for key in old_keys if key not in present]
-    return ~same, gone
+    return Changes(~same, len(found) - int(np.count_nonzero(found)), gone)
 
 
 def write_removed(group: Any, gone: list[Any], chunk_bytes: int) -> dict[str, ArraySpec]:

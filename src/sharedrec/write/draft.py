@@ -7,15 +7,19 @@ then does ``CURRENT`` move, by an atomic compare-and-replace. Any exception insi
 ``with`` block, or a failed check at commit, removes the folder and leaves ``CURRENT``
 where it was. On object stores the files are written on local disk first
 (`sharedrec.write.staging.Staging`) and uploaded at commit; the commit itself is the one
-every publish shares (`sharedrec.write.commit.commit`).
+every publish shares (`sharedrec.write.commit.commit`). `Draft.written` says, per
+collection, what was written: a delta or the whole collection, and why in full when a
+delta was asked for.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import types
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -50,7 +54,7 @@ if TYPE_CHECKING:
     from sharedrec.read.root import StoreRoot
     from sharedrec.write.hold import Hold
 
-__all__ = ["Draft", "start"]
+__all__ = ["Draft", "Written", "start"]
 
 log = logging.getLogger("sharedrec")
 
@@ -133,7 +137,9 @@ def start(
         DEFAULT_GUARDS if guards is None else guards,
         force,
         ref_path(ref),
-        base_reader,
+        base_reader if not isinstance(base_reader, _delta.FullWrite) else None,
+        ref=ref,
+        full=base_reader if isinstance(base_reader, _delta.FullWrite) else None,
     )
 
 
@@ -205,11 +211,46 @@ def publish_ranked(
     return draft.version_id
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a draft wrote of one collection: one value of `Draft.written`.
+
+    ``str()`` of it is a one-line summary, e.g. ``written as a delta: 40 added, 50 changed,
+    10 removed (1,000,000 keys in all)``.
+    """
+
+    mode: Literal["delta", "full"]
+    """``"delta"``: only the keys added, changed or removed were written; ``"full"``: every
+    key's row was."""
+    keys: int
+    """The keys the collection holds in the new version."""
+    written: int
+    """The keys written: all of them in full; added + changed + removed in a delta."""
+    added: int = 0
+    """In a delta: keys the base's collection lacks."""
+    changed: int = 0
+    """In a delta: keys whose row differs from the base's."""
+    removed: int = 0
+    """In a delta: keys of the base's collection the new data lacks (written as tombstones)."""
+    reason: str | None = None
+    """When a delta was asked for and the collection was written in full: why."""
+
+    def __str__(self) -> str:
+        if self.mode == "delta":
+            return (
+                f"written as a delta: {self.added:,} added, {self.changed:,} changed, "
+                f"{self.removed:,} removed ({self.keys:,} keys in all)"
+            )
+        text = f"written in full: {self.keys:,} keys"
+        return f"{text} (not as a delta: {self.reason})" if self.reason else text
+
+
 class Draft:
     """A version being written. Use through ``with store.publish() as draft:``.
 
     Collections are validated and written when added; the version becomes live when the
-    ``with`` block exits without an exception.
+    ``with`` block exits without an exception. `written` then says what was written of
+    each collection.
     """
 
     def __init__(
@@ -226,6 +267,9 @@ class Draft:
         force: bool,
         pointer_path: str,
         base: Reader | None = None,
+        *,
+        ref: str = "current",
+        full: _delta.FullWrite | None = None,
     ) -> None:
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
@@ -235,6 +279,7 @@ class Draft:
         self._root = root
         self._backend = root.backend
         self._pointer_path = pointer_path
+        self._ref = ref
         # Where the files are written: in place on a POSIX path; staged on local disk, then
         # uploaded, for object stores.
         self._stage: Staging | None = None
@@ -251,6 +296,11 @@ class Draft:
         # A delta publish: the version it updates, read through a pinned reader.
         self._base = base
         self._hold: Hold | None = None  # the lease that keeps garbage collection off the draft
+        self._full = full  # why a delta asked for is a full version
+        self._written: dict[str, Written] = {}
+        self._reasons: dict[str, str] = {}  # collections written in full in a delta publish, and why
+        if full is not None:
+            self._tell(full, f"version {version_id} is written in full, not as a delta: {full.reason}")
 
     @property
     def version_id(self) -> str:
@@ -271,6 +321,28 @@ class Draft:
     def collections(self) -> dict[str, CollectionSpec]:
         """The collections added so far."""
         return dict(self._collections)
+
+    @property
+    def written(self) -> dict[str, Written]:
+        """What was written of each collection added so far, by name: a delta or in full,
+        the counts of keys, and why in full when a delta was asked for (`Written`).
+
+        Collections a delta inherits from its base, unchanged, are not listed.
+        """
+        return dict(self._written)
+
+    @property
+    def state(self) -> Literal["new", "open", "committed", "aborted"]:
+        """``"new"`` before the ``with`` block, ``"open"`` inside it, then ``"committed"``,
+        or ``"aborted"`` when the block raised or the commit failed."""
+        return cast("Literal['new', 'open', 'committed', 'aborted']", self._state)
+
+    def __repr__(self) -> str:
+        kind = f"delta over {self.base!r}" if self._base is not None else "full"
+        return (
+            f"Draft(version={self._id!r}, ref={self._ref!r}, {kind}, "
+            f"collections={list(self._collections)}, {self._state})"
+        )
 
     def __enter__(self) -> Draft:
         if self._state != "new":
@@ -387,19 +459,30 @@ class Draft:
         default_arrays = (
             _validate.normalize_default(name, default, width, sort) if default is not None else None
         )
+        d_items, d_scores = default_arrays if default_arrays is not None else (None, None)
+        fitted = self._fit_base(name, "ranked", key_data, width, [[ranked.items, d_items], [ranked.scores]])
+        if fitted is not None:
+            (items_, d_items), (scores_,) = fitted
+            assert items_ is not None
+            assert scores_ is not None
+            ranked = _validate.Ranked(items_, scores_, ranked.lengths)
+        elif d_items is not None:
+            ranked, d_items = _with_default_items(ranked, d_items)
+        if d_scores is not None:  # a default's scores take the precision of the lists'
+            d_scores = d_scores.astype(ranked.scores.dtype)
         group = self._group.create_group(name, attributes={"sharedrec_kind": "ranked"})
         full = ranked
-        changes = self._changes(name, "ranked", key_data, ranked.items, ranked.scores)
+        changes = self._changes(name, key_data, ranked.items, ranked.scores) if fitted is not None else None
         stored, removed = key_data, 0
         arrays: dict[str, ArraySpec] = {}
         fences: list[int] = []
         key_hash = index.DEFAULT_KEY_HASH if key_data.kind == "str" else None
         if changes is not None:
-            changed, gone = changes
+            changed = changes.rows
             stored = _take_keys(key_data, changed)
             ranked = _validate.Ranked(ranked.items[changed], ranked.scores[changed], ranked.lengths[changed])
-            arrays.update(_delta.write_removed(group, gone, self._chunk_bytes))
-            removed = len(gone)
+            arrays.update(_delta.write_removed(group, changes.gone, self._chunk_bytes))
+            removed = len(changes.gone)
         if len(stored):
             nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
             with self._reporter.task(f"{name}: lists", nbytes) as task:
@@ -408,9 +491,7 @@ class Draft:
                 )
             arrays.update(row_arrays)
         default_length = None
-        if default_arrays is not None:
-            d_items = default_arrays[0].astype(ranked.items.dtype)
-            d_scores = default_arrays[1].astype(ranked.scores.dtype)
+        if d_items is not None and d_scores is not None:
             default_length = int(np.count_nonzero(d_items != _validate.ITEM_PAD))
             arrays["default_items"] = write_array(
                 group, "default_items", d_items, None, None, None, self._chunk_bytes
@@ -436,6 +517,7 @@ class Draft:
             arrays=arrays,
         )
         self._collections[name] = spec
+        self._record(name, len(key_data), changes)
         return spec
 
     def add_vectors(self, name: str, keys: ArrayLike, vectors: ArrayLike) -> CollectionSpec:
@@ -455,18 +537,23 @@ class Draft:
         name = self._new_collection(name)
         key_data = _validate.normalize_keys(name, keys)
         array = _validate.normalize_vectors(name, key_data, vectors)
+        dim = array.shape[1]
+        fitted = self._fit_base(name, "vectors", key_data, dim, [[array]])
+        if fitted is not None:
+            ((fitted_array,),) = fitted
+            assert fitted_array is not None
+            array = fitted_array
         group = self._group.create_group(name, attributes={"sharedrec_kind": "vectors"})
-        changes = self._changes(name, "vectors", key_data, array, None)
+        changes = self._changes(name, key_data, array, None) if fitted is not None else None
         stored, removed = key_data, 0
         arrays: dict[str, ArraySpec] = {}
         fences: list[int] = []
         key_hash = index.DEFAULT_KEY_HASH if key_data.kind == "str" else None
-        dim = array.shape[1]
         if changes is not None:
-            changed, gone = changes
+            changed = changes.rows
             stored, array = _take_keys(key_data, changed), array[changed]
-            arrays.update(_delta.write_removed(group, gone, self._chunk_bytes))
-            removed = len(gone)
+            arrays.update(_delta.write_removed(group, changes.gone, self._chunk_bytes))
+            removed = len(changes.gone)
         if len(stored):
             with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
                 row_arrays, fences, key_hash = write_vector_rows(
@@ -487,23 +574,94 @@ class Draft:
             arrays=arrays,
         )
         self._collections[name] = spec
+        self._record(name, len(key_data), changes)
         return spec
 
     # -- deltas ----------------------------------------------------------------------------
 
-    def _changes(
+    def _fit_base(
         self,
         name: str,
         kind: str,
         keys: _validate.Keys,
-        rows: NDArray[Any],
-        scores: NDArray[Any] | None,
-    ) -> tuple[NDArray[np.bool_], list[Any]] | None:
-        """For a delta publish: which input rows differ from the base, and the keys removed
-        (None: not a delta publish, or the collection is written in full)."""
+        width: int,
+        roles: list[list[NDArray[Any] | None]],
+    ) -> list[list[NDArray[Any] | None]] | None:
+        """For a delta publish: the arrays of each role (items and scores, or vectors) in the
+        dtypes the base stores them in, when every value survives the cast. None when the
+        collection is written in full (not a delta publish, or the base's collection cannot
+        take the new rows: the reason is kept for `written`, logged and shown)."""
         if self._base is None:
             return None
-        return _delta.changes(self._base, name, kind, keys, rows, scores, self._reporter)
+        dtypes = _delta.stored_dtypes(self._base, name, kind, keys, width)
+        if isinstance(dtypes, _delta.FullWrite):
+            self._in_full(name, dtypes)
+            return None
+        names = ("items", "scores") if kind == "ranked" else ("vectors",)
+        out: list[list[NDArray[Any] | None]] = []
+        for role, dtype, arrays in zip(names, dtypes, roles, strict=True):
+            fitted: list[NDArray[Any] | None] = []
+            for number, array in enumerate(arrays):
+                if array is None:
+                    fitted.append(None)
+                    continue
+                cast_array, lost = _delta.fit(array, dtype)
+                if cast_array is None:
+                    where = " in the default list" if number else ""
+                    exactly = "" if np.dtype(dtype).kind in "iu" else " exactly"
+                    reason = (
+                        f"{role} dtype {array.dtype} differs from the base's {np.dtype(dtype)}, "
+                        f"which cannot hold {lost!r}{where}{exactly}"
+                    )
+                    self._in_full(name, _delta.FullWrite(reason))
+                    return None
+                fitted.append(cast_array)
+            out.append(fitted)
+        return out
+
+    def _in_full(self, name: str, why: _delta.FullWrite) -> None:
+        """Note that collection ``name`` is written in full although a delta was asked for."""
+        self._reasons[name] = why.reason
+        self._tell(why, f"collection {name!r} is written in full, not as a delta: {why.reason}")
+
+    def _tell(self, why: _delta.FullWrite, message: str) -> None:
+        """Log ``message`` on the ``sharedrec`` logger (INFO when the full write is by design,
+        WARNING otherwise) and show it in the progress output."""
+        level = logging.INFO if why.expected else logging.WARNING
+        log.log(level, message)
+        # Without any logging handler, Python's last resort already prints a warning on stderr.
+        last_resort = logging.lastResort
+        printed = (
+            last_resort is not None
+            and not log.hasHandlers()
+            and log.isEnabledFor(level)
+            and level >= last_resort.level
+        )
+        if self._reporter.enabled and not printed:
+            print(message, file=sys.stderr, flush=True)
+
+    def _changes(
+        self,
+        name: str,
+        keys: _validate.Keys,
+        rows: NDArray[Any],
+        scores: NDArray[Any] | None,
+    ) -> _delta.Changes:
+        """For a delta publish: which input rows differ from the base, and the keys removed."""
+        assert self._base is not None
+        return _delta.changes(self._base, name, keys, rows, scores, self._reporter)
+
+    def _record(self, name: str, keys: int, changes: _delta.Changes | None) -> None:
+        """Keep what was written of collection ``name`` for `written`."""
+        if changes is None:
+            reason = self._reasons.get(name) or (self._full.reason if self._full is not None else None)
+            self._written[name] = Written("full", keys, keys, reason=reason)
+            return
+        rows = int(np.count_nonzero(changes.rows))
+        removed = len(changes.gone)
+        self._written[name] = Written(
+            "delta", keys, rows + removed, changes.added, rows - changes.added, removed
+        )
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -637,3 +795,15 @@ def _take_keys(keys: _validate.Keys, mask: NDArray[np.bool_]) -> _validate.Keys:
     return _validate.Keys(
         "str", None, [key for key, keep in zip(keys.encoded, mask.tolist(), strict=True) if keep]
     )
+
+
+def _with_default_items(
+    ranked: _validate.Ranked, items: NDArray[Any]
+) -> tuple[_validate.Ranked, NDArray[Any]]:
+    """The lists and the default list's items in one dtype: the lists', or the wider of the
+    two when an item of the default does not fit the lists' (a cast would wrap it)."""
+    fitted, _ = _delta.fit(items, ranked.items.dtype)
+    if fitted is not None:
+        return ranked, fitted
+    wider = np.promote_types(ranked.items.dtype, items.dtype)
+    return _validate.Ranked(ranked.items.astype(wider), ranked.scores, ranked.lengths), items.astype(wider)
