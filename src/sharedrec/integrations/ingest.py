@@ -381,13 +381,17 @@ def read_long(
                 bad = np.flatnonzero(~np.isfinite(scores)) + batch.first_row
                 raise InvalidInput(
                     f"{batch.path}: the score column holds NaN or infinite values ({_rows_text(bad)}, "
-                    "counted from 0 in that file)"
+                    "counting from 0 in that file)"
                 )
-            sort_key = (
-                _numeric(batch.column(rank_col), batch, "rank", "float").astype(np.float64)
-                if rank_col
-                else -scores
-            )
+            sort_key = -scores
+            if rank_col:
+                sort_key = _numeric(batch.column(rank_col), batch, "rank", "float").astype(np.float64)
+                if not np.isfinite(sort_key).all():
+                    bad = np.flatnonzero(~np.isfinite(sort_key)) + batch.first_row
+                    raise InvalidInput(
+                        f"{batch.path}: the rank column holds NaN or infinite values ({_rows_text(bad)}, "
+                        "counting from 0 in that file)"
+                    )
             buckets.add(users, raw_items.astype(np.int64), scores, sort_key, batch.file)
             rows += len(users)
         if rows == 0:
@@ -513,9 +517,10 @@ class _Duplicates:
         if not _any_repeated(group, items):
             return None
         # Each pair's rows together, best first (then the higher score, for a tied rank).
-        sort = np.lexsort((-scores, order, items, group))
+        sort = _sort_pairs(group, items)
         repeat = np.zeros(len(sort), dtype=bool)
         repeat[1:] = (group[sort][1:] == group[sort][:-1]) & (items[sort][1:] == items[sort][:-1])
+        sort = _refine(sort, repeat[1:], (-scores, order))
         dropped = sort[repeat]
         self.count += len(dropped)
         run_start = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(sort))))
@@ -547,16 +552,66 @@ class _Duplicates:
 
 
 def _any_repeated(group: NDArray[Any], items: NDArray[Any]) -> bool:
-    """Whether some (group, item) pair occurs twice: one sort of a combined int64 key."""
+    """Whether some (group, item) pair occurs twice."""
     if len(items) < 2:
         return False
-    low, high = int(items.min()), int(items.max())
-    span = high - low + 1
-    if low >= 0 and int(group.max(initial=0) + 1) * span < 2**62:
-        pairs = np.sort(group.astype(np.int64) * span + (items - low))
-        return bool((pairs[1:] == pairs[:-1]).any())
+    key = _pair_key(group, items)
+    if key is not None:
+        key.sort()
+        return bool((key[1:] == key[:-1]).any())
     sort = np.lexsort((items, group))
     return bool(((group[sort][1:] == group[sort][:-1]) & (items[sort][1:] == items[sort][:-1])).any())
+
+
+def _pair_key(group: NDArray[Any], values: NDArray[Any]) -> NDArray[np.int64] | None:
+    """One int64 per row that sorts as ``(group, value)`` does; None if it would overflow.
+
+    One sort of such a key is several times faster than `numpy.lexsort` of the two.
+    """
+    if len(values) == 0:
+        return np.empty(0, dtype=np.int64)
+    n_groups = int(group.max()) + 1
+    if values.dtype.kind in "iu":
+        low = int(values.min())
+        span = int(values.max()) - low + 1
+        if n_groups * span < 2**62:
+            return group.astype(np.int64) * span + (values - low).astype(np.int64)
+    by_value = np.argsort(values)
+    ordered = values[by_value]
+    new = np.ones(len(values), dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[by_value] = np.cumsum(new) - 1
+    n_ranks = int(rank.max()) + 1
+    if n_groups * n_ranks < 2**62:
+        return group.astype(np.int64) * n_ranks + rank
+    return None
+
+
+def _sort_pairs(group: NDArray[Any], values: NDArray[Any]) -> NDArray[np.intp]:
+    """Row indices ordered by group, then value; rows equal in both in any order."""
+    key = _pair_key(group, values)
+    return np.argsort(key) if key is not None else np.lexsort((values, group))
+
+
+def _refine(
+    sort: NDArray[np.intp], tie: NDArray[np.bool_], keys: tuple[NDArray[Any], ...]
+) -> NDArray[np.intp]:
+    """Reorder each run of tied rows of ``sort`` by ``keys`` (last most significant, as in
+    `numpy.lexsort`); ``tie[i]`` says whether sorted row ``i + 1`` ties with row ``i``.
+
+    Only the tied rows are sorted again, usually few of them.
+    """
+    if not tie.any():
+        return sort
+    run = np.cumsum(np.r_[True, ~tie])
+    tied = np.zeros(len(sort), dtype=bool)
+    tied[1:] |= tie
+    tied[:-1] |= tie
+    at = np.flatnonzero(tied)
+    rows = sort[at]
+    sort[at] = rows[np.lexsort((*(key[rows] for key in keys), run[at]))]
+    return sort
 
 
 def group_rows(
@@ -592,7 +647,10 @@ def _pad_groups(
     item_dtype: Any,
     score_dtype: Any,
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.int32]]:
-    sort = np.lexsort((items, order, inverse))
+    # By user, then order, then item id for rows that tie.
+    sort = _sort_pairs(inverse, order)
+    tie = (inverse[sort][1:] == inverse[sort][:-1]) & (order[sort][1:] == order[sort][:-1])
+    sort = _refine(sort, tie, (items,))
     inverse, items, scores = inverse[sort], items[sort], scores[sort]
     starts = np.flatnonzero(np.r_[True, inverse[1:] != inverse[:-1]])
     position = np.arange(len(inverse)) - np.repeat(starts, np.diff(np.r_[starts, len(inverse)]))
@@ -725,9 +783,8 @@ def read_lists(
         lengths = np.bincount(row, minlength=len(lengths)).astype(np.int64)
         position = _positions(lengths)
     # Runs of equal scores within a list are ordered by item id: ties follow no file order.
-    new_run = np.ones(len(scores), dtype=bool)
-    new_run[1:] = (position[1:] == 0) | (scores[1:] != scores[:-1])
-    tie_order = np.lexsort((items, np.cumsum(new_run)))
+    tie = (position[1:] != 0) & (scores[1:] == scores[:-1])
+    tie_order = _refine(np.arange(len(items)), tie, (items,))
     items, scores = items[tie_order], scores[tie_order]
     width = int(lengths.max()) if len(lengths) else 0
     if top_k is not None:
