@@ -246,10 +246,12 @@ class _Inputs:
             rows_in_file = int(fragment.metadata.num_rows) if hasattr(fragment, "metadata") else 0
         except Exception:
             rows_in_file = 0
-        stream = iter(fragment.to_batches(columns=columns, batch_size=1 << 18))
+        stream: Iterator[Any] | None = None
         row, reported = 0, 0
         while True:
             try:
+                if stream is None:
+                    stream = iter(fragment.to_batches(columns=columns, batch_size=1 << 18))
                 batch = next(stream)
             except StopIteration:
                 break
