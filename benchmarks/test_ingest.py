@@ -56,10 +56,13 @@ def long_input(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFac
         block = slice(part * len(users) // files, (part + 1) * len(users) // files)
         u = np.repeat(users[block], per_user)
         order = rng.permutation(len(u))
+        # Ids below 2M, never twice for one user (a duplicate pair is refused).
+        slot = np.tile(np.arange(per_user), len(u) // per_user)
+        items = slot * (2_000_000 // per_user) + rng.integers(0, 2_000_000 // per_user, len(u))
         table = pa.table(
             {
                 "user": u[order],
-                "item": rng.integers(0, 2_000_000, len(u), dtype=np.int32),
+                "item": items[order].astype(np.int32),
                 "score": rng.random(len(u), dtype=np.float32),
             }
         )

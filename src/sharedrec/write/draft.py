@@ -420,9 +420,10 @@ class Draft:
             scores: Same shape as ``items``; finite floats.
             lengths: For 2-D input, the length of every list (entries past it are ignored).
             pad: For 2-D input, the item value that marks the end of a shorter list.
-            sort: Sort every list by descending score. By default lists must already be in
-                descending order, and an unsorted list is an error (it often means the
-                scores are distances, where lower is better).
+            sort: Sort every list by descending score, ties by ascending item id. By
+                default lists must already be in descending order, and an unsorted list
+                is an error (it often means the scores are distances, where lower is
+                better). Repeated items within a list are not looked for.
             top_k: Keep at most the first ``top_k`` items of every list.
             default: ``(items, scores)`` served by `get()` for unknown keys.
             fallbacks: Ranked collections of this version tried in order for a key that

@@ -335,10 +335,21 @@ def _check_sorted(where: str, keys: Keys, scores: NDArray[Any], valid: NDArray[n
 def _sort_rows(
     items: NDArray[Any], scores: NDArray[Any], valid: NDArray[np.bool_] | None
 ) -> tuple[NDArray[Any], NDArray[Any]]:
-    """New arrays with every row's valid prefix sorted by descending score, stably."""
+    """New arrays with every row's valid prefix sorted by descending score, ties by item id.
+
+    Ties are ordered by ascending item id, so the same lists in any input order give the
+    same arrays; only rows that hold a tie pay for the second sort.
+    """
     key = -scores if valid is None else np.where(valid, -scores, np.inf)
     order = np.argsort(key, axis=1, kind="stable")
-    return np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    items, scores = np.take_along_axis(items, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    key = np.take_along_axis(key, order, axis=1)
+    tied = np.flatnonzero(((key[:, 1:] == key[:, :-1]) & np.isfinite(key[:, 1:])).any(axis=1))
+    if tied.size:
+        by_item = np.lexsort((items[tied], key[tied]), axis=1)
+        items[tied] = np.take_along_axis(items[tied], by_item, axis=1)
+        scores[tied] = np.take_along_axis(scores[tied], by_item, axis=1)
+    return items, scores
 
 
 def check_width(where: str, width: int, what: str, fix: str) -> None:
