@@ -40,13 +40,13 @@ def ok(*args: str, env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-def ranked(store: Path, offset: int, **options: str) -> str:
+def ranked(store: Path, offset: int, ref: str = "current") -> str:
     """Publish 20 keys whose lists start with ``offset``; the version id."""
     keys = np.arange(20)
     items = (keys[:, None] + offset + np.arange(3)).astype(np.int64)
     scores = np.tile([3.0, 2.0, 1.0], (20, 1))
     handle = sharedrec.open(store, create=True)
-    return handle.publish_ranked("home", keys, items, scores, **options)  # type: ignore[arg-type]
+    return handle.publish_ranked("home", keys, items, scores, ref=ref)
 
 
 def parquet(path: Path, n_users: int = 30) -> Path:
