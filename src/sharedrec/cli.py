@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import glob
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from sharedrec._cli_words import GLOSSARY, CliLog, Interrupted, on_interrupt, speak_cli
 from sharedrec.errors import (
     InvalidInput,
     KeyNotFound,
@@ -38,106 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["GLOSSARY", "main", "speak_cli"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-# -- speaking the command line's language -------------------------------------------------
-#
-# Library messages give Python advice (``force=True``, ``store.rollback()``); the Python API
-# and its docs quote them, so they stay. The command shows them through this glossary: each
-# Python spelling of a fix, as the library writes it, and what to type here instead. Longer
-# phrases come before the words they contain. The tests check that every Python phrase still
-# occurs in the library (so the glossary cannot rot) and that no message keeps a Python
-# spelling the glossary does not cover.
-
-
-def _set_current(match: re.Match[str]) -> str:
-    version = match.group("v").strip("'\"")
-    return f"`sharedrec set-current STORE {version if version not in ('', 'id') else 'VERSION'}`"
-
-
-GLOSSARY: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
-    # guards
-    (r"pass force=True \(or different guards=\)", "pass --force (or --no-guards to run no guard)"),
-    (r"\(force=True\)", "(--force)"),
-    (r"delta=True", "--delta"),
-    # creating a store
-    (r"pass create=True", "run `sharedrec init STORE` (or publish with --create)"),
-    (r"opening it with create=True", "running `sharedrec init STORE` (or publishing with --create)"),
-    (r"create=True", "--create"),
-    # pointers and versions
-    (r"store\.set_current\((?P<v>[^()]*)\)", _set_current),
-    (r"store\.rollback\(\)", "`sharedrec rollback STORE`"),
-    (r"store\.versions\(\)", "`sharedrec versions STORE`"),
-    (r"store\.refs\(\)", "`sharedrec refs STORE`"),
-    (r"store\.current\(\)", "`sharedrec refs STORE`"),
-    (r"add collections inside `with store\.publish\(\) as draft:`", "add collections during a publish"),
-    (r"store\.publish\(\)", "`sharedrec publish`"),
-    # readers (the command's readers hold no lease; these reach it only through the library)
-    (
-        r"pass lease_dir= to keep leases elsewhere, or lease=False to read without one",
-        "set $SHAREDREC_LEASE_DIR to keep leases elsewhere, or read without a lease",
-    ),
-    (
-        r"give a writable lease_dir, or lease=False to read without one",
-        "set $SHAREDREC_LEASE_DIR to a writable folder, or read without a lease",
-    ),
-    (
-        r"publish it with default=\(items, scores\) or fallbacks=\[\.\.\.\]",
-        "publish the collection with a default list or fallback collections (Python API)",
-    ),
-    # lists
-    (r"Pass sort=True to sort them", "Pass --sort to sort them"),
-    (
-        r"use pad= or lengths= for padded rows",
-        "give --pad -1 for padded .npz rows, or publish lists of their own length (--format long or lists)",
-    ),
-    (r"give lengths= or pad=, not both", "give list lengths or --pad, not both"),
-    (r"serve_to_all=True needs", "serving one list to every key needs"),
-    (
-        r"decode the source with errors='replace'",
-        "write the input as valid UTF-8 (replace the bad characters)",
-    ),
-    # object stores
-    (r"\(AWS_\* environment or storage_options\)", "(AWS_* environment; the endpoint: --endpoint-url)"),
-    (r"check the location and storage_options", "check the location and --endpoint-url"),
-)
-_GLOSSARY = [(re.compile(python), cli) for python, cli in GLOSSARY]
-
-
-def speak_cli(message: str) -> str:
-    """A library message with each Python spelling of a fix replaced by the command's."""
-    for pattern, replacement in _GLOSSARY:
-        message = pattern.sub(replacement, message)
-    return message
-
-
-class _CliLog(logging.Handler):
-    """The library's warnings on stderr, in the command's words."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {speak_cli(record.getMessage())}", err=True)
-
-
-class Interrupted(click.ClickException):
-    """Ctrl-C, with what it left behind."""
-
-    exit_code = 130
-
-
-def _on_interrupt(message: str) -> Callable[[_F], _F]:
-    """Turn Ctrl-C inside a command into `Interrupted` saying ``message``."""
-
-    def wrap(function: _F) -> _F:
-        @functools.wraps(function)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return function(*args, **kwargs)
-            except KeyboardInterrupt:
-                raise Interrupted(message) from None
-
-        return cast("_F", run)
-
-    return wrap
-
 
 _UNCHANGED = "interrupted: nothing was changed"
 
@@ -291,7 +190,7 @@ def _version_of(handle: RecommendationStore, version: str | None, ref: str) -> s
 @cli.command()
 @click.argument("store")
 @_endpoint
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def init(store: str, endpoint_url: str | None) -> None:
     """Create an empty store at STORE (nothing happens if one is there already)."""
     try:
@@ -310,7 +209,7 @@ def init(store: str, endpoint_url: str | None) -> None:
 @click.argument("store")
 @_endpoint
 @_as_json
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def info(store: str, endpoint_url: str | None, as_json: bool) -> None:
     """Show a store: live version, refs, versions with their collections and sizes, readers."""
     handle = _open(store, endpoint_url, create=False)
@@ -352,7 +251,7 @@ def info(store: str, endpoint_url: str | None, as_json: bool) -> None:
 @click.argument("store")
 @_endpoint
 @_as_json
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def versions(store: str, endpoint_url: str | None, as_json: bool) -> None:
     """List the committed versions, oldest first, with the refs that name them."""
     handle = _open(store, endpoint_url, create=False)
@@ -382,7 +281,7 @@ def versions(store: str, endpoint_url: str | None, as_json: bool) -> None:
 @click.argument("store")
 @_endpoint
 @_as_json
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def refs(store: str, endpoint_url: str | None, as_json: bool) -> None:
     """List the pointers (current, and named refs such as canary) and the versions they name."""
     handle = _open(store, endpoint_url, create=False)
@@ -401,7 +300,7 @@ def refs(store: str, endpoint_url: str | None, as_json: bool) -> None:
 @click.argument("version", required=False)
 @_ref_option("Show the version this pointer names (when VERSION is not given).")
 @_endpoint
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def manifest(store: str, version: str | None, ref: str, endpoint_url: str | None) -> None:
     """Print the manifest of VERSION (default: the one --ref names) as JSON."""
     handle = _open(store, endpoint_url, create=False)
@@ -420,7 +319,7 @@ def manifest(store: str, version: str | None, ref: str, endpoint_url: str | None
     help="Read the version this pointer names, e.g. canary (default: $SHAREDREC_REF, else current).",
 )
 @_endpoint
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def get(
     store: str,
     collection: str,
@@ -475,7 +374,7 @@ def get(
 @_ref_option("Check the version this pointer names (when VERSION is not given).")
 @_endpoint
 @_quiet
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def verify(store: str, version: str | None, ref: str, endpoint_url: str | None, quiet: bool) -> None:
     """Recompute the checksum of every file of VERSION (default: the one --ref names, the live one)."""
     handle = _open(store, endpoint_url, create=False)
@@ -499,7 +398,7 @@ def verify(store: str, version: str | None, ref: str, endpoint_url: str | None, 
 )
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @_endpoint
-@_on_interrupt(
+@on_interrupt(
     "interrupted: garbage collection stopped part way; what it deleted is gone, every other "
     "version is intact (run it again to finish)"
 )
@@ -543,9 +442,9 @@ def _pointer_name(ref: str) -> str:
 @click.argument("store")
 @_ref_option("The pointer to move back, e.g. canary.")
 @_endpoint
-@_on_interrupt(_POINTER_INTERRUPTED)
+@on_interrupt(_POINTER_INTERRUPTED)
 def rollback(store: str, ref: str, endpoint_url: str | None) -> None:
-    """Make the version REF named before the current one its target again (default: CURRENT)."""
+    """Make the previously live version live again (with --ref, the ref's previous version)."""
     version = _open(store, endpoint_url, create=False).rollback(ref=ref)
     click.echo(f"{_pointer_name(ref)}: {version}")
 
@@ -555,7 +454,7 @@ def rollback(store: str, ref: str, endpoint_url: str | None) -> None:
 @click.argument("version")
 @_ref_option("The pointer to move, e.g. canary.")
 @_endpoint
-@_on_interrupt(_POINTER_INTERRUPTED)
+@on_interrupt(_POINTER_INTERRUPTED)
 def set_current(store: str, version: str, ref: str, endpoint_url: str | None) -> None:
     """Make VERSION live (or the target of --ref)."""
     _open(store, endpoint_url, create=False).set_current(version, ref=ref)
@@ -567,7 +466,7 @@ def set_current(store: str, version: str, ref: str, endpoint_url: str | None) ->
 @click.argument("ref")
 @click.option("--to", "target", default="current", show_default=True, help="The pointer to move.")
 @_endpoint
-@_on_interrupt(_POINTER_INTERRUPTED)
+@on_interrupt(_POINTER_INTERRUPTED)
 def promote(store: str, ref: str, target: str, endpoint_url: str | None) -> None:
     """Point TO (default: CURRENT) at the version REF names, e.g. a canary to everyone."""
     version = _open(store, endpoint_url, create=False).promote(ref, to=target)
@@ -611,7 +510,7 @@ def _current_or_none(handle: RecommendationStore, ref: str) -> str | None:
 )
 @_as_json
 @_endpoint
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def diff_command(store: str, a: str, b: str, k: int, as_json: bool, endpoint_url: str | None) -> None:
     """What changed from A to B, per collection; each is a version id or a ref (current, canary)."""
     result = _open(store, endpoint_url, create=False).diff(a, b, k=k)
@@ -817,11 +716,11 @@ def _publish_interrupted(handle: RecommendationStore, ref: str, version_id: str 
     default=None,
     help="Where the reader keeps its lease (default: $SHAREDREC_LEASE_DIR, else STORE/leases).",
 )
-@_on_interrupt(_UNCHANGED)
+@on_interrupt(_UNCHANGED)
 def ready(store: str, reader_id: str | None, lease_dir: str | None) -> None:
     """Readiness probe: exit 0 when a process of READER-ID holds a fresh lease on an existing version.
 
-    Not ready while a process of READER-ID still prefetches (``store.reader(prefetch=...)``).
+    Not ready while a process of READER-ID still warms its cache (a reader opened with prefetch).
     """
     from datetime import UTC
 
@@ -893,7 +792,7 @@ def main() -> None:
     args, debug = _debug_first(sys.argv[1:])
     library = logging.getLogger("sharedrec")
     if not library.handlers:
-        library.addHandler(_CliLog(logging.WARNING))
+        library.addHandler(CliLog(logging.WARNING))
     try:
         cli.main(args=args, standalone_mode=False)
     except Interrupted as exc:
