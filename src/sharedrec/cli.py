@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from pydantic import JsonValue
 
     from sharedrec._progress import ProgressMode
+    from sharedrec.format.schema import CollectionSpec
     from sharedrec.store import RecommendationStore
+    from sharedrec.write.draft import Draft
 
 __all__ = ["GLOSSARY", "main", "speak_cli"]
 
@@ -616,8 +618,6 @@ def publish(
     keep them in separate stores). STORE must hold a store (`sharedrec init STORE`) unless
     --create is given.
     """
-    from sharedrec.integrations import ingest
-
     meta: dict[str, JsonValue] = {}
     for pair in metadata:
         name, sep, value = pair.partition("=")
@@ -628,65 +628,37 @@ def publish(
         raise click.BadParameter("--pad applies to --format npz only", param_hint="--pad")
     if fmt == "npz" and len(inputs) != 1:
         raise click.BadParameter("--format npz takes one .npz file or one folder of .npy files")
-    options = _endpoint_for(inputs, input_endpoint_url or endpoint_url)
+    source = _Input(
+        fmt,
+        inputs,
+        _endpoint_for(inputs, input_endpoint_url or endpoint_url),
+        user_col,
+        item_col,
+        score_col,
+        rank_col,
+        vector_col,
+        top_k,
+        sort,
+        pad,
+    )
+    handle: RecommendationStore | None = None
     version_id: str | None = None
-    with _store_for_publish(store, endpoint_url, create) as handle:
-        try:
-            with handle.publish(
+    try:
+        with (
+            _store_for_publish(store, endpoint_url, create) as handle,
+            handle.publish(
                 metadata=meta,
                 ref=ref,
                 progress=_progress(quiet),
                 force=force,
                 guards=[] if no_guards else None,
                 delta=delta,
-            ) as draft:
-                version_id = draft.version_id
-                if fmt == "vectors":
-                    keys, vectors = ingest.read_vectors(
-                        inputs, user_col=user_col, vector_col=vector_col, storage_options=options
-                    )
-                    spec = draft.add_vectors(collection, keys, vectors)
-                elif fmt == "npz":
-                    names = [
-                        user_col if user_col != "user" else "keys",
-                        item_col or "items",
-                        score_col or "scores",
-                    ]
-                    keys, items, scores = ingest.read_npz(inputs[0], names)
-                    spec = draft.add_ranked(collection, keys, items, scores, top_k=top_k, sort=sort, pad=pad)
-                else:
-                    if fmt == "long":
-                        ranked = ingest.read_long(
-                            inputs,
-                            user_col=user_col,
-                            item_col=item_col or "item",
-                            score_col=score_col or "score",
-                            rank_col=rank_col,
-                            top_k=top_k,
-                            storage_options=options,
-                        )
-                    else:
-                        ranked = ingest.read_lists(
-                            inputs,
-                            user_col=user_col,
-                            item_col=item_col or "items",
-                            score_col=score_col or "scores",
-                            top_k=top_k,
-                            storage_options=options,
-                        )
-                    # Lists come out best first (ingestion orders them); a --rank-col that
-                    # disagrees with the scores is then refused by the order check rather than
-                    # silently reordered (unless --sort).
-                    spec = draft.add_ranked(
-                        collection,
-                        ranked.keys,
-                        ranked.items,
-                        ranked.scores,
-                        lengths=ranked.lengths,
-                        sort=sort,
-                    )
-        except KeyboardInterrupt:
-            raise Interrupted(_publish_interrupted(handle, ref, version_id)) from None
+            ) as draft,
+        ):
+            version_id = draft.version_id
+            spec = _add_input(draft, collection, source)
+    except KeyboardInterrupt:
+        raise Interrupted(_publish_interrupted(handle, ref, version_id)) from None
     if quiet:
         click.echo(draft.version_id)
         return
@@ -694,10 +666,75 @@ def publish(
     click.echo(f"published version {draft.version_id} ({where}): {collection!r} with {spec.count:,} keys")
 
 
-def _publish_interrupted(handle: RecommendationStore, ref: str, version_id: str | None) -> str:
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    """What `publish` reads, and how (its options)."""
+
+    fmt: str
+    paths: tuple[str, ...]
+    storage_options: dict[str, Any] | None
+    user_col: str
+    item_col: str | None
+    score_col: str | None
+    rank_col: str | None
+    vector_col: str
+    top_k: int
+    sort: bool
+    pad: int | None
+
+
+def _add_input(draft: Draft, collection: str, source: _Input) -> CollectionSpec:
+    """Read the input and add it to the draft as ``collection``."""
+    from sharedrec.integrations import ingest
+
+    if source.fmt == "vectors":
+        keys, vectors = ingest.read_vectors(
+            source.paths,
+            user_col=source.user_col,
+            vector_col=source.vector_col,
+            storage_options=source.storage_options,
+        )
+        return draft.add_vectors(collection, keys, vectors)
+    if source.fmt == "npz":
+        names = [
+            source.user_col if source.user_col != "user" else "keys",
+            source.item_col or "items",
+            source.score_col or "scores",
+        ]
+        keys, items, scores = ingest.read_npz(source.paths[0], names)
+        return draft.add_ranked(
+            collection, keys, items, scores, top_k=source.top_k, sort=source.sort, pad=source.pad
+        )
+    if source.fmt == "long":
+        ranked = ingest.read_long(
+            source.paths,
+            user_col=source.user_col,
+            item_col=source.item_col or "item",
+            score_col=source.score_col or "score",
+            rank_col=source.rank_col,
+            top_k=source.top_k,
+            storage_options=source.storage_options,
+        )
+    else:
+        ranked = ingest.read_lists(
+            source.paths,
+            user_col=source.user_col,
+            item_col=source.item_col or "items",
+            score_col=source.score_col or "scores",
+            top_k=source.top_k,
+            storage_options=source.storage_options,
+        )
+    # Lists come out best first (ingestion orders them); a --rank-col that disagrees with the
+    # scores is then refused by the order check rather than silently reordered (unless --sort).
+    return draft.add_ranked(
+        collection, ranked.keys, ranked.items, ranked.scores, lengths=ranked.lengths, sort=source.sort
+    )
+
+
+def _publish_interrupted(handle: RecommendationStore | None, ref: str, version_id: str | None) -> str:
     """What a Ctrl-C during a publish left: the commit is one atomic pointer move."""
     pointer = "the live version" if ref == "current" else f"ref {ref}"
-    if version_id is not None and _current_or_none(handle, ref) == version_id:
+    if handle is not None and version_id is not None and _current_or_none(handle, ref) == version_id:
         return f"interrupted after the publish finished: version {version_id} is {pointer}"
     return f"interrupted: nothing was published; {pointer} is unchanged"
 
