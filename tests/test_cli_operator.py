@@ -197,6 +197,7 @@ def test_the_canary_workflow_runs_from_the_command_line(tmp_path: Path) -> None:
     assert sharedrec.open(store, create=False).refs() == {"current": v1, "canary": v2}
     both = run("get", s, "home", "1", "--ref", "canary", "--version", v1)
     assert both.returncode == 2 and "not both" in both.stderr
+    assert "not both" in run("verify", s, v1, "--ref", "canary").stderr
     unknown = run("verify", s, "--ref", "nope")
     assert unknown.returncode == 1 and "ref 'nope' names no version" in unknown.stderr
 

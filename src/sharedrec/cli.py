@@ -181,6 +181,8 @@ def _echo_json(data: object) -> None:
 def _version_of(handle: RecommendationStore, version: str | None, ref: str) -> str:
     """VERSION if given, else the version the pointer ``ref`` names."""
     if version is not None:
+        if ref != "current":
+            raise click.UsageError("give VERSION or --ref, not both")
         return version
     found = handle.current(ref)
     if found is None:
