@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 import click
 
-__all__ = ["GLOSSARY", "CliLog", "Interrupted", "on_interrupt", "speak_cli"]
+__all__ = ["GLOSSARY", "CliWords", "Interrupted", "on_interrupt", "speak_cli"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -84,11 +84,16 @@ def speak_cli(message: str) -> str:
     return message
 
 
-class CliLog(logging.Handler):
-    """The library's warnings on stderr, in the command's words."""
+class CliWords(logging.Filter):
+    """Puts the library's log lines in the command's words.
 
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"warning: {speak_cli(record.getMessage())}", err=True)
+    A filter, not a handler: the lines still reach stderr through Python's last-resort
+    handler (warnings and worse), which the library counts on to know they are shown.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = speak_cli(record.getMessage()), ()
+        return True
 
 
 class Interrupted(click.ClickException):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sharedrec._cli_words import GLOSSARY, CliLog, Interrupted, on_interrupt, speak_cli
+from sharedrec._cli_words import GLOSSARY, CliWords, Interrupted, on_interrupt, speak_cli
 from sharedrec.errors import (
     InvalidInput,
     KeyNotFound,
@@ -829,9 +829,7 @@ def _debug_first(args: list[str]) -> tuple[list[str], bool]:
 def main() -> None:
     """Entry point of the console script: one clear line per error unless --debug."""
     args, debug = _debug_first(sys.argv[1:])
-    library = logging.getLogger("sharedrec")
-    if not library.handlers:
-        library.addHandler(CliLog(logging.WARNING))
+    logging.getLogger("sharedrec").addFilter(CliWords())
     try:
         cli.main(args=args, standalone_mode=False)
     except Interrupted as exc:
