@@ -85,7 +85,18 @@ def test_ingest_long_parquet(
             command = [sys.executable, "-c", LOAD, str(folder)]
         else:
             store = tmp_path / f"store-{next(counter)}"
-            command = [sys.executable, "-c", CHILD, "publish", str(store), str(folder), "-c", "home", "-q"]
+            command = [
+                sys.executable,
+                "-c",
+                CHILD,
+                "publish",
+                str(store),
+                str(folder),
+                "-c",
+                "home",
+                "-q",
+                "--create",
+            ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         reports.append(json.loads(done.stdout))
 

@@ -64,7 +64,16 @@ def test_parquet_long_format_round_trip(tmp_path: Path) -> None:
     (tmp_path / "out" / "_SUCCESS").write_text("")
     store = tmp_path / "store"
     result = run(
-        "publish", str(store), str(tmp_path / "out"), "-c", "home", "--top-k", "10", "-m", "model=als"
+        "publish",
+        str(store),
+        str(tmp_path / "out"),
+        "-c",
+        "home",
+        "--top-k",
+        "10",
+        "-m",
+        "model=als",
+        "--create",
     )
     assert result.returncode == 0, result.stderr
     assert "with 60 keys" in result.stdout
@@ -93,14 +102,23 @@ def test_rank_column_csv_and_feather(tmp_path: Path) -> None:
     feather.write_feather(table, tmp_path / "recs.feather")
     for name in ("recs.csv", "recs.feather"):
         store = tmp_path / f"store-{name}"
-        result = run("publish", str(store), str(tmp_path / name), "-c", "home", "--rank-col", "rank", "-q")
+        result = run(
+            "publish", str(store), str(tmp_path / name), "-c", "home", "--rank-col", "rank", "-q", "--create"
+        )
         assert result.returncode == 0, result.stderr
         assert get_items(store, "home", "u18", "-k", "3") == expected_top(table, "u18", 3, by_rank=True)
     # A rank that contradicts the scores is refused, not silently reordered.
     shuffled = table.set_column(3, "rank", pa.array(np.random.default_rng(1).permutation(table.num_rows)))
     feather.write_feather(shuffled, tmp_path / "bad.feather")
     result = run(
-        "publish", str(tmp_path / "s2"), str(tmp_path / "bad.feather"), "-c", "home", "--rank-col", "rank"
+        "publish",
+        str(tmp_path / "s2"),
+        str(tmp_path / "bad.feather"),
+        "-c",
+        "home",
+        "--rank-col",
+        "rank",
+        "--create",
     )
     assert result.returncode == 1 and "descending score order" in result.stderr
 
@@ -128,7 +146,14 @@ def test_lists_vectors_and_npz(tmp_path: Path) -> None:
     store = tmp_path / "store"
     assert (
         run(
-            "publish", str(store), str(tmp_path / "lists.parquet"), "-c", "home", "--format", "lists"
+            "publish",
+            str(store),
+            str(tmp_path / "lists.parquet"),
+            "-c",
+            "home",
+            "--format",
+            "lists",
+            "--create",
         ).returncode
         == 0
     )
@@ -139,7 +164,14 @@ def test_lists_vectors_and_npz(tmp_path: Path) -> None:
     emb_store = tmp_path / "emb"
     assert (
         run(
-            "publish", str(emb_store), str(tmp_path / "emb.parquet"), "-c", "emb", "--format", "vectors"
+            "publish",
+            str(emb_store),
+            str(tmp_path / "emb.parquet"),
+            "-c",
+            "emb",
+            "--format",
+            "vectors",
+            "--create",
         ).returncode
         == 0
     )
@@ -153,7 +185,9 @@ def test_lists_vectors_and_npz(tmp_path: Path) -> None:
     )
     npz_store = tmp_path / "npz"
     assert (
-        run("publish", str(npz_store), str(tmp_path / "recs.npz"), "-c", "home", "--format", "npz").returncode
+        run(
+            "publish", str(npz_store), str(tmp_path / "recs.npz"), "-c", "home", "--format", "npz", "--create"
+        ).returncode
         == 0
     )
     assert get_items(npz_store, "home", "20") == [3, 4]
@@ -161,7 +195,7 @@ def test_lists_vectors_and_npz(tmp_path: Path) -> None:
 
 def test_management_commands(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    handle = sharedrec.open(store)
+    handle = sharedrec.open(store, create=True)
     keys = np.arange(50)
     v1 = handle.publish_ranked("home", keys, np.ones((50, 3), dtype=int), np.ones((50, 3)))
     v2 = handle.publish_ranked("home", keys, np.ones((50, 3), dtype=int) * 2, np.ones((50, 3)))
@@ -239,7 +273,10 @@ def test_errors_are_one_line(tmp_path: Path, setup: str, args: list[str], messag
     elif setup == "text":
         (tmp_path / "in.txt").write_text("user,item,score\n")
     (tmp_path / "store").mkdir(exist_ok=True)
+    # A publish may create its store: these errors are about the inputs.
     argv = [a.format(store=tmp_path / "out-store", tmp=tmp_path) for a in args]
+    if argv[0] == "publish":
+        argv.append("--create")
     result = run(*argv)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
@@ -286,6 +323,7 @@ def test_publish_from_s3_inputs_to_an_s3_store(s3_server: str, tmp_path: Path) -
             "home",
             "--top-k",
             "5",
+            "--create",
         ],
         capture_output=True,
         text=True,

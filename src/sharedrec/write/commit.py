@@ -129,11 +129,19 @@ def judge(
         checks["forced"] = True
     elif failed:
         against = f"live version {parent.version}" if parent else "an empty store"
+        # A version holding fewer collections than the live one: a delta keeps the others.
+        lacking = sorted(set(live.collections) - set(new.collections)) if live is not None else []
+        keep = (
+            f"; to replace only the collections given and keep {lacking} of the live version, "
+            "publish with delta=True"
+            if lacking
+            else ""
+        )
         raise PublishRejected(
             f"version {version_id} was refused by {len(failed)} publish guard(s) against {against}: "
             + "; ".join(f"{r.name}: {r.message}" for r in failed)
             + ". Nothing was published. Fix the batch job, or pass force=True (or different guards=) "
-            "if the change is intended"
+            f"if the change is intended{keep}"
         )
     return checks
 
