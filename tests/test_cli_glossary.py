@@ -197,3 +197,37 @@ def test_a_missing_store_and_a_corrupt_pointer(tmp_path: Path) -> None:
     assert fixed.returncode == 0 and fixed.stdout.strip() == f"live version: {vid}"
     assert "replacing it" in fixed.stderr and "`sharedrec set-current STORE VERSION`" in fixed.stderr
     assert "store.set_current" not in fixed.stderr  # the warning is in the command's words too
+
+
+def test_ingestion_errors_name_the_command_flags(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = tmp_path / "store"
+    assert run("init", str(store)).returncode == 0
+    doubled = tmp_path / "doubled.parquet"
+    pq.write_table(pa.table({"user": [1, 1, 2], "item": [7, 7, 8], "score": [0.9, 0.8, 0.5]}), doubled)
+    done = run("publish", str(store), str(doubled), "-c", "home")
+    assert done.returncode == 1
+    no_python(done.stderr)
+    assert "--dedupe" in done.stderr and "dedupe=True" not in done.stderr
+    renamed = tmp_path / "renamed.parquet"
+    pq.write_table(pa.table({"uid": [1], "iid": [7], "s": [0.9]}), renamed)
+    done = run("publish", str(store), str(renamed), "-c", "home")
+    assert done.returncode == 1
+    no_python(done.stderr)
+    assert "--user-col" in done.stderr and "--item-col" in done.stderr and "--score-col" in done.stderr
+    # With the flag, the best row of the pair is kept and the publish goes through.
+    done = run("publish", str(store), str(doubled), "-c", "home", "--dedupe")
+    assert done.returncode == 0, done.stderr
+    assert json_get(store, "1") == [7]
+
+
+def json_get(store: Path, key: str) -> list[int]:
+    import json
+
+    done = run("get", str(store), "home", key)
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert str(result["key"]) == key
+    return list(result["items"])

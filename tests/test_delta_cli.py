@@ -56,13 +56,16 @@ def test_lists_then_long_rows_publish_a_delta_of_the_changes(tmp_path: Path) -> 
     users, items, scores = _data(1000)
     _lists(tmp_path / "day1.parquet", users, items, scores)
     store = str(tmp_path / "store")
-    first = _run("publish", store, str(tmp_path / "day1.parquet"), "-c", "home", "--format", "lists")
+    first = _run(
+        "publish", store, str(tmp_path / "day1.parquet"), "-c", "home", "--format", "lists", "--create"
+    )
     assert first.returncode == 0, first.stderr
     items[:100] += 7  # 100 users get new lists
     _long(tmp_path / "day2.parquet", users, items, scores)
     second = _run("publish", store, str(tmp_path / "day2.parquet"), "-c", "home", "--delta")
     assert second.returncode == 0, second.stderr
     assert "written in full" not in second.stderr
+    assert "written as a delta: 0 added, 100 changed, 0 removed" in second.stdout, second.stdout
     opened = sharedrec.open(store)
     live = opened.current()
     assert live is not None
@@ -81,7 +84,9 @@ def test_a_full_write_in_a_delta_publish_is_said_once(tmp_path: Path) -> None:
     _lists(tmp_path / "strs.parquet", [f"u{user}" for user in users], items, scores)
     store = str(tmp_path / "store")
     assert (
-        _run("publish", store, str(tmp_path / "ints.parquet"), "-c", "home", "--format", "lists").returncode
+        _run(
+            "publish", store, str(tmp_path / "ints.parquet"), "-c", "home", "--format", "lists", "--create"
+        ).returncode
         == 0
     )
     done = _run(

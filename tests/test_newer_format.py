@@ -333,9 +333,15 @@ def test_cli_info_get_verify_gc_say_upgrade(store: sharedrec.RecommendationStore
     live = publish(store, 2)
     _newer_manifest(store, live)
     location = store.location
-    info = _run("info", location)
-    assert info.returncode == 0, info.stderr
-    assert live in info.stdout and first in info.stdout and "no versions yet" not in info.stdout
+    for command in ("info", "versions"):
+        # Every version is listed, the newer one marked; the live one being newer is an error.
+        shown = _run(command, location)
+        assert shown.returncode == 1, shown.stderr
+        assert first in shown.stdout and "no versions yet" not in shown.stdout
+        (line,) = [line for line in shown.stdout.splitlines() if line.startswith(live)]
+        assert "written by a newer sharedrec (format sharedrec/2): upgrade sharedrec" in line
+        assert f"live version {live}" in shown.stderr
+        _assert_upgrade(shown.stderr)
     get = _run("get", location, "home", str(int(KEYS[0])))
     assert get.returncode == 1
     _assert_upgrade(get.stderr)

@@ -58,6 +58,9 @@ GLOSSARY: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
         r"publish it with default=\(items, scores\) or fallbacks=\[\.\.\.\]",
         "publish the collection with a default list or fallback collections (Python API)",
     ),
+    # ingestion
+    (r"pass dedupe=True", "pass --dedupe"),
+    (r"\b(user|item|score|rank|vector)_col=", lambda m: f"--{m.group(1)}-col"),
     # lists
     (r"Pass sort=True to sort them", "Pass --sort to sort them"),
     (

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from sharedrec._progress import ProgressMode
     from sharedrec.format.schema import CollectionSpec
+    from sharedrec.manage.versions import VersionInfo
     from sharedrec.store import RecommendationStore
     from sharedrec.write.draft import Draft
 
@@ -240,6 +241,8 @@ def info(store: str, endpoint_url: str | None, as_json: bool) -> None:
         marks = (["live"] if version.current else []) + sorted(by_version.get(version.id, []))
         mark = f"  ({', '.join(marks)})" if marks else ""
         counts = ", ".join(f"{name}: {count:,} keys" for name, count in version.collections.items())
+        if version.newer_format:
+            counts = _newer(version.newer_format)
         click.echo(f"{version.id}  {version.size_bytes / 1e6:,.1f} MB  {counts}{mark}")
     if leases:
         click.echo(f"readers ({len(leases)}):")
@@ -249,6 +252,21 @@ def info(store: str, endpoint_url: str | None, as_json: bool) -> None:
             beat = f"heartbeat {lease.seconds_since_heartbeat:.0f} s ago"
             # One line per process; a pod's processes share the reader id and come together.
             click.echo(f"  {lease.reader_id}  pid {lease.pid} ({lease.process})  {current}  {beat}  {state}")
+    _refuse_newer_live(versions)
+
+
+def _newer(fmt: str) -> str:
+    return f"written by a newer sharedrec (format {fmt}): upgrade sharedrec"
+
+
+def _refuse_newer_live(versions: list[VersionInfo]) -> None:
+    """Exit 1 when the live version is one this sharedrec cannot read: the store is fine,
+    this installation is too old to serve or manage it."""
+    from sharedrec.errors import NewerFormat
+
+    for version in versions:
+        if version.current and version.newer_format:
+            raise NewerFormat(f"live version {version.id}: {_newer(version.newer_format)}")
 
 
 @cli.command()
@@ -275,10 +293,12 @@ def versions(store: str, endpoint_url: str | None, as_json: bool) -> None:
         names = sorted(name for name, vid in refs.items() if vid == version.id)
         base = f"  delta over {version.base}" if version.base else ""
         mark = f"  ({', '.join(names)})" if names else ""
+        what = _newer(version.newer_format) if version.newer_format else ", ".join(version.collections)
         click.echo(
             f"{version.id}  {version.created_at.isoformat(timespec='seconds')}  "
-            f"{version.size_bytes / 1e6:,.1f} MB  {', '.join(version.collections)}{base}{mark}"
+            f"{version.size_bytes / 1e6:,.1f} MB  {what}{base}{mark}"
         )
+    _refuse_newer_live(found)
 
 
 @cli.command()
@@ -562,6 +582,12 @@ def diff_command(store: str, a: str, b: str, k: int, as_json: bool, endpoint_url
 @click.option("--top-k", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--sort", is_flag=True, help="Sort each list by descending score (npz lists in another order).")
 @click.option("--pad", type=int, default=None, help="npz: this item id pads short rows (e.g. -1).")
+@click.option(
+    "--dedupe",
+    is_flag=True,
+    help="long and lists: keep the best-ranked row of a repeated (user, item) pair "
+    "(else repeated pairs are an error).",
+)
 @click.option("--metadata", "-m", multiple=True, help="key=value kept in the manifest (repeatable).")
 @click.option("--force", is_flag=True, help="Publish even if a guard fails.")
 @click.option("--no-guards", is_flag=True, help="Run no publish guard.")
@@ -603,6 +629,7 @@ def publish(
     top_k: int,
     sort: bool,
     pad: int | None,
+    dedupe: bool,
     metadata: tuple[str, ...],
     force: bool,
     no_guards: bool,
@@ -628,6 +655,8 @@ def publish(
         meta[name] = value
     if pad is not None and fmt != "npz":
         raise click.BadParameter("--pad applies to --format npz only", param_hint="--pad")
+    if dedupe and fmt not in ("long", "lists"):
+        raise click.BadParameter("--dedupe applies to --format long and lists only", param_hint="--dedupe")
     if fmt == "npz" and len(inputs) != 1:
         raise click.BadParameter("--format npz takes one .npz file or one folder of .npy files")
     source = _Input(
@@ -642,6 +671,8 @@ def publish(
         top_k,
         sort,
         pad,
+        dedupe,
+        _progress(quiet),
     )
     handle: RecommendationStore | None = None
     version_id: str | None = None
@@ -665,7 +696,10 @@ def publish(
         click.echo(draft.version_id)
         return
     where = "live" if ref == "current" else f"named by ref {ref}"
-    click.echo(f"published version {draft.version_id} ({where}): {collection!r} with {spec.count:,} keys")
+    written = draft.written.get(collection)
+    # A delta publish says what it wrote (or why it wrote everything); a plain one, the count.
+    what = str(written) if written is not None and delta else f"with {spec.count:,} keys"
+    click.echo(f"published version {draft.version_id} ({where}): {collection!r} {what}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -683,6 +717,8 @@ class _Input:
     top_k: int
     sort: bool
     pad: int | None
+    dedupe: bool
+    progress: ProgressMode
 
 
 def _add_input(draft: Draft, collection: str, source: _Input) -> CollectionSpec:
@@ -695,6 +731,7 @@ def _add_input(draft: Draft, collection: str, source: _Input) -> CollectionSpec:
             user_col=source.user_col,
             vector_col=source.vector_col,
             storage_options=source.storage_options,
+            progress=source.progress,
         )
         return draft.add_vectors(collection, keys, vectors)
     if source.fmt == "npz":
@@ -716,6 +753,8 @@ def _add_input(draft: Draft, collection: str, source: _Input) -> CollectionSpec:
             rank_col=source.rank_col,
             top_k=source.top_k,
             storage_options=source.storage_options,
+            dedupe=source.dedupe,
+            progress=source.progress,
         )
     else:
         ranked = ingest.read_lists(
@@ -725,6 +764,8 @@ def _add_input(draft: Draft, collection: str, source: _Input) -> CollectionSpec:
             score_col=source.score_col or "scores",
             top_k=source.top_k,
             storage_options=source.storage_options,
+            dedupe=source.dedupe,
+            progress=source.progress,
         )
     # Lists come out best first (ingestion orders them); a --rank-col that disagrees with the
     # scores is then refused by the order check rather than silently reordered (unless --sort).

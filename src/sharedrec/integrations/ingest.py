@@ -60,12 +60,14 @@ BUCKET_BYTES = 256 * 1024 * 1024
 """Target size of one spill bucket: the memory a bucket needs while it is sorted."""
 
 _KEYWORD = {
-    "user": "user_col",
-    "item": "item_col",
-    "score": "score_col",
-    "rank": "rank_col",
-    "vector": "vector_col",
+    "user": "user_col=",
+    "item": "item_col=",
+    "score": "score_col=",
+    "rank": "rank_col=",
+    "vector": "vector_col=",
 }
+"""The keyword that names each column, as the messages spell it (the CLI's glossary turns
+``user_col=`` into ``--user-col``)."""
 _EXAMPLES = 3
 """How many offending rows or pairs a message shows."""
 
@@ -162,7 +164,7 @@ def _check_columns(path: str, names: list[str], wanted: dict[str, str]) -> None:
         return
     what = " and ".join(f"the {role} column {column!r}" for role, column in missing)
     verb = "is" if len(missing) == 1 else "are"
-    keywords = ", ".join(f"{_KEYWORD[role]}=" for role, _ in missing)
+    keywords = ", ".join(_KEYWORD[role] for role, _ in missing)
     raise InvalidInput(
         f"{what} {verb} not in the input {path} (its columns: {names}); "
         f"name the right columns with {keywords}"
