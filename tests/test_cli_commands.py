@@ -161,7 +161,7 @@ def test_lists_vectors_and_npz(tmp_path: Path) -> None:
 
 def test_management_commands(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    handle = sharedrec.open(store)
+    handle = sharedrec.open(store, create=True)
     keys = np.arange(50)
     v1 = handle.publish_ranked("home", keys, np.ones((50, 3), dtype=int), np.ones((50, 3)))
     v2 = handle.publish_ranked("home", keys, np.ones((50, 3), dtype=int) * 2, np.ones((50, 3)))
