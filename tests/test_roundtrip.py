@@ -43,7 +43,7 @@ def ranked_input(draw: st.DrawFn) -> dict[str, Any]:
 def test_ranked_round_trip(case: dict[str, Any]) -> None:
     keys, items, scores, k = case["keys"], case["items"], case["scores"], case["k"]
     with tempfile.TemporaryDirectory() as folder:
-        store = sharedrec.open(folder, create=True)
+        store = sharedrec.open(folder)
         with store.publish(chunk_bytes=case["chunk_bytes"], guards=[]) as draft:
             draft.add_ranked("c", keys, items, scores)
         reader = store.reader()
@@ -83,7 +83,7 @@ def _absent_int(keys: list[int]) -> int | None:
 def test_vectors_round_trip(keys: list[Any], dim: int, dtype: type[np.floating[Any]]) -> None:
     vectors = np.random.default_rng(len(keys)).standard_normal((len(keys), dim)).astype(dtype)
     with tempfile.TemporaryDirectory() as folder:
-        store = sharedrec.open(folder, create=True)
+        store = sharedrec.open(folder)
         with store.publish(chunk_bytes=1024) as draft:
             draft.add_vectors("v", keys, vectors)
         reader = store.reader()

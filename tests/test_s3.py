@@ -142,9 +142,7 @@ def test_first_publishers_race(s3_server: str, tmp_path: Path) -> None:
     a = sharedrec.open(
         f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path, create=True
     )
-    b = sharedrec.open(
-        f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path, create=True
-    )
+    b = sharedrec.open(f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path)
     draft_a = a.publish(guards=[]).__enter__()
     draft_a.add_vectors("v", [1], np.ones((1, 2)))
     b.publish_vectors("v", [1], np.ones((1, 2)) * 2)  # b wins: CURRENT did not exist for either
