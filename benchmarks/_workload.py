@@ -109,7 +109,7 @@ def build_workload(n_users: int, folder: Path, *, k: int = K, seed: int = 0) -> 
     """Generate the arrays, publish them to ``folder/store`` and save ``folder/npy/*.npy``."""
     keys, items, scores = make_arrays(n_users, k, seed=seed)
     store = folder / "store"
-    sharedrec.open(store).publish_ranked(COLLECTION, keys, items, scores, progress=False)
+    sharedrec.open(store, create=True).publish_ranked(COLLECTION, keys, items, scores, progress=False)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     npy = folder / "npy"

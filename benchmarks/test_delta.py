@@ -63,7 +63,7 @@ class Chain:
 @pytest.fixture(scope="session")
 def chain(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     folder = tmp_path_factory.mktemp(f"delta-{workload.n_users}")
-    store = sharedrec.open(folder / "store")
+    store = sharedrec.open(folder / "store", create=True)
     rng = np.random.default_rng(5)
     per_delta = max(1, int(workload.n_users * CHANGED))
     order = rng.permutation(workload.n_users)
@@ -88,7 +88,7 @@ def test_delta_publish(
     benchmark: BenchmarkFixture, workload: Workload, settings: Settings, kind: str, tmp_path: Path
 ) -> None:
     benchmark.group = f"delta-publish-{workload.n_users}"
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     base = store.publish_ranked(COLLECTION, workload.keys, workload.items, workload.scores, progress=False)
     rows = np.random.default_rng(1).choice(
         workload.n_users, size=int(workload.n_users * CHANGED), replace=False

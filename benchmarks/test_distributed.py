@@ -49,7 +49,7 @@ def test_distributed_publish(
     with ProcessPoolExecutor(max(1, workers), mp_context=context) if workers else _NoPool() as pool:
 
         def publish() -> None:
-            store = sharedrec.open(tmp_path / f"round-{next(rounds)}")
+            store = sharedrec.open(tmp_path / f"round-{next(rounds)}", create=True)
             if not workers:
                 store.publish_ranked(COLLECTION, workload.keys, workload.items, workload.scores, guards=[])
                 return

@@ -237,7 +237,7 @@ def test_get_many(
 @pytest.fixture(scope="module")
 def partitioned_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The workload's rows as a collection split into 8 partitions, in a store of its own."""
-    store = sharedrec.open(tmp_path_factory.mktemp("partitioned") / "store")
+    store = sharedrec.open(tmp_path_factory.mktemp("partitioned") / "store", create=True)
     handle = store.begin_publish(partitions=8)
     owners = handle.partition_of(workload.keys)
     receipts = []

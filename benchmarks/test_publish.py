@@ -36,7 +36,7 @@ def test_publish(
         return (tmp_path / f"round-{next(rounds)}",), {}
 
     def publish(folder: Path) -> None:
-        sharedrec.open(folder).publish_ranked(
+        sharedrec.open(folder, create=True).publish_ranked(
             COLLECTION, workload.keys, workload.items, workload.scores, progress=False
         )
 

@@ -108,7 +108,9 @@ def _on_s3(
     )
     client.create_bucket(Bucket=bucket)
     url = f"s3://{bucket}/recs"
-    store = sharedrec.open(url, storage_options={"endpoint_url": endpoint, **OPTIONS}, cache_dir=tmp / "w")
+    store = sharedrec.open(
+        url, storage_options={"endpoint_url": endpoint, **OPTIONS}, cache_dir=tmp / "w", create=True
+    )
     store.publish_ranked(COLLECTION, workload.keys, workload.items, workload.scores, progress=False)
     for name in ("keys", "items", "scores"):
         client.put_object(Bucket=bucket, Key=f"npy/{name}.npy", Body=workload.npy_file(name).read_bytes())

@@ -51,7 +51,9 @@ def str_data(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> It
     folder = tmp_path_factory.mktemp(f"strkeys-{workload.n_users}")
     keys = [f"user-{key}" for key in workload.keys.tolist()]
     store = folder / "store"
-    sharedrec.open(store).publish_ranked(COLLECTION, keys, workload.items, workload.scores, progress=False)
+    sharedrec.open(store, create=True).publish_ranked(
+        COLLECTION, keys, workload.items, workload.scores, progress=False
+    )
     encoded = np.array(keys, dtype="S")
     order = np.argsort(encoded)
     np.save(folder / "keys.npy", encoded[order])

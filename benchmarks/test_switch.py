@@ -81,7 +81,7 @@ def test_switch_latency(
     benchmark: BenchmarkFixture, workload: Workload, settings: Settings, tmp_path: Path
 ) -> None:
     benchmark.group = f"switch-{workload.n_users}"
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     store.publish_ranked(COLLECTION, workload.keys, workload.items, workload.scores, progress=False)
     np.save(tmp_path / "keys.npy", workload.sample_keys(settings.rotation, seed=3))
     procs, queues = [], []

@@ -82,7 +82,10 @@ def s3_store(s3_server: str, tmp_path: Path) -> sharedrec.RecommendationStore:
     """An empty store under s3://<fresh bucket>/recs, with its cache in a temporary folder."""
     bucket = make_bucket(s3_server)
     return sharedrec.open(
-        f"s3://{bucket}/recs", storage_options=s3_options(s3_server), cache_dir=tmp_path / "cache"
+        f"s3://{bucket}/recs",
+        storage_options=s3_options(s3_server),
+        cache_dir=tmp_path / "cache",
+        create=True,
     )
 
 
@@ -90,7 +93,7 @@ def s3_store(s3_server: str, tmp_path: Path) -> sharedrec.RecommendationStore:
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> sharedrec.RecommendationStore:
     """An empty store on each backend: a local folder, and S3 (tests marked local_only: local)."""
     if request.param == "local":
-        return sharedrec.open(tmp_path / "store")
+        return sharedrec.open(tmp_path / "store", create=True)
     if request.node.get_closest_marker("local_only"):
         pytest.skip("inspects files on a local disk")
     return request.getfixturevalue("s3_store")  # type: ignore[no-any-return]
@@ -104,7 +107,7 @@ def version_folders(store: sharedrec.RecommendationStore) -> list[str]:
 @pytest.fixture
 def store(tmp_path: Path) -> sharedrec.RecommendationStore:
     """An empty store in a temporary folder."""
-    return sharedrec.open(tmp_path / "store")
+    return sharedrec.open(tmp_path / "store", create=True)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def test_dask_publish_equals_a_single_process_publish(client: object, tmp_path: 
 
     import sharedrec.integrations.dask
 
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     frame = long_frame(seed=21)
     reference = publish_single(store, frame, "home")
     version = sharedrec.integrations.dask.publish_ranked(
@@ -46,7 +46,7 @@ def test_dask_task_failing_once_is_retried_into_a_correct_version(client: object
 
     import sharedrec.integrations.dask
 
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     frame = long_frame(seed=22)
     reference = publish_single(store, frame, "home")
     marker = str(tmp_path / "failed-once")
@@ -70,7 +70,7 @@ def test_dask_job_that_fails_leaves_the_live_version(client: object, tmp_path: P
 
     import sharedrec.integrations.dask
 
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     frame = long_frame(seed=23)
     live = sharedrec.integrations.dask.publish_ranked(
         store, dd.from_pandas(frame, npartitions=2), "home", partitions=2

@@ -84,8 +84,8 @@ def test_a_chain_of_ten_deltas_equals_the_full_data(tmp_path: Path, seed: int, s
     data = make_ranked(300, 6, str_keys=str_keys, seed=seed % 1000)
     model = Model(list(data.keys), data.items, data.scores)
     folder = tmp_path / f"case-{seed}-{str_keys}"
-    chained = sharedrec.open(folder / "chained")
-    full = sharedrec.open(folder / "full")
+    chained = sharedrec.open(folder / "chained", create=True)
+    full = sharedrec.open(folder / "full", create=True)
     chained.publish_ranked("home", *model.arrays(), progress=False)
     gone: set[Any] = set()
     next_key = 10**6
@@ -186,7 +186,7 @@ def test_compaction_preserves_answers(store: sharedrec.RecommendationStore) -> N
 
 
 def test_max_chain_writes_a_full_version(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 3, seed=5)
     store.publish_ranked("home", data.keys, data.items, data.scores)
     depths = []
@@ -199,7 +199,7 @@ def test_max_chain_writes_a_full_version(tmp_path: Path) -> None:
 
 
 def test_gc_keeps_every_base_a_kept_version_needs(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 3, seed=6)
     full = store.publish_ranked("home", data.keys, data.items, data.scores)
     first = store.publish_ranked("home", data.keys, data.items + 1, data.scores, delta=True, guards=[])
@@ -218,7 +218,7 @@ def test_gc_keeps_every_base_a_kept_version_needs(tmp_path: Path) -> None:
 
 
 def test_a_delta_whose_base_is_gone_is_refused(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 3, seed=7)
     full = store.publish_ranked("home", data.keys, data.items, data.scores)
     store.publish_ranked("home", data.keys, data.items + 1, data.scores, delta=True, guards=[])
@@ -228,7 +228,7 @@ def test_a_delta_whose_base_is_gone_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_following_reader_moves_through_deltas(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(200, 4, seed=8)
     store.publish_ranked("home", data.keys, data.items, data.scores)
     reader = store.reader(refresh_interval=None, lease=False)
@@ -243,7 +243,7 @@ def test_a_following_reader_moves_through_deltas(tmp_path: Path) -> None:
 
 
 def test_guards_see_the_delta_as_the_full_data(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(1000, 4, seed=9)
     store.publish_ranked("home", data.keys, data.items, data.scores)
     with pytest.raises(sharedrec.PublishRejected, match="max_shrink"):  # 70% of the keys removed
@@ -253,7 +253,7 @@ def test_guards_see_the_delta_as_the_full_data(tmp_path: Path) -> None:
 
 
 def test_a_dtype_change_is_written_in_full(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys = np.arange(50)
     store.publish_ranked("home", keys, np.ones((50, 3), dtype=np.int32), np.ones((50, 3), np.float32))
     wide = np.ones((50, 3), dtype=np.int64)
@@ -267,7 +267,7 @@ def test_a_dtype_change_is_written_in_full(tmp_path: Path) -> None:
 
 
 def test_inherited_collections_keep_their_fallbacks(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     with store.publish() as draft:
         draft.add_ranked("popular", [0], [[9, 8]], [[1.0, 0.5]], serve_to_all=True)
         draft.add_ranked("home", [1, 2], [[1], [2]], [[1.0], [1.0]], fallbacks=["popular"])
@@ -285,7 +285,7 @@ def test_inherited_collections_keep_their_fallbacks(tmp_path: Path) -> None:
 
 
 def test_the_base_is_leased_while_a_delta_is_written(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 3, seed=10)
     old = store.publish_ranked("home", data.keys, data.items, data.scores)
     store.publish_ranked("home", data.keys, data.items + 1, data.scores, guards=[])
@@ -303,7 +303,7 @@ def test_the_base_is_leased_while_a_delta_is_written(tmp_path: Path) -> None:
 def test_damaged_chains_are_refused(tmp_path: Path) -> None:
     import json
 
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 3, seed=11)
     store.publish_ranked("home", data.keys, data.items, data.scores)
     delta = store.publish_ranked("home", data.keys, data.items + 1, data.scores, delta=True, guards=[])

@@ -66,7 +66,7 @@ def test_score_shift_str_keys_and_vectors(store: sharedrec.RecommendationStore) 
 
 
 def test_diff_command(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     items, scores = lists(30)
     a = store.publish_ranked("home", np.arange(30), items, scores)
     b = store.publish_ranked("home", np.arange(30), items[::-1].copy(), scores)

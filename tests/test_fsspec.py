@@ -14,7 +14,7 @@ from conftest import KEYS, publish
 
 
 def test_memory_filesystem_round_trip(tmp_path: Path) -> None:
-    store = sharedrec.open(f"memory://recs-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache")
+    store = sharedrec.open(f"memory://recs-{uuid.uuid4().hex}", cache_dir=tmp_path / "cache", create=True)
     v1 = publish(store, 1)
     v2 = publish(store, 2)
     reader = store.reader(refresh_interval=None)

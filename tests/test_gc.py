@@ -172,7 +172,7 @@ def test_gc_never_deletes_what_a_live_reader_maps(store: sharedrec.Recommendatio
 
 
 def test_a_publish_whose_files_a_collector_removed_is_refused(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys = np.arange(20)
     live = store.publish_ranked("home", keys, np.ones((20, 2), dtype=int), np.ones((20, 2)))
     with store.publish(guards=[]) as draft:

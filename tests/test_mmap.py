@@ -48,7 +48,7 @@ def test_chunk_rows_leaves_single_chunks_and_huge_rows_alone() -> None:
 
 
 def _publish(tmp_path: Path, data: RankedData, chunk_bytes: int) -> sharedrec.RecommendationStore:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     with store.publish(chunk_bytes=chunk_bytes) as draft:
         draft.add_ranked("home", data.keys, data.items, data.scores, default=([1, 2], [0.5, 0.4]))
         draft.add_vectors("emb", data.keys, data.scores)

@@ -76,7 +76,7 @@ READER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_readers_only_see_whole_versions(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     _publish_tagged(store, 0)
     readers = [
         subprocess.Popen(
@@ -130,7 +130,7 @@ WRITER = textwrap.dedent(
 @pytest.mark.slow
 def test_publish_killed_midway_leaves_old_version(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     old = _publish_tagged(store, 0)
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root)], stderr=subprocess.PIPE)
     try:
@@ -194,7 +194,7 @@ FOLLOWER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_following_readers_through_20_publishes_and_rollbacks(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     _publish_tagged(store, 0)
     readers = [
         subprocess.Popen(
@@ -265,7 +265,9 @@ def test_s3_followers_see_whole_versions(s3_server: str, tmp_path: Path) -> None
     from conftest import make_bucket, s3_options
 
     url = f"s3://{make_bucket(s3_server)}/recs"
-    store = sharedrec.open(url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "writer-cache")
+    store = sharedrec.open(
+        url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "writer-cache", create=True
+    )
     _publish_tagged(store, 0)
     readers = [
         subprocess.Popen(
@@ -320,7 +322,7 @@ def test_s3_publish_killed_during_upload(s3_server: str, tmp_path: Path) -> None
     from conftest import make_bucket, s3_options
 
     url = f"s3://{make_bucket(s3_server)}/recs"
-    store = sharedrec.open(url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "c")
+    store = sharedrec.open(url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "c", create=True)
     old = _publish_tagged(store, 0)
     proc = subprocess.Popen(
         [sys.executable, "-c", S3_WRITER, url, s3_server, str(tmp_path / "w")],

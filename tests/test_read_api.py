@@ -38,7 +38,7 @@ def _check(reader: sharedrec.Reader, name: str, served: list[Any], absent: list[
 def test_whole_collection(tmp_path: Any, str_keys: bool) -> None:
     keys: list[Any] = [f"user-{i}" for i in range(50)] if str_keys else list(range(0, 500, 10))
     items, scores = _rows(keys)
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     store.publish_ranked("home", keys, items, scores, default=(np.array([7, 8]), np.array([0.5, 0.4])))
     with store.reader() as reader:
         _check(reader, "home", keys, ["nobody"] if str_keys else [5, -1])
@@ -48,7 +48,7 @@ def test_whole_collection(tmp_path: Any, str_keys: bool) -> None:
 
 
 def test_delta_chain_counts_added_and_removed_keys(tmp_path: Any) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     keys = list(range(100))
     items, scores = _rows(keys)
     store.publish_ranked("home", keys, items, scores)
@@ -63,7 +63,7 @@ def test_delta_chain_counts_added_and_removed_keys(tmp_path: Any) -> None:
 
 
 def test_partitioned_collection(tmp_path: Any) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     keys = np.arange(0, 3000, 7, dtype=np.int64)
     handle = store.begin_publish(partitions=4)
     owners = handle.partition_of(keys)
@@ -78,7 +78,7 @@ def test_partitioned_collection(tmp_path: Any) -> None:
 
 
 def test_vectors_and_errors(tmp_path: Any) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     store.publish_vectors("emb", ["a", "b", "c"], np.eye(3, dtype=np.float32))
     with store.reader() as reader:
         _check(reader, "emb", ["a", "b", "c"], ["d"])

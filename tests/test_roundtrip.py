@@ -103,7 +103,10 @@ def test_ranked_round_trip_on_s3(s3_server: str, case: dict[str, Any]) -> None:
     keys, items, scores, k = case["keys"], case["items"], case["scores"], case["k"]
     with tempfile.TemporaryDirectory() as cache:
         store = sharedrec.open(
-            f"s3://{make_bucket(s3_server)}/r", storage_options=s3_options(s3_server), cache_dir=cache
+            f"s3://{make_bucket(s3_server)}/r",
+            storage_options=s3_options(s3_server),
+            cache_dir=cache,
+            create=True,
         )
         with store.publish(chunk_bytes=case["chunk_bytes"], guards=[]) as draft:
             draft.add_ranked("c", keys, items, scores)

@@ -139,7 +139,9 @@ def test_concurrent_publishers(s3_store: sharedrec.RecommendationStore) -> None:
 
 def test_first_publishers_race(s3_server: str, tmp_path: Path) -> None:
     bucket = make_bucket(s3_server)
-    a = sharedrec.open(f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path)
+    a = sharedrec.open(
+        f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path, create=True
+    )
     b = sharedrec.open(f"s3://{bucket}/r", storage_options=s3_options(s3_server), cache_dir=tmp_path)
     draft_a = a.publish(guards=[]).__enter__()
     draft_a.add_vectors("v", [1], np.ones((1, 2)))
@@ -192,6 +194,7 @@ def test_cache_eviction_and_prefetch(s3_server: str, tmp_path: Path) -> None:
         storage_options=s3_options(s3_server),
         cache_dir=tmp_path / "c",
         cache_max_bytes=200_000,
+        create=True,
     )
     data = make_ranked(4000, 20, seed=2)
     with store.publish(chunk_bytes=16 * 1024) as draft:
@@ -241,12 +244,12 @@ def test_readers_open_without_a_request(
 
 def test_missing_bucket_and_unreachable_endpoint(s3_server: str) -> None:
     with pytest.raises(StoreNotFound, match="no bucket 'nope-"):
-        sharedrec.open("s3://nope-bucket-x/r", storage_options=s3_options(s3_server))
+        sharedrec.open("s3://nope-bucket-x/r", storage_options=s3_options(s3_server), create=True)
     options = s3_options("http://127.0.0.1:9") | {
         "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}
     }
     with pytest.raises(SharedrecError, match="cannot reach s3://b/r"):
-        sharedrec.open("s3://b/r", storage_options=options)
+        sharedrec.open("s3://b/r", storage_options=options, create=True)
 
 
 def test_transient_errors_are_retried(s3_server: str, tmp_path: Path) -> None:
@@ -257,7 +260,9 @@ def test_transient_errors_are_retried(s3_server: str, tmp_path: Path) -> None:
         options = s3_options(proxy.url) | {
             "config_kwargs": {"retries": {"max_attempts": 10, "mode": "standard"}}
         }
-        store = sharedrec.open(f"s3://{bucket}/r", storage_options=options, cache_dir=tmp_path / "c")
+        store = sharedrec.open(
+            f"s3://{bucket}/r", storage_options=options, cache_dir=tmp_path / "c", create=True
+        )
         v1 = publish(store, 1)
         proxy.failures = 4  # a bad moment on the server: several requests in a row fail
         v2 = publish(store, 2)
@@ -282,7 +287,9 @@ def test_outage_fails_the_publish_and_keeps_the_live_version(s3_server: str, tmp
         options = s3_options(proxy.url) | {
             "config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}
         }
-        store = sharedrec.open(f"s3://{bucket}/r", storage_options=options, cache_dir=tmp_path / "c")
+        store = sharedrec.open(
+            f"s3://{bucket}/r", storage_options=options, cache_dir=tmp_path / "c", create=True
+        )
         v1 = publish(store, 1)
         proxy.failures = 10_000  # the server is down for good
         with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the client raises

@@ -41,7 +41,7 @@ def spark() -> Iterator[object]:
 def test_spark_long_and_list_format_equal_a_single_process_publish(spark: object, tmp_path: Path) -> None:
     from pyspark.sql import functions as F
 
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     frame = long_frame()
     reference = publish_single(store, frame, "home")
     df = spark.createDataFrame(frame).repartition(3)  # type: ignore[attr-defined]
@@ -62,7 +62,7 @@ def test_spark_long_and_list_format_equal_a_single_process_publish(spark: object
 
 
 def test_spark_task_failing_once_is_retried_into_a_correct_version(spark: object, tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     frame = long_frame(seed=11)
     reference = publish_single(store, frame, "home")
     marker = tmp_path / "failed-once"
@@ -85,7 +85,7 @@ def test_spark_task_failing_once_is_retried_into_a_correct_version(spark: object
 
 
 def test_spark_job_that_fails_leaves_the_live_version(spark: Any, tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     frame = long_frame(seed=12)
     live = sharedrec.integrations.spark.publish_ranked(
         store, spark.createDataFrame(frame), "home", partitions=2

@@ -29,7 +29,7 @@ from conftest import make_ranked
 @pytest.fixture(scope="module")
 def manifest_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A manifest using every optional field: str and int keys, vectors, default, fallbacks."""
-    store = sharedrec.open(tmp_path_factory.mktemp("spec") / "store")
+    store = sharedrec.open(tmp_path_factory.mktemp("spec") / "store", create=True)
     data = make_ranked(300, 7, seed=3)
     words = make_ranked(50, 4, str_keys=True, seed=4)
     with store.publish(chunk_bytes=4096, metadata={"model": "als", "n": [1, 2]}) as draft:
@@ -206,7 +206,7 @@ def test_lease_written_without_pydantic_is_a_valid_lease(tmp_path: Path) -> None
 
 
 def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 5, seed=1)
     store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
     script = (
@@ -223,7 +223,7 @@ def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
 
 
 def test_reader_manifest_is_the_schema_record(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(20, 3)
     store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
     with store.reader() as reader:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import sharedrec
+from sharedrec.backends import backend_for
+from sharedrec.backends.base import STORE_MARKER
 from sharedrec.errors import (
     ConcurrentPublishError,
     InvalidInput,
     PublishRejected,
+    SharedrecError,
     StoreNotFound,
     UnsupportedLocation,
     VersionNotFound,
 )
 
-from conftest import RankedData, make_ranked, version_folders
+from conftest import RankedData, make_bucket, make_ranked, s3_options, version_folders
 
 
 @pytest.fixture
@@ -202,8 +209,140 @@ def test_open_missing_store_without_create(tmp_path: Path) -> None:
     assert not (tmp_path / "nope").exists()
 
 
+# -- what a store is, and who creates one ------------------------------------------------------
+
+
+@dataclass
+class Nowhere:
+    """A location where nothing exists yet, on one backend, and a look at what exists there."""
+
+    url: str
+    options: dict[str, Any]
+    contents: Callable[[], list[str] | None]  # None: not even the location itself
+
+    def open(self, **options: Any) -> sharedrec.RecommendationStore:
+        return sharedrec.open(self.url, **self.options, **options)
+
+    def nothing(self) -> bool:
+        return not self.contents()
+
+
+@pytest.fixture(params=["local", "s3", "memory"])
+def nowhere(request: pytest.FixtureRequest, tmp_path: Path) -> Nowhere:
+    """A mistyped store location: a missing folder, an empty S3 prefix (the bucket exists), a
+    missing memory:// path."""
+    if request.param == "local":
+        root = tmp_path / "recs"
+
+        def files() -> list[str] | None:
+            return sorted(p.name for p in root.rglob("*")) if root.exists() else None
+
+        return Nowhere(str(root), {}, files)
+    if request.param == "memory":
+        import fsspec
+
+        memory = fsspec.filesystem("memory")
+        path = f"/nowhere-{uuid.uuid4().hex[:12]}/recs"
+
+        def entries() -> list[str] | None:
+            return sorted(memory.find(path, withdirs=True)) if memory.exists(path) else None
+
+        return Nowhere(f"memory:/{path}", {}, entries)
+    import boto3
+
+    server: str = request.getfixturevalue("s3_server")
+    bucket = make_bucket(server)
+    client = boto3.client(
+        "s3",
+        endpoint_url=server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+    def keys() -> list[str] | None:
+        return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+    options = {"storage_options": s3_options(server), "cache_dir": tmp_path / "cache"}
+    return Nowhere(f"s3://{bucket}/recs", options, keys)
+
+
+def test_opening_without_create_creates_nothing(nowhere: Nowhere) -> None:
+    # A folder is looked at on opening; an S3 prefix, which costs a request, at the first read.
+    reads: list[Callable[[sharedrec.RecommendationStore], object]] = [
+        lambda store: store.reader(),
+        lambda store: store.reader(lease=False),
+        lambda store: store.current(),
+    ]
+    for read in reads:
+        with pytest.raises(
+            StoreNotFound, match="check the path, or create the store there with create=True"
+        ) as caught:
+            read(nowhere.open())
+        assert nowhere.url.split("://")[-1] in str(caught.value)
+        assert nowhere.nothing(), nowhere.contents()
+    # A reader pinned to a version id writes its lease first: that write is refused too (as a
+    # lease that cannot be written, naming the missing store).
+    with pytest.raises(SharedrecError, match="no store at"):
+        nowhere.open().reader("20261201T000000000000Z-0a1b2c")
+    assert nowhere.nothing(), nowhere.contents()
+
+
+def test_publishing_without_create_fails_and_leaves_nothing(nowhere: Nowhere, ranked: RankedData) -> None:
+    with pytest.raises(StoreNotFound, match="create=True"):
+        nowhere.open().publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
+    with pytest.raises(StoreNotFound, match="create=True"):
+        nowhere.open().begin_publish(partitions=2)
+    assert nowhere.nothing(), nowhere.contents()
+
+
+def test_create_makes_a_store_that_everyone_then_opens(nowhere: Nowhere, ranked: RankedData) -> None:
+    created = nowhere.open(create=True)
+    assert nowhere.contents() is not None  # the folder, or the marker under the prefix
+    assert created.current() is None and created.versions() == []
+    with pytest.raises(VersionNotFound, match="no version"):
+        nowhere.open().reader()  # a store without versions, not a missing store
+    # Writing to an existing store needs no create=True.
+    vid = nowhere.open().publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
+    assert nowhere.open().reader().version == vid
+    assert nowhere.open(create=True).current() == vid  # create=True on a store opens it
+
+
+def test_the_marker_is_written_only_where_nothing_exists(
+    s3_server: str, tmp_path: Path, ranked: RankedData
+) -> None:
+    url = f"s3://{make_bucket(s3_server)}/recs"
+    options: dict[str, Any] = {"storage_options": s3_options(s3_server), "cache_dir": tmp_path / "c"}
+    backend = backend_for(url, create=False, storage_options=options["storage_options"])
+    store = sharedrec.open(url, create=True, **options)
+    assert backend.read_bytes(STORE_MARKER) == b""
+    store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
+    # A store written before markers existed: versions, no marker. It is a store all the same,
+    # and opening it with create=True adds nothing.
+    backend.remove_tree(STORE_MARKER)
+    assert (
+        sharedrec.open(url, **options).reader().get("home", int(ranked.keys[0])).items[0]
+        == ranked.items[0, 0]
+    )
+    sharedrec.open(url, create=True, **options)
+    assert not backend.exists(STORE_MARKER)
+    # The prefix beside it holds nothing: no store there.
+    with pytest.raises(StoreNotFound, match="no object exists under that prefix"):
+        sharedrec.open(url[:-1], **options).reader()
+
+
+def test_an_existing_empty_folder_is_a_store(tmp_path: Path, ranked: RankedData) -> None:
+    # A freshly mounted volume: the batch job publishes to it without create=True.
+    (tmp_path / "mnt").mkdir()
+    vid = sharedrec.open(tmp_path / "mnt", create=True).publish_ranked(
+        "home", ranked.keys, ranked.items, ranked.scores
+    )
+    assert sharedrec.open(tmp_path / "mnt").current() == vid
+    assert not (tmp_path / "mnt" / STORE_MARKER).exists()  # folders need no marker
+
+
 def test_open_file_url(tmp_path: Path, ranked: RankedData) -> None:
-    store = sharedrec.open(f"file://{tmp_path}/s")
+    store = sharedrec.open(f"file://{tmp_path}/s", create=True)
     store.publish_ranked("home", ranked.keys, ranked.items, ranked.scores)
     assert sharedrec.open(tmp_path / "s", create=False).current() == store.current()
 

@@ -71,9 +71,9 @@ def create_app(store_path: str | None = None, *, refresh_interval: float | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # create=False: fail at startup, with a clear message, when the volume is not mounted
-        # or nothing has been published yet, rather than serve errors.
-        store = sharedrec.open(location, create=False)
+        # Opening never creates a store: fail at startup, with a clear message, when the volume
+        # is not mounted or nothing has been published yet, rather than serve errors.
+        store = sharedrec.open(location)
         reader = store.reader(refresh_interval=refresh_interval)
         app.state.reader = reader
         try:

@@ -182,7 +182,7 @@ def run_demo(root: Path, n_users: int, k: int = 100) -> None:
         f"100,000 items, {data.nbytes / 1e6:,.0f} MB) in {time.perf_counter() - started:.1f} s"
     )
 
-    store = sharedrec.open(store_dir)
+    store = sharedrec.open(store_dir, create=True)
     console.print("[bold]2.[/] Publishing version 1 (validate, write zarr chunks, checksum, flip CURRENT):")
     started = time.perf_counter()
     v1 = store.publish_ranked(

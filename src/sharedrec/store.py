@@ -31,28 +31,30 @@ __all__ = ["RecommendationStore", "VersionInfo", "open"]
 
 
 def open(
-    location: str | os.PathLike[str], *, create: bool = True, **options: Unpack[StoreOptions]
+    location: str | os.PathLike[str], *, create: bool = False, **options: Unpack[StoreOptions]
 ) -> RecommendationStore:
-    """Open the store at a path or URL.
+    """Open the store at a path or URL; only ``create=True`` creates one.
+
+    A store exists where its folder exists (an empty one, such as a freshly mounted volume,
+    is a store without versions) or, on object stores, where its prefix holds an object.
 
     Args:
         location: A local path, a mounted EFS/NFS path, a ``file://`` URL, or
             ``s3://bucket/prefix``.
-        create: Create the folder if it does not exist (writers). Readers pass ``False``
-            to fail fast when a volume is not mounted.
+        create: Create the store if there is none: the folder, or on object stores an empty
+            marker object, ``.sharedrec-store``, under a prefix that holds nothing.
         **options: `StoreOptions`: ``storage_options``, ``cache_dir``, ``cache_max_bytes``.
 
     Returns:
-        The `RecommendationStore`. Nothing but the location's existence is checked.
+        The store. A folder is checked at once, an S3 prefix at the first write or miss.
 
     Raises:
-        StoreNotFound: The folder (or bucket) does not exist and ``create`` is False.
+        StoreNotFound: There is no store at ``location`` (nor bucket) and ``create`` is False.
         UnsupportedLocation: The URL's protocol is not supported.
         SharedrecError: The S3 endpoint cannot be reached.
 
     Example:
-        >>> store = sharedrec.open("/mnt/recs")  # doctest: +SKIP
-        >>> store = sharedrec.open("s3://bucket/recs")  # doctest: +SKIP
+        >>> store = sharedrec.open("/mnt/recs", create=True)  # doctest: +SKIP
     """
     backend = backend_for(location, create=create, storage_options=options.get("storage_options"))
     return RecommendationStore(backend, **options)

@@ -121,7 +121,7 @@ def test_a_reader_on_another_node_switches_within_refresh_plus_attribute_timeout
 ) -> None:
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT, entry_timeout=ATTR_TIMEOUT)
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     _publish(writer, 1, ref)
     pointer_on_b = os.path.join(b.path, "recs", "CURRENT" if ref == "current" else f"refs/{ref}")
     reader = _child(_SERVE, os.path.join(b.path, "recs"), str(REFRESH), ref)
@@ -152,7 +152,7 @@ def test_pointer_reads_are_whole_while_another_node_replaces_the_pointer(
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=attr_timeout, entry_timeout=attr_timeout)
     root_a = os.path.join(a.path, "recs")
-    writer = sharedrec.open(root_a)
+    writer = sharedrec.open(root_a, create=True)
     first, second = _publish(writer, 1), _publish(writer, 2)
     # A short pointer and a long one (a full history), replaced the way a publish does.
     now = datetime.now(UTC)

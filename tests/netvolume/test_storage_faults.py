@@ -69,13 +69,13 @@ def _nodes(volume: Volume, **options: object) -> tuple[Node, Node]:
 def _stores(a: Node, b: Node) -> tuple[sharedrec.RecommendationStore, Path, sharedrec.RecommendationStore]:
     """The store as the writer sees it (node A), its root there, and as readers see it (B)."""
     root = Path(a.path) / "store"
-    return sharedrec.open(root), root, sharedrec.open(Path(b.path) / "store", create=False)
+    return sharedrec.open(root, create=True), root, sharedrec.open(Path(b.path) / "store", create=False)
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_damaged_new_version_is_refused_and_readers_stay(network_volume: Volume, damage: str) -> None:
     a, b = _nodes(network_volume)
-    writer = sharedrec.open(Path(a.path) / "store")
+    writer = sharedrec.open(Path(a.path) / "store", create=True)
     v0 = publish_tagged(writer, 0)
     root = Path(a.path) / "store"
     store = sharedrec.open(Path(b.path) / "store", create=False)

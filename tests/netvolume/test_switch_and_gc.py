@@ -224,7 +224,7 @@ def test_readers_on_another_node_follow_twenty_publishes_with_gc_between(
     n, switches = 2_000, 20
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     publish(writer, 0, n)
     stop = os.path.join(network_volume.root, "stop")
     # A reader keeps leasing the version it left for its lease's ttl: a short one lets gc
@@ -272,7 +272,7 @@ def test_gc_reads_leases_that_readers_on_another_node_renew_meanwhile(
     n = 2_000
     a = network_volume.node("a")
     b = network_volume.node("b")
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     first = publish(writer, 0, n)
     stop = os.path.join(network_volume.root, "stop")
     # Polling every 5 ms renews the lease every 5 ms.
@@ -303,7 +303,7 @@ def test_gc_spares_versions_that_readers_on_a_cold_node_lease(
     yet) keep it through gc on node A: they then read pages B never cached, and live."""
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     v1 = publish(writer, 1, N_COLD)
     b.remount()
     kinds: list[dict[str, Any]] = [
@@ -340,7 +340,7 @@ def test_without_a_lease_gc_with_no_grace_kills_a_reader_on_another_node(
     read of a page it had not cached fails, and the reader dies of SIGBUS."""
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     v1 = publish(writer, 1, N_COLD)
     b.remount()
     children.append(Child(b, N_COLD, "hold", {"lease": False, "refresh_interval": None}))
@@ -366,7 +366,7 @@ def test_default_gc_spares_the_version_a_pointer_just_left_for_readers_without_l
     """
     a = network_volume.node("a")
     b = network_volume.node("b", attr_timeout=ATTR_TIMEOUT)
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     ids = [publish(writer, tag, N_COLD) for tag in range(1, 5)]
     for age, version in zip((5, 4, 3, 2), ids, strict=True):
         backdate(Path(network_volume.backing) / "recs", version, hours=age)
@@ -397,7 +397,7 @@ def test_default_gc_spares_the_version_a_pointer_just_left_for_readers_without_l
 def test_versions_without_a_note_count_the_grace_period_from_their_successor(tmp_path: Path) -> None:
     """A store written before pointers noted when they left a version (or whose note was
     lost): a version left the pointer no earlier than its successor was created."""
-    store = sharedrec.open(tmp_path / "recs")
+    store = sharedrec.open(tmp_path / "recs", create=True)
     ids = [publish(store, tag, 100) for tag in range(3)]
     for age, version in zip((5, 4), ids[:2], strict=True):
         backdate(tmp_path / "recs", version, hours=age)
@@ -415,7 +415,7 @@ def test_gc_leaves_a_folder_that_files_open_on_its_own_node_hold_for_later(
     ``.nfs*``) and its folder cannot be removed until it is closed. gc says so and leaves the
     folder; once the file is closed a later gc removes it."""
     a = network_volume.node("a")
-    writer = sharedrec.open(os.path.join(a.path, "recs"))
+    writer = sharedrec.open(os.path.join(a.path, "recs"), create=True)
     v1 = publish(writer, 1, N_COLD)
     children.append(Child(a, N_COLD, "hold", {"lease": False, "refresh_interval": None}))
     ready = children[0].wait_for("ready", 30.0)

@@ -33,7 +33,7 @@ SCORES = np.tile(np.linspace(1.0, 0.01, K, dtype=np.float32), (N_USERS, 1))
 
 
 def _publish(node: Node) -> str:
-    store = sharedrec.open(os.path.join(node.path, "recs"))
+    store = sharedrec.open(os.path.join(node.path, "recs"), create=True)
     return store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
 
 

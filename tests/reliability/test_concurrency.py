@@ -46,7 +46,7 @@ WRITER = textwrap.dedent(
 
 def test_two_writers_racing(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     publish_tagged(store, 0)
     go = tmp_path / "go"
     writers = [
@@ -131,7 +131,7 @@ FOLLOWER = textwrap.dedent(
 
 def test_four_reader_processes_through_50_switches(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     publish_tagged(store, 0)
     readers = [
         subprocess.Popen(

@@ -113,7 +113,7 @@ def test_local_publish_killed_at_every_fault_point(
     publisher: Publisher, tmp_path: Path, tally: Tally
 ) -> None:
     root = str(tmp_path / "store")
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     publish_tagged(store, 0)
     points = census(publisher, tmp_path, root, 1)
     # Every kind of step is covered: each chunk file, the fsyncs, the manifest, the pointer.
@@ -164,7 +164,7 @@ def test_s3_publish_killed_at_every_object(
 
     root = f"s3://{make_bucket(s3_server)}/recs"
     options = s3_options(s3_server)
-    store = sharedrec.open(root, storage_options=options, cache_dir=tmp_path / "cache")
+    store = sharedrec.open(root, storage_options=options, cache_dir=tmp_path / "cache", create=True)
     publish_tagged(store, 0)
     s3 = {"options": options, "cache": str(tmp_path / "writer-cache")}
     points = census(publisher, tmp_path, root, 1, s3=s3)

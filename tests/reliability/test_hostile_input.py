@@ -28,7 +28,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path_factory.mktemp("hostile") / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     return store, root, publish_tagged(store, 0)
 
 

@@ -24,7 +24,7 @@ def setup(s3_server: str, tmp_path: Path) -> Iterator[tuple[FaultInjector, str, 
 
     url = f"s3://{make_bucket(s3_server)}/recs"
     direct = s3_options(s3_server)
-    publish_tagged(sharedrec.open(url, storage_options=direct, cache_dir=tmp_path / "c0"), 0)
+    publish_tagged(sharedrec.open(url, storage_options=direct, cache_dir=tmp_path / "c0", create=True), 0)
     with FaultInjector(s3_server, hang_seconds=1.6) as proxy:
         yield proxy, url, direct
 

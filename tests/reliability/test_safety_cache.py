@@ -54,7 +54,7 @@ def test_a_reused_version_id_never_serves_the_deleted_versions_cached_chunks(
     url = f"s3://{make_bucket(s3_server)}/recs"
     options = s3_options(s3_server)
     cache = tmp_path / "node-cache"
-    store = sharedrec.open(url, storage_options=options, cache_dir=cache)
+    store = sharedrec.open(url, storage_options=options, cache_dir=cache, create=True)
     old_keys = KEYS
     new_keys = KEYS + 1  # the same count: every file of the republished id has the same size
     _publish(store, old_keys, 1, REUSED)
@@ -148,7 +148,7 @@ def test_a_killed_s3_publishers_staging_is_removed_by_the_next_publish_or_gc(
     node_tmp, cache = tmp_path / "tmp", tmp_path / "node-cache"
     node_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(node_tmp))  # the publishers' temp folder, to look into
-    store = sharedrec.open(url, storage_options=options, cache_dir=cache)
+    store = sharedrec.open(url, storage_options=options, cache_dir=cache, create=True)
     publish_tagged(store, 0)
     assert _leftovers(node_tmp, cache) == []
 
@@ -229,7 +229,9 @@ def test_a_killed_distributed_workers_staging_is_removed_by_gc(
     node_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(node_tmp))
     monkeypatch.setenv("SHAREDREC_CACHE_DIR", str(cache))  # a worker stages in the node's default cache
-    store = sharedrec.open(f"s3://{make_bucket(s3_server)}/recs", storage_options=s3_options(s3_server))
+    store = sharedrec.open(
+        f"s3://{make_bucket(s3_server)}/recs", storage_options=s3_options(s3_server), create=True
+    )
     handle = store.begin_publish(partitions=2)
     worker = subprocess.run(
         [sys.executable, "-c", _KILLED_WORKER],
@@ -275,7 +277,11 @@ def test_a_forked_child_fetches_into_the_cache_while_a_parent_thread_held_its_lo
 
     url = f"s3://{make_bucket(s3_server)}/recs"
     store = sharedrec.open(
-        url, storage_options=s3_options(s3_server), cache_dir=tmp_path / "cache", cache_max_bytes=1 << 30
+        url,
+        storage_options=s3_options(s3_server),
+        cache_dir=tmp_path / "cache",
+        cache_max_bytes=1 << 30,
+        create=True,
     )
     _publish(store, KEYS, 1)
     reader = store.reader(lease=False, refresh_interval=None)

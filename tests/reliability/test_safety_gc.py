@@ -224,7 +224,7 @@ def _judge(reports: dict[str, dict[str, object]], tally: Tally, *, slow: bool = 
 @pytest.mark.slow
 def test_gc_in_a_tight_loop_never_deletes_what_a_pointer_names(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     publish_tagged(store, 1)
     _dead_leases(store, 100)
     reports = _race(tmp_path, str(root), 4.0, [])
@@ -237,7 +237,7 @@ def test_gc_in_a_tight_loop_never_deletes_what_a_pointer_names(tmp_path: Path, t
 @pytest.mark.slow
 def test_rollbacks_and_promotes_racing_gc_over_many_versions(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     for tag in range(1, 13):
         publish_tagged(store, tag, ref="canary" if tag % 3 == 0 else "current")
     _dead_leases(store, 300)
@@ -251,7 +251,7 @@ def test_rollbacks_and_promotes_racing_gc_over_many_versions(tmp_path: Path, tal
 def test_gc_in_a_tight_loop_on_s3(s3_server: str, tmp_path: Path, tally: Tally) -> None:
     location = f"s3://{make_bucket(s3_server)}/recs"
     options = s3_options(s3_server)
-    store = sharedrec.open(location, storage_options=options, cache_dir=tmp_path / "cache")
+    store = sharedrec.open(location, storage_options=options, cache_dir=tmp_path / "cache", create=True)
     publish_tagged(store, 1)
     reports = _race(tmp_path, location, 4.0, [json.dumps(options), str(tmp_path / "cache")])
     _judge(reports, tally, slow=True)
@@ -264,8 +264,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_symlinked_version_folder_never_leads_gc_into_another_store(tmp_path: Path, tally: Tally) -> None:
-    a = sharedrec.open(tmp_path / "a")
-    b = sharedrec.open(tmp_path / "b")
+    a = sharedrec.open(tmp_path / "a", create=True)
+    b = sharedrec.open(tmp_path / "b", create=True)
     theirs = publish_tagged(b, 7)
     publish_tagged(b, 8)
     unfinished_b = tmp_path / "b" / "versions" / "20200101T000000000000Z-b0b0b0"
@@ -335,7 +335,7 @@ def _collector(root: Path, version: str, decision: str) -> subprocess.Popen[str]
 
 def test_readers_and_movers_never_use_a_version_gc_condemned(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     old, live = publish_tagged(store, 1), publish_tagged(store, 2)
     # Marked, then deleted: opening and set_current wait for the decision, then refuse.
     proc = _collector(root, old, "delete")
@@ -363,7 +363,7 @@ def test_readers_and_movers_never_use_a_version_gc_condemned(tmp_path: Path, tal
 
 
 def test_a_publish_from_many_tasks_is_leased_until_commit_or_abort(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     publish_tagged(store, 1)
     handle = store.begin_publish(partitions=2)
     report = store.gc(keep=0, grace=0)  # the folder is old enough, but leased

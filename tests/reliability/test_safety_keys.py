@@ -114,7 +114,7 @@ def _publish_partitioned(store: sharedrec.RecommendationStore) -> str:
 @pytest.fixture(scope="module")
 def readers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[sharedrec.Reader, int]]:
     """A reader of each layout, with the tag of the first list of odd rows."""
-    store = sharedrec.open(tmp_path_factory.mktemp("keys") / "store")
+    store = sharedrec.open(tmp_path_factory.mktemp("keys") / "store", create=True)
     full = _publish_full(store)
     delta = _publish_delta(store)
     partitioned = _publish_partitioned(store)
@@ -236,7 +236,7 @@ def test_any_integer_in_any_dtype_finds_exactly_its_key(
 
 
 def test_publish_reads_keys_by_exact_value(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     tally.scenarios += 1
     keys: Any
     for keys in (
@@ -289,7 +289,7 @@ def test_bool_keys_are_refused_on_lookup(
 
 
 def test_bool_keys_are_refused_at_publish(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     tally.scenarios += 1
     for keys in BOOL_BATCHES:
         tally.bad_inputs += 3
@@ -332,7 +332,7 @@ def test_lone_surrogates_are_misses_on_lookup(
 
 
 def test_lone_surrogates_are_refused_at_publish(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     tally.scenarios += 1
     for key in SURROGATES:
         tally.bad_inputs += 3
@@ -384,7 +384,7 @@ def _publish_fallbacks(store: sharedrec.RecommendationStore, *, declared: bool, 
 
 
 def test_one_key_fallback_serves_only_its_key(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     tally.scenarios += 1
     first = _publish_fallbacks(store, declared=False)
     with store.publish(guards=[], delta=True, progress=False) as draft:  # inherits every collection
@@ -409,7 +409,7 @@ def test_one_key_fallback_serves_only_its_key(tmp_path: Path, tally: Tally) -> N
 
 
 def test_declared_single_list_serves_everyone(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     tally.scenarios += 1
     first = _publish_fallbacks(store, declared=True)
     raw = json.loads((Path(store.location) / "versions" / first / "manifest.json").read_bytes())
@@ -434,7 +434,7 @@ def test_declared_single_list_serves_everyone(tmp_path: Path, tally: Tally) -> N
 
 
 def test_serve_to_all_needs_exactly_one_key(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     with pytest.raises(InvalidInput, match="serve_to_all"), store.publish(guards=[]) as draft:
         draft.add_ranked("popular", [1, 2], [[1], [2]], [[1.0], [1.0]], serve_to_all=True)
     version = _publish_fallbacks(store, declared=True)

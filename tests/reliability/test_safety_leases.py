@@ -84,7 +84,7 @@ POD_WORKER = textwrap.dedent(
 
 def test_processes_sharing_a_reader_id_each_hold_a_lease(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     v_a = publish_tagged(store, 0)
     env = {**os.environ, "SHAREDREC_READER_ID": "recs-api-7f9c", "SHAREDREC_LEASE_DIR": ""}
     workers = [
@@ -139,7 +139,7 @@ def test_processes_sharing_a_reader_id_each_hold_a_lease(tmp_path: Path, tally: 
 
 
 def test_two_readers_of_one_process_hold_two_leases(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     v_a = publish_tagged(store, 0)
     one = store.reader(reader_id="pod-x", refresh_interval=None)
     two = store.reader(reader_id="pod-x", refresh_interval=None)
@@ -160,7 +160,7 @@ def test_lease_is_written_before_the_version_is_mapped(
 ) -> None:
     # gc may condemn a version no lease names: a reader must name it before mapping it.
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     v_a = publish_tagged(store, 0)
     real = store.open_version
     seen: list[tuple[str, list[str]]] = []
@@ -181,7 +181,7 @@ def test_lease_is_written_before_the_version_is_mapped(
 
 def test_reader_whose_version_is_missing_leaves_no_lease(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     publish_tagged(store, 0)
     with pytest.raises(sharedrec.errors.VersionNotFound):
         store.reader(version="no-such-version", reader_id="pod-m")
@@ -225,7 +225,7 @@ def _forked_child(conn: Connection, root: str) -> None:
 
 def test_reader_opened_before_fork_follows_in_the_child(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     v_a = publish_tagged(store, 0)
     reader = store.reader(reader_id="pod-f", refresh_interval=0.05, lease_ttl=30)
     parent_lease = lease_files(root)
@@ -261,7 +261,7 @@ def test_reader_opened_before_fork_follows_in_the_child(tmp_path: Path, tally: T
 
 
 def test_fork_while_another_thread_maps_a_chunk(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     items = np.arange(5000 * 8, dtype=np.int64).reshape(5000, 8)
     with store.publish(chunk_bytes=4096, guards=[], progress=False) as draft:  # whole pages
         draft.add_ranked(
@@ -315,7 +315,7 @@ FROZEN = textwrap.dedent(
 @pytest.mark.parametrize("mode", ["manual", "following", "pinned"])
 def test_reader_frozen_past_its_lease_recovers(tmp_path: Path, mode: str, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     v_a = publish_tagged(store, 0)
     proc = subprocess.Popen(
         [sys.executable, "-c", FROZEN, str(root), mode, TESTS],
@@ -371,7 +371,7 @@ def _cli(*args: str) -> tuple[int, str]:
 
 def test_readiness_and_fleet_view_over_a_pods_processes(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     version = publish_tagged(store, 0)
     # A worker of the pod killed an hour ago left its expired lease behind.
     (root / "leases").mkdir(exist_ok=True)
@@ -414,7 +414,7 @@ def test_readiness_and_fleet_view_over_a_pods_processes(tmp_path: Path, tally: T
 
 def test_files_of_killed_processes_do_not_pile_up(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     version = publish_tagged(store, 0)
     (root / "leases").mkdir(exist_ok=True)
     long_ago, lately = (

@@ -40,7 +40,7 @@ def _publish(store: sharedrec.RecommendationStore, **options: Any) -> str:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path_factory.mktemp("limits") / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     return store, root, _publish(store)
 
 
@@ -137,7 +137,7 @@ def test_corrupt_manifest_that_looks_valid_is_refused(
 
 
 def test_rows_wider_than_readers_accept_are_refused_when_publishing(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     good = store.publish_vectors("emb", [1], np.ones((1, 4), np.float32), progress=False)
     tally.scenarios += 1
     wide = 1 << 24
@@ -158,7 +158,7 @@ def test_rows_wider_than_readers_accept_are_refused_when_publishing(tmp_path: Pa
 
 
 def test_rows_as_wide_as_the_limit_are_served(tmp_path: Path, tally: Tally) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     vector = np.zeros((1, MAX_WIDTH), np.float16)
     vector[0, -1] = 3.0
     store.publish_vectors("emb", [1], vector, progress=False, guards=[])
@@ -170,7 +170,7 @@ def test_rows_as_wide_as_the_limit_are_served(tmp_path: Path, tally: Tally) -> N
 
 @pytest.mark.parametrize("max_chain", [MAX_CHAIN + 1, 1000])
 def test_writers_refuse_chains_readers_refuse(tmp_path: Path, max_chain: int) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
     with pytest.raises(InvalidInput, match=rf"max_chain must be an int from 1 to {MAX_CHAIN}"):
         store.publish(delta=True, max_chain=max_chain)
@@ -178,7 +178,7 @@ def test_writers_refuse_chains_readers_refuse(tmp_path: Path, max_chain: int) ->
 
 def test_readers_follow_the_longest_chain_writers_make(tmp_path: Path, tally: Tally) -> None:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
     changed = ITEMS.copy()
     changed[0] += 1
@@ -211,7 +211,7 @@ def _flip_bit(path: Path, offset: int, bit: int) -> None:
 @pytest.fixture
 def fresh(tmp_path: Path) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     return store, root, _publish(store)
 
 
@@ -303,7 +303,7 @@ def test_a_damaged_key_chunk_in_the_s3_cache_is_fetched_again(
     location = f"s3://{make_bucket(s3_server)}/recs"
     options = s3_options(s3_server)
     cache = tmp_path / "cache"
-    store = sharedrec.open(location, storage_options=options, cache_dir=cache)
+    store = sharedrec.open(location, storage_options=options, cache_dir=cache, create=True)
     version = _publish(store)
     original = store._backend.read_bytes(f"versions/{version}/home/keys/c/0")
     with store.reader(lease=False, refresh_interval=None) as reader:
@@ -389,7 +389,7 @@ def test_a_declared_width_allocates_nothing_before_a_file_backs_it(
 def partitioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[sharedrec.RecommendationStore, Path, str]:
     """The home lists split into two partitions."""
     root = tmp_path_factory.mktemp("partitioned") / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     handle = store.begin_publish(partitions=2, chunk_bytes=1024)
     owner = handle.partition_of(KEYS)
     receipts = [
@@ -450,7 +450,7 @@ def test_a_delta_wider_than_its_chain_allocates_nothing(tmp_path: Path, rows: st
     import tracemalloc
 
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     store.publish_ranked("home", KEYS, ITEMS, SCORES, progress=False)
     changed = ITEMS.copy()
     if rows == "rows":

@@ -73,12 +73,16 @@ def test_credentials_never_appear(
     caplog.set_level(logging.DEBUG, logger="sharedrec")
     seen: list[str] = []
     url = f"s3://{make_bucket(s3_server)}/recs"
-    store = sharedrec.open(url, storage_options=_credentials(s3_server), cache_dir=tmp_path / "c")
+    store = sharedrec.open(
+        url, storage_options=_credentials(s3_server), cache_dir=tmp_path / "c", create=True
+    )
     publish_tagged(store, 0)
     reader = store.reader(lease=False)
     seen += [repr(store), str(store.location), repr(reader), repr(reader.stats()), repr(store.versions())]
     failures: list[Callable[[], object]] = [
-        lambda: sharedrec.open("s3://no-such-bucket-here/x", storage_options=_credentials(s3_server)),
+        lambda: sharedrec.open(
+            "s3://no-such-bucket-here/x", storage_options=_credentials(s3_server), create=True
+        ),
         lambda: sharedrec.open(url, storage_options=_credentials("http://127.0.0.1:9")).current(),
         lambda: store.reader("no-such-version", lease=False),
         lambda: store.set_current("missing"),

@@ -52,7 +52,7 @@ DAMAGE: dict[str, tuple[str, Callable[[Path], None]]] = {
 @pytest.fixture
 def live(tmp_path: Path) -> tuple[sharedrec.RecommendationStore, Path, str]:
     root = tmp_path / "store"
-    store = sharedrec.open(root)
+    store = sharedrec.open(root, create=True)
     return store, root, publish_tagged(store, 0)
 
 
@@ -165,7 +165,7 @@ def test_enospc_during_publish_leaves_the_old_version(tmp_path: Path, tally: Tal
     mountpoint = tmp_path / "small"
     mountpoint.mkdir()
     with _mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)):
-        store = sharedrec.open(mountpoint / "store")
+        store = sharedrec.open(mountpoint / "store", create=True)
         live_tag = 0
         before = os.statvfs(mountpoint)
         publish_tagged(store, live_tag)
@@ -211,7 +211,7 @@ def test_enospc_during_publish_leaves_the_old_version(tmp_path: Path, tally: Tal
 
 def test_readers_on_a_read_only_volume(tmp_path: Path, tally: Tally) -> None:
     source = tmp_path / "store"
-    store = sharedrec.open(source)
+    store = sharedrec.open(source, create=True)
     publish_tagged(store, 0)
     view = tmp_path / "ro"
     view.mkdir()
@@ -275,7 +275,7 @@ def test_permission_denied(tally: Tally) -> None:
     with tempfile.TemporaryDirectory() as folder:
         os.chmod(folder, 0o755)
         root = Path(folder) / "store"
-        store = sharedrec.open(root)
+        store = sharedrec.open(root, create=True)
         publish_tagged(store, 0)
         for path in [root, *root.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)

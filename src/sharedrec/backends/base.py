@@ -10,9 +10,23 @@ import zlib
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-__all__ = ["Backend", "PointerMoved", "file_crc32", "replace_if_unchanged"]
+from sharedrec.errors import StoreNotFound
+
+__all__ = ["STORE_MARKER", "Backend", "PointerMoved", "file_crc32", "no_store", "replace_if_unchanged"]
 
 _BLOCK = 4 * 1024 * 1024
+
+# The object ``create=True`` writes at the root of an object-store location that holds
+# nothing yet, so that the location exists: a prefix without any object is not a store.
+# Its content is empty and nothing reads it; stores written without it open as well.
+STORE_MARKER = ".sharedrec-store"
+
+
+def no_store(location: str, why: str) -> StoreNotFound:
+    """The error for a location that holds no store: what is missing, and the two ways out."""
+    return StoreNotFound(
+        f"no store at {location}: {why}; check the path, or create the store there with create=True"
+    )
 
 
 class PointerMoved(Exception):

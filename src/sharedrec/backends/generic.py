@@ -14,8 +14,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sharedrec.backends.base import replace_if_unchanged
-from sharedrec.errors import SharedrecError, StoreNotFound, UnsupportedLocation
+from sharedrec.backends.base import STORE_MARKER, no_store, replace_if_unchanged
+from sharedrec.errors import SharedrecError, UnsupportedLocation
 
 __all__ = ["FsspecBackend"]
 
@@ -58,11 +58,15 @@ class FsspecBackend:
         self._root = fsspec.core.strip_protocol(url).rstrip("/")
         if create:
             self.fs.makedirs(self._root, exist_ok=True)
+            # On an object store a prefix exists only while it holds an object.
+            try:
+                empty = not self.fs.ls(self._root, detail=False, refresh=True)
+            except FileNotFoundError:
+                empty = True
+            if empty:
+                self.fs.pipe_file(self._abs(STORE_MARKER), b"")
         elif not self.fs.exists(self._root):
-            raise StoreNotFound(
-                f"no store at {self._url}: nothing exists there; check the location (a writer "
-                "creates the store by opening it with create=True)"
-            )
+            raise no_store(self._url, "nothing exists there")
 
     @property
     def location(self) -> str:
@@ -87,11 +91,13 @@ class FsspecBackend:
             replace_if_unchanged(self, path, data, expected)
 
     def listdir(self, path: str) -> list[str]:
+        """Names under ``path``; the store marker is the backend's own, and never listed."""
         try:
             entries = self.fs.ls(self._abs(path), detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        return sorted({str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries})
+        names = {str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries}
+        return sorted(names - {STORE_MARKER} if not path else names)
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(self._abs(path)))

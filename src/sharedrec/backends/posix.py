@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from sharedrec.backends.base import replace_if_unchanged
-from sharedrec.errors import SharedrecError, StoreNotFound
+from sharedrec.backends.base import no_store, replace_if_unchanged
+from sharedrec.errors import SharedrecError
 from sharedrec.format.layout import CURRENT, REFS
 
 __all__ = ["PosixBackend"]
@@ -45,12 +45,11 @@ class PosixBackend:
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool) -> None:
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        # A store is a folder: an existing one, even empty (a freshly mounted volume), is a
+        # store without versions yet. One stat; nothing is created unless asked.
         if not os.path.isdir(self.root):
             if not create:
-                raise StoreNotFound(
-                    f"no store at {self.root}: the folder does not exist "
-                    "(check the mount, or pass create=True to start a new store)"
-                )
+                raise no_store(self.root, "the folder does not exist (is the volume mounted?)")
             os.makedirs(self.root, exist_ok=True)
 
     @property

@@ -6,6 +6,11 @@ afterwards, so two writers can never silently overwrite each other. Reads are pl
 (never s3fs's cached listings); the pointer is polled with a conditional GET that costs a
 304 when nothing changed. Transient errors (5xx, throttling, resets) are retried with
 backoff by botocore's standard retry mode. One filesystem and one client per store.
+
+A prefix with no object at all is not a store: opening it with ``create=True`` writes the
+store marker there (`STORE_MARKER`), and anything else meets `StoreNotFound` at its first
+write, or at its first read of a missing file. Checking costs one LIST, sent only then and
+at most once per handle: a reader whose first read of ``CURRENT`` succeeds never sends it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from sharedrec.backends.base import PointerMoved
+from sharedrec.backends.base import STORE_MARKER, PointerMoved, no_store
 from sharedrec.errors import InvalidInput, SharedrecError, StoreNotFound
 
 __all__ = ["S3Backend"]
@@ -57,10 +62,15 @@ class S3Backend:
         self._s3fs = s3fs
         self._options = {"config_kwargs": config, **options}
         self._connect()
+        # Whether an object under the prefix has been seen: a store exists there.
+        self._found = False
         if create:
             # Writers check the bucket up front; readers (create=False) save the request and
             # learn the same from their first read of CURRENT.
             self._call("head_bucket", Bucket=self.bucket)
+            if not self._holds_anything():
+                self._call("put_object", Bucket=self.bucket, Key=self._key(STORE_MARKER), Body=b"")
+            self._found = True
 
     def _connect(self) -> None:
         self._pid = os.getpid()
@@ -114,6 +124,19 @@ class S3Backend:
             )
         return exc
 
+    def _holds_anything(self) -> bool:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        page = self._call("list_objects_v2", Bucket=self.bucket, Prefix=prefix, MaxKeys=1)
+        return bool(page.get("KeyCount") or page.get("Contents"))
+
+    def _require_store(self) -> None:
+        """Raise `StoreNotFound` unless some object exists under the prefix (one LIST, once)."""
+        if self._found:
+            return
+        if not self._holds_anything():
+            raise no_store(self._url, "no object exists under that prefix")
+        self._found = True
+
     def _get(self, path: str, **kwargs: Any) -> tuple[bytes, str]:
         async def fetch() -> tuple[bytes, str]:
             response = await self.client.get_object(Bucket=self.bucket, Key=self._key(path), **kwargs)
@@ -124,8 +147,12 @@ class S3Backend:
             result: tuple[bytes, str] = self._sync(self.fs.loop, fetch)
         except Exception as exc:
             if _code(exc) in ("NoSuchKey", "404"):
+                self._require_store()  # a missing file, or no store at all?
                 raise FileNotFoundError(f"{self._url}/{path}") from None
+            if _code(exc) in ("304", "NotModified"):
+                self._found = True
             raise self._explain(exc) from None
+        self._found = True
         return result
 
     def _list(self, path: str, delimiter: bool) -> Iterator[dict[str, Any]]:
@@ -163,6 +190,7 @@ class S3Backend:
             raise
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        self._require_store()
         self._call("put_object", Bucket=self.bucket, Key=self._key(path), Body=data)
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
@@ -189,7 +217,9 @@ class S3Backend:
             raise PointerMoved(now) from None
 
     def listdir(self, path: str) -> list[str]:
-        return sorted({item.get("Prefix") or item["Name"] for item in self._list(path, delimiter=True)})
+        """Names under ``path``; the store marker is the backend's own, and never listed."""
+        names = {item.get("Prefix") or item["Name"] for item in self._list(path, delimiter=True)}
+        return sorted(names - {STORE_MARKER} if not path else names)
 
     def exists(self, path: str) -> bool:
         if self.size(path) is not None:
@@ -234,6 +264,7 @@ class S3Backend:
 
     def upload(self, files: list[tuple[str, str]], progress: Any = None) -> None:
         """PUT local files (``(local path, store path)``), several at a time."""
+        self._require_store()
 
         async def put_all() -> None:
             limit = asyncio.Semaphore(_UPLOADS)
