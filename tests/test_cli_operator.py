@@ -290,3 +290,42 @@ def _open_writer_when_read(fifo: Path, proc: subprocess.Popen[str]) -> int:
             if exc.errno != errno.ENXIO or proc.poll() is not None:
                 raise
             time.sleep(0.05)
+
+
+def test_on_s3_a_publish_creates_only_when_asked_and_a_failed_one_leaves_nothing(
+    s3_server: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    from conftest import make_bucket
+
+    bucket = make_bucket(s3_server)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "SHAREDREC_ENDPOINT_URL": s3_server,
+        "SHAREDREC_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+    def objects() -> list[str]:
+        return [item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+    source = str(parquet(tmp_path / "part-0.parquet"))
+    store = f"s3://{bucket}/recs"
+    refused = run("publish", store, source, "-c", "home", env=env)
+    assert refused.returncode == 1 and "sharedrec init" in refused.stderr, refused.stderr
+    assert "create=True" not in refused.stderr
+    failed = run("publish", store, str(tmp_path / "missing.parquet"), "-c", "home", "--create", env=env)
+    assert failed.returncode == 1
+    assert objects() == []  # not even the marker of the store it had begun
+    ok("publish", store, source, "-c", "home", "--create", env=env)
+    assert "recs/CURRENT" in objects()
+    assert json.loads(ok("get", store, "home", "3", env=env))["results"][0]["items"] == [7, 8, 9]

@@ -69,3 +69,11 @@ def test_ref_errors(store: sharedrec.RecommendationStore) -> None:
     for bad in ("../x", "CURRENT", "a/b", ""):
         with pytest.raises(InvalidInput, match="invalid ref name"):
             store.current(bad)
+
+
+def test_rolling_back_a_ref_names_the_ref(store: sharedrec.RecommendationStore) -> None:
+    with pytest.raises(VersionNotFound, match="ref 'canary' names no version"):
+        store.rollback(ref="canary")
+    publish(store, 1, ref="canary")
+    with pytest.raises(VersionNotFound, match="under ref 'canary'"):
+        store.rollback(ref="canary")

@@ -18,7 +18,6 @@ from sharedrec.errors import (
     ConcurrentPublishError,
     InvalidInput,
     PublishRejected,
-    SharedrecError,
     StoreNotFound,
     UnsupportedLocation,
     VersionNotFound,
@@ -281,9 +280,9 @@ def test_opening_without_create_creates_nothing(nowhere: Nowhere) -> None:
             read(nowhere.open())
         assert nowhere.url.split("://")[-1] in str(caught.value)
         assert nowhere.nothing(), nowhere.contents()
-    # A reader pinned to a version id writes its lease first: that write is refused too (as a
-    # lease that cannot be written, naming the missing store).
-    with pytest.raises(SharedrecError, match="no store at"):
+    # A reader pinned to a version id writes its lease first: that write is refused too, as
+    # the missing store it is (not as a leases folder to mount read-write).
+    with pytest.raises(StoreNotFound, match="no store at"):
         nowhere.open().reader("20261201T000000000000Z-0a1b2c")
     assert nowhere.nothing(), nowhere.contents()
 

@@ -34,8 +34,10 @@ GLOSSARY: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
     (r"\(force=True\)", "(--force)"),
     (r"delta=True", "--delta"),
     # creating a store
-    (r"pass create=True", "run `sharedrec init STORE` (or publish with --create)"),
-    (r"opening it with create=True", "running `sharedrec init STORE` (or publishing with --create)"),
+    (
+        r"create the store there with create=True",
+        "create it with `sharedrec init STORE` (or publish with --create)",
+    ),
     (r"create=True", "--create"),
     # pointers and versions
     (r"store\.set_current\((?P<v>[^()]*)\)", _set_current),

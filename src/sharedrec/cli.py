@@ -89,8 +89,11 @@ def _store_for_publish(
     mistyped path must not become a new store.
     """
     made: str | None = None  # the folder this publish created, if any
+    marked = False  # an object store this publish created (its marker)
     try:
         handle = _open(location, endpoint_url, create=False)
+        # An object store says "no store here" only when asked: read the pointer.
+        handle.current()
     except StoreNotFound:
         if not create:
             raise StoreNotFound(
@@ -100,13 +103,26 @@ def _store_for_publish(
         local = _local_path(location)
         if local is not None and not os.path.exists(local):
             made = local
+        marked = local is None
         handle = _open(location, endpoint_url, create=True)
     try:
         yield handle
     except BaseException:
         if made is not None and _only_what_creation_made(made):
             shutil.rmtree(made, ignore_errors=True)
+        if marked:
+            _unmark_if_empty(location, endpoint_url)
         raise
+
+
+def _unmark_if_empty(location: str, endpoint_url: str | None) -> None:
+    """Remove the marker of an object store this publish created, if it holds nothing else."""
+    from sharedrec.backends import backend_for
+    from sharedrec.backends.base import STORE_MARKER
+
+    backend = backend_for(location, create=False, storage_options=_endpoint_for((location,), endpoint_url))
+    if not any(True for name in backend.listdir("") for _ in backend.walk_files(name)):
+        backend.remove_tree(STORE_MARKER)
 
 
 # -- the commands --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sharedrec.backends.base import Backend
-from sharedrec.errors import InvalidInput, SharedrecError
+from sharedrec.errors import InvalidInput, SharedrecError, StoreNotFound
 from sharedrec.format.layout import LEASE_FORMAT
 
 __all__ = ["LeaseKeeper", "default_reader_id", "lease_bytes"]
@@ -144,6 +144,8 @@ class LeaseKeeper:
                 # Renewed too late (the process was paused?): gc may have deleted a version.
                 self._lapsed = self._expires
             self._expires = now.timestamp() + self.ttl
+        except StoreNotFound:
+            raise  # no store at all: not a question of the leases folder
         except OSError as exc:
             raise SharedrecError(
                 f"cannot write reader lease {self.where} ({exc.strerror or exc}): mount the store's "

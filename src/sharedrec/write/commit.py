@@ -342,7 +342,8 @@ def rollback(root: StoreRoot, ref: str = "current") -> str:
 
     pointer, raw = root.read_pointer(ref)
     if pointer is None:
-        raise VersionNotFound(f"nothing to roll back in {root.location}: no version is live")
+        named = "no version is live" if ref == "current" else f"ref {ref!r} names no version"
+        raise VersionNotFound(f"nothing to roll back in {root.location}: {named}")
     for position, candidate in enumerate(pointer.previous):
         try:
             manifest = root.manifest(candidate)
@@ -356,7 +357,8 @@ def rollback(root: StoreRoot, ref: str = "current") -> str:
             continue
         return candidate
     raise VersionNotFound(
-        f"no earlier version of {root.location} to roll back to from {pointer.version}; "
+        f"no earlier version of {root.location}{'' if ref == 'current' else f' under ref {ref!r}'} "
+        f"to roll back to from {pointer.version}; "
         "store.versions() lists what exists and store.set_current(id) picks one"
     )
 
