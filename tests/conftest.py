@@ -62,18 +62,31 @@ def s3_options(endpoint: str) -> dict[str, Any]:
     }
 
 
-def make_bucket(endpoint: str) -> str:
-    """A fresh, empty bucket on the test server."""
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+"""The environment a child process (the command) needs to reach the test server."""
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 client of the test server, to look at or tamper with objects directly."""
     import boto3
 
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    )
+
+
+def make_bucket(endpoint: str) -> str:
+    """A fresh, empty bucket on the test server."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint).create_bucket(Bucket=name)
     return name
 
 

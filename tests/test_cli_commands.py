@@ -287,26 +287,16 @@ def test_errors_are_one_line(tmp_path: Path, setup: str, args: list[str], messag
 def test_publish_from_s3_inputs_to_an_s3_store(s3_server: str, tmp_path: Path) -> None:
     import os
 
-    import boto3
-
-    from conftest import make_bucket
+    from conftest import S3_ENV, make_bucket, s3_client
 
     bucket = make_bucket(s3_server)
     table = long_table(n_users=30, rows_per_user=12, seed=9)
     pq.write_table(table, tmp_path / "part-0.parquet")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3_server)
     client.upload_file(str(tmp_path / "part-0.parquet"), bucket, "als/output/part-0.parquet")
     env = {
         **os.environ,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **S3_ENV,
         "SHAREDREC_ENDPOINT_URL": s3_server,
         "SHAREDREC_CACHE_DIR": str(tmp_path / "cache"),
     }

@@ -72,23 +72,13 @@ def test_an_endpoint_in_the_environment_leaves_a_local_store_alone(tmp_path: Pat
 
 
 def test_inputs_and_store_take_their_own_endpoints(s3_server: str, tmp_path: Path) -> None:
-    import boto3
-
-    from conftest import make_bucket
+    from conftest import S3_ENV, make_bucket, s3_client
 
     bucket = make_bucket(s3_server)
     parquet(tmp_path / "part-0.parquet")
-    boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).upload_file(str(tmp_path / "part-0.parquet"), bucket, "als/part-0.parquet")
+    s3_client(s3_server).upload_file(str(tmp_path / "part-0.parquet"), bucket, "als/part-0.parquet")
     env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **S3_ENV,
     }
     source = f"s3://{bucket}/als/"
     # The documented case: S3-compatible inputs into an EFS store, one --endpoint-url.
@@ -295,25 +285,15 @@ def _open_writer_when_read(fifo: Path, proc: subprocess.Popen[str]) -> int:
 def test_on_s3_a_publish_creates_only_when_asked_and_a_failed_one_leaves_nothing(
     s3_server: str, tmp_path: Path
 ) -> None:
-    import boto3
-
-    from conftest import make_bucket
+    from conftest import S3_ENV, make_bucket, s3_client
 
     bucket = make_bucket(s3_server)
     env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **S3_ENV,
         "SHAREDREC_ENDPOINT_URL": s3_server,
         "SHAREDREC_CACHE_DIR": str(tmp_path / "cache"),
     }
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3_server)
 
     def objects() -> list[str]:
         return [item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])]

@@ -330,7 +330,7 @@ def _lists(n: int, k: int = 3) -> tuple[NDArray[np.int64], NDArray[np.int32], ND
 def test_a_delta_whose_wider_dtypes_cast_exactly_stays_a_delta(tmp_path: Path) -> None:
     # List input gave int32 items and float32 scores; long input gives int64 and float64 of
     # the same values: the new rows fit the base's dtypes, so only the changes are written.
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(1000)
     store.publish_ranked("home", keys, items, scores, progress=False)
     wide_items, wide_scores = items.astype(np.int64), scores.astype(np.float64)
@@ -352,7 +352,7 @@ def test_a_delta_whose_wider_dtypes_cast_exactly_stays_a_delta(tmp_path: Path) -
 
 
 def test_a_delta_with_narrower_dtypes_stays_a_delta(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(200)
     store.publish_ranked("home", keys, items.astype(np.int64), scores.astype(np.float64), progress=False)
     items[:7] += 1
@@ -366,7 +366,7 @@ def test_a_delta_with_narrower_dtypes_stays_a_delta(tmp_path: Path) -> None:
 def test_a_delta_that_cannot_keep_the_base_dtypes_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(300)
     store.publish_ranked("home", keys, items, scores, progress=False)
     wide = items.astype(np.int64)
@@ -389,7 +389,7 @@ def test_a_delta_that_cannot_keep_the_base_dtypes_says_why(
 
 
 def test_scores_that_float32_cannot_hold_exactly_are_written_in_full(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(50)
     store.publish_ranked("home", keys, items, scores, progress=False)
     precise = scores.astype(np.float64)
@@ -404,7 +404,7 @@ def test_scores_that_float32_cannot_hold_exactly_are_written_in_full(tmp_path: P
 
 
 def test_written_counts_added_changed_and_removed(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(100)
     store.publish_ranked("home", keys, items, scores, progress=False)
     new_keys = np.concatenate([keys[5:], [1000, 1001, 1002]])  # 5 removed, 3 added
@@ -423,7 +423,7 @@ def test_written_counts_added_changed_and_removed(tmp_path: Path) -> None:
 
 
 def test_written_when_no_delta_was_asked_or_none_was_possible(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(20)
     with store.publish(delta=True, progress=False) as draft:  # nothing live yet
         draft.add_ranked("home", keys, items, scores)
@@ -444,7 +444,7 @@ def test_written_when_no_delta_was_asked_or_none_was_possible(tmp_path: Path) ->
 
 
 def test_vectors_of_another_dtype_cast_or_say_why(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys = np.arange(40)
     vectors = np.arange(160, dtype=np.float32).reshape(40, 4)
     store.publish_vectors("emb", keys, vectors, progress=False)
@@ -461,7 +461,7 @@ def test_vectors_of_another_dtype_cast_or_say_why(tmp_path: Path) -> None:
 def test_a_default_item_beyond_int32_widens_the_lists(tmp_path: Path) -> None:
     # The default list is stored in the lists' dtype: an id int32 cannot hold must widen the
     # lists rather than wrap to a negative id.
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(10)
     store.publish_ranked("home", keys, items, scores, default=([5_000_000_000], [0.5]), progress=False)
     with store.reader(lease=False) as reader:
@@ -470,7 +470,7 @@ def test_a_default_item_beyond_int32_widens_the_lists(tmp_path: Path) -> None:
 
 
 def test_a_draft_has_a_repr(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(10)
     base = store.publish_ranked("home", keys, items, scores, progress=False)
     draft = store.publish(delta=True, ref="current", progress=False, version_id="v-2")
@@ -488,7 +488,7 @@ def test_a_draft_has_a_repr(tmp_path: Path) -> None:
 def test_a_delta_over_partitioned_collections_is_a_full_version_that_says_why(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = sharedrec.open(tmp_path / "store")
+    store = sharedrec.open(tmp_path / "store", create=True)
     keys, items, scores = _lists(60)
     handle = store.begin_publish(partitions=2)
     owners = handle.partition_of(keys)

@@ -23,7 +23,7 @@ import sharedrec
 from sharedrec.errors import CorruptVersion, NewerFormat
 from sharedrec.format.schema import Lease, Manifest, Pointer
 
-from conftest import KEYS, make_bucket, publish, s3_options
+from conftest import KEYS, make_bucket, publish, s3_client, s3_options
 
 UPGRADE = "written by a newer sharedrec (format sharedrec/2); this sharedrec reads sharedrec/1: upgrade"
 DESTRUCTIVE = ("corrupt", "republish", "roll back", "delete it by hand", "set_current", "set-current")
@@ -123,20 +123,15 @@ def test_opening_under_a_newer_pointer_says_upgrade(store: sharedrec.Recommendat
 
 
 def test_on_s3_the_manifest_in_the_pointer_says_upgrade(s3_server: str, tmp_path: Path) -> None:
-    import boto3
-
     bucket = make_bucket(s3_server)
     store = sharedrec.open(
-        f"s3://{bucket}/recs", storage_options=s3_options(s3_server), cache_dir=tmp_path / "cache"
+        f"s3://{bucket}/recs",
+        storage_options=s3_options(s3_server),
+        cache_dir=tmp_path / "cache",
+        create=True,
     )
     publish(store, 1)
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3_client(s3_server)
     pointer = json.loads(client.get_object(Bucket=bucket, Key="recs/CURRENT")["Body"].read())
     assert pointer["manifest"] is not None  # object stores carry the manifest in the pointer
     pointer["manifest"].update({"format": "sharedrec/2", "shard_map": {}})

@@ -93,7 +93,7 @@ def test_vectors_and_errors(tmp_path: Any) -> None:
 
 
 def test_a_collection_reads_as_a_mapping(tmp_path: Any) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     keys = [101, 102, 103]
     items, scores = _rows(keys)
     with store.publish() as draft:
@@ -124,7 +124,7 @@ def test_a_collection_reads_as_a_mapping(tmp_path: Any) -> None:
 
 
 def test_a_view_follows_the_reader_across_versions(tmp_path: Any) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     items, scores = _rows([1, 2])
     store.publish_ranked("home", [1, 2], items, scores)
     with store.reader(refresh_interval=None) as reader:
@@ -135,7 +135,7 @@ def test_a_view_follows_the_reader_across_versions(tmp_path: Any) -> None:
 
 
 def test_reprs_say_what_is_open(tmp_path: Any) -> None:
-    store = sharedrec.open(tmp_path / "s")
+    store = sharedrec.open(tmp_path / "s", create=True)
     keys = list(range(100))
     items, scores = _rows(keys)
     with store.publish() as draft:

@@ -23,7 +23,7 @@ from sharedrec.errors import (
     VersionNotFound,
 )
 
-from conftest import RankedData, make_bucket, make_ranked, s3_options, version_folders
+from conftest import RankedData, make_bucket, make_ranked, s3_client, s3_options, version_folders
 
 
 @pytest.fixture
@@ -247,17 +247,9 @@ def nowhere(request: pytest.FixtureRequest, tmp_path: Path) -> Nowhere:
             return sorted(memory.find(path, withdirs=True)) if memory.exists(path) else None
 
         return Nowhere(f"memory:/{path}", {}, entries)
-    import boto3
-
     server: str = request.getfixturevalue("s3_server")
     bucket = make_bucket(server)
-    client = boto3.client(
-        "s3",
-        endpoint_url=server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    client = s3_client(server)
 
     def keys() -> list[str] | None:
         return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
