@@ -76,6 +76,7 @@ CASES: dict[str, Callable[[], K8sConfig]] = {
         volume=EfsVolume(file_system_id=FS, access_point_id=AP, iam=True),
         run_as_user=1000,
         run_as_group=1000,
+        fs_group=1000,
         reader=_reader(readiness_command=("test", "-f", "/mnt/recs/CURRENT"), service_account="recs-reader"),
         autoscaling=AutoscalingSpec(min_replicas=3, max_replicas=30, target_cpu_utilization=60),
         writer=_writer(schedule="15 * * * *", time_zone="Europe/Paris", service_account="recs-writer"),

@@ -29,6 +29,7 @@ EFS_STATIC_ARGS = [
     "--iam",
     "--run-as-user=1000",
     "--run-as-group=1000",
+    "--fs-group=1000",
     "--image=registry.example.com/recs-api:1.4",
     "--port=8080",
     "--cpu-request=500m",

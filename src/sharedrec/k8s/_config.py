@@ -564,6 +564,13 @@ class K8sConfig(_Model):
     access_mode: AccessMode | None = Field(None, description="Default: what the backend needs.")
     run_as_user: int | None = Field(None, ge=0, le=2147483647)
     run_as_group: int | None = Field(None, ge=0, le=2147483647)
+    fs_group: int | None = Field(
+        None,
+        ge=0,
+        le=2147483647,
+        description="Supplementary group of every container process (fsGroup): the group that may "
+        "write a group-writable store (an NFS export, an EFS folder).",
+    )
     run_as_non_root: bool = Field(
         True,
         description="Pods refuse to start as root (runAsNonRoot): the image sets a non-root USER "

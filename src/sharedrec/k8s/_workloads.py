@@ -50,6 +50,7 @@ def _pod_volumes(config: K8sConfig) -> list[dict[str, Any]]:
 
 
 def _security_context(config: K8sConfig) -> dict[str, Any]:
+    """The pod's securityContext: what Pod Security "restricted" asks of a pod."""
     context: dict[str, Any] = {}
     if config.run_as_non_root:
         context["runAsNonRoot"] = True
@@ -57,7 +58,19 @@ def _security_context(config: K8sConfig) -> dict[str, Any]:
         context["runAsUser"] = config.run_as_user
     if config.run_as_group is not None:
         context["runAsGroup"] = config.run_as_group
+    if config.fs_group is not None:
+        # The group joins every container process, so a group-writable store (an NFS export,
+        # an EFS folder) is writable without running as its owner. OnRootMismatch: the kubelet
+        # would otherwise walk the whole store to chown it at every mount, where it can.
+        context["fsGroup"] = config.fs_group
+        context["fsGroupChangePolicy"] = "OnRootMismatch"
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
     return context
+
+
+def _container_security_context() -> dict[str, Any]:
+    # Pod Security "restricted", per container: no setuid escalation, no Linux capabilities.
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def _resources(resources: Resources) -> dict[str, Any]:
@@ -81,9 +94,7 @@ def _pod_spec(
     spec: dict[str, Any] = {}
     if service_account:
         spec["serviceAccountName"] = service_account
-    context = _security_context(config)
-    if context:
-        spec["securityContext"] = context
+    spec["securityContext"] = _security_context(config)
     spec["containers"] = [container]
     if volumes:
         spec["volumes"] = _pod_volumes(config)
@@ -117,6 +128,7 @@ def reader_deployment(config: K8sConfig) -> dict[str, Any]:
     if reader.readiness_command:
         container["readinessProbe"] = _readiness(reader.readiness_command)
     container["volumeMounts"] = _reader_mounts(config)
+    container["securityContext"] = _container_security_context()
     labels = config.labels("reader")
     selector = {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
     spec: dict[str, Any] = {}
@@ -156,6 +168,7 @@ def reader_patch(config: K8sConfig) -> dict[str, Any]:
     if reader.readiness_command:
         container["readinessProbe"] = _readiness(reader.readiness_command)
     container["volumeMounts"] = _reader_mounts(config)
+    container["securityContext"] = _container_security_context()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -231,6 +244,7 @@ def writer_workload(config: K8sConfig) -> dict[str, Any]:
         container["resources"] = resources
     if not on_s3:
         container["volumeMounts"] = [{"name": config.pod_volume_name, "mountPath": config.mount_path}]
+    container["securityContext"] = _container_security_context()
     labels = config.labels("writer")
     pod = _pod_spec(config, container, writer.service_account, volumes=not on_s3)
     pod = {"restartPolicy": "Never", **pod}

@@ -60,6 +60,11 @@ _COMMON = [
     ),
     click.option("--run-as-user", type=int, help="UID of the reader and writer pods."),
     click.option("--run-as-group", type=int, help="GID of the reader and writer pods."),
+    click.option(
+        "--fs-group",
+        type=int,
+        help="Supplementary group of the pods (fsGroup), for a group-writable NFS export or EFS folder.",
+    ),
     # readers
     click.option("--image", help="Reader image: write a Deployment of it."),
     click.option("--patch-only", is_flag=True, default=None, help="Patch an existing Deployment instead."),
@@ -165,6 +170,7 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
         access_mode=options.pop("access_mode"),
         run_as_user=options.pop("run_as_user"),
         run_as_group=options.pop("run_as_group"),
+        fs_group=options.pop("fs_group"),
     )
     if options.pop("no_leases"):
         data["leases"] = False
