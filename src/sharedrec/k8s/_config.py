@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sharedrec.errors import InvalidInput
 from sharedrec.format.layout import LEASES
 from sharedrec.k8s import _rules
+from sharedrec.k8s._cron import parse_schedule
 
 __all__ = [
     "AccessMode",
@@ -398,6 +399,23 @@ class Resources(_Model):
     def _memory(cls, value: str | None) -> str | None:
         return None if value is None else _rules.quantity(value, "memory")
 
+    @model_validator(mode="after")
+    def _request_within_limit(self) -> Resources:
+        issues: list[tuple[Location, str]] = []
+        for what in ("cpu", "memory"):
+            request, limit = getattr(self, f"{what}_request"), getattr(self, f"{what}_limit")
+            if request and limit and _rules.quantity_value(request) > _rules.quantity_value(limit):
+                issues.append(
+                    (
+                        (f"{what}_request",),
+                        f"({request}) is above {what}_limit ({limit}), which the API server refuses: "
+                        "lower the request or raise the limit",
+                    )
+                )
+        if issues:
+            raise ConfigError(issues)
+        return self
+
 
 class ReaderSpec(_Model):
     """The pods that serve lookups: a new Deployment from ``image``, or a patch of an existing one.
@@ -496,14 +514,34 @@ class AutoscalingSpec(_Model):
 
 
 class WriterSpec(_Model):
-    """The batch job that publishes versions: a CronJob on ``schedule``, or a one-off Job."""
+    """The batch job that publishes versions: a CronJob on ``schedule``, or a one-off Job.
+
+    A CronJob runs one publish at a time (``concurrencyPolicy: Forbid``), so a publish that
+    hangs (on a ``hard`` NFS mount, a stalled upload) would block every later one. Its Job
+    therefore ends after ``active_deadline_seconds`` and a run that could not start on time
+    is skipped after ``starting_deadline_seconds``; both default from the schedule's shortest
+    interval between runs (see `deadlines`).
+    """
 
     image: str
     command: tuple[str, ...] | None = None
     schedule: str | None = Field(None, description="Cron schedule; none gives a one-off Job.")
     time_zone: str | None = None
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="Default: cpu_request 1, memory_request 2Gi, memory_limit = memory_request.",
+    )
     service_account: str | None = None
+    active_deadline_seconds: int | None = Field(
+        None,
+        description="The Job (every attempt) is stopped after this many seconds. Default with a "
+        "schedule: the shortest interval between runs minus the starting deadline; none for a one-off Job.",
+    )
+    starting_deadline_seconds: int | None = Field(
+        None,
+        description="Schedule only: a run that cannot start within this many seconds of its time is "
+        "skipped. Default: a quarter of the shortest interval, between 10 s and one hour.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -530,11 +568,68 @@ class WriterSpec(_Model):
     def _sa(cls, value: str | None) -> str | None:
         return None if value is None else _rules.dns_subdomain(value, "service account name")
 
+    @field_validator("active_deadline_seconds")
+    @classmethod
+    def _active(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise InvalidInput(f"must be a positive number of seconds; got {value}")
+        return value
+
+    @field_validator("starting_deadline_seconds")
+    @classmethod
+    def _starting(cls, value: int | None) -> int | None:
+        if value is not None and value < 10:
+            raise InvalidInput(
+                f"must be at least 10 seconds (the CronJob controller looks every 10 s, so a shorter "
+                f"deadline can skip every run); got {value}"
+            )
+        return value
+
     @model_validator(mode="after")
-    def _tz_needs_schedule(self) -> WriterSpec:
-        if self.time_zone and not self.schedule:
-            raise _issue("time_zone", "applies to a schedule: set schedule too, or drop it")
+    def _needs_schedule(self) -> WriterSpec:
+        issues: list[tuple[Location, str]] = [
+            ((field,), "applies to a schedule: set schedule too, or drop it")
+            for field in ("time_zone", "starting_deadline_seconds")
+            if getattr(self, field) is not None and not self.schedule
+        ]
+        if issues:
+            raise ConfigError(issues)
         return self
+
+    def deadlines(self) -> tuple[int | None, int | None]:
+        """``(activeDeadlineSeconds, startingDeadlineSeconds)`` as written, defaults filled in.
+
+        With a schedule whose shortest interval between runs is ``gap`` seconds, the
+        starting deadline defaults to ``gap / 4`` (at least 10 s, at most an hour) and the
+        active deadline to ``gap`` minus the starting deadline: a run that starts late and
+        hangs is stopped before the next one is due, so a hung publish costs one run, not all.
+        """
+        if self.schedule is None:
+            return self.active_deadline_seconds, None
+        gap = parse_schedule(self.schedule).shortest_interval()
+        starting = self.starting_deadline_seconds
+        if starting is None:
+            starting = max(10, min(gap // 4, 3600))
+        active = self.active_deadline_seconds
+        if active is None:
+            active = gap - starting
+        return active, starting
+
+    @property
+    def effective_resources(self) -> Resources:
+        """The resources written: the ones given, with a request and a memory limit by default.
+
+        A writer without requests would be BestEffort, the first pod evicted when its node
+        runs short, in the middle of a publish.
+        """
+        given = self.resources
+        memory_request = given.memory_request or (given.memory_limit if given.memory_limit else "2Gi")
+        return Resources(
+            cpu_request=given.cpu_request or given.cpu_limit or "1",
+            cpu_limit=given.cpu_limit,
+            memory_request=memory_request,
+            memory_limit=given.memory_limit or memory_request,
+        )
 
 
 class K8sConfig(_Model):

@@ -8,13 +8,17 @@ hand-edited or combined objects are held to the same rules.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from sharedrec.errors import InvalidInput
 from sharedrec.format.layout import LEASES, VERSIONS
+from sharedrec.k8s._cron import parse_schedule
 
 __all__ = ["check_manifests"]
 
@@ -134,6 +138,32 @@ def quantity(value: str, what: str) -> str:
     return value
 
 
+_SUFFIXES: dict[str, Decimal | int] = {
+    "": 1,
+    "m": Decimal("0.001"),
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def quantity_value(value: str) -> Decimal:
+    """The number a checked quantity (`quantity` or `cpu`) stands for: ``"1536Mi"`` -> 1610612736."""
+    number = re.match(r"^[0-9]+(\.[0-9]+)?", value)
+    if number is None:
+        raise InvalidInput(f"{value!r} is not a Kubernetes quantity such as 500m or 2Gi")
+    return Decimal(number.group()) * _SUFFIXES[value[number.end() :]]
+
+
 def cpu(value: str, what: str) -> str:
     """Return ``value`` if it is a CPU quantity such as ``250m`` or ``1.5``."""
     if not _CPU.match(value) or float(value.rstrip("m")) <= 0:
@@ -158,34 +188,28 @@ def command(value: Sequence[str], what: str) -> tuple[str, ...]:
     return words
 
 
-_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?-]+$")
-
-
 def schedule(value: str) -> str:
-    """Return ``value`` if it is a cron schedule the CronJob controller accepts."""
-    if re.search(r"\b(CRON_)?TZ=", value):
-        raise InvalidInput(
-            f"schedule {value!r} sets a time zone inline, which Kubernetes rejects: put the zone "
-            "in time_zone (e.g. Europe/Paris) and keep the schedule to its five fields"
-        )
-    fields = value.split()
-    if value in _CRON_MACROS or (len(fields) == 5 and all(_CRON_FIELD.match(field) for field in fields)):
-        return value
-    raise InvalidInput(
-        f"schedule {value!r} is not a cron schedule: give five fields (minute hour day month weekday, "
-        "e.g. '15 * * * *' for every hour at :15) or one of " + ", ".join(sorted(_CRON_MACROS))
-    )
-
-
-_TZ = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    """Return ``value`` if it is a cron schedule the CronJob controller accepts (see `_cron`)."""
+    parse_schedule(value)
+    return value
 
 
 def time_zone(value: str) -> str:
-    """Return ``value`` if it looks like an IANA time zone name."""
-    if not _TZ.match(value):
-        raise InvalidInput(f"time_zone must be an IANA zone name such as UTC or Europe/Paris; got {value!r}")
-    return value
+    """Return ``value`` if it is an IANA time zone name the API server can load.
+
+    The API server loads ``spec.timeZone`` from the IANA database (Go's ``time.LoadLocation``)
+    and refuses ``Local``; the same database answers here, through ``zoneinfo``.
+    """
+    known = zoneinfo.available_timezones()
+    if value in known and value != "Local":
+        return value
+    close = difflib.get_close_matches(value, sorted(known), n=1)
+    hint = (
+        f"did you mean {close[0]!r}?"
+        if close
+        else "such as UTC or Europe/Paris (the TZ identifiers of the IANA database)"
+    )
+    raise InvalidInput(f"time_zone {value!r} is not an IANA time zone name: {hint}")
 
 
 # -- EFS -------------------------------------------------------------------------------------

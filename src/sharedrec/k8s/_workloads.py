@@ -239,16 +239,20 @@ def writer_workload(config: K8sConfig) -> dict[str, Any]:
     if writer.command:
         container["command"] = list(writer.command)
     container["env"] = [{"name": STORE_ENV, "value": store}]
-    resources = _resources(writer.resources)
-    if resources:
-        container["resources"] = resources
+    container["resources"] = _resources(writer.effective_resources)
     if not on_s3:
         container["volumeMounts"] = [{"name": config.pod_volume_name, "mountPath": config.mount_path}]
     container["securityContext"] = _container_security_context()
     labels = config.labels("writer")
     pod = _pod_spec(config, container, writer.service_account, volumes=not on_s3)
     pod = {"restartPolicy": "Never", **pod}
-    job_spec: dict[str, Any] = {"backoffLimit": 2, "template": {"metadata": {"labels": labels}, "spec": pod}}
+    active, starting = writer.deadlines()
+    job_spec: dict[str, Any] = {"backoffLimit": 2}
+    if active is not None:
+        # Counts every attempt: a publish hung on a hard mount or a stalled upload is stopped,
+        # and the next scheduled one can run (Forbid would otherwise skip them all).
+        job_spec["activeDeadlineSeconds"] = active
+    job_spec["template"] = {"metadata": {"labels": labels}, "spec": pod}
     metadata = {"name": config.writer_name, "namespace": config.namespace, "labels": labels}
     if writer.schedule is None:
         # Lets the same manifest be applied again for the next run once this one is gone.
@@ -263,6 +267,9 @@ def writer_workload(config: K8sConfig) -> dict[str, Any]:
         spec["timeZone"] = writer.time_zone
     # Two publishes at once would race for CURRENT; the second would fail anyway.
     spec["concurrencyPolicy"] = "Forbid"
+    # A run that could not start on time is skipped rather than started late; it also spares
+    # the controller's count of missed runs, which stops the CronJob past 100.
+    spec["startingDeadlineSeconds"] = starting
     spec["successfulJobsHistoryLimit"] = 3
     spec["failedJobsHistoryLimit"] = 3
     spec["jobTemplate"] = {"metadata": {"labels": labels}, "spec": job_spec}

@@ -96,6 +96,19 @@ _COMMON = [
     click.option("--writer-memory-request", help="Writer memory request."),
     click.option("--writer-memory-limit", help="Writer memory limit."),
     click.option("--writer-service-account", help="Service account of the writer pods."),
+    click.option(
+        "--active-deadline-seconds",
+        type=int,
+        help="Stop a writer Job (every attempt) after this long, so that a hung publish does not block "
+        "the next ones.  [default with --schedule: the shortest interval between runs minus the starting "
+        "deadline]",
+    ),
+    click.option(
+        "--starting-deadline-seconds",
+        type=int,
+        help="Skip a scheduled run that cannot start within this long.  [default: a quarter of the "
+        "shortest interval, 10 s to 1 h]",
+    ),
     # output
     click.option(
         "--output-dir",
@@ -158,6 +171,8 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "schedule": "schedule",
             "time_zone": "time_zone",
             "writer_service_account": "service_account",
+            "active_deadline_seconds": "active_deadline_seconds",
+            "starting_deadline_seconds": "starting_deadline_seconds",
         },
     )
     writer_resources = _section(options, {f"writer_{name}": name for name in _RESOURCE_FIELDS})
@@ -199,6 +214,8 @@ _OPTION_NAMES: dict[Location, str] = {
     ("writer", "service_account"): "--writer-service-account",
     ("writer", "schedule"): "--schedule",
     ("writer", "time_zone"): "--time-zone",
+    ("writer", "active_deadline_seconds"): "--active-deadline-seconds",
+    ("writer", "starting_deadline_seconds"): "--starting-deadline-seconds",
 }
 
 
