@@ -395,14 +395,14 @@ def test_s3_writer_publishes_through_the_api_and_mounts_nothing() -> None:
 
 
 def test_s3_without_leases_is_read_only_many() -> None:
-    pv, pvc, _ = build_objects(CASES["s3-no-leases"]())
+    pv, pvc, *_ = build_objects(CASES["s3-no-leases"]())
     assert pv["spec"]["accessModes"] == pvc["spec"]["accessModes"] == ["ReadOnlyMany"]
     assert pv["spec"]["mountOptions"] == ["cache /tmp/s3-cache", "metadata-ttl 1"]
 
 
 def test_autoscaler_owns_the_replica_count() -> None:
     objects = build_objects(CASES["efs-static"]())
-    deployment, hpa = objects[2], objects[3]
+    deployment, hpa = objects[2], objects[4]
     assert "replicas" not in deployment["spec"]
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -432,6 +432,7 @@ def test_write_files_writes_each_object_and_a_kustomization(tmp_path: Path) -> N
         "pv.yaml",
         "pvc.yaml",
         "reader-deployment.yaml",
+        "reader-pdb.yaml",
         "reader-hpa.yaml",
         "writer-cronjob.yaml",
         "kustomization.yaml",

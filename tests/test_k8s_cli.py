@@ -140,6 +140,7 @@ def test_output_dir_writes_files_and_kustomization(tmp_path: Path) -> None:
         "pv.yaml",
         "pvc.yaml",
         "reader-deployment.yaml",
+        "reader-pdb.yaml",
         "reader-hpa.yaml",
         "writer-cronjob.yaml",
         "kustomization.yaml",

@@ -46,7 +46,13 @@ from sharedrec.k8s._render import (
 )
 from sharedrec.k8s._rules import check_manifests
 from sharedrec.k8s._volumes import EFS_MOUNT_OPTIONS, NFS_MOUNT_OPTIONS, storage_objects
-from sharedrec.k8s._workloads import autoscaler, reader_deployment, reader_patch, writer_workload
+from sharedrec.k8s._workloads import (
+    autoscaler,
+    disruption_budget,
+    reader_deployment,
+    reader_patch,
+    writer_workload,
+)
 
 __all__ = [
     "EFS_MOUNT_OPTIONS",
@@ -68,6 +74,7 @@ __all__ = [
     "build_files",
     "build_objects",
     "check_manifests",
+    "disruption_budget",
     "reader_deployment",
     "reader_patch",
     "render",

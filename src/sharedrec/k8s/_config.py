@@ -441,6 +441,35 @@ class ReaderSpec(_Model):
     ref: str | None = Field(
         None, description="Follow this named ref (e.g. canary) instead of CURRENT: $SHAREDREC_REF."
     )
+    disruption_budget: bool = Field(
+        True, description="A PodDisruptionBudget keeps all but max_unavailable readers through a drain."
+    )
+    max_unavailable: int | str = Field(
+        1, description="Readers a voluntary disruption may take at once: a count, or a percentage ('25%')."
+    )
+    topology_spread: bool = Field(
+        True, description="Spread readers over zones, then nodes (topologySpreadConstraints)."
+    )
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _max_unavailable(cls, value: int | str) -> int | str:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and value >= 1:
+            return value
+        if (
+            isinstance(value, str)
+            and value.endswith("%")
+            and value[:-1].isdigit()
+            and 1 <= int(value[:-1]) <= 100
+        ):
+            return value
+        raise InvalidInput(
+            f"must be a number of pods (1 or more) or a percentage from 1% to 100%, such as 25%; got "
+            f"{value!r} (0 would block every node drain; for no budget at all, set disruption_budget=False, "
+            "--no-disruption-budget)"
+        )
 
     @field_validator("ref")
     @classmethod
@@ -486,6 +515,16 @@ class ReaderSpec(_Model):
             issues.extend(
                 ((field,), own)
                 for field in ("image", "command", "replicas", "port", "resources")
+                if field in self.model_fields_set
+            )
+            # Both need the Deployment's pod labels, which a patch does not know.
+            issues.extend(
+                (
+                    (field,),
+                    "is written for a Deployment that sharedrec creates (it needs its pod labels); with "
+                    "patch=True add it to your own manifests: drop it",
+                )
+                for field in ("disruption_budget", "max_unavailable", "topology_spread")
                 if field in self.model_fields_set
             )
             if issues:

@@ -2,8 +2,8 @@
 
 YAML goes through PyYAML (the ``sharedrec[k8s]`` extra), imported only when YAML is
 written. Output is deterministic: keys keep the order the builders give them, documents
-keep a fixed order (storage, readers, autoscaler, writer), and no anchors or aliases are
-emitted.
+keep a fixed order (storage, readers, their disruption budget, autoscaler, writer), and no
+anchors or aliases are emitted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from sharedrec.errors import SharedrecError
 from sharedrec.k8s._config import K8sConfig
 from sharedrec.k8s._rules import check_manifests
 from sharedrec.k8s._volumes import storage_objects
-from sharedrec.k8s._workloads import autoscaler, reader_deployment, reader_patch, writer_workload
+from sharedrec.k8s._workloads import (
+    autoscaler,
+    disruption_budget,
+    reader_deployment,
+    reader_patch,
+    writer_workload,
+)
 
 __all__ = ["MissingDependency", "build_files", "build_objects", "render", "to_yaml", "write_files"]
 
@@ -30,6 +36,7 @@ _FILE_NAMES = {
     "PersistentVolume": "pv.yaml",
     "PersistentVolumeClaim": "pvc.yaml",
     "Deployment": "reader-deployment.yaml",
+    "PodDisruptionBudget": "reader-pdb.yaml",
     "HorizontalPodAutoscaler": "reader-hpa.yaml",
     "CronJob": "writer-cronjob.yaml",
     "Job": "writer-job.yaml",
@@ -75,6 +82,8 @@ def _parts(config: K8sConfig) -> list[tuple[str, dict[str, Any]]]:
             parts.append((PATCH_FILE, reader_patch(config)))
         else:
             parts.append((_FILE_NAMES["Deployment"], reader_deployment(config)))
+            if config.reader.disruption_budget:
+                parts.append((_FILE_NAMES["PodDisruptionBudget"], disruption_budget(config)))
     if config.autoscaling is not None:
         parts.append((_FILE_NAMES["HorizontalPodAutoscaler"], autoscaler(config)))
     if config.writer is not None:
@@ -88,9 +97,9 @@ def build_objects(config: K8sConfig) -> list[dict[str, Any]]:
     """Every object of a config, in the order to apply them.
 
     Storage first (StorageClass or PersistentVolume, then the claim), then the readers'
-    Deployment (or, with ``reader.patch``, the strategic merge patch of the existing
-    one), the HorizontalPodAutoscaler and the writer's CronJob or Job. `check_manifests`
-    has passed on the result.
+    Deployment and its PodDisruptionBudget (or, with ``reader.patch``, the strategic merge
+    patch of the existing Deployment), the HorizontalPodAutoscaler and the writer's CronJob
+    or Job. `check_manifests` has passed on the result.
 
     Args:
         config: What to generate.
@@ -110,7 +119,7 @@ def build_files(config: K8sConfig, *, kustomize: bool = False) -> dict[str, dict
     """The objects of a config keyed by the file name each is written to.
 
     File names: ``storageclass.yaml``, ``pv.yaml``, ``pvc.yaml``,
-    ``reader-deployment.yaml`` or ``reader-patch.yaml``, ``reader-hpa.yaml``,
+    ``reader-deployment.yaml`` or ``reader-patch.yaml``, ``reader-pdb.yaml``, ``reader-hpa.yaml``,
     ``writer-cronjob.yaml`` or ``writer-job.yaml``.
 
     Args:

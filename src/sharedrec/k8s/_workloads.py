@@ -16,7 +16,7 @@ from sharedrec.errors import InvalidInput
 from sharedrec.format.layout import LEASES
 from sharedrec.k8s._config import K8sConfig, Resources, S3Volume
 
-__all__ = ["autoscaler", "reader_deployment", "reader_patch", "writer_workload"]
+__all__ = ["autoscaler", "disruption_budget", "reader_deployment", "reader_patch", "writer_workload"]
 
 STORE_ENV = "SHAREDREC_STORE"
 LEASE_DIR_ENV = "SHAREDREC_LEASE_DIR"
@@ -130,20 +130,75 @@ def reader_deployment(config: K8sConfig) -> dict[str, Any]:
     container["volumeMounts"] = _reader_mounts(config)
     container["securityContext"] = _container_security_context()
     labels = config.labels("reader")
-    selector = {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+    selector = _reader_selector(config)
     spec: dict[str, Any] = {}
     if config.autoscaling is None:
         spec["replicas"] = reader.replicas
     spec["selector"] = {"matchLabels": selector}
-    spec["template"] = {
-        "metadata": {"labels": labels},
-        "spec": _pod_spec(config, container, reader.service_account, volumes=True),
-    }
+    pod = _pod_spec(config, container, reader.service_account, volumes=True)
+    if reader.topology_spread:
+        pod["topologySpreadConstraints"] = [_spread(key, selector) for key in (ZONE, HOSTNAME)]
+    spec["template"] = {"metadata": {"labels": labels}, "spec": pod}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": config.deployment_name, "namespace": config.namespace, "labels": labels},
         "spec": spec,
+    }
+
+
+ZONE = "topology.kubernetes.io/zone"
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def _reader_selector(config: K8sConfig) -> dict[str, str]:
+    labels = config.labels("reader")
+    return {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+
+
+def _spread(key: str, selector: dict[str, str]) -> dict[str, Any]:
+    # ScheduleAnyway: a preference, never a pod left Pending (a zone out of capacity, nodes
+    # without a zone label). pod-template-hash: during a rollout, old and new pods are
+    # spread each on their own rather than the new ones piling where the old ones leave.
+    return {
+        "maxSkew": 1,
+        "topologyKey": key,
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": dict(selector)},
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+
+
+def disruption_budget(config: K8sConfig) -> dict[str, Any]:
+    """The ``policy/v1`` PodDisruptionBudget of the readers' Deployment.
+
+    A node drain (an upgrade, a scale-down) evicts at most ``reader.max_unavailable``
+    readers at once. Pods that are not ready may always be evicted
+    (``unhealthyPodEvictionPolicy: AlwaysAllow``), so a crash-looping reader never blocks a
+    drain.
+
+    Args:
+        config: A validated config whose ``reader`` is not a patch.
+
+    Returns:
+        A PodDisruptionBudget as a plain dict.
+    """
+    reader = config.reader
+    if reader is None or reader.patch:
+        raise InvalidInput("disruption_budget needs config.reader with an image (not a patch)")
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": config.deployment_name,
+            "namespace": config.namespace,
+            "labels": config.labels("reader"),
+        },
+        "spec": {
+            "maxUnavailable": reader.max_unavailable,
+            "selector": {"matchLabels": _reader_selector(config)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 

@@ -82,6 +82,25 @@ _COMMON = [
     click.option("--readiness-command", callback=_words, help="Reader exec readiness probe (shell words)."),
     click.option("--service-account", help="Service account of the reader pods."),
     click.option("--ref", help="Readers follow this named ref (e.g. canary) instead of CURRENT."),
+    click.option(
+        "--max-unavailable",
+        help="Readers a node drain may evict at once (PodDisruptionBudget): a count or a percentage.  "
+        "[default: 1]",
+    ),
+    click.option(
+        "--no-disruption-budget",
+        "disruption_budget",
+        flag_value=False,
+        default=None,
+        help="Write no PodDisruptionBudget for the readers.",
+    ),
+    click.option(
+        "--no-topology-spread",
+        "topology_spread",
+        flag_value=False,
+        default=None,
+        help="Do not spread the readers over zones and nodes.",
+    ),
     # autoscaler
     click.option("--min-replicas", type=int, help="Autoscaler minimum.  [default: 2]"),
     click.option("--max-replicas", type=int, help="Autoscaler maximum: adds a HorizontalPodAutoscaler."),
@@ -150,6 +169,9 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "readiness_command": "readiness_command",
             "service_account": "service_account",
             "ref": "ref",
+            "max_unavailable": "max_unavailable",
+            "disruption_budget": "disruption_budget",
+            "topology_spread": "topology_spread",
         },
     )
     reader_resources = _section(options, {name: name for name in _RESOURCE_FIELDS})
@@ -204,6 +226,8 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
 
 _OPTION_NAMES: dict[Location, str] = {
     ("leases",): "--no-leases",
+    ("reader", "disruption_budget"): "--no-disruption-budget",
+    ("reader", "topology_spread"): "--no-topology-spread",
     ("autoscaling",): "--max-replicas",
     ("volume", "mount_options"): "--mount-option",
     ("volume", "volume_attributes"): "--volume-attribute",
