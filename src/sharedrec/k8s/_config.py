@@ -9,6 +9,7 @@ raises `ConfigError` (an `InvalidInput`) naming each field and what to write ins
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -306,6 +307,15 @@ class NfsVolume(_Model):
     @classmethod
     def _options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _rules.nfs_mount_options(value)
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> NfsVolume:
+        if not self.csi:
+            try:
+                _rules.in_tree_nfs_server(self.server)
+            except InvalidInput as exc:
+                raise _issue("server", str(exc)) from None
+        return self
 
 
 class S3Volume(_Model):
@@ -671,6 +681,15 @@ class WriterSpec(_Model):
         )
 
 
+def _needs_lease(command: tuple[str, ...] | None) -> bool:
+    """Whether a readiness command runs ``sharedrec ready`` (directly, through ``python -m`` or a shell)."""
+    words = list(command or ())
+    names = [word.rsplit("/", 1)[-1] for word in words]
+    return any(name == "sharedrec" and later == "ready" for name, later in itertools.pairwise(names)) or any(
+        re.search(r"(^|[\s/])sharedrec\s+ready(\s|$)", word) for word in words
+    )
+
+
 class K8sConfig(_Model):
     """Everything sharedrec writes manifests from: the volume and the workloads around it.
 
@@ -732,6 +751,15 @@ class K8sConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> K8sConfig:
         issues = self._access_issues() + self._autoscaling_issues()
+        if not self.leases and self.reader is not None and _needs_lease(self.reader.readiness_command):
+            issues.append(
+                (
+                    ("reader", "readiness_command"),
+                    "runs `sharedrec ready`, which is ready only when the pod's reader holds a lease, "
+                    "but leases are off (leases=False, --no-leases): the pods would never be ready. "
+                    "Turn leases on, or probe the service another way (an HTTP readiness endpoint)",
+                )
+            )
         if self.run_as_non_root and self.run_as_user == 0:
             issues.append(
                 (

@@ -297,7 +297,7 @@ def _mount_target_ip(value: str) -> None:
 
 
 def efs_mount_options(options: Iterable[str]) -> tuple[str, ...]:
-    """Return the mount options if none fights what the EFS driver does by itself."""
+    """Return the mount options if none fights what the EFS driver does or breaks the lock."""
     checked = []
     for option in options:
         key = option.strip().lower().split("=", 1)[0]
@@ -315,7 +315,9 @@ def efs_mount_options(options: Iterable[str]) -> tuple[str, ...]:
             raise InvalidInput("mount option 'awscredsuri' is ignored by the EFS CSI driver: drop it")
         if key == "iam":
             raise InvalidInput("mount option 'iam' has its own setting: set iam=True (--iam) instead")
-        _not_read_only(key)
+        for part in option.split(","):
+            _not_read_only(part.strip().lower().split("=", 1)[0])
+            _keeps_the_lock(part)
         checked.append(_mount_option(option))
     return tuple(checked)
 
@@ -326,6 +328,29 @@ def _not_read_only(key: str) -> None:
             "do not mount the volume read-only for everyone: the writer and the readers' leases write to "
             "it. sharedrec makes each reader's store mount read-only on the pod (volumeMounts.readOnly), "
             "which is where read-only takes effect"
+        )
+
+
+def _keeps_the_lock(option: str) -> None:
+    """Refuse an NFS mount option that makes the writers' lock local to one node.
+
+    A publish holds ``flock`` on the store's lock file; on NFSv4 the server arbitrates it
+    between nodes. ``nolock`` and ``local_lock`` (but ``none``) keep locks on the client,
+    and an NFS version below 4 hands them to a separate lock manager (NLM).
+    """
+    key, _, value = option.strip().lower().partition("=")
+    if key == "nolock" or (key == "local_lock" and value != "none"):
+        raise InvalidInput(
+            f"mount option {option.strip()!r} keeps file locks on each node, so two writers on two nodes "
+            "would both take the publish lock: remove it (sharedrec publishes under flock, which the "
+            "NFSv4 server arbitrates between nodes)"
+        )
+    if key in {"vers", "nfsvers"} and not re.fullmatch(r"4(\.[0-9])?", value):
+        raise InvalidInput(
+            f"mount option {option.strip()!r} would replace the default nfsvers=4.1 with an NFS version "
+            "below 4, whose locks go through a separate lock manager (NLM) that firewalls often block and "
+            "whose close-to-open and lock recovery are weaker: use nfsvers=4.1 (the default) or 4.2, or "
+            "drop the option"
         )
 
 
@@ -355,13 +380,33 @@ def nfs_server(value: str) -> str:
 
 
 def nfs_mount_options(options: Iterable[str]) -> tuple[str, ...]:
-    """Return the NFS mount options if none makes the whole volume read-only."""
+    """Return the NFS mount options if none makes the volume read-only or the lock local."""
     checked = []
     for option in options:
         for part in option.split(","):
             _not_read_only(part.strip().lower())
+            _keeps_the_lock(part)
         checked.append(_mount_option(option))
     return tuple(checked)
+
+
+_CLUSTER_DNS = re.compile(r"(^|\.)(svc|svc\.cluster\.local|cluster\.local)$")
+
+
+def in_tree_nfs_server(value: str) -> str:
+    """Refuse a cluster DNS name for an in-tree NFS volume: the node mounts it, not a pod.
+
+    The kubelet mounts an in-tree ``nfs`` volume with the node's own resolver, which does
+    not know the cluster's Service names, so the pod stays in ContainerCreating.
+    """
+    if _CLUSTER_DNS.search(value.lower().rstrip(".")):
+        raise InvalidInput(
+            f"server {value!r} is a cluster DNS name, which the node that mounts an in-tree NFS volume "
+            "cannot resolve (the pod would stay in ContainerCreating): give the Service's ClusterIP "
+            "(kubectl get svc -o wide), or use the NFS CSI driver (csi=True, --csi), whose node plugin "
+            "resolves cluster names"
+        )
+    return value
 
 
 # -- S3 (Mountpoint) ---------------------------------------------------------------------------
