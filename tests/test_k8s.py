@@ -435,10 +435,12 @@ def test_write_files_writes_each_object_and_a_kustomization(tmp_path: Path) -> N
         "reader-pdb.yaml",
         "reader-hpa.yaml",
         "writer-cronjob.yaml",
+        "kustomizeconfig.yaml",
         "kustomization.yaml",
     ]
     kustomization = yaml.safe_load((tmp_path / "out" / "kustomization.yaml").read_text())
-    assert kustomization["resources"] == names[:-1]
+    assert kustomization["resources"] == names[:-2]
+    assert kustomization["configurations"] == ["kustomizeconfig.yaml"]
     for path, obj in zip(paths, build_objects(config), strict=False):
         assert yaml.safe_load(path.read_text()) == obj
 

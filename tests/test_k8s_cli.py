@@ -143,6 +143,7 @@ def test_output_dir_writes_files_and_kustomization(tmp_path: Path) -> None:
         "reader-pdb.yaml",
         "reader-hpa.yaml",
         "writer-cronjob.yaml",
+        "kustomizeconfig.yaml",
         "kustomization.yaml",
     ]
     assert (tmp_path / "kustomization.yaml").read_text() == (
@@ -269,7 +270,11 @@ def test_kubectl_kustomize_builds_the_generated_kustomization(
     assert result.exit_code == 0, result.output
     built = sorted(_kustomize(tmp_path), key=_key)
     expected = sorted(
-        (yaml.safe_load(p.read_text()) for p in tmp_path.glob("*.yaml") if p.name != "kustomization.yaml"),
+        (
+            yaml.safe_load(p.read_text())
+            for p in tmp_path.glob("*.yaml")
+            if p.name not in {"kustomization.yaml", "kustomizeconfig.yaml"}
+        ),
         key=_key,
     )
     assert built == expected

@@ -8,6 +8,7 @@ anchors or aliases are emitted.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,24 @@ from sharedrec.k8s._workloads import (
 __all__ = ["MissingDependency", "build_files", "build_objects", "render", "to_yaml", "write_files"]
 
 KUSTOMIZATION = "kustomization.yaml"
+KUSTOMIZE_CONFIG = "kustomizeconfig.yaml"
 PATCH_FILE = "reader-patch.yaml"
+
+# Kustomize renames a claim (namePrefix, nameSuffix, namespace) and the PVC's volumeName,
+# but not the PersistentVolume's claimRef, which would keep naming the old claim: the PV
+# would stay reserved for a claim that does not exist. These transformer configurations
+# teach it that field; kustomize merges them into every overlay built on this folder, so
+# the overlay's own namePrefix and namespace reach claimRef too.
+_CLAIM_REF_CONFIG: dict[str, Any] = {
+    "nameReference": [
+        {
+            "kind": "PersistentVolumeClaim",
+            "version": "v1",
+            "fieldSpecs": [{"kind": "PersistentVolume", "path": "spec/claimRef/name"}],
+        }
+    ],
+    "namespace": [{"kind": "PersistentVolume", "path": "spec/claimRef/namespace", "create": False}],
+}
 
 _FILE_NAMES = {
     "StorageClass": "storageclass.yaml",
@@ -124,7 +142,10 @@ def build_files(config: K8sConfig, *, kustomize: bool = False) -> dict[str, dict
 
     Args:
         config: What to generate.
-        kustomize: Add ``kustomization.yaml`` listing the other files. With
+        kustomize: Add ``kustomization.yaml`` listing the other files and, with a
+            PersistentVolume, ``kustomizeconfig.yaml``: the transformer configurations
+            that keep the PV's ``claimRef`` in step when an overlay renames the claim
+            (``namePrefix``, ``nameSuffix``, ``namespace``). With
             ``reader.patch`` it is a kustomize Component (``kind: Component``): add its
             folder to the ``components:`` of the kustomization that holds the Deployment
             to patch.
@@ -134,26 +155,35 @@ def build_files(config: K8sConfig, *, kustomize: bool = False) -> dict[str, dict
     """
     files = dict(_parts(config))
     if kustomize:
-        files[KUSTOMIZATION] = _kustomization(list(files))
+        names = list(files)
+        configurations = []
+        if any(obj["kind"] == "PersistentVolume" for obj in files.values()):
+            files[KUSTOMIZE_CONFIG] = copy.deepcopy(_CLAIM_REF_CONFIG)
+            configurations.append(KUSTOMIZE_CONFIG)
+        files[KUSTOMIZATION] = _kustomization(names, configurations)
     return files
 
 
-def _kustomization(names: list[str]) -> dict[str, Any]:
+def _kustomization(names: list[str], configurations: list[str]) -> dict[str, Any]:
     resources = [name for name in names if name != PATCH_FILE]
     if PATCH_FILE not in names:
-        return {
+        kustomization: dict[str, Any] = {
             "apiVersion": "kustomize.config.k8s.io/v1beta1",
             "kind": "Kustomization",
             "resources": resources,
         }
-    # A Component's patches apply to the resources of the kustomization that includes it,
-    # which is where the user's own Deployment lives.
-    return {
-        "apiVersion": "kustomize.config.k8s.io/v1alpha1",
-        "kind": "Component",
-        "resources": resources,
-        "patches": [{"path": PATCH_FILE}],
-    }
+    else:
+        # A Component's patches apply to the resources of the kustomization that includes
+        # it, which is where the user's own Deployment lives.
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+            "kind": "Component",
+            "resources": resources,
+            "patches": [{"path": PATCH_FILE}],
+        }
+    if configurations:
+        kustomization["configurations"] = configurations
+    return kustomization
 
 
 def to_yaml(objects: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:

@@ -558,9 +558,18 @@ def _check_handles(volumes: Iterable[Mapping[str, Any]]) -> None:
         key = (csi["driver"], csi["volumeHandle"])
         name = pv["metadata"]["name"]
         if key in seen:
+            fix = (
+                "for one EFS store in several namespaces, give each namespace its own access point on "
+                "the store's folder (aws efs create-access-point --file-system-id "
+                f"{key[1].split(':')[0]} --root-directory Path=<the store's folder> --posix-user "
+                "Uid=<uid>,Gid=<gid>) and generate each with its --access-point-id: the handles "
+                "differ, the data is the same"
+                if key[0] == EFS_DRIVER
+                else "give each PersistentVolume its own handle"
+            )
             raise InvalidInput(
-                f"PersistentVolumes {seen[key]} and {name} share volumeHandle {key[1]!r}: every CSI "
-                "PersistentVolume needs its own handle (for EFS give each store its own access point or path)"
+                f"PersistentVolumes {seen[key]} and {name} share volumeHandle {key[1]!r}, so pods of both "
+                "on one node stay in ContainerCreating (the kubelet mounts a handle once per node): " + fix
             )
         seen[key] = name
 
