@@ -346,6 +346,9 @@ def test_efs_dynamic_storage_class() -> None:
         "uid": "1000",
         "gid": "1000",
         "basePath": "/sharedrec",
+        # A claim created again finds the same folder, and the data, rather than an empty one.
+        "subPathPattern": "${.PVC.namespace}/${.PVC.name}",
+        "ensureUniqueDirectory": "false",
     }
     assert pvc["spec"]["storageClassName"] == sc["metadata"]["name"] and "volumeName" not in pvc["spec"]
 

@@ -165,6 +165,12 @@ def _efs_storage_class(config: K8sConfig, volume: EfsVolume) -> dict[str, Any]:
         parameters["gid"] = str(volume.gid)
     if volume.base_path:
         parameters["basePath"] = volume.base_path
+    # The driver's defaults name the folder after the PV (a new uuid) and add another uuid
+    # (ensureUniqueDirectory), so a claim deleted and created again would get an empty store
+    # and orphan the old one. Named after the claim instead, the folder outlives it: a
+    # re-created claim gets a new access point on the same folder, with the data.
+    parameters["subPathPattern"] = "${.PVC.namespace}/${.PVC.name}"
+    parameters["ensureUniqueDirectory"] = "false"
     storage_class: dict[str, Any] = {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
