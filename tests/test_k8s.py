@@ -128,6 +128,14 @@ CASES: dict[str, Callable[[], K8sConfig]] = {
         leases=False,
         reader=_reader(),
     ),
+    "s3-api": lambda: K8sConfig(
+        name="recs",
+        namespace="ml",
+        volume=S3Volume(bucket="recs-prod", prefix="stores/recs", region="eu-west-1", readers="api"),
+        reader=_reader(service_account="recs-reader"),
+        autoscaling=AutoscalingSpec(max_replicas=10),
+        writer=_writer(schedule="0 */2 * * *", service_account="recs-writer"),
+    ),
     "hostpath": lambda: K8sConfig(
         name="recs-dev",
         volume=HostPathVolume(path="/var/lib/sharedrec/recs", capacity="2Gi"),
@@ -354,7 +362,9 @@ def test_efs_dynamic_storage_class() -> None:
 
 
 def test_readers_mount_the_root_read_only_and_leases_read_write(case: tuple[str, K8sConfig]) -> None:
-    _, config = case
+    name, config = case
+    if name == "s3-api":
+        pytest.skip("readers use the S3 API and mount nothing (tests/test_k8s_s3_api.py)")
     files = build_files(config)
     deployment = files.get("reader-deployment.yaml") or files["reader-patch.yaml"]
     container = _pod(deployment)["containers"][0]
@@ -394,7 +404,10 @@ def test_s3_writer_publishes_through_the_api_and_mounts_nothing() -> None:
     ]
     pod = _pod(writer)
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
-    assert _env(pod["containers"][0]) == {"SHAREDREC_STORE": "s3://recs-prod/stores/recs"}
+    assert _env(pod["containers"][0]) == {
+        "SHAREDREC_STORE": "s3://recs-prod/stores/recs",
+        "AWS_REGION": "eu-west-1",
+    }
 
 
 def test_s3_without_leases_is_read_only_many() -> None:

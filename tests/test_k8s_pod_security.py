@@ -36,11 +36,16 @@ VOLUMES: dict[str, dict[str, Any]] = {
     "nfs": {"backend": "nfs", "server": "10.0.0.5", "path": "/exports/recs"},
     "nfs-csi": {"backend": "nfs", "server": "10.0.0.5", "path": "/exports/recs", "csi": True},
     "s3": {"backend": "s3", "bucket": "recs-prod", "prefix": "recs"},
+    "s3-api": {"backend": "s3", "bucket": "recs-prod", "readers": "api"},
     "hostpath": {"backend": "hostpath", "path": "/data/recs"},
 }
 READERS: dict[str, dict[str, Any] | None] = {
     "no-reader": None,
-    "deployment": {"image": "example/recs-api:1", "resources": {"cpu_request": "500m"}},
+    "deployment": {
+        "image": "example/recs-api:1",
+        "resources": {"cpu_request": "500m"},
+        "service_account": "recs-reader",
+    },
     "patch": {"patch": True, "deployment": "recs-api", "container": "api"},
 }
 WRITERS: dict[str, dict[str, Any] | None] = {
@@ -198,7 +203,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 
 
 def test_the_combinations_cover_every_backend_and_workload() -> None:
-    assert len(COMBINATIONS) == 7 * 2 * 8 * 2  # every combination is a valid config
+    assert len(COMBINATIONS) == len(VOLUMES) * 2 * 8 * 2  # every combination is a valid config
     for part in (*VOLUMES, *READERS, *WRITERS):
         assert any(f"-{part}-" in f"-{name}-" for name in COMBINATIONS), part
 

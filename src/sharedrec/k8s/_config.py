@@ -319,10 +319,14 @@ class NfsVolume(_Model):
 
 
 class S3Volume(_Model):
-    """An S3 bucket (or a prefix of it) through the Mountpoint CSI driver ``s3.csi.aws.com``.
+    """An S3 bucket (or a prefix of it), read through Mountpoint or through the S3 API.
 
-    Readers read through the mount; the writer publishes through the S3 API (Mountpoint
-    cannot rename, so it cannot replace ``CURRENT`` atomically) and mounts nothing.
+    With ``readers="mount"`` (the default) readers read through the Mountpoint CSI driver
+    ``s3.csi.aws.com``. With ``readers="api"`` nothing is mounted: readers open the
+    ``s3://`` URL themselves, keep their chunk cache in an ``emptyDir`` of ``cache_size``
+    and get their credentials from their service account. The writer always publishes
+    through the S3 API (Mountpoint cannot rename, so it cannot replace ``CURRENT``
+    atomically) and mounts nothing.
     """
 
     backend: Literal["s3"] = "s3"
@@ -334,11 +338,56 @@ class S3Volume(_Model):
         description="Whose IAM identity Mountpoint uses: the driver's, or the pod's service account.",
     )
     mount_options: tuple[str, ...] = Field((), description="More Mountpoint options, e.g. 'cache /tmp/s3'.")
+    readers: Literal["mount", "api"] = Field(
+        "mount", description="Readers read through a Mountpoint volume, or through the S3 API."
+    )
+    cache_size: str = Field(
+        "12Gi",
+        description="readers='api' only: sizeLimit of the readers' cache emptyDir; keep the readers' "
+        "cache_max_bytes (10 GiB by default) below it.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _no_capacity(cls, data: Any) -> Any:
         return _refuse_capacity(data, "S3")
+
+    @field_validator("cache_size")
+    @classmethod
+    def _cache_size(cls, value: str) -> str:
+        return _rules.quantity(value, "cache_size")
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> S3Volume:
+        if self.readers == "api":
+            mount_only = (
+                "is a Mountpoint setting, and with readers='api' nothing is mounted: drop it, or read "
+                "through the mount (readers='mount')"
+            )
+            fields = ("authentication_source", "mount_options")
+            issues: list[tuple[Location, str]] = [
+                ((field,), mount_only) for field in fields if field in self.model_fields_set
+            ]
+        else:
+            issues = (
+                [
+                    (
+                        ("cache_size",),
+                        "sizes the readers' cache when they use the S3 API: set readers='api' too, or "
+                        "drop it",
+                    )
+                ]
+                if "cache_size" in self.model_fields_set
+                else []
+            )
+        if issues:
+            raise ConfigError(issues)
+        return self
+
+    @property
+    def through_api(self) -> bool:
+        """Whether readers use the S3 API (and nothing is mounted)."""
+        return self.readers == "api"
 
     @field_validator("bucket")
     @classmethod
@@ -751,6 +800,21 @@ class K8sConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> K8sConfig:
         issues = self._access_issues() + self._autoscaling_issues()
+        if (
+            isinstance(self.volume, S3Volume)
+            and self.volume.through_api
+            and self.reader is not None
+            and not self.reader.patch
+            and self.reader.service_account is None
+        ):
+            issues.append(
+                (
+                    ("reader", "service_account"),
+                    "is required when readers use the S3 API (readers='api'): their credentials come from "
+                    "it (IRSA or EKS Pod Identity), with read access to the store and write access to its "
+                    "leases/ prefix",
+                )
+            )
         if not self.leases and self.reader is not None and _needs_lease(self.reader.readiness_command):
             issues.append(
                 (

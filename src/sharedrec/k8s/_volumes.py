@@ -56,6 +56,8 @@ _SAME_SETTING = {"vers": "nfsvers", "soft": "hard", "softerr": "hard", "resvport
 def storage_objects(config: K8sConfig) -> list[dict[str, Any]]:
     """The StorageClass (dynamic EFS only) or PersistentVolume, then the claim.
 
+    None for S3 read through the API (``readers="api"``): nothing is mounted.
+
     Args:
         config: A validated config.
 
@@ -63,6 +65,8 @@ def storage_objects(config: K8sConfig) -> list[dict[str, Any]]:
         Plain dicts in the order to apply them.
     """
     volume = config.volume
+    if isinstance(volume, S3Volume) and volume.through_api:
+        return []  # every pod uses the S3 API: nothing to mount
     if isinstance(volume, EfsVolume) and volume.dynamic:
         return [_efs_storage_class(config, volume), _claim(config, NOMINAL_CAPACITY, config.cluster_name)]
     if isinstance(volume, EfsVolume):

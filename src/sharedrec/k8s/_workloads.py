@@ -24,8 +24,33 @@ READER_ID_ENV = "SHAREDREC_READER_ID"
 REF_ENV = "SHAREDREC_REF"
 
 
+CACHE_DIR_ENV = "SHAREDREC_CACHE_DIR"
+CACHE_PATH = "/var/cache/sharedrec"
+"""Where readers that use the S3 API keep their chunk cache (an emptyDir)."""
+
+
+def _api_readers(config: K8sConfig) -> S3Volume | None:
+    volume = config.volume
+    return volume if isinstance(volume, S3Volume) and volume.through_api else None
+
+
+def _region_env(config: K8sConfig) -> list[dict[str, Any]]:
+    region = config.volume.region if isinstance(config.volume, S3Volume) else None
+    return [{"name": "AWS_REGION", "value": region}] if region else []
+
+
 def _reader_env(config: K8sConfig) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [{"name": STORE_ENV, "value": config.mount_path}]
+    api = _api_readers(config)
+    if api is not None:
+        # Leases go through the S3 API too, under the store's leases/ prefix: no lease dir.
+        env: list[dict[str, Any]] = [{"name": STORE_ENV, "value": api.url}, *_region_env(config)]
+        env.append({"name": CACHE_DIR_ENV, "value": CACHE_PATH})
+        if config.leases:
+            env.append({"name": READER_ID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+        if config.reader is not None and config.reader.ref is not None:
+            env.append({"name": REF_ENV, "value": config.reader.ref})
+        return env
+    env = [{"name": STORE_ENV, "value": config.mount_path}]
     if config.leases:
         env.append({"name": LEASE_DIR_ENV, "value": config.lease_path})
         # The pod name names the lease file: unique, and readable in the fleet view.
@@ -36,7 +61,13 @@ def _reader_env(config: K8sConfig) -> list[dict[str, Any]]:
     return env
 
 
+def _cache_volume_name(config: K8sConfig) -> str:
+    return f"{config.name}-cache"
+
+
 def _reader_mounts(config: K8sConfig) -> list[dict[str, Any]]:
+    if _api_readers(config) is not None:
+        return [{"name": _cache_volume_name(config), "mountPath": CACHE_PATH}]
     mounts: list[dict[str, Any]] = [
         {"name": config.pod_volume_name, "mountPath": config.mount_path, "readOnly": True}
     ]
@@ -46,6 +77,10 @@ def _reader_mounts(config: K8sConfig) -> list[dict[str, Any]]:
 
 
 def _pod_volumes(config: K8sConfig) -> list[dict[str, Any]]:
+    api = _api_readers(config)
+    if api is not None:
+        # On the node's disk, bounded: past sizeLimit the kubelet evicts the pod.
+        return [{"name": _cache_volume_name(config), "emptyDir": {"sizeLimit": api.cache_size}}]
     return [{"name": config.pod_volume_name, "persistentVolumeClaim": {"claimName": config.claim_name}}]
 
 
@@ -293,7 +328,7 @@ def writer_workload(config: K8sConfig) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "writer", "image": writer.image}
     if writer.command:
         container["command"] = list(writer.command)
-    container["env"] = [{"name": STORE_ENV, "value": store}]
+    container["env"] = [{"name": STORE_ENV, "value": store}, *_region_env(config)]
     container["resources"] = _resources(writer.effective_resources)
     if not on_s3:
         container["volumeMounts"] = [{"name": config.pod_volume_name, "mountPath": config.mount_path}]

@@ -385,6 +385,15 @@ def nfs(
     help="Mountpoint uses the driver's IAM identity or the pod's.  [default: driver]",
 )
 @click.option("--mount-option", multiple=True, help="Another Mountpoint option (repeatable).")
+@click.option(
+    "--readers",
+    type=click.Choice(["mount", "api"]),
+    help="Readers read through a Mountpoint volume, or through the S3 API (no volume; a cache "
+    "emptyDir; credentials from --service-account).  [default: mount]",
+)
+@click.option(
+    "--cache-size", help="With --readers api: sizeLimit of the readers' cache emptyDir.  [default: 12Gi]"
+)
 @_common
 def s3(
     bucket: str,
@@ -392,9 +401,11 @@ def s3(
     region: str | None,
     authentication_source: str | None,
     mount_option: tuple[str, ...],
+    readers: str | None,
+    cache_size: str | None,
     **options: Any,
 ) -> None:
-    """An S3 bucket through the Mountpoint CSI driver (s3.csi.aws.com); the writer uses the S3 API."""
+    """An S3 bucket, read through Mountpoint (s3.csi.aws.com) or the S3 API; the writer uses the S3 API."""
     volume = _given(
         backend="s3",
         bucket=bucket,
@@ -402,6 +413,8 @@ def s3(
         region=region,
         authentication_source=authentication_source,
         mount_options=mount_option or None,
+        readers=readers,
+        cache_size=cache_size,
     )
     _emit(volume, options)
 
