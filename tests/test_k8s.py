@@ -365,6 +365,8 @@ def test_readers_mount_the_root_read_only_and_leases_read_write(case: tuple[str,
     name, config = case
     if name == "s3-api":
         pytest.skip("readers use the S3 API and mount nothing (tests/test_k8s_s3_api.py)")
+    if name == "s3":
+        pytest.skip("the leases have a volume of their own (test_s3_leases_have_a_volume_of_their_own)")
     files = build_files(config)
     deployment = files.get("reader-deployment.yaml") or files["reader-patch.yaml"]
     container = _pod(deployment)["containers"][0]
@@ -387,6 +389,30 @@ def test_readers_mount_the_root_read_only_and_leases_read_write(case: tuple[str,
     assert claim == {"claimName": config.claim_name}  # never readOnly here: it would cover the leases too
 
 
+def test_s3_leases_have_a_volume_of_their_own() -> None:
+    # A subPath of a Mountpoint volume vanishes with the last object under it (S3 has no
+    # folders): the leases/ prefix is mounted whole, as a volume whose root always exists.
+    config = CASES["s3"]()
+    deployment = build_files(config)["reader-deployment.yaml"]
+    pod = _pod(deployment)
+    assert pod["volumes"] == [
+        {"name": "recs-store", "persistentVolumeClaim": {"claimName": "recs"}},
+        {"name": "recs-leases", "persistentVolumeClaim": {"claimName": "recs-leases"}},
+    ]
+    container = pod["containers"][0]
+    assert container["volumeMounts"] == [
+        {"name": "recs-store", "mountPath": "/mnt/recs", "readOnly": True},
+        {"name": "recs-leases", "mountPath": "/mnt/recs/leases"},
+    ]
+    assert all("subPath" not in mount for mount in container["volumeMounts"])
+    assert _env(container)["SHAREDREC_LEASE_DIR"] == "/mnt/recs/leases"
+    objects = build_objects(config)
+    broken = copy.deepcopy(objects)
+    broken[4]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][1]["readOnly"] = True
+    with pytest.raises(InvalidInput, match="the leases volume must be mounted read-write"):
+        check_manifests(broken)
+
+
 def test_s3_writer_publishes_through_the_api_and_mounts_nothing() -> None:
     objects = build_objects(CASES["s3"]())
     pv = objects[0]
@@ -396,12 +422,27 @@ def test_s3_writer_publishes_through_the_api_and_mounts_nothing() -> None:
     assert pv["spec"]["mountOptions"] == [
         "region eu-west-1",
         "prefix stores/recs/",
+        "uid=1000",
+        "gid=1000",
+        "allow-other",
+    ]
+    assert pv["spec"]["accessModes"] == ["ReadOnlyMany"]  # nothing writes through the store's mount
+    # The leases' own volume: the leases/ prefix, where readers may overwrite and delete.
+    leases_pv, leases_pvc = objects[2], objects[3]
+    assert leases_pv["metadata"]["name"] == "recs-ml-leases"
+    assert leases_pv["spec"]["csi"]["volumeHandle"] == "recs-ml-leases"
+    assert leases_pv["spec"]["claimRef"] == {"namespace": "ml", "name": "recs-leases"}
+    assert leases_pv["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert leases_pv["spec"]["mountOptions"] == [
+        "region eu-west-1",
+        "prefix stores/recs/leases/",
         "allow-delete",
         "allow-overwrite",
         "uid=1000",
         "gid=1000",
         "allow-other",
     ]
+    assert leases_pvc["spec"]["volumeName"] == "recs-ml-leases"
     pod = _pod(writer)
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
     assert _env(pod["containers"][0]) == {
@@ -550,8 +591,9 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], list[str]]] = [
         ["old CURRENT forever"],
     ),
     (
-        "s3 rox with leases",
-        {"volume": {"backend": "s3", "bucket": "recs"}, "access_mode": "ReadOnlyMany"},
+        # On S3 the leases have a volume of their own, so the store is ReadOnlyMany there.
+        "nfs rox with leases",
+        {"volume": {"backend": "nfs", "server": "10.0.0.5", "path": "/x"}, "access_mode": "ReadOnlyMany"},
         ["ReadOnlyMany cannot carry leases"],
     ),
     (

@@ -855,8 +855,9 @@ class K8sConfig(_Model):
         if mode == "ReadWriteOnce" and backend != "hostpath":
             return [(where, "ReadWriteOnce keeps every pod on one node: use ReadWriteMany")]
         if mode == "ReadOnlyMany":
+            leases_here = self.leases and not self.separate_leases_volume
             writes = [
-                what for what, on in (("leases", self.leases), ("the writer", self._writer_mounts)) if on
+                what for what, on in (("leases", leases_here), ("the writer", self._writer_mounts)) if on
             ]
             if writes:
                 return [
@@ -904,8 +905,8 @@ class K8sConfig(_Model):
             return self.access_mode
         if self.volume.backend == "hostpath":
             return "ReadWriteOnce"
-        if self.volume.backend == "s3" and not self.leases:
-            return "ReadOnlyMany"
+        if self.volume.backend == "s3":
+            return "ReadOnlyMany"  # the writer uses the S3 API, the leases have their own volume
         return "ReadWriteMany"
 
     @property
@@ -947,3 +948,24 @@ class K8sConfig(_Model):
     def lease_path(self) -> str:
         """Where readers see the store's ``leases/`` folder (mounted read-write)."""
         return f"{self.mount_path}/{LEASES}"
+
+    @property
+    def separate_leases_volume(self) -> bool:
+        """Whether the leases get a volume of their own (S3 through Mountpoint, leases on).
+
+        A ``subPath: leases`` of a Mountpoint volume would vanish with the last lease object
+        (S3 has no folders), so the readers' leases/ prefix is mounted as a volume of its own,
+        whose root always exists.
+        """
+        volume = self.volume
+        return self.leases and volume.backend == "s3" and getattr(volume, "readers", "mount") == "mount"
+
+    @property
+    def leases_claim_name(self) -> str:
+        """Name of the leases' own claim (see `separate_leases_volume`)."""
+        return f"{self.name}-{LEASES}"
+
+    @property
+    def leases_cluster_name(self) -> str:
+        """Name of the leases' own PersistentVolume (see `separate_leases_volume`)."""
+        return f"{self.cluster_name}-{LEASES}"

@@ -507,7 +507,8 @@ def check_manifests(objects: Sequence[Mapping[str, Any]]) -> None:
       ``storageClassName: ""`` on both;
     * EFS volumes are ``ReadWriteMany`` and carry only volumeAttributes the driver accepts;
     * every reader (a Deployment) mounts the store root with ``readOnly: true`` on the
-      volumeMount, and no subPath but ``leases``;
+      volumeMount, and no subPath but ``leases``; a volume of an S3 ``leases/`` prefix alone
+      is mounted whole and read-write;
     * no writer (a CronJob or Job) mounts an S3 volume: Mountpoint cannot rename, so a
       writer publishes through the S3 API.
 
@@ -531,9 +532,22 @@ def check_manifests(objects: Sequence[Mapping[str, Any]]) -> None:
         _check_binding(namespace, claim_name, claim, volumes)
     classes = {obj["metadata"]["name"]: obj for obj in objects if obj.get("kind") == "StorageClass"}
     drivers = {key: _claim_driver(claim, volumes, classes) for key, claim in claims.items()}
+    lease_claims = {
+        key
+        for key, claim in claims.items()
+        if _is_leases_volume(volumes.get(claim["spec"].get("volumeName", "")))
+    }
     for obj in objects:
         for where, namespace, pod in _pod_specs(obj):
-            _check_pod(obj["kind"], where, namespace, pod, drivers)
+            _check_pod(obj["kind"], where, namespace, pod, drivers, lease_claims)
+
+
+def _is_leases_volume(pv: Mapping[str, Any] | None) -> bool:
+    """An S3 volume of a store's leases/ prefix alone (readers write their leases through it)."""
+    if pv is None or (pv["spec"].get("csi") or {}).get("driver") != S3_DRIVER:
+        return False
+    prefixes = [o.split(" ", 1)[1] for o in pv["spec"].get("mountOptions", []) if o.startswith("prefix ")]
+    return any(prefix.rstrip("/").split("/")[-1] == LEASES for prefix in prefixes)
 
 
 def _claim_driver(
@@ -643,13 +657,23 @@ def _check_pod(
     namespace: str,
     pod: Mapping[str, Any],
     drivers: Mapping[tuple[str, str], str | None],
+    lease_claims: set[tuple[str, str]],
 ) -> None:
     store_volumes = {}
+    lease_volumes = set()
     for volume in pod.get("volumes", []):
         claim = volume.get("persistentVolumeClaim")
-        if claim and (namespace, claim["claimName"]) in drivers:
+        if claim and (namespace, claim["claimName"]) in lease_claims:
+            lease_volumes.add(volume["name"])
+        elif claim and (namespace, claim["claimName"]) in drivers:
             store_volumes[volume["name"]] = (claim, drivers[(namespace, claim["claimName"])])
     for container in pod.get("containers", []):
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] in lease_volumes and (mount.get("readOnly") or mount.get("subPath")):
+                raise InvalidInput(
+                    f"{where}, container {container['name']}: the leases volume must be mounted "
+                    "read-write, whole (no subPath, no readOnly)"
+                )
         mounts = [m for m in container.get("volumeMounts", []) if m["name"] in store_volumes]
         for volume_name in {m["name"] for m in mounts}:
             claim, driver = store_volumes[volume_name]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sharedrec.format.layout import LEASES
 from sharedrec.k8s._config import (
     NOMINAL_CAPACITY,
     EfsVolume,
@@ -76,24 +77,53 @@ def storage_objects(config: K8sConfig) -> list[dict[str, Any]]:
         source = _nfs_source(config, volume)
         capacity, options = volume.capacity, _with_defaults(NFS_MOUNT_OPTIONS, volume.mount_options)
     elif isinstance(volume, S3Volume):
-        source = _s3_source(config, volume)
-        capacity, options = NOMINAL_CAPACITY, _s3_mount_options(config, volume)
+        source = _s3_source(config, volume, config.cluster_name)
+        capacity, options = NOMINAL_CAPACITY, _s3_mount_options(config, volume, leases=False)
     else:
         source = _host_path_source(volume)
         capacity, options = volume.capacity, []
-    return [_persistent_volume(config, capacity, options, source), _claim(config, capacity, "")]
+    objects = [_persistent_volume(config, capacity, options, source), _claim(config, capacity, "")]
+    if isinstance(volume, S3Volume) and config.separate_leases_volume:
+        leases = _persistent_volume(
+            config,
+            NOMINAL_CAPACITY,
+            _s3_mount_options(config, volume, leases=True),
+            _s3_source(config, volume, config.leases_cluster_name),
+            name=config.leases_cluster_name,
+            claim=config.leases_claim_name,
+            mode="ReadWriteMany",
+        )
+        objects += [
+            leases,
+            _claim(
+                config,
+                NOMINAL_CAPACITY,
+                "",
+                name=config.leases_claim_name,
+                volume=config.leases_cluster_name,
+                mode="ReadWriteMany",
+            ),
+        ]
+    return objects
 
 
 def _persistent_volume(
-    config: K8sConfig, capacity: str, mount_options: list[str], source: dict[str, Any]
+    config: K8sConfig,
+    capacity: str,
+    mount_options: list[str],
+    source: dict[str, Any],
+    *,
+    name: str | None = None,
+    claim: str | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "capacity": {"storage": capacity},
         "volumeMode": "Filesystem",
-        "accessModes": [config.effective_access_mode],
+        "accessModes": [mode or config.effective_access_mode],
         "persistentVolumeReclaimPolicy": "Retain",
         "storageClassName": "",
-        "claimRef": {"namespace": config.namespace, "name": config.claim_name},
+        "claimRef": {"namespace": config.namespace, "name": claim or config.claim_name},
     }
     if mount_options:
         spec["mountOptions"] = mount_options
@@ -101,25 +131,33 @@ def _persistent_volume(
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
-        "metadata": {"name": config.cluster_name, "labels": config.labels("storage")},
+        "metadata": {"name": name or config.cluster_name, "labels": config.labels("storage")},
         "spec": spec,
     }
 
 
-def _claim(config: K8sConfig, capacity: str, storage_class: str) -> dict[str, Any]:
+def _claim(
+    config: K8sConfig,
+    capacity: str,
+    storage_class: str,
+    *,
+    name: str | None = None,
+    volume: str | None = None,
+    mode: str | None = None,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "accessModes": [config.effective_access_mode],
+        "accessModes": [mode or config.effective_access_mode],
         "volumeMode": "Filesystem",
         "storageClassName": storage_class,
     }
     if not storage_class:
-        spec["volumeName"] = config.cluster_name
+        spec["volumeName"] = volume or config.cluster_name
     spec["resources"] = {"requests": {"storage": capacity}}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
-            "name": config.claim_name,
+            "name": name or config.claim_name,
             "namespace": config.namespace,
             "labels": config.labels("storage"),
         },
@@ -208,13 +246,15 @@ def _nfs_source(config: K8sConfig, volume: NfsVolume) -> dict[str, Any]:
     }
 
 
-def _s3_mount_options(config: K8sConfig, volume: S3Volume) -> list[str]:
+def _s3_mount_options(config: K8sConfig, volume: S3Volume, *, leases: bool) -> list[str]:
     options = []
     if volume.region:
         options.append(f"region {volume.region}")
-    if volume.prefix:
+    if leases:
+        options.append(f"prefix {volume.prefix or ''}{LEASES}/")
+    elif volume.prefix:
         options.append(f"prefix {volume.prefix}")
-    if config.leases:
+    if leases:
         # A lease is rewritten at every heartbeat and removed on close; Mountpoint refuses
         # both unless told (mountpoint-s3 doc/SEMANTICS.md).
         options += ["allow-delete", "allow-overwrite"]
@@ -227,12 +267,12 @@ def _s3_mount_options(config: K8sConfig, volume: S3Volume) -> list[str]:
     return options + list(volume.mount_options)
 
 
-def _s3_source(config: K8sConfig, volume: S3Volume) -> dict[str, Any]:
+def _s3_source(config: K8sConfig, volume: S3Volume, handle: str) -> dict[str, Any]:
     attributes = {"bucketName": volume.bucket}
     if volume.authentication_source == "pod":
         attributes["authenticationSource"] = "pod"
     # The driver needs a unique volumeHandle per PV; the PV's own name is one.
-    return {"csi": {"driver": S3_DRIVER, "volumeHandle": config.cluster_name, "volumeAttributes": attributes}}
+    return {"csi": {"driver": S3_DRIVER, "volumeHandle": handle, "volumeAttributes": attributes}}
 
 
 def _host_path_source(volume: HostPathVolume) -> dict[str, Any]:

@@ -71,9 +71,15 @@ def _reader_mounts(config: K8sConfig) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": config.pod_volume_name, "mountPath": config.mount_path, "readOnly": True}
     ]
-    if config.leases:
+    if config.separate_leases_volume:
+        mounts.append({"name": _leases_volume_name(config), "mountPath": config.lease_path})
+    elif config.leases:
         mounts.append({"name": config.pod_volume_name, "mountPath": config.lease_path, "subPath": LEASES})
     return mounts
+
+
+def _leases_volume_name(config: K8sConfig) -> str:
+    return f"{config.name}-{LEASES}"
 
 
 def _pod_volumes(config: K8sConfig) -> list[dict[str, Any]]:
@@ -81,7 +87,11 @@ def _pod_volumes(config: K8sConfig) -> list[dict[str, Any]]:
     if api is not None:
         # On the node's disk, bounded: past sizeLimit the kubelet evicts the pod.
         return [{"name": _cache_volume_name(config), "emptyDir": {"sizeLimit": api.cache_size}}]
-    return [{"name": config.pod_volume_name, "persistentVolumeClaim": {"claimName": config.claim_name}}]
+    volumes = [{"name": config.pod_volume_name, "persistentVolumeClaim": {"claimName": config.claim_name}}]
+    if config.separate_leases_volume:
+        claim = {"claimName": config.leases_claim_name}
+        volumes.append({"name": _leases_volume_name(config), "persistentVolumeClaim": claim})
+    return volumes
 
 
 def _security_context(config: K8sConfig) -> dict[str, Any]:
