@@ -745,7 +745,9 @@ class K8sConfig(_Model):
     Names: the PersistentVolumeClaim is ``name`` in ``namespace``; the cluster-scoped
     PersistentVolume and StorageClass are ``<name>-<namespace>``; the readers'
     Deployment (and its autoscaler) ``<name>-reader`` unless ``reader.deployment`` says
-    otherwise; the writer ``<name>-writer``. Every object carries the labels
+    otherwise; the writer ``<name>-writer``; on S3 through Mountpoint with leases, the
+    leases' own claim ``<name>-leases`` and volume ``<name>-<namespace>-leases``. Every
+    object carries the labels
     ``app.kubernetes.io/name: <name>``, ``app.kubernetes.io/component`` and
     ``app.kubernetes.io/managed-by: sharedrec``.
 
