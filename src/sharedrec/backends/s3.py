@@ -337,7 +337,9 @@ class S3Backend:
             if self._batch_delete and len(batch) > 1:
                 try:
                     objects = [{"Key": key} for key in batch]
-                    self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+                    self._call(
+                        "delete_objects", Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
                     continue
                 except Exception as exc:
                     if _code(exc) not in _UNSUPPORTED:
@@ -403,6 +405,6 @@ def _give_up_unreachable(caught_exception: Exception | None = None, attempts: in
     whose connection could not be opened after `_CONNECT_ATTEMPTS` tries."""
     from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
-    if isinstance(caught_exception, (EndpointConnectionError, ConnectTimeoutError)):
-        if attempts >= _CONNECT_ATTEMPTS:
-            raise caught_exception
+    unreachable = (EndpointConnectionError, ConnectTimeoutError)
+    if isinstance(caught_exception, unreachable) and attempts >= _CONNECT_ATTEMPTS:
+        raise caught_exception
