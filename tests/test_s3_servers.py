@@ -86,9 +86,13 @@ def test_a_publish_is_refused_where_conditional_puts_are_ignored(
     assert endpoint in message and "CURRENT" in message and "single_writer" in message
     for failing in _IGNORED[name]:
         assert failing in message
-    # Nothing was lost: the live version stays live.
+    # Nothing was lost: the live version stays live, and the refused one is kept, complete.
     assert first.current() == live
     assert second.reader(lease=False).version == live
+    (kept,) = {v.id for v in second.versions()} - {live}
+    assert second.verify(kept).ok
+    _open(endpoint, bucket, tmp_path / "a", single_writer=True).set_current(kept)
+    assert first.current() == kept
 
 
 def test_single_writer_from_the_environment(
