@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install system-deps demo test lint typecheck unit bench-smoke bench docs clean
+.PHONY: install system-deps system-programs demo test lint typecheck unit bench-smoke bench docs clean
 
 # The install also compiles sharedrec's bytecode, as installing a wheel does, so that the
 # start-up times `make demo` shows hold for an installed copy.
@@ -19,9 +19,20 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Programs the tests start themselves: FUSE for the network-volume bench, a Redis server
-## for a benchmark baseline. Installed with apt-get when missing (as root, or with sudo).
-SYSTEM_PROGRAMS := fusermount3:fuse3 redis-server:redis-server
-system-deps:
+## for a benchmark baseline, Node.js and npm for s3rver (a second S3 server for the S3 tests,
+## installed from npm under .test-servers/). Installed with apt-get when missing (as root,
+## or with sudo).
+SYSTEM_PROGRAMS := fusermount3:fuse3 redis-server:redis-server node:nodejs npm:npm
+S3RVER := .test-servers/node_modules/.bin/s3rver
+system-deps: system-programs $(S3RVER)
+
+$(S3RVER): | system-programs
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix .test-servers --no-audit --no-fund --silent s3rver@3.7.1 \
+	    || echo "could not install s3rver: the tests that need it will say so"; \
+	else echo "no npm: the s3rver tests will say so"; fi
+
+system-programs:
 	@missing=""; for pair in $(SYSTEM_PROGRAMS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,12 +58,96 @@ def s3_server() -> Iterator[str]:
     server.stop()
 
 
+# The S3-compatible servers the S3 tests run on besides moto, each a real process on
+# 127.0.0.1: localbucket (PyPI, a dev dependency) and s3rver (npm, installed by
+# `make system-deps` under .test-servers/). They differ from AWS where it matters here:
+# localbucket ignores If-Match and has no batch delete (501); s3rver ignores both
+# conditional PUT headers.
+S3_SERVERS = ("moto", "localbucket", "s3rver")
+_ROOT = Path(__file__).resolve().parent.parent
+_S3RVER = _ROOT / ".test-servers" / "node_modules" / ".bin" / "s3rver"
+# s3rver checks signatures against its one built-in key pair.
+_KEYS: dict[str, tuple[str, str]] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, name: str) -> None:
+    """Wait (at most ~30 s) until ``process`` accepts connections on ``port``."""
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode} before listening")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port}")
+
+
+def _serve(command: list[str], port: int, name: str) -> Iterator[str]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(process, port, name)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def localbucket_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """localbucket (PyPI) on 127.0.0.1; yields its endpoint URL."""
+    if importlib.util.find_spec("localbucket") is None:
+        pytest.skip("localbucket is not installed: make install (it is a dev dependency)")
+    port = _free_port()
+    data = tmp_path_factory.mktemp("localbucket")
+    command = [sys.executable, "-m", "localbucket", "--host", "127.0.0.1", "--port", str(port), str(data)]
+    yield from _serve(command, port, "localbucket")
+
+
+@pytest.fixture(scope="session")
+def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """s3rver (npm) on 127.0.0.1; yields its endpoint URL."""
+    program = str(_S3RVER) if _S3RVER.exists() else shutil.which("s3rver")
+    node = shutil.which("node")
+    if program is None or node is None:
+        pytest.skip("s3rver is not installed: make system-deps (needs node and npm)")
+    port = _free_port()
+    data = tmp_path_factory.mktemp("s3rver")
+    # s3rver's continuation tokens use a cipher OpenSSL 3 keeps in its legacy provider.
+    command = [
+        node,
+        "--openssl-legacy-provider",
+        program,
+        "--silent",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(data),
+    ]
+    for endpoint in _serve(command, port, "s3rver"):
+        _KEYS[endpoint] = ("S3RVER", "S3RVER")
+        yield endpoint
+
+
 def s3_options(endpoint: str) -> dict[str, Any]:
     """storage_options for the test server."""
+    key, secret = _KEYS.get(endpoint, ("testing", "testing"))
     return {
         "endpoint_url": endpoint,
-        "key": "testing",
-        "secret": "testing",
+        "key": key,
+        "secret": secret,
         "client_kwargs": {"region_name": "us-east-1"},
     }
 
@@ -74,11 +164,12 @@ def s3_client(endpoint: str) -> Any:
     """A boto3 client of the test server, to look at or tamper with objects directly."""
     import boto3
 
+    key, secret = _KEYS.get(endpoint, ("testing", "testing"))
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
         region_name="us-east-1",
     )
 

@@ -5,7 +5,16 @@ PUT: ``If-None-Match: *`` for the first version, ``If-Match: <etag read before>`
 afterwards, so two writers can never silently overwrite each other. Reads are plain GETs
 (never s3fs's cached listings); the pointer is polled with a conditional GET that costs a
 304 when nothing changed. Transient errors (5xx, throttling, resets) are retried with
-backoff by botocore's standard retry mode. One filesystem and one client per store.
+backoff by botocore's standard retry mode; an endpoint that cannot be connected to at all
+fails after `_CONNECT_ATTEMPTS` tries of `_CONNECT_TIMEOUT` seconds, naming it. One
+filesystem and one client per store.
+
+Not every S3-compatible server honours ``If-Match`` / ``If-None-Match`` on PUT (some answer
+200 and overwrite). Before its first pointer swap, a handle probes the server once
+(`_probe_conditions`, remembered per endpoint and bucket in this process); where the server
+ignores either condition, swaps are refused with `PublishRejected` unless the store was
+opened for a single writer (``storage_options={"single_writer": True}`` or
+``SHAREDREC_SINGLE_WRITER=1``).
 
 A prefix with no object at all is not a store: opening it with ``create=True`` writes the
 store marker there (`STORE_MARKER`), and anything else meets `StoreNotFound` at its first
@@ -19,12 +28,13 @@ import asyncio
 import io
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
 from sharedrec.backends.base import STORE_MARKER, PointerMoved, no_store
-from sharedrec.errors import InvalidInput, SharedrecError, StoreNotFound
+from sharedrec.errors import InvalidInput, PublishRejected, SharedrecError, StoreNotFound
 
 __all__ = ["S3Backend"]
 
@@ -32,7 +42,21 @@ log = logging.getLogger("sharedrec")
 
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_UNSUPPORTED = {"NotImplemented", "501"}
 _UPLOADS = 16
+_BODY_ATTEMPTS = 4
+# A server that refuses connections or never answers the handshake is most likely the wrong
+# endpoint: fail in seconds. Throttling, 5xx and resets keep botocore's full retries.
+_CONNECT_TIMEOUT = 3
+_CONNECT_ATTEMPTS = 2
+_SINGLE_WRITER = "single_writer"
+_SINGLE_WRITER_ENV = "SHAREDREC_SINGLE_WRITER"
+_PROBE = ".sharedrec-probe"
+# What the probe found, per (endpoint, bucket): None when both conditions are honoured,
+# else what the server got wrong. A server does not change its mind within a process.
+_PROBED: dict[tuple[str, str], str | None] = {}
+# Single-writer swaps are serialised within the process, as on generic filesystems.
+_SWAP_LOCK = threading.Lock()
 
 
 def _code(exc: Exception) -> str:
@@ -56,12 +80,18 @@ class S3Backend:
         self.prefix = parsed.path.strip("/")
         self._url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         options = dict(storage_options or {})
+        self.single_writer = bool(options.pop(_SINGLE_WRITER, False)) or os.environ.get(
+            _SINGLE_WRITER_ENV, ""
+        ).lower() in ("1", "true", "yes")
         config = dict(options.pop("config_kwargs", {}) or {})
         config.setdefault("retries", {"max_attempts": 8, "mode": "standard"})
+        config.setdefault("connect_timeout", _CONNECT_TIMEOUT)
         self._sync = sync
         self._s3fs = s3fs
         self._options = {"config_kwargs": config, **options}
         self._connect()
+        # Whether DeleteObjects works here (some S3-compatible servers answer 501).
+        self._batch_delete = True
         # Whether an object under the prefix has been seen: a store exists there.
         self._found = False
         if create:
@@ -78,6 +108,7 @@ class S3Backend:
             skip_instance_cache=True, use_listings_cache=False, **self._options
         )
         self._client = self._sync(self._fs.loop, self._fs.set_session)
+        self._client.meta.events.register_first("needs-retry.s3", _give_up_unreachable)
 
     @property
     def fs(self) -> Any:
@@ -97,6 +128,11 @@ class S3Backend:
     @property
     def location(self) -> str:
         return self._url
+
+    @property
+    def endpoint(self) -> str:
+        """The URL of the S3 server this store is reached at."""
+        return str(self.client.meta.endpoint_url)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -119,8 +155,10 @@ class S3Backend:
             return StoreNotFound(f"no bucket {self.bucket!r} for {self._url}: create it first")
         if not code and not isinstance(exc, (FileNotFoundError, SharedrecError)):
             return SharedrecError(
-                f"cannot reach {self._url} ({type(exc).__name__}: {exc}); check the endpoint, "
-                "network and credentials (AWS_* environment or storage_options)"
+                f"cannot reach {self._url} at endpoint {self.endpoint} ({type(exc).__name__}: "
+                f"{exc}); check the endpoint (storage_options endpoint_url, --endpoint-url or "
+                "$SHAREDREC_ENDPOINT_URL), network and credentials (AWS_* environment or "
+                "storage_options)"
             )
         return exc
 
@@ -139,9 +177,19 @@ class S3Backend:
 
     def _get(self, path: str, **kwargs: Any) -> tuple[bytes, str]:
         async def fetch() -> tuple[bytes, str]:
-            response = await self.client.get_object(Bucket=self.bucket, Key=self._key(path), **kwargs)
-            async with response["Body"] as body:
-                return await body.read(), str(response["ETag"])
+            from aiohttp import ClientPayloadError
+
+            for attempt in range(_BODY_ATTEMPTS):
+                response = await self.client.get_object(Bucket=self.bucket, Key=self._key(path), **kwargs)
+                try:
+                    async with response["Body"] as body:
+                        return await body.read(), str(response["ETag"])
+                except ClientPayloadError:
+                    # A body cut short (a dropped connection, or a server that rewrites the
+                    # object in place while sending it): botocore retries only the headers.
+                    if attempt == _BODY_ATTEMPTS - 1:
+                        raise
+            raise AssertionError("unreachable")
 
         try:
             result: tuple[bytes, str] = self._sync(self.fs.loop, fetch)
@@ -183,17 +231,28 @@ class S3Backend:
         """GET with ``If-None-Match``: None (a 304) when the object still has etag ``token``."""
         try:
             kwargs = {"IfNoneMatch": token} if isinstance(token, str) else {}
-            return self._get(path, **kwargs)
+            data, etag = self._get(path, **kwargs)
         except Exception as exc:
             if _code(exc) in ("304", "NotModified"):
                 return None
             raise
+        # Some servers ignore If-None-Match on GET and send the object again.
+        return None if etag == token else (data, etag)
 
     def write_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
         self._require_store()
         self._call("put_object", Bucket=self.bucket, Key=self._key(path), Body=data)
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
+        if self.single_writer:
+            # The conditions are still sent: a server that honours some of them checks them.
+            with _SWAP_LOCK:
+                self._swap(path, data, expected)
+            return
+        self._require_conditions(path)
+        self._swap(path, data, expected)
+
+    def _swap(self, path: str, data: bytes, expected: bytes | None) -> None:
         try:
             current, etag = self._get(path)
         except FileNotFoundError:
@@ -216,6 +275,49 @@ class S3Backend:
                 return
             raise PointerMoved(now) from None
 
+    def _require_conditions(self, path: str) -> None:
+        """Refuse to swap ``path`` on a server that ignores conditional PUTs (probed once)."""
+        where = (self.endpoint, self.bucket)
+        if where not in _PROBED:
+            _PROBED[where] = self._probe_conditions()
+        failing = _PROBED[where]
+        if failing is not None:
+            raise PublishRejected(
+                f"{path} of {self._url} was not moved: the S3 server at {self.endpoint} {failing}, "
+                "so two writers publishing at once could silently replace each other's version. "
+                "Use a server that honours If-Match and If-None-Match on PUT (AWS S3, MinIO, "
+                "moto...), or, if one writer at a time publishes to this store (one scheduled "
+                "job with concurrencyPolicy Forbid, or writers serialised by a lock of yours), "
+                f"open it with storage_options={{'{_SINGLE_WRITER}': True}} or "
+                f"{_SINGLE_WRITER_ENV}=1"
+            )
+
+    def _probe_conditions(self) -> str | None:
+        """Test both conditional PUTs on a scratch object: None if the server honours them,
+        else what it got wrong. Costs four requests (PUT, two conditional PUTs, DELETE)."""
+        key = self._key(f"{_PROBE}-{os.urandom(8).hex()}")
+        self._call("put_object", Bucket=self.bucket, Key=key, Body=b"probe")
+        wrong: list[str] = []
+        try:
+            # A correct server answers 412 to both; some answer 200 and overwrite instead.
+            checks = {
+                "IfNoneMatch": ("*", "If-None-Match: * on an existing object"),
+                "IfMatch": ('"00000000000000000000000000000000"', "If-Match with a wrong ETag"),
+            }
+            for header, (value, what) in checks.items():
+                try:
+                    self._call("put_object", Bucket=self.bucket, Key=key, Body=b"probe", **{header: value})
+                    wrong.append(f"{what} (replaced the object instead of answering 412)")
+                except Exception as exc:
+                    if _code(exc) not in _PRECONDITION:
+                        wrong.append(f"{what} (answered {_code(exc) or type(exc).__name__}, not 412)")
+        finally:
+            self._call("delete_object", Bucket=self.bucket, Key=key)
+        if not wrong:
+            return None
+        log.warning("the S3 server at %s ignores conditional writes: %s", self.endpoint, "; ".join(wrong))
+        return "ignores " + " and ".join(wrong)
+
     def listdir(self, path: str) -> list[str]:
         """Names under ``path``; the store marker is the backend's own, and never listed."""
         names = {item.get("Prefix") or item["Name"] for item in self._list(path, delimiter=True)}
@@ -231,8 +333,21 @@ class S3Backend:
         if self.size(path) is not None:
             keys.append(self._key(path))
         for start in range(0, len(keys), 1000):
-            batch = [{"Key": key} for key in keys[start : start + 1000]]
-            self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            batch = keys[start : start + 1000]
+            if self._batch_delete and len(batch) > 1:
+                try:
+                    objects = [{"Key": key} for key in batch]
+                    self._call(
+                        "delete_objects", Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
+                    continue
+                except Exception as exc:
+                    if _code(exc) not in _UNSUPPORTED:
+                        raise
+                    log.info("the S3 server at %s has no batch delete: deleting one by one", self.endpoint)
+                    self._batch_delete = False
+            for key in batch:
+                self._call("delete_object", Bucket=self.bucket, Key=key)
 
     def size(self, path: str) -> int | None:
         try:
@@ -283,3 +398,13 @@ class S3Backend:
             self._sync(self.fs.loop, put_all)
         except Exception as exc:
             raise self._explain(exc) from None
+
+
+def _give_up_unreachable(caught_exception: Exception | None = None, attempts: int = 0, **_: Any) -> None:
+    """botocore ``needs-retry`` handler, run before the retry policy: stop retrying a request
+    whose connection could not be opened after `_CONNECT_ATTEMPTS` tries."""
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+    unreachable = (EndpointConnectionError, ConnectTimeoutError)
+    if isinstance(caught_exception, unreachable) and attempts >= _CONNECT_ATTEMPTS:
+        raise caught_exception
