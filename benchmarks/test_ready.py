@@ -79,4 +79,3 @@ def test_ready_probe(benchmark: BenchmarkFixture, settings: Settings, serving: s
         f"\n{way}: wall {benchmark.extra_info['wall_ms_median']} ms, "
         f"CPU {benchmark.extra_info['cpu_ms_median']} ms (median of {len(timed_cpus)} probes)"
     )
-
