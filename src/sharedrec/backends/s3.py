@@ -234,6 +234,10 @@ class S3Backend:
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
+    def remove_file(self, path: str) -> None:
+        # A plain DELETE: S3 answers 204 whether the key was there or not.
+        self._call("delete_object", Bucket=self.bucket, Key=self._key(path))
+
     def size(self, path: str) -> int | None:
         try:
             head = self._call("head_object", Bucket=self.bucket, Key=self._key(path))
