@@ -163,6 +163,7 @@ def test_the_probe_sees_expired_and_warming_leases_as_the_command_does(
         ["ready", "--help"],
         ["ready", "STORE", "--debug"],
         ["ready", "STORE", "--reader-id"],
+        ["ready", "STORE", "--reader-id="],
         ["ready", "STORE", "--reader-id", "--lease-dir", "x"],
         ["ready", "STORE", "--reader-id", "a", "--reader-id", "b"],
         ["ready", "STORE", "OTHER"],

@@ -109,8 +109,8 @@ def _plain(args: list[str]) -> dict[str, str | None] | None:
         if name in _OPTIONS and given[_OPTIONS[name]] is None:
             if not eq:
                 value = next(rest, "")
-                if not value or value.startswith("-"):
-                    return None
+            if not value or value.startswith("-"):
+                return None
             given[_OPTIONS[name]] = value
         elif arg.startswith("-") or given["store"] is not None:
             return None
