@@ -35,18 +35,26 @@ from sharedrec.errors import (
     VersionGone,
     VersionNotFound,
 )
-from sharedrec.format.schema import CollectionSpec, Lease, Manifest, Pointer
-from sharedrec.manage.versions import VersionInfo
-from sharedrec.read.checks import VerifyReport
-from sharedrec.read.open import ReaderOptions
-from sharedrec.read.reader import RankedList, Reader, ReaderStats
-from sharedrec.read.root import StoreOptions
-from sharedrec.store import RecommendationStore, open
 
-# Names that load on first use, and the module that holds each. The writing side (and zarr
-# behind it) loads only when a process publishes: a reader process never imports it, nor
-# pydantic. Keep this the only table of lazily loaded names.
+# Names that load on first use, and the module that holds each: every name but the
+# exceptions. The writing side (and zarr behind it) loads only when a process publishes, so
+# a reader process never imports it, nor pydantic; and a process that only needs the
+# exceptions or a submodule (the readiness probe, `sharedrec ready`) loads no numpy.
+# Keep this the only table of lazily loaded names.
 _LAZY: dict[str, str] = {
+    "open": "sharedrec.store",
+    "RecommendationStore": "sharedrec.store",
+    "CollectionSpec": "sharedrec.format.schema",
+    "Lease": "sharedrec.format.schema",
+    "Manifest": "sharedrec.format.schema",
+    "Pointer": "sharedrec.format.schema",
+    "VersionInfo": "sharedrec.manage.versions",
+    "VerifyReport": "sharedrec.read.checks",
+    "ReaderOptions": "sharedrec.read.open",
+    "RankedList": "sharedrec.read.reader",
+    "Reader": "sharedrec.read.reader",
+    "ReaderStats": "sharedrec.read.reader",
+    "StoreOptions": "sharedrec.read.root",
     "Draft": "sharedrec.write.draft",
     "PublishOptions": "sharedrec.write.draft",
     "PublishRankedOptions": "sharedrec.write.draft",
@@ -68,9 +76,16 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # what the table above loads, for type checkers and the API docs
+    from sharedrec.format.schema import CollectionSpec, Lease, Manifest, Pointer
     from sharedrec.manage.diff import CollectionDiff, VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
+    from sharedrec.manage.versions import VersionInfo
+    from sharedrec.read.checks import VerifyReport
+    from sharedrec.read.open import ReaderOptions
+    from sharedrec.read.reader import RankedList, Reader, ReaderStats
+    from sharedrec.read.root import StoreOptions
+    from sharedrec.store import RecommendationStore, open
     from sharedrec.write.distributed import BeginOptions, PartitionReceipt, PublishHandle, partition_of
     from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions
     from sharedrec.write.guards import (

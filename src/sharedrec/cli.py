@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -818,57 +817,13 @@ def ready(store: str, reader_id: str | None, lease_dir: str | None) -> None:
 
     Not ready while a process of READER-ID still warms its cache (a reader opened with prefetch).
     """
-    from datetime import UTC
-
-    import sharedrec
-    from sharedrec.format.layout import LEASES
-    from sharedrec.format.schema import Lease
+    # A plain `sharedrec ready` never gets here: the entry point runs it without loading this
+    # module (see sharedrec._ready). Help, --debug and mistakes come here, to the same check.
+    from sharedrec._ready import NO_READER, check
 
     if not reader_id:
-        raise click.UsageError(
-            "which reader? set $SHAREDREC_READER_ID (in a pod, to the pod name, as the readers "
-            "do) or pass --reader-id"
-        )
-    handle = sharedrec.open(store, create=False)
-    folder = Path(lease_dir) if lease_dir else Path(handle.location) / LEASES
-    # Every process of the pod holds its own lease, <reader-id>.<pid>-<random>.json.
-    leases = []
-    for path in sorted(folder.glob(f"{glob.escape(reader_id)}.*json")):
-        try:
-            lease = Lease.loads(path.read_bytes(), str(path))
-        except FileNotFoundError:
-            continue  # its reader closed meanwhile
-        if lease.reader_id == reader_id:  # not a reader whose id merely starts like this one
-            leases.append(lease)
-    if not leases:
-        raise SharedrecError(
-            f"not ready: no lease of reader {reader_id} in {folder} (the reader has not opened a version yet)"
-        )
-    now = datetime.now(UTC)
-    # Ready while one process serves: the file of a killed worker expires but stays behind.
-    fresh = [lease for lease in leases if lease.expires_at > now]
-    if not fresh:
-        newest = max(lease.expires_at for lease in leases)
-        raise SharedrecError(
-            f"not ready: the lease of {reader_id} expired {(now - newest).total_seconds():.0f} s "
-            "ago (its process is stuck or gone)"
-        )
-    warming = [lease for lease in fresh if lease.warming]
-    if warming:
-        # The page cache is the node's: one process's prefetch warms it for all, and one that
-        # still reads means the node is not warm yet.
-        started = min(lease.started_at for lease in warming)
-        raise SharedrecError(
-            f"not ready: {reader_id} is still warming its cache (prefetch of version "
-            f"{warming[0].version}, reader started {(now - started).total_seconds():.0f} s ago); "
-            "it is ready once the prefetch has read every file"
-        )
-    for lease in fresh:
-        handle.manifest(lease.version)
-    lease = max(fresh, key=lambda lease: lease.heartbeat)
-    age = (now - lease.heartbeat).total_seconds()
-    processes = f", {len(fresh)} processes" if len(fresh) > 1 else ""
-    click.echo(f"ready: {reader_id} serves version {lease.version} (heartbeat {age:.1f} s ago{processes})")
+        raise click.UsageError(NO_READER)
+    click.echo(check(store, reader_id, lease_dir))
 
 
 cli.add_command(k8s)

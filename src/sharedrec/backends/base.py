@@ -93,6 +93,10 @@ class Backend(Protocol):
         """Delete ``path`` and everything under it; no error when it is already gone."""
         ...
 
+    def remove_file(self, path: str) -> None:
+        """Delete the file ``path`` (one request on an object store); no error when it is gone."""
+        ...
+
     def size(self, path: str) -> int | None:
         """The size of a file, or None when it does not exist."""
         ...

@@ -106,6 +106,10 @@ class FsspecBackend:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._abs(path), recursive=True)
 
+    def remove_file(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._abs(path))
+
     def size(self, path: str) -> int | None:
         try:
             info = self.fs.info(self._abs(path))

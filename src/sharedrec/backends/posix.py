@@ -145,6 +145,10 @@ class PosixBackend:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(target)  # a link itself, never what it points to
 
+    def remove_file(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._abs(path))
+
     def _refuse_links(self, target: str) -> None:
         """Raise if a folder on the way from the root to ``target`` is a link: the data of
         another store may be behind it."""

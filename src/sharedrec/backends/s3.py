@@ -349,6 +349,10 @@ class S3Backend:
             for key in batch:
                 self._call("delete_object", Bucket=self.bucket, Key=key)
 
+    def remove_file(self, path: str) -> None:
+        # A plain DELETE: S3 answers 204 whether the key was there or not.
+        self._call("delete_object", Bucket=self.bucket, Key=self._key(path))
+
     def size(self, path: str) -> int | None:
         try:
             head = self._call("head_object", Bucket=self.bucket, Key=self._key(path))

@@ -201,7 +201,7 @@ class LeaseKeeper:
                 continue
             if now - expires > STALE_AFTER:
                 try:
-                    self._backend.remove_tree(path)
+                    self._backend.remove_file(path)
                     log.info(
                         "removed the lease %s/%s, expired %.0f s ago",
                         self._backend.location,
@@ -216,7 +216,7 @@ class LeaseKeeper:
         if not self._removed:
             self._removed = True
             try:
-                self._backend.remove_tree(self._path)
+                self._backend.remove_file(self._path)
             except Exception as exc:  # the lease expires by itself
                 log.warning("could not remove lease %s: %s", self.where, exc)
 
