@@ -76,6 +76,10 @@ GLOSSARY: tuple[tuple[str, str | Callable[[re.Match[str]], str]], ...] = (
         "write the input as valid UTF-8 (replace the bad characters)",
     ),
     # object stores
+    (
+        r"open it with storage_options=\{'[^']*': True\} or (?:\w+|\{\})=1",
+        "set $SHAREDREC_SINGLE_WRITER=1 in the writer's environment",
+    ),
     (r"\(AWS_\* environment or storage_options\)", "(AWS_* environment; the endpoint: --endpoint-url)"),
     (r"check the location and storage_options", "check the location and --endpoint-url"),
 )
