@@ -94,7 +94,9 @@ CASES: dict[str, Callable[[], K8sConfig]] = {
         volume=EfsVolume(
             file_system_id=FS, path="/stores/recs", volume_attributes={"encryptInTransit": "true"}
         ),
-        reader=ReaderSpec(patch=True, deployment="recs-api", container="api"),
+        reader=ReaderSpec(
+            patch=True, deployment="recs-api", container="api", port=8080, readiness_http_path="/readyz"
+        ),
         autoscaling=AutoscalingSpec(max_replicas=12),
     ),
     "nfs": lambda: K8sConfig(
@@ -132,7 +134,7 @@ CASES: dict[str, Callable[[], K8sConfig]] = {
         name="recs",
         namespace="ml",
         volume=S3Volume(bucket="recs-prod", prefix="stores/recs", region="eu-west-1", readers="api"),
-        reader=_reader(service_account="recs-reader"),
+        reader=_reader(service_account="recs-reader", readiness_http_path="/readyz"),
         autoscaling=AutoscalingSpec(max_replicas=10),
         writer=_writer(schedule="0 */2 * * *", service_account="recs-writer"),
     ),

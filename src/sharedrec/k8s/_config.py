@@ -496,6 +496,11 @@ class ReaderSpec(_Model):
     readiness_command: tuple[str, ...] | None = Field(
         None, description="Exec readiness probe; none unless given."
     )
+    readiness_http_path: str | None = Field(
+        None,
+        description="HTTP readiness probe: the kubelet requests this path (e.g. /readyz) on port; "
+        "none unless given, and not with readiness_command.",
+    )
     service_account: str | None = None
     ref: str | None = Field(
         None, description="Follow this named ref (e.g. canary) instead of CURRENT: $SHAREDREC_REF."
@@ -559,10 +564,33 @@ class ReaderSpec(_Model):
     def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if value is None else _rules.command(value, "command")
 
+    @field_validator("readiness_http_path")
+    @classmethod
+    def _http_path(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.http_path(value, "readiness_http_path")
+
     @model_validator(mode="after")
     def _mode(self) -> ReaderSpec:
+        issues: list[tuple[Location, str]] = []
+        if self.readiness_http_path is not None:
+            if self.readiness_command is not None:
+                issues.append(
+                    (
+                        ("readiness_http_path",),
+                        "conflicts with readiness_command (--readiness-command): a container has one "
+                        "readiness probe; keep the HTTP one (readiness_http_path, --readiness-http-path) "
+                        "for a service that answers it, or the command",
+                    )
+                )
+            if self.port is None:
+                issues.append(
+                    (
+                        ("port",),
+                        "is required by readiness_http_path (--readiness-http-path): the kubelet requests "
+                        "the path on this port; give the port the service listens on (port, --port)",
+                    )
+                )
         if self.patch:
-            issues: list[tuple[Location, str]] = []
             if self.deployment is None:
                 issues.append(
                     (("deployment",), "is required with patch=True: the name of the Deployment to patch")
@@ -571,10 +599,13 @@ class ReaderSpec(_Model):
                 "belongs to a Deployment that sharedrec creates; with patch=True the existing Deployment "
                 "keeps its own: drop it"
             )
+            # With an HTTP probe, port says where the probe calls; the patch adds no port to
+            # the container, which declares its own.
             issues.extend(
                 ((field,), own)
                 for field in ("image", "command", "replicas", "port", "resources")
                 if field in self.model_fields_set
+                and not (field == "port" and self.readiness_http_path is not None)
             )
             # Both need the Deployment's pod labels, which a patch does not know.
             issues.extend(
@@ -586,12 +617,12 @@ class ReaderSpec(_Model):
                 for field in ("disruption_budget", "max_unavailable", "topology_spread")
                 if field in self.model_fields_set
             )
-            if issues:
-                raise ConfigError(issues)
         elif self.image is None:
-            raise _issue(
-                "image", "is required: the image of the reader pods (or patch=True with deployment=…)"
+            issues.append(
+                (("image",), "is required: the image of the reader pods (or patch=True with deployment=…)")
             )
+        if issues:
+            raise ConfigError(issues)
         return self
 
 

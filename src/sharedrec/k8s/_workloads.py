@@ -14,7 +14,7 @@ from typing import Any
 
 from sharedrec.errors import InvalidInput
 from sharedrec.format.layout import LEASES
-from sharedrec.k8s._config import K8sConfig, Resources, S3Volume
+from sharedrec.k8s._config import K8sConfig, ReaderSpec, Resources, S3Volume
 
 __all__ = ["autoscaler", "disruption_budget", "reader_deployment", "reader_patch", "writer_workload"]
 
@@ -129,8 +129,15 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return out
 
 
-def _readiness(command: tuple[str, ...]) -> dict[str, Any]:
-    return {"exec": {"command": list(command)}, "periodSeconds": 10, "failureThreshold": 3}
+def _readiness(reader: ReaderSpec) -> dict[str, Any] | None:
+    if reader.readiness_http_path is not None:
+        # The kubelet sends the request itself: no process starts in the container.
+        check: dict[str, Any] = {"httpGet": {"path": reader.readiness_http_path, "port": reader.port}}
+    elif reader.readiness_command:
+        check = {"exec": {"command": list(reader.readiness_command)}}
+    else:
+        return None
+    return {**check, "periodSeconds": 10, "failureThreshold": 3}
 
 
 def _pod_spec(
@@ -170,8 +177,9 @@ def reader_deployment(config: K8sConfig) -> dict[str, Any]:
     resources = _resources(reader.resources)
     if resources:
         container["resources"] = resources
-    if reader.readiness_command:
-        container["readinessProbe"] = _readiness(reader.readiness_command)
+    probe = _readiness(reader)
+    if probe is not None:
+        container["readinessProbe"] = probe
     container["volumeMounts"] = _reader_mounts(config)
     container["securityContext"] = _container_security_context()
     labels = config.labels("reader")
@@ -265,8 +273,9 @@ def reader_patch(config: K8sConfig) -> dict[str, Any]:
     if reader is None or not reader.patch:
         raise InvalidInput("reader_patch needs config.reader with patch=True")
     container: dict[str, Any] = {"name": reader.container, "env": _reader_env(config)}
-    if reader.readiness_command:
-        container["readinessProbe"] = _readiness(reader.readiness_command)
+    probe = _readiness(reader)
+    if probe is not None:
+        container["readinessProbe"] = probe
     container["volumeMounts"] = _reader_mounts(config)
     container["securityContext"] = _container_security_context()
     return {

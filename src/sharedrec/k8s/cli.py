@@ -80,6 +80,11 @@ _COMMON = [
     click.option("--memory-request", help="Reader memory request, e.g. 2Gi."),
     click.option("--memory-limit", help="Reader memory limit."),
     click.option("--readiness-command", callback=_words, help="Reader exec readiness probe (shell words)."),
+    click.option(
+        "--readiness-http-path",
+        help="Reader HTTP readiness probe: the kubelet requests this path (e.g. /readyz) on --port; "
+        "cheaper than an exec probe. Not with --readiness-command.",
+    ),
     click.option("--service-account", help="Service account of the reader pods."),
     click.option("--ref", help="Readers follow this named ref (e.g. canary) instead of CURRENT."),
     click.option(
@@ -167,6 +172,7 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "replicas": "replicas",
             "port": "port",
             "readiness_command": "readiness_command",
+            "readiness_http_path": "readiness_http_path",
             "service_account": "service_account",
             "ref": "ref",
             "max_unavailable": "max_unavailable",
