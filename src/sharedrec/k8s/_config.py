@@ -848,7 +848,19 @@ class K8sConfig(_Model):
                     "leases/ prefix",
                 )
             )
-        if not self.leases and self.reader is not None and _needs_lease(self.reader.readiness_command):
+        probes_leases = self.reader is not None and _needs_lease(self.reader.readiness_command)
+        if probes_leases and isinstance(self.volume, S3Volume) and self.volume.through_api:
+            issues.append(
+                (
+                    ("reader", "readiness_command"),
+                    "runs `sharedrec ready`, which reads the pod's leases from a folder of the pod, "
+                    "but readers that use the S3 API (readers='api', --readers api) keep their leases "
+                    "as objects under the store's leases/ prefix and mount no folder: the pods would "
+                    "never be ready. Probe the service over HTTP instead (readiness_http_path, "
+                    "--readiness-http-path /readyz)",
+                )
+            )
+        elif probes_leases and not self.leases:
             issues.append(
                 (
                     ("reader", "readiness_command"),
