@@ -45,6 +45,7 @@ NOMINAL_CAPACITY = "1Gi"
 Location = tuple[str | int, ...]
 
 _BACKENDS = ("efs", "nfs", "s3", "hostpath")
+_BACKEND_NAMES = {"efs": "EFS", "nfs": "NFS", "s3": "S3", "hostpath": "hostPath"}
 _REQUIRED_HINTS = {
     "file_system_id": "the EFS file system id, fs-… (`aws efs describe-file-systems`)",
     "bucket": "the S3 bucket name",
@@ -671,6 +672,11 @@ class WriterSpec(_Model):
         description="Schedule only: a run that cannot start within this many seconds of its time is "
         "skipped. Default: a quarter of the shortest interval, between 10 s and one hour.",
     )
+    single_writer: bool = Field(
+        False,
+        description="S3 only: promise that this job is the store's only writer "
+        "($SHAREDREC_SINGLE_WRITER=1), for S3-compatible servers that ignore conditional writes.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -846,6 +852,15 @@ class K8sConfig(_Model):
                     "is required when readers use the S3 API (readers='api'): their credentials come from "
                     "it (IRSA or EKS Pod Identity), with read access to the store and write access to its "
                     "leases/ prefix",
+                )
+            )
+        if self.writer is not None and self.writer.single_writer and self.volume.backend != "s3":
+            issues.append(
+                (
+                    ("writer", "single_writer"),
+                    f"applies to S3 stores only: on {_BACKEND_NAMES[self.volume.backend]} the writer "
+                    "moves CURRENT under a file lock on the mounted volume, which serialises any "
+                    "number of writers, and nothing reads $SHAREDREC_SINGLE_WRITER: drop it",
                 )
             )
         probes_leases = self.reader is not None and _needs_lease(self.reader.readiness_command)

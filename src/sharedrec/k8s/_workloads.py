@@ -22,6 +22,7 @@ STORE_ENV = "SHAREDREC_STORE"
 LEASE_DIR_ENV = "SHAREDREC_LEASE_DIR"
 READER_ID_ENV = "SHAREDREC_READER_ID"
 REF_ENV = "SHAREDREC_REF"
+SINGLE_WRITER_ENV = "SHAREDREC_SINGLE_WRITER"
 
 
 CACHE_DIR_ENV = "SHAREDREC_CACHE_DIR"
@@ -348,6 +349,10 @@ def writer_workload(config: K8sConfig) -> dict[str, Any]:
     if writer.command:
         container["command"] = list(writer.command)
     container["env"] = [{"name": STORE_ENV, "value": store}, *_region_env(config)]
+    if writer.single_writer:
+        # The promise that lets the S3 backend move CURRENT on a server that ignores
+        # conditional writes; the CronJob's Forbid is what keeps it.
+        container["env"].append({"name": SINGLE_WRITER_ENV, "value": "1"})
     container["resources"] = _resources(writer.effective_resources)
     if not on_s3:
         container["volumeMounts"] = [{"name": config.pod_volume_name, "mountPath": config.mount_path}]

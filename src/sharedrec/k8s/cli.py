@@ -133,6 +133,13 @@ _COMMON = [
         help="Skip a scheduled run that cannot start within this long.  [default: a quarter of the "
         "shortest interval, 10 s to 1 h]",
     ),
+    click.option(
+        "--single-writer",
+        is_flag=True,
+        default=None,
+        help="S3 only: promise that the writer job is the store's only writer (sets "
+        "SHAREDREC_SINGLE_WRITER=1), for S3-compatible servers that ignore conditional writes.",
+    ),
     # output
     click.option(
         "--output-dir",
@@ -201,6 +208,7 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "writer_service_account": "service_account",
             "active_deadline_seconds": "active_deadline_seconds",
             "starting_deadline_seconds": "starting_deadline_seconds",
+            "single_writer": "single_writer",
         },
     )
     writer_resources = _section(options, {f"writer_{name}": name for name in _RESOURCE_FIELDS})
@@ -246,6 +254,7 @@ _OPTION_NAMES: dict[Location, str] = {
     ("writer", "time_zone"): "--time-zone",
     ("writer", "active_deadline_seconds"): "--active-deadline-seconds",
     ("writer", "starting_deadline_seconds"): "--starting-deadline-seconds",
+    ("writer", "single_writer"): "--single-writer",
 }
 
 
