@@ -31,8 +31,11 @@ WRITER = ["--writer-image=w:1", "--writer-service-account=recs-writer"]
 def _writer(*args: str) -> dict[str, Any]:
     result = CliRunner().invoke(k8s, list(args))
     assert result.exit_code == 0, result.output
-    (writer,) = [obj for obj in yaml.safe_load_all(result.output) if obj["kind"] in {"CronJob", "Job"}]
-    return writer
+    writers: list[dict[str, Any]] = [
+        obj for obj in yaml.safe_load_all(result.output) if obj["kind"] in {"CronJob", "Job"}
+    ]
+    assert len(writers) == 1
+    return writers[0]
 
 
 def _container(workload: dict[str, Any]) -> dict[str, Any]:
