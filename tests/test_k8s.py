@@ -8,15 +8,17 @@ and fail, so that the diff is reviewed before the next (normal) run passes.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
 from kubernetes_validate.utils import all_versions
@@ -200,6 +202,16 @@ def test_every_object_is_labelled_and_namespaced(case: tuple[str, K8sConfig]) ->
 
 
 # -- schema validation ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _schemas_read_once() -> Iterator[None]:
+    # kubernetes-validate reads and parses its schema files (the definitions are megabytes)
+    # at every call; the files never change, so read each once for this module.
+    utils = kubernetes_validate.utils
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(utils, "schema_contents", functools.cache(utils.schema_contents))
+        yield
 
 
 def _validate(obj: dict[str, Any]) -> None:
