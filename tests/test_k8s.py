@@ -8,15 +8,17 @@ and fail, so that the diff is reviewed before the next (normal) run passes.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import pytest
 import yaml
 from kubernetes_validate.utils import all_versions
@@ -94,7 +96,9 @@ CASES: dict[str, Callable[[], K8sConfig]] = {
         volume=EfsVolume(
             file_system_id=FS, path="/stores/recs", volume_attributes={"encryptInTransit": "true"}
         ),
-        reader=ReaderSpec(patch=True, deployment="recs-api", container="api"),
+        reader=ReaderSpec(
+            patch=True, deployment="recs-api", container="api", port=8080, readiness_http_path="/readyz"
+        ),
         autoscaling=AutoscalingSpec(max_replicas=12),
     ),
     "nfs": lambda: K8sConfig(
@@ -132,7 +136,7 @@ CASES: dict[str, Callable[[], K8sConfig]] = {
         name="recs",
         namespace="ml",
         volume=S3Volume(bucket="recs-prod", prefix="stores/recs", region="eu-west-1", readers="api"),
-        reader=_reader(service_account="recs-reader"),
+        reader=_reader(service_account="recs-reader", readiness_http_path="/readyz"),
         autoscaling=AutoscalingSpec(max_replicas=10),
         writer=_writer(schedule="0 */2 * * *", service_account="recs-writer"),
     ),
@@ -198,6 +202,16 @@ def test_every_object_is_labelled_and_namespaced(case: tuple[str, K8sConfig]) ->
 
 
 # -- schema validation ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _schemas_read_once() -> Iterator[None]:
+    # kubernetes-validate reads and parses its schema files (the definitions are megabytes)
+    # at every call; the files never change, so read each once for this module.
+    utils = kubernetes_validate.utils
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(utils, "schema_contents", functools.cache(utils.schema_contents))
+        yield
 
 
 def _validate(obj: dict[str, Any]) -> None:

@@ -59,6 +59,8 @@ EFS_PATCH_ARGS = [
     "--patch-only",
     "--deployment=recs-api",
     "--container=api",
+    "--port=8080",
+    "--readiness-http-path=/readyz",
     "--max-replicas=12",
 ]
 
@@ -336,6 +338,8 @@ def test_kubectl_kustomize_applies_the_patch_component_to_an_existing_deployment
         "/mnt/recs/leases": False,
     }
     assert {v["name"] for v in pod["volumes"]} == {"tmp", "recs-store"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 8080}
+    assert "ports" not in container  # the patch adds no port: the Deployment declares its own
     for version in ("1.30", "1.32", "1.34"):
         assert kubernetes_validate.validate(deployment, version, strict=True) == version
     check_manifests(list(built.values()))

@@ -1,6 +1,7 @@
 """Configs that contradict themselves are refused, naming the CLI flag and the fix.
 
-Readiness through `sharedrec ready` without leases; NFS mount options that make the
+Readiness through `sharedrec ready` without leases, or with S3 readers that use the S3 API
+(their leases are objects, not files of the pod); NFS mount options that make the
 writers' lock local to one node or drop the NFSv4 default; an in-tree NFS server named in
 cluster DNS, which the node that mounts it cannot resolve.
 """
@@ -47,6 +48,31 @@ def test_a_lease_readiness_probe_without_leases_is_refused(command: str) -> None
     )  # fmt: skip
     assert "--readiness-command: runs `sharedrec ready`" in message
     assert "--no-leases" in message and "the pods would never be ready" in message
+
+
+@pytest.mark.parametrize("leases", [[], ["--no-leases"]])
+def test_a_lease_readiness_probe_with_s3_api_readers_is_refused(leases: list[str]) -> None:
+    message = _config_error(
+        "s3", "--bucket=recs-prod", "--readers=api", "--image=r:1", "--service-account=recs-reader",
+        "--readiness-command=sharedrec ready s3://recs-prod", *leases,
+    )  # fmt: skip
+    assert (
+        "--readiness-command: runs `sharedrec ready`, which reads the pod's leases from a folder" in message
+    )
+    assert "--readers api" in message and "--readiness-http-path /readyz" in message
+    assert "--no-leases" not in message  # turning leases on would not help: one message, the right fix
+
+
+def test_an_http_probe_with_s3_api_readers_is_fine() -> None:
+    result = CliRunner().invoke(
+        k8s,
+        [
+            "s3", "--bucket=recs-prod", "--readers=api", "--image=r:1", "--service-account=recs-reader",
+            "--port=8080", "--readiness-http-path=/readyz",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "path: /readyz" in result.output
 
 
 def test_other_probes_and_leases_on_are_fine() -> None:

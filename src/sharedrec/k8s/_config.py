@@ -45,6 +45,7 @@ NOMINAL_CAPACITY = "1Gi"
 Location = tuple[str | int, ...]
 
 _BACKENDS = ("efs", "nfs", "s3", "hostpath")
+_BACKEND_NAMES = {"efs": "EFS", "nfs": "NFS", "s3": "S3", "hostpath": "hostPath"}
 _REQUIRED_HINTS = {
     "file_system_id": "the EFS file system id, fs-… (`aws efs describe-file-systems`)",
     "bucket": "the S3 bucket name",
@@ -496,6 +497,11 @@ class ReaderSpec(_Model):
     readiness_command: tuple[str, ...] | None = Field(
         None, description="Exec readiness probe; none unless given."
     )
+    readiness_http_path: str | None = Field(
+        None,
+        description="HTTP readiness probe: the kubelet requests this path (e.g. /readyz) on port; "
+        "none unless given, and not with readiness_command.",
+    )
     service_account: str | None = None
     ref: str | None = Field(
         None, description="Follow this named ref (e.g. canary) instead of CURRENT: $SHAREDREC_REF."
@@ -559,10 +565,33 @@ class ReaderSpec(_Model):
     def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if value is None else _rules.command(value, "command")
 
+    @field_validator("readiness_http_path")
+    @classmethod
+    def _http_path(cls, value: str | None) -> str | None:
+        return None if value is None else _rules.http_path(value, "readiness_http_path")
+
     @model_validator(mode="after")
     def _mode(self) -> ReaderSpec:
+        issues: list[tuple[Location, str]] = []
+        if self.readiness_http_path is not None:
+            if self.readiness_command is not None:
+                issues.append(
+                    (
+                        ("readiness_http_path",),
+                        "conflicts with readiness_command (--readiness-command): a container has one "
+                        "readiness probe; keep the HTTP one (readiness_http_path, --readiness-http-path) "
+                        "for a service that answers it, or the command",
+                    )
+                )
+            if self.port is None:
+                issues.append(
+                    (
+                        ("port",),
+                        "is required by readiness_http_path (--readiness-http-path): the kubelet requests "
+                        "the path on this port; give the port the service listens on (port, --port)",
+                    )
+                )
         if self.patch:
-            issues: list[tuple[Location, str]] = []
             if self.deployment is None:
                 issues.append(
                     (("deployment",), "is required with patch=True: the name of the Deployment to patch")
@@ -571,10 +600,13 @@ class ReaderSpec(_Model):
                 "belongs to a Deployment that sharedrec creates; with patch=True the existing Deployment "
                 "keeps its own: drop it"
             )
+            # With an HTTP probe, port says where the probe calls; the patch adds no port to
+            # the container, which declares its own.
             issues.extend(
                 ((field,), own)
                 for field in ("image", "command", "replicas", "port", "resources")
                 if field in self.model_fields_set
+                and not (field == "port" and self.readiness_http_path is not None)
             )
             # Both need the Deployment's pod labels, which a patch does not know.
             issues.extend(
@@ -586,12 +618,12 @@ class ReaderSpec(_Model):
                 for field in ("disruption_budget", "max_unavailable", "topology_spread")
                 if field in self.model_fields_set
             )
-            if issues:
-                raise ConfigError(issues)
         elif self.image is None:
-            raise _issue(
-                "image", "is required: the image of the reader pods (or patch=True with deployment=…)"
+            issues.append(
+                (("image",), "is required: the image of the reader pods (or patch=True with deployment=…)")
             )
+        if issues:
+            raise ConfigError(issues)
         return self
 
 
@@ -639,6 +671,11 @@ class WriterSpec(_Model):
         None,
         description="Schedule only: a run that cannot start within this many seconds of its time is "
         "skipped. Default: a quarter of the shortest interval, between 10 s and one hour.",
+    )
+    single_writer: bool = Field(
+        False,
+        description="S3 only: promise that this job is the store's only writer "
+        "($SHAREDREC_SINGLE_WRITER=1), for S3-compatible servers that ignore conditional writes.",
     )
 
     @field_validator("image")
@@ -817,7 +854,28 @@ class K8sConfig(_Model):
                     "leases/ prefix",
                 )
             )
-        if not self.leases and self.reader is not None and _needs_lease(self.reader.readiness_command):
+        if self.writer is not None and self.writer.single_writer and self.volume.backend != "s3":
+            issues.append(
+                (
+                    ("writer", "single_writer"),
+                    f"applies to S3 stores only: on {_BACKEND_NAMES[self.volume.backend]} the writer "
+                    "moves CURRENT under a file lock on the mounted volume, which serialises any "
+                    "number of writers, and nothing reads $SHAREDREC_SINGLE_WRITER: drop it",
+                )
+            )
+        probes_leases = self.reader is not None and _needs_lease(self.reader.readiness_command)
+        if probes_leases and isinstance(self.volume, S3Volume) and self.volume.through_api:
+            issues.append(
+                (
+                    ("reader", "readiness_command"),
+                    "runs `sharedrec ready`, which reads the pod's leases from a folder of the pod, "
+                    "but readers that use the S3 API (readers='api', --readers api) keep their leases "
+                    "as objects under the store's leases/ prefix and mount no folder: the pods would "
+                    "never be ready. Probe the service over HTTP instead (readiness_http_path, "
+                    "--readiness-http-path /readyz)",
+                )
+            )
+        elif probes_leases and not self.leases:
             issues.append(
                 (
                     ("reader", "readiness_command"),

@@ -11,6 +11,7 @@ restricted a day matches either of them, as in every cron.
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -55,7 +56,8 @@ class Schedule:
     any_day: bool
     any_weekday: bool
 
-    def _runs_on(self, day: datetime.date) -> bool:
+    def runs_on(self, day: datetime.date) -> bool:
+        """Whether the schedule runs at some time of ``day``."""
         if day.month not in self.months:
             return False
         dom, dow = day.day in self.days, (day.isoweekday() % 7) in self.weekdays
@@ -65,17 +67,24 @@ class Schedule:
 
     def shortest_interval(self) -> int:
         """The fewest seconds between two consecutive runs (0 if it never runs)."""
-        times = sorted(hour * 60 + minute for hour in self.hours for minute in self.minutes)
-        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-        previous: int | None = None
-        for offset in range(_SPAN_DAYS):
-            if self._runs_on(_START + datetime.timedelta(days=offset)):
-                if previous is not None:
-                    gaps.append((offset - previous) * 1440 + times[0] - times[-1])
-                previous = offset
-        if previous is None:
-            return 0
-        return 60 * min(gaps) if gaps else 60 * 1440 * _SPAN_DAYS
+        return _shortest_interval(self)
+
+
+@functools.lru_cache(maxsize=256)
+def _shortest_interval(schedule: Schedule) -> int:
+    times = sorted(hour * 60 + minute for hour in schedule.hours for minute in schedule.minutes)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    previous: int | None = None
+    for offset in range(_SPAN_DAYS):
+        if schedule.runs_on(_START + datetime.timedelta(days=offset)):
+            if previous is not None:
+                gaps.append((offset - previous) * 1440 + times[0] - times[-1])
+                if offset - previous == 1:
+                    break  # runs on two days in a row: no later pair of days is closer
+            previous = offset
+    if previous is None:
+        return 0
+    return 60 * min(gaps) if gaps else 60 * 1440 * _SPAN_DAYS
 
 
 def _number(text: str, low: int, names: list[str], field: str, value: str) -> int:
@@ -119,8 +128,13 @@ def _field(text: str, index: int, value: str) -> tuple[frozenset[int], bool]:
     return frozenset(found), star
 
 
+@functools.lru_cache(maxsize=256)
 def parse_schedule(value: str) -> Schedule:
-    """Parse ``value`` as the CronJob controller does, or raise `InvalidInput` saying what is wrong."""
+    """Parse ``value`` as the CronJob controller does, or raise `InvalidInput` saying what is wrong.
+
+    Parsed schedules are immutable and remembered: a config checks its schedule when it is
+    built and again when its deadlines are derived.
+    """
     if re.search(r"\b(CRON_)?TZ=", value):
         raise InvalidInput(
             f"schedule {value!r} sets a time zone inline, which Kubernetes rejects: put the zone "

@@ -188,6 +188,21 @@ def command(value: Sequence[str], what: str) -> tuple[str, ...]:
     return words
 
 
+def http_path(value: str, what: str) -> str:
+    """Return ``value`` if it is a path the kubelet can request (``/readyz``, ``/health?deep=1``)."""
+    if not value.startswith("/"):
+        raise InvalidInput(f"{what} must start with '/', e.g. /readyz; got {value!r}")
+    if value.startswith("//"):
+        # The kubelet parses the path as a URL: '//readyz' would be a host name, and it would
+        # probe '/' instead.
+        raise InvalidInput(f"{what} must not start with '//' (it reads as a host name); got {value!r}")
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise InvalidInput(
+            f"{what} must not contain spaces or control characters (percent-encode them); got {value!r}"
+        )
+    return value
+
+
 def schedule(value: str) -> str:
     """Return ``value`` if it is a cron schedule the CronJob controller accepts (see `_cron`)."""
     parse_schedule(value)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sharedrec.errors import InvalidInput
 from sharedrec.format.layout import LEASES
-from sharedrec.k8s._config import K8sConfig, Resources, S3Volume
+from sharedrec.k8s._config import K8sConfig, ReaderSpec, Resources, S3Volume
 
 __all__ = ["autoscaler", "disruption_budget", "reader_deployment", "reader_patch", "writer_workload"]
 
@@ -22,6 +22,7 @@ STORE_ENV = "SHAREDREC_STORE"
 LEASE_DIR_ENV = "SHAREDREC_LEASE_DIR"
 READER_ID_ENV = "SHAREDREC_READER_ID"
 REF_ENV = "SHAREDREC_REF"
+SINGLE_WRITER_ENV = "SHAREDREC_SINGLE_WRITER"
 
 
 CACHE_DIR_ENV = "SHAREDREC_CACHE_DIR"
@@ -129,8 +130,15 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return out
 
 
-def _readiness(command: tuple[str, ...]) -> dict[str, Any]:
-    return {"exec": {"command": list(command)}, "periodSeconds": 10, "failureThreshold": 3}
+def _readiness(reader: ReaderSpec) -> dict[str, Any] | None:
+    if reader.readiness_http_path is not None:
+        # The kubelet sends the request itself: no process starts in the container.
+        check: dict[str, Any] = {"httpGet": {"path": reader.readiness_http_path, "port": reader.port}}
+    elif reader.readiness_command:
+        check = {"exec": {"command": list(reader.readiness_command)}}
+    else:
+        return None
+    return {**check, "periodSeconds": 10, "failureThreshold": 3}
 
 
 def _pod_spec(
@@ -170,8 +178,9 @@ def reader_deployment(config: K8sConfig) -> dict[str, Any]:
     resources = _resources(reader.resources)
     if resources:
         container["resources"] = resources
-    if reader.readiness_command:
-        container["readinessProbe"] = _readiness(reader.readiness_command)
+    probe = _readiness(reader)
+    if probe is not None:
+        container["readinessProbe"] = probe
     container["volumeMounts"] = _reader_mounts(config)
     container["securityContext"] = _container_security_context()
     labels = config.labels("reader")
@@ -265,8 +274,9 @@ def reader_patch(config: K8sConfig) -> dict[str, Any]:
     if reader is None or not reader.patch:
         raise InvalidInput("reader_patch needs config.reader with patch=True")
     container: dict[str, Any] = {"name": reader.container, "env": _reader_env(config)}
-    if reader.readiness_command:
-        container["readinessProbe"] = _readiness(reader.readiness_command)
+    probe = _readiness(reader)
+    if probe is not None:
+        container["readinessProbe"] = probe
     container["volumeMounts"] = _reader_mounts(config)
     container["securityContext"] = _container_security_context()
     return {
@@ -339,6 +349,10 @@ def writer_workload(config: K8sConfig) -> dict[str, Any]:
     if writer.command:
         container["command"] = list(writer.command)
     container["env"] = [{"name": STORE_ENV, "value": store}, *_region_env(config)]
+    if writer.single_writer:
+        # The promise that lets the S3 backend move CURRENT on a server that ignores
+        # conditional writes; the CronJob's Forbid is what keeps it.
+        container["env"].append({"name": SINGLE_WRITER_ENV, "value": "1"})
     container["resources"] = _resources(writer.effective_resources)
     if not on_s3:
         container["volumeMounts"] = [{"name": config.pod_volume_name, "mountPath": config.mount_path}]

@@ -80,6 +80,11 @@ _COMMON = [
     click.option("--memory-request", help="Reader memory request, e.g. 2Gi."),
     click.option("--memory-limit", help="Reader memory limit."),
     click.option("--readiness-command", callback=_words, help="Reader exec readiness probe (shell words)."),
+    click.option(
+        "--readiness-http-path",
+        help="Reader HTTP readiness probe: the kubelet requests this path (e.g. /readyz) on --port; "
+        "cheaper than an exec probe. Not with --readiness-command.",
+    ),
     click.option("--service-account", help="Service account of the reader pods."),
     click.option("--ref", help="Readers follow this named ref (e.g. canary) instead of CURRENT."),
     click.option(
@@ -128,6 +133,13 @@ _COMMON = [
         help="Skip a scheduled run that cannot start within this long.  [default: a quarter of the "
         "shortest interval, 10 s to 1 h]",
     ),
+    click.option(
+        "--single-writer",
+        is_flag=True,
+        default=None,
+        help="S3 only: promise that the writer job is the store's only writer (sets "
+        "SHAREDREC_SINGLE_WRITER=1), for S3-compatible servers that ignore conditional writes.",
+    ),
     # output
     click.option(
         "--output-dir",
@@ -167,6 +179,7 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "replicas": "replicas",
             "port": "port",
             "readiness_command": "readiness_command",
+            "readiness_http_path": "readiness_http_path",
             "service_account": "service_account",
             "ref": "ref",
             "max_unavailable": "max_unavailable",
@@ -195,6 +208,7 @@ def _config_data(volume: dict[str, Any], options: dict[str, Any]) -> dict[str, A
             "writer_service_account": "service_account",
             "active_deadline_seconds": "active_deadline_seconds",
             "starting_deadline_seconds": "starting_deadline_seconds",
+            "single_writer": "single_writer",
         },
     )
     writer_resources = _section(options, {f"writer_{name}": name for name in _RESOURCE_FIELDS})
@@ -240,6 +254,7 @@ _OPTION_NAMES: dict[Location, str] = {
     ("writer", "time_zone"): "--time-zone",
     ("writer", "active_deadline_seconds"): "--active-deadline-seconds",
     ("writer", "starting_deadline_seconds"): "--starting-deadline-seconds",
+    ("writer", "single_writer"): "--single-writer",
 }
 
 
