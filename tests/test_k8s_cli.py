@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,9 @@ from click.testing import CliRunner, Result
 from sharedrec.k8s import ConfigError, check_manifests
 from sharedrec.k8s.cli import k8s
 
+from conftest import kustomize_build, needs_kustomize
+
 GOLDEN = Path(__file__).parent / "golden" / "k8s"
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed on this machine")
 
 EFS_STATIC_ARGS = [
     "efs",
@@ -245,23 +244,14 @@ def test_sharedrec_k8s_runs_as_a_command() -> None:
     assert "Traceback" not in bad.stderr
 
 
-# -- kubectl kustomize -------------------------------------------------------------------------------
-
-
-def _kustomize(folder: Path) -> list[dict[str, Any]]:
-    assert KUBECTL is not None
-    result = subprocess.run(
-        [KUBECTL, "kustomize", str(folder)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+# -- kustomize ------------------------------------------------------------------------------------
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:
     return obj["kind"], obj["metadata"]["name"]
 
 
-@needs_kubectl
+@needs_kustomize
 @pytest.mark.parametrize(
     "backend_args", [EFS_STATIC_ARGS, ["s3", "--bucket=recs", "--image=x:1", "--writer-image=w:1"]]
 )
@@ -270,7 +260,7 @@ def test_kubectl_kustomize_builds_the_generated_kustomization(
 ) -> None:
     result = _invoke(*backend_args, f"--output-dir={tmp_path}", "--kustomize")
     assert result.exit_code == 0, result.output
-    built = sorted(_kustomize(tmp_path), key=_key)
+    built = sorted(kustomize_build(tmp_path), key=_key)
     expected = sorted(
         (
             yaml.safe_load(p.read_text())
@@ -282,7 +272,7 @@ def test_kubectl_kustomize_builds_the_generated_kustomization(
     assert built == expected
 
 
-@needs_kubectl
+@needs_kustomize
 def test_kubectl_kustomize_applies_the_patch_component_to_an_existing_deployment(tmp_path: Path) -> None:
     component = tmp_path / "sharedrec"
     result = _invoke(*EFS_PATCH_ARGS, f"--output-dir={component}", "--kustomize")
@@ -315,7 +305,7 @@ def test_kubectl_kustomize_applies_the_patch_component_to_an_existing_deployment
     (app / "kustomization.yaml").write_text(
         yaml.safe_dump({"resources": ["deployment.yaml"], "components": ["../sharedrec"]})
     )
-    built = {_key(obj): obj for obj in _kustomize(app)}
+    built = {_key(obj): obj for obj in kustomize_build(app)}
     assert set(built) == {
         ("PersistentVolume", "recs-ml"),
         ("PersistentVolumeClaim", "recs"),
