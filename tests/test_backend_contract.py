@@ -81,6 +81,9 @@ class BackendContract:
     # -- the pointer compare-and-swap -----------------------------------------------------
 
     def test_swap_creates_the_pointer_only_when_absent(self, backend: Backend) -> None:
+        # A backend whose swaps can be trusted lets a publish begin, and writes nothing for it.
+        backend.check_swaps("CURRENT")
+        assert backend.listdir("") == []
         backend.swap_pointer("CURRENT", b"v1", None)
         assert backend.read_bytes("CURRENT") == b"v1"
         with pytest.raises(PointerMoved) as moved:
@@ -268,6 +271,8 @@ class TestLocalbucket(BackendContract):
 
     def test_swaps_are_refused_without_single_writer(self, localbucket_server: str) -> None:
         backend = _s3_backend(localbucket_server)
+        with pytest.raises(PublishRejected, match="before writing anything"):
+            backend.check_swaps("CURRENT")
         with pytest.raises(PublishRejected) as refused:
             backend.swap_pointer("CURRENT", b"v1", None)
         message = str(refused.value)
@@ -298,6 +303,8 @@ class TestS3rver(BackendContract):
     def test_swaps_are_refused_without_single_writer(self, s3rver_server: str) -> None:
         backend = _s3_backend(s3rver_server)
         backend.write_atomic("CURRENT", b"v0")
+        with pytest.raises(PublishRejected, match="before writing anything"):
+            backend.check_swaps("CURRENT")
         with pytest.raises(PublishRejected) as refused:
             backend.swap_pointer("CURRENT", b"v1", b"v0")
         message = str(refused.value)

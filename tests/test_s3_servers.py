@@ -12,6 +12,7 @@ import pytest
 import sharedrec
 from sharedrec.backends import backend_for
 from sharedrec.errors import PublishRejected, SharedrecError
+from test_lease_cost import Requests
 
 from conftest import KEYS, S3_SERVERS, make_bucket, publish, s3_client, s3_options
 
@@ -72,26 +73,47 @@ def lax_server(request: pytest.FixtureRequest) -> tuple[str, str]:
     return request.param, endpoint
 
 
-def test_a_publish_is_refused_where_conditional_puts_are_ignored(
+def _objects(endpoint: str, bucket: str) -> dict[str, str]:
+    """Every object of ``bucket``, key -> ETag."""
+    listed = s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {item["Key"]: item["ETag"] for item in listed}
+
+
+def test_a_publish_is_refused_before_it_writes_anything_where_conditional_puts_are_ignored(
     lax_server: tuple[str, str], tmp_path: Path
 ) -> None:
     name, endpoint = lax_server
     bucket = make_bucket(endpoint)
     first = _open(endpoint, bucket, tmp_path / "a", single_writer=True)
     live = publish(first, 1)
+    before = _objects(endpoint, bucket)
     second = _open(endpoint, bucket, tmp_path / "b")
+    requests = Requests(second)
     with pytest.raises(PublishRejected) as refused:
         publish(second, 2)
     message = str(refused.value)
-    assert endpoint in message and "CURRENT" in message and "single_writer" in message
+    assert "before writing anything" in message and "CURRENT" in message and endpoint in message
+    assert "single_writer" in message and "SHAREDREC_SINGLE_WRITER=1" in message
     for failing in _IGNORED[name]:
         assert failing in message
-    # Nothing was lost: the live version stays live, and the refused one is kept, complete.
-    assert first.current() == live
+    # Nothing was uploaded: the only writes were the probe's, on its own scratch object.
+    writes = [call for call in requests.take() if call.split()[0] in ("PUT", "POST", "DELETE")]
+    assert writes and all("/recs/.sharedrec-probe-" in call for call in writes), writes
+    # A delta and a publish from many tasks are refused as early; the probe is not repeated.
+    with pytest.raises(PublishRejected, match="before writing anything"):
+        publish(second, 3, delta=True)
+    with pytest.raises(PublishRejected, match="before writing anything"):
+        second.begin_publish(partitions=2)
+    assert [call for call in requests.take() if not call.startswith(("GET ", "HEAD "))] == []
+    assert _objects(endpoint, bucket) == before
+    assert first.current() == live and [v.id for v in second.versions()] == [live]
+    # Committing without moving the pointer is safe, and allowed; the move is refused at the
+    # swap, and left to the single writer.
+    kept = publish(second, 4, make_current=False)
+    with pytest.raises(PublishRejected, match=r"CURRENT of .* was not moved"):
+        second.set_current(kept)
     assert second.reader(lease=False).version == live
-    (kept,) = {v.id for v in second.versions()} - {live}
-    assert second.verify(kept).ok
-    _open(endpoint, bucket, tmp_path / "a", single_writer=True).set_current(kept)
+    first.set_current(kept)
     assert first.current() == kept
 
 
