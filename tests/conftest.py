@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import shutil
@@ -187,6 +188,7 @@ S3_ENV = {
 """The environment a child process (the command) needs to reach the test server."""
 
 
+@functools.cache  # one per server: a client costs ~0.1 s to make, and holds no test's state
 def s3_client(endpoint: str) -> Any:
     """A boto3 client of the test server, to look at or tamper with objects directly."""
     import boto3

@@ -157,3 +157,18 @@ def test_remove_file_deletes_one_file_and_ignores_a_missing_one(backend: Backend
     assert backend.listdir("leases") == ["b.json"]
     backend.remove_file("leases/a.json")  # gone already: no error
     assert backend.listdir("leases") == ["b.json"]
+
+
+def test_a_publish_and_a_pointer_move_remove_their_leases_with_one_delete(
+    s3_store: sharedrec.RecommendationStore,
+) -> None:
+    v1 = _publish(s3_store, 1.0)
+    counter = Requests(s3_store)
+    _publish(s3_store, 2.0)  # the publish's lease (draft-...)
+    s3_store.set_current(v1)  # the pointer move's own lease (pointer-...)
+    calls = [call for call in counter.take() if "leases" in call]
+    removals = [call for call in calls if not call.startswith("PUT ")]
+    # Was: a listing of the lease's "folder", a HEAD and a DELETE for each.
+    assert [call.split()[0] for call in removals] == ["DELETE", "DELETE"], calls
+    assert "/leases/draft-" in removals[0] and "/leases/pointer-" in removals[1], calls
+    assert s3_store.leases() == []

@@ -1,17 +1,29 @@
-"""The core of the S3 tests on every S3 server the tests start (moto, localbucket, s3rver), and
-what sharedrec does where a server falls short of S3: conditional PUTs ignored (the pointer
-swap is refused unless the store has a single writer), no batch delete (one DELETE per
-object), and an endpoint that cannot be reached (an error naming it, after two attempts)."""
+"""The S3 tests that depend on the server, on every S3 server the tests start (moto,
+localbucket, s3rver): one scenario per server (publish, read, a delta, a switch, a lost race,
+rollback, gc around a reader's lease, lease removal, a missing and a corrupt chunk), and what
+sharedrec does where a server falls short of S3: conditional PUTs ignored (a publish is
+refused before it writes anything unless the store has a single writer), no batch delete
+(one DELETE per object), and an endpoint that cannot be reached (an error naming it, after
+two attempts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sharedrec
 from sharedrec.backends import backend_for
-from sharedrec.errors import PublishRejected, SharedrecError
+from sharedrec.errors import (
+    ConcurrentPublishError,
+    CorruptVersion,
+    PublishRejected,
+    SharedrecError,
+    VersionGone,
+)
+from test_backend_contract import shared_session
+from test_lease_cost import Requests
 
 from conftest import KEYS, S3_SERVERS, make_bucket, publish, s3_client, s3_options
 
@@ -39,30 +51,66 @@ def server(request: pytest.FixtureRequest) -> tuple[str, str]:
     return request.param, endpoint
 
 
-def test_publish_read_gc_and_leases(server: tuple[str, str], tmp_path: Path) -> None:
-    name, any_s3_server = server
+def _item(reader: sharedrec.Reader, row: int) -> int:
+    return int(reader.get("home", int(KEYS[row])).items[0])
+
+
+def test_publish_delta_switch_rollback_gc_leases_and_damage(server: tuple[str, str], tmp_path: Path) -> None:
+    """One scenario per server, the behaviours of tests/test_s3.py that depend on the server."""
+    name, endpoint = server
     # moto honours conditional PUTs; the others are opened for a single writer, as they must be.
     options = {"single_writer": True} if name in _IGNORED else {}
-    bucket = make_bucket(any_s3_server)
-    store = _open(any_s3_server, bucket, tmp_path / "w", **options)
+    bucket = make_bucket(endpoint)
+    client = s3_client(endpoint)
+    session = shared_session()
+    store = _open(endpoint, bucket, tmp_path / "w", session=session, **options)
     v1 = publish(store, 1)
     with store.reader(reader_id="pod-a", refresh_interval=None) as reader:
-        assert int(reader.get("home", int(KEYS[3])).items[0]) == 1000
-        v2 = publish(store, 2)
+        assert _item(reader, 3) == 1000
+        # A delta: row 5 changes, key 0 goes; the rest is read from v1 below it.
+        items = np.tile(np.arange(5), (len(KEYS), 1)) + 1000
+        items[5] += 1000
+        scores = np.tile(np.linspace(1, 0, 5), (len(KEYS), 1))
+        v2 = store.publish_ranked("home", KEYS[1:], items[1:], scores[1:], delta=True)
+        assert store.manifest(v2).base == v1
+        assert reader.refresh() is True and reader.version == v2  # the switch
+        assert _item(reader, 5) == 2000 and _item(reader, 7) == 1000
+        assert not reader.contains("home", int(KEYS[0]))
+        # A publish that started from v2 loses to one that finished first: an error, not a loss.
+        slow = store.publish(guards=[]).__enter__()
+        slow.add_ranked("home", KEYS, items, scores)
         v3 = publish(store, 3)
+        with pytest.raises(ConcurrentPublishError, match=v3):
+            slow.__exit__(None, None, None)
+        assert store.current() == v3 and store.verify(slow.version_id).ok
+        assert store.rollback() == v2
+        assert reader.refresh() is False and reader.version == v2
+        # The reader's lease names v2 and v1 below it; v3 and the lost publish are not named.
         report = store.gc(keep=0, grace=0)
-        assert report.kept[v1] == "leased by reader pod-a"
-        assert report.deleted == [v2]
-    assert store.leases() == []
-    assert store.gc(keep=0, grace=0).deleted == [v1]
-    keys = {obj["Key"] for obj in s3_client(any_s3_server).list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {key.split("/")[2] for key in keys if key.startswith("recs/versions/")} == {v3}
-    assert not any(key.startswith("recs/leases/") for key in keys)
-    fresh = sharedrec.open(
-        f"s3://{bucket}/recs", storage_options=s3_options(any_s3_server), cache_dir=tmp_path / "r"
-    )
-    assert int(fresh.reader(lease=False).get("home", int(KEYS[7])).items[0]) == 3000
-    assert fresh.verify(v3).ok
+        assert sorted(report.deleted) == sorted([v3, slow.version_id])
+        assert set(report.kept) == {v1, v2}
+    assert store.leases() == []  # removed at close, one DELETE (no batch delete needed)
+    listed = {item["Key"] for item in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {key.split("/")[2] for key in listed if key.startswith("recs/versions/")} == {v1, v2}
+    assert not any(key.startswith("recs/leases/") for key in listed)
+
+    # Damage below the live delta: a missing chunk, then a corrupt one, each named.
+    chunk = f"recs/versions/{v1}/home/scores/c/0/0"
+    body = client.get_object(Bucket=bucket, Key=chunk)["Body"].read()
+    client.delete_object(Bucket=bucket, Key=chunk)
+    fresh = _open(endpoint, bucket, tmp_path / "r1", session=session)
+    with pytest.raises(VersionGone, match=f"{v1}/home/scores/c/0/0 is gone"):
+        _item(fresh.reader(lease=False, refresh_interval=None), 7)
+    with pytest.raises(CorruptVersion, match=f"{v1} .* home/scores/c/0/0: missing"):
+        fresh.verify(v1)
+    client.put_object(Bucket=bucket, Key=chunk, Body=body[:-1] + bytes([body[-1] ^ 1]))
+    fresh = _open(endpoint, bucket, tmp_path / "r2", session=session)
+    with pytest.raises(CorruptVersion, match="does not match its manifest"):
+        _item(fresh.reader(lease=False, refresh_interval=None), 7)
+    client.put_object(Bucket=bucket, Key=chunk, Body=body)
+    fresh = _open(endpoint, bucket, tmp_path / "r3", session=session)
+    assert _item(fresh.reader(lease=False, refresh_interval=None), 7) == 1000
+    assert fresh.verify(v1).ok
 
 
 @pytest.fixture(params=sorted(_IGNORED))
@@ -72,26 +120,47 @@ def lax_server(request: pytest.FixtureRequest) -> tuple[str, str]:
     return request.param, endpoint
 
 
-def test_a_publish_is_refused_where_conditional_puts_are_ignored(
+def _objects(endpoint: str, bucket: str) -> dict[str, str]:
+    """Every object of ``bucket``, key -> ETag."""
+    listed = s3_client(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {item["Key"]: item["ETag"] for item in listed}
+
+
+def test_a_publish_is_refused_before_it_writes_anything_where_conditional_puts_are_ignored(
     lax_server: tuple[str, str], tmp_path: Path
 ) -> None:
     name, endpoint = lax_server
     bucket = make_bucket(endpoint)
     first = _open(endpoint, bucket, tmp_path / "a", single_writer=True)
     live = publish(first, 1)
+    before = _objects(endpoint, bucket)
     second = _open(endpoint, bucket, tmp_path / "b")
+    requests = Requests(second)
     with pytest.raises(PublishRejected) as refused:
         publish(second, 2)
     message = str(refused.value)
-    assert endpoint in message and "CURRENT" in message and "single_writer" in message
+    assert "before writing anything" in message and "CURRENT" in message and endpoint in message
+    assert "single_writer" in message and "SHAREDREC_SINGLE_WRITER=1" in message
     for failing in _IGNORED[name]:
         assert failing in message
-    # Nothing was lost: the live version stays live, and the refused one is kept, complete.
-    assert first.current() == live
+    # Nothing was uploaded: the only writes were the probe's, on its own scratch object.
+    writes = [call for call in requests.take() if call.split()[0] in ("PUT", "POST", "DELETE")]
+    assert writes and all("/recs/.sharedrec-probe-" in call for call in writes), writes
+    # A delta and a publish from many tasks are refused as early; the probe is not repeated.
+    with pytest.raises(PublishRejected, match="before writing anything"):
+        publish(second, 3, delta=True)
+    with pytest.raises(PublishRejected, match="before writing anything"):
+        second.begin_publish(partitions=2)
+    assert [call for call in requests.take() if not call.startswith(("GET ", "HEAD "))] == []
+    assert _objects(endpoint, bucket) == before
+    assert first.current() == live and [v.id for v in second.versions()] == [live]
+    # Committing without moving the pointer is safe, and allowed; the move is refused at the
+    # swap, and left to the single writer.
+    kept = publish(second, 4, make_current=False)
+    with pytest.raises(PublishRejected, match=r"CURRENT of .* was not moved"):
+        second.set_current(kept)
     assert second.reader(lease=False).version == live
-    (kept,) = {v.id for v in second.versions()} - {live}
-    assert second.verify(kept).ok
-    _open(endpoint, bucket, tmp_path / "a", single_writer=True).set_current(kept)
+    first.set_current(kept)
     assert first.current() == kept
 
 

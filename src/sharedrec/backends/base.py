@@ -81,6 +81,16 @@ class Backend(Protocol):
         """
         ...
 
+    def check_swaps(self, path: str) -> None:
+        """Raise `PublishRejected` now if `swap_pointer()` on ``path`` would be refused.
+
+        Called when a publish that will move ``path`` begins, before it writes anything, so
+        that a store whose swaps cannot be trusted (an S3 server that ignores conditional
+        writes, without a single-writer promise) refuses a publish before its upload, not
+        after. `swap_pointer()` checks again.
+        """
+        ...
+
     def listdir(self, path: str) -> list[str]:
         """Names directly under ``path``; empty when ``path`` does not exist."""
         ...

@@ -90,6 +90,9 @@ class FsspecBackend:
         with _SWAP_LOCK:
             replace_if_unchanged(self, path, data, expected)
 
+    def check_swaps(self, path: str) -> None:
+        """Nothing to check: swaps here are serialised within one process, as the module says."""
+
     def listdir(self, path: str) -> list[str]:
         """Names under ``path``; the store marker is the backend's own, and never listed."""
         try:

@@ -123,6 +123,9 @@ class PosixBackend:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
+    def check_swaps(self, path: str) -> None:
+        """Nothing to check: `swap_pointer` holds ``flock``, which every writer honours."""
+
     def listdir(self, path: str) -> list[str]:
         try:
             return sorted(os.listdir(self._abs(path)))

@@ -10,11 +10,11 @@ fails after `_CONNECT_ATTEMPTS` tries of `_CONNECT_TIMEOUT` seconds, naming it. 
 filesystem and one client per store.
 
 Not every S3-compatible server honours ``If-Match`` / ``If-None-Match`` on PUT (some answer
-200 and overwrite). Before its first pointer swap, a handle probes the server once
-(`_probe_conditions`, remembered per endpoint and bucket in this process); where the server
-ignores either condition, swaps are refused with `PublishRejected` unless the store was
-opened for a single writer (``storage_options={"single_writer": True}`` or
-``SHAREDREC_SINGLE_WRITER=1``).
+200 and overwrite). When a publish begins (`check_swaps`, before it writes anything) and
+before a pointer swap, a handle probes the server once (`_probe_conditions`, remembered per
+endpoint and bucket in this process); where the server ignores either condition, publishes
+and swaps are refused with `PublishRejected` unless the store was opened for a single
+writer (``storage_options={"single_writer": True}`` or ``SHAREDREC_SINGLE_WRITER=1``).
 
 A prefix with no object at all is not a store: opening it with ``create=True`` writes the
 store marker there (`STORE_MARKER`), and anything else meets `StoreNotFound` at its first
@@ -249,8 +249,15 @@ class S3Backend:
             with _SWAP_LOCK:
                 self._swap(path, data, expected)
             return
-        self._require_conditions(path)
+        self._require_conditions(path, f"{path} of {self._url} was not moved")
         self._swap(path, data, expected)
+
+    def check_swaps(self, path: str) -> None:
+        """Refuse, before a publish writes anything, what `swap_pointer` would refuse after it."""
+        if not self.single_writer:
+            self._require_conditions(
+                path, f"a publish to {path} of {self._url} was refused before writing anything"
+            )
 
     def _swap(self, path: str, data: bytes, expected: bytes | None) -> None:
         try:
@@ -275,15 +282,16 @@ class S3Backend:
                 return
             raise PointerMoved(now) from None
 
-    def _require_conditions(self, path: str) -> None:
-        """Refuse to swap ``path`` on a server that ignores conditional PUTs (probed once)."""
+    def _require_conditions(self, path: str, refused: str) -> None:
+        """Raise `PublishRejected` (``refused`` says what was refused) on a server that ignores
+        conditional PUTs (probed once per endpoint and bucket)."""
         where = (self.endpoint, self.bucket)
         if where not in _PROBED:
             _PROBED[where] = self._probe_conditions()
         failing = _PROBED[where]
         if failing is not None:
             raise PublishRejected(
-                f"{path} of {self._url} was not moved: the S3 server at {self.endpoint} {failing}, "
+                f"{refused}: the S3 server at {self.endpoint} {failing}, "
                 "so two writers publishing at once could silently replace each other's version. "
                 "Use a server that honours If-Match and If-None-Match on PUT (AWS S3, MinIO, "
                 "moto...), or, if one writer at a time publishes to this store (one scheduled "

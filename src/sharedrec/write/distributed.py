@@ -611,6 +611,9 @@ def begin_publish(
     storage_options = root.storage_options
     options = validate_metadata(dict(storage_options)) if storage_options else None
     _, raw = root.read_pointer(ref)
+    # Its commit normally moves the pointer: a store that would refuse that refuses now,
+    # before the tasks write anything.
+    backend.check_swaps(ref_path(ref))
     directory = f"{VERSIONS}/{vid}"
     if backend.exists(directory):
         raise InvalidInput(f"version {vid!r} already exists in {root.location}")

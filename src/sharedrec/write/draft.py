@@ -124,6 +124,9 @@ def start(
     vid = validate_version_id(version_id) if version_id is not None else new_version_id()
     metadata = validate_metadata(metadata)
     pointer, raw = root.read_pointer(ref)
+    if make_current:
+        # A store that would refuse the pointer move refuses now, before any upload.
+        root.backend.check_swaps(ref_path(ref))
     base_reader = _delta.delta_base(root, base, delta, pointer, max_chain)
     return Draft(
         root,

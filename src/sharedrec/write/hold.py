@@ -58,9 +58,10 @@ def write_lease(backend: Backend, name: str, version: str, versions: list[str], 
 
 
 def remove_lease(backend: Backend, name: str) -> None:
-    """Delete ``leases/<name>.json``; a failure is logged (the lease expires by itself)."""
+    """Delete ``leases/<name>.json`` (one DELETE on an object store); a failure is logged
+    (the lease expires by itself)."""
     try:
-        backend.remove_tree(f"{LEASES}/{name}.json")
+        backend.remove_file(f"{LEASES}/{name}.json")
     except Exception as exc:
         log.warning("could not remove lease %s/%s/%s.json: %s", backend.location, LEASES, name, exc)
 
