@@ -47,11 +47,36 @@ def make_ranked(n: int, k: int, *, str_keys: bool = False, seed: int = 0) -> Ran
     return RankedData(keys, items, scores)
 
 
+def _serialise_conditional_puts() -> None:
+    """Make moto's PUT check-then-write atomic, as S3's is.
+
+    moto checks ``If-Match`` / ``If-None-Match`` and then writes without a lock, so two
+    conditional PUTs of the pointer that arrive together can both pass (seen once in the
+    racing-swaps contract test). S3 serialises them; the tests need the server to.
+    """
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    original = S3Response.put_object
+    if getattr(original, "serialised", False):
+        return
+    lock = threading.Lock()
+
+    def put_object(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    put_object.serialised = True  # type: ignore[attr-defined]
+    S3Response.put_object = put_object  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A real S3 server (moto) on 127.0.0.1; yields its endpoint URL."""
     server_module = pytest.importorskip("moto.server")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    _serialise_conditional_puts()
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
