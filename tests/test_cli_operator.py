@@ -92,6 +92,9 @@ def test_inputs_and_store_take_their_own_endpoints(s3_server: str, tmp_path: Pat
         "publish", str(tmp_path / "x"), source, *args[:3], "--input-endpoint-url", UNREACHABLE, env=env
     )
     assert failing.returncode == 1 and not (tmp_path / "x").exists()
+    # One line that names the input and the endpoint, not a traceback (and no ~20 s of retries).
+    assert f"cannot read input {source} at endpoint {UNREACHABLE}" in failing.stderr
+    assert "Traceback" not in failing.stderr
     env["SHAREDREC_CACHE_DIR"] = str(tmp_path / "cache")
     ok("publish", store, source, *args, env=env)
     assert json.loads(ok("get", store, "home", "3", "--endpoint-url", s3_server, env=env))["results"][0][

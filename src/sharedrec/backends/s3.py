@@ -412,6 +412,25 @@ class S3Backend:
             raise self._explain(exc) from None
 
 
+def fail_fast_options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """s3fs options that give up on an unreachable endpoint within seconds, as the store's own
+    connection does: a short connect timeout (the caller's ``config_kwargs`` win)."""
+    options = dict(storage_options or {})
+    config = dict(options.get("config_kwargs", {}) or {})
+    config.setdefault("connect_timeout", _CONNECT_TIMEOUT)
+    options["config_kwargs"] = config
+    return options
+
+
+def fail_fast(fs: Any) -> None:
+    """Stop an s3fs filesystem's client retrying a connection that cannot be opened after
+    `_CONNECT_ATTEMPTS` tries (throttling and server errors keep their retries)."""
+    from fsspec.asyn import sync
+
+    client = sync(fs.loop, fs.set_session)
+    client.meta.events.register_first("needs-retry.s3", _give_up_unreachable)
+
+
 def _give_up_unreachable(caught_exception: Exception | None = None, attempts: int = 0, **_: Any) -> None:
     """botocore ``needs-retry`` handler, run before the retry policy: stop retrying a request
     whose connection could not be opened after `_CONNECT_ATTEMPTS` tries."""

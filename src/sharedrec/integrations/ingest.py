@@ -123,6 +123,34 @@ def _reporter(progress: ProgressMode) -> Reporter:
     return reporter(progress)
 
 
+def _input_filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec filesystem and path of an input URL; on S3 one that gives up on an
+    unreachable endpoint within seconds, as the store does."""
+    import fsspec
+
+    protocol = url.partition("://")[0].lower()
+    if protocol in ("s3", "s3a"):
+        from sharedrec.backends.s3 import fail_fast, fail_fast_options
+
+        fs, root = fsspec.core.url_to_fs(url, **fail_fast_options(storage_options))
+        fail_fast(fs)
+        return fs, root
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def _unreadable(url: str, storage_options: dict[str, Any] | None, exc: Exception) -> InvalidInput:
+    """The error for an input URL that cannot be listed: where, why, and what to check."""
+    if isinstance(exc, FileNotFoundError):
+        return InvalidInput(f"input {url} does not exist")
+    endpoint = (storage_options or {}).get("endpoint_url")
+    at = f" at endpoint {endpoint}" if endpoint else ""
+    return InvalidInput(
+        f"cannot read input {url}{at} ({type(exc).__name__}: {exc}); check the location, the "
+        "endpoint (storage_options endpoint_url, --input-endpoint-url or --endpoint-url), the "
+        "network and the credentials"
+    )
+
+
 def _dataset(paths: Sequence[str | os.PathLike[str]], storage_options: dict[str, Any] | None) -> Any:
     pa = _pyarrow()
     files: list[str] = []
@@ -130,10 +158,11 @@ def _dataset(paths: Sequence[str | os.PathLike[str]], storage_options: dict[str,
     for raw in paths:
         text = os.fspath(raw)
         if "://" in text:
-            import fsspec
-
-            fs, root = fsspec.core.url_to_fs(text, **(storage_options or {}))
-            found = [root] if fs.isfile(root) else sorted(fs.find(root))
+            fs, root = _input_filesystem(text, storage_options)
+            try:
+                found = [root] if fs.isfile(root) else sorted(fs.find(root))
+            except Exception as exc:
+                raise _unreadable(text, storage_options, exc) from None
             filesystem = fs
             files.extend(found)
             continue
