@@ -65,8 +65,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## One worker per core (at most 4), each test file in one worker: its module fixtures and
+## the session's servers are the worker's own.
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 bench-smoke: $(STAMP)
 	$(BIN)/pytest -q benchmarks --smoke --benchmark-disable-gc --benchmark-min-rounds=3
