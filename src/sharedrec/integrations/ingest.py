@@ -128,14 +128,15 @@ def _input_filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple
     unreachable endpoint within seconds, as the store does."""
     import fsspec
 
-    protocol = url.partition("://")[0].lower()
-    if protocol in ("s3", "s3a"):
+    on_s3 = url.partition("://")[0].lower() in ("s3", "s3a")
+    if on_s3:
         from sharedrec.backends.s3 import fail_fast, fail_fast_options
 
-        fs, root = fsspec.core.url_to_fs(url, **fail_fast_options(storage_options))
+        storage_options = fail_fast_options(storage_options)
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    if on_s3:
         fail_fast(fs)
-        return fs, root
-    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    return fs, str(root)
 
 
 def _unreadable(url: str, storage_options: dict[str, Any] | None, exc: Exception) -> InvalidInput:
