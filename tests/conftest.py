@@ -182,6 +182,33 @@ needs_kustomize = pytest.mark.skipif(
 )
 
 
+def app_with_component(folder: Path, component: str, **container: Any) -> Path:
+    """A kustomization of a user's own Deployment ``recs-api`` (container ``api``, plus the
+    ``container`` fields given) that uses the sharedrec patch ``component`` (a path from
+    ``folder``); the Deployment's volumes are the ``volumes`` field, if given."""
+    import yaml
+
+    volumes = container.pop("volumes", None)
+    pod: dict[str, Any] = {"containers": [{"name": "api", "image": "example/recs-api:7", **container}]}
+    if volumes is not None:
+        pod["volumes"] = volumes
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "recs-api", "namespace": "ml"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "recs-api"}},
+            "template": {"metadata": {"labels": {"app": "recs-api"}}, "spec": pod},
+        },
+    }
+    folder.mkdir()
+    (folder / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["deployment.yaml"], "components": [component]})
+    )
+    return folder
+
+
 def kustomize_build(folder: Path) -> list[dict[str, Any]]:
     """The objects a real kustomize builds from the kustomization in ``folder``."""
     import yaml

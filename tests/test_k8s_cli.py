@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from sharedrec.k8s import ConfigError, check_manifests
 from sharedrec.k8s.cli import k8s
 
-from conftest import kustomize_build, needs_kustomize
+from conftest import app_with_component, kustomize_build, needs_kustomize
 
 GOLDEN = Path(__file__).parent / "golden" / "k8s"
 
@@ -277,33 +277,12 @@ def test_kubectl_kustomize_applies_the_patch_component_to_an_existing_deployment
     component = tmp_path / "sharedrec"
     result = _invoke(*EFS_PATCH_ARGS, f"--output-dir={component}", "--kustomize")
     assert result.exit_code == 0, result.output
-    app = tmp_path / "app"
-    app.mkdir()
-    existing = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "recs-api", "namespace": "ml"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "recs-api"}},
-            "template": {
-                "metadata": {"labels": {"app": "recs-api"}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "api",
-                            "image": "example/recs-api:7",
-                            "env": [{"name": "LOG_LEVEL", "value": "info"}],
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
-        },
-    }
-    (app / "deployment.yaml").write_text(yaml.safe_dump(existing))
-    (app / "kustomization.yaml").write_text(
-        yaml.safe_dump({"resources": ["deployment.yaml"], "components": ["../sharedrec"]})
+    app = app_with_component(
+        tmp_path / "app",
+        "../sharedrec",
+        env=[{"name": "LOG_LEVEL", "value": "info"}],
+        volumeMounts=[{"name": "tmp", "mountPath": "/tmp"}],
+        volumes=[{"name": "tmp", "emptyDir": {}}],
     )
     built = {_key(obj): obj for obj in kustomize_build(app)}
     assert set(built) == {

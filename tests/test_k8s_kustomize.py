@@ -20,7 +20,7 @@ from sharedrec.errors import InvalidInput
 from sharedrec.k8s import EfsVolume, K8sConfig, ReaderSpec, build_objects, check_manifests
 from sharedrec.k8s.cli import k8s
 
-from conftest import kustomize_build, needs_kustomize
+from conftest import app_with_component, kustomize_build, needs_kustomize
 
 FS = "fs-0123456789abcdef0"
 AP = "fsap-0123456789abcdef0"
@@ -101,24 +101,7 @@ def test_the_patch_component_keeps_claim_ref_in_step_in_a_renaming_app(tmp_path:
         tmp_path / "sharedrec", "nfs", "--name=recs", "--namespace=ml", "--server=10.0.0.5",
         "--path=/exports/recs", "--patch-only", "--deployment=recs-api", "--container=api",
     )  # fmt: skip
-    app = tmp_path / "app"
-    app.mkdir()
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "recs-api", "namespace": "ml"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "recs-api"}},
-            "template": {
-                "metadata": {"labels": {"app": "recs-api"}},
-                "spec": {"containers": [{"name": "api", "image": "example/recs-api:7"}]},
-            },
-        },
-    }
-    (app / "deployment.yaml").write_text(yaml.safe_dump(deployment))
-    (app / "kustomization.yaml").write_text(
-        yaml.safe_dump({"resources": ["deployment.yaml"], "components": ["../sharedrec"]})
-    )
+    app_with_component(tmp_path / "app", "../sharedrec")
     built = _build(_overlay(tmp_path / "prod", "../app", namespace="prod", namePrefix="eu-"))
     assert built[("PersistentVolume", "eu-recs-ml")]["spec"]["claimRef"] == {
         "namespace": "prod",
