@@ -188,3 +188,26 @@ def test_a_publish_whose_files_a_collector_removed_is_refused(tmp_path: Path) ->
         shutil.rmtree(Path(store.location) / "versions" / lost.version_id)  # removed by hand
     assert store.current() == draft.version_id
     assert [v.id for v in store.versions()] == [live, draft.version_id]
+
+
+def test_a_killed_writers_probe_object_is_removed_after_the_grace_period(
+    s3_store: sharedrec.RecommendationStore, s3_server: str
+) -> None:
+    # A writer killed between the probe's first PUT and its DELETE leaves the scratch object.
+    from conftest import s3_client
+
+    publish(s3_store, 0)
+    bucket, _, prefix = s3_store.location.removeprefix("s3://").partition("/")
+    client = s3_client(s3_server)
+    written = int(time.time()) - 60  # named after the time it was written
+    client.put_object(Bucket=bucket, Key=f"{prefix}/.sharedrec-probe-{written}-0123abcd", Body=b"probe")
+
+    def probes() -> list[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/.sharedrec-probe")
+        return [item["Key"] for item in listed.get("Contents", [])]
+
+    s3_store.gc(keep=1, grace=3600)
+    assert len(probes()) == 1  # young: a writer may be probing right now
+    s3_store.gc(keep=1, grace=30)
+    assert probes() == []
+    assert s3_store.reader().get("home", int(KEYS[0])) is not None  # the store is whole

@@ -29,12 +29,14 @@ import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
 from sharedrec.backends.base import STORE_MARKER, PointerMoved, no_store
 from sharedrec.errors import InvalidInput, PublishRejected, SharedrecError, StoreNotFound
+from sharedrec.format.layout import PROBE
 
 __all__ = ["S3Backend"]
 
@@ -51,7 +53,6 @@ _CONNECT_TIMEOUT = 3
 _CONNECT_ATTEMPTS = 2
 _SINGLE_WRITER = "single_writer"
 _SINGLE_WRITER_ENV = "SHAREDREC_SINGLE_WRITER"
-_PROBE = ".sharedrec-probe"
 # What the probe found, per (endpoint, bucket): None when both conditions are honoured,
 # else what the server got wrong. A server does not change its mind within a process.
 _PROBED: dict[tuple[str, str], str | None] = {}
@@ -303,7 +304,7 @@ class S3Backend:
     def _probe_conditions(self) -> str | None:
         """Test both conditional PUTs on a scratch object: None if the server honours them,
         else what it got wrong. Costs four requests (PUT, two conditional PUTs, DELETE)."""
-        key = self._key(f"{_PROBE}-{os.urandom(8).hex()}")
+        key = self._key(f"{PROBE}-{int(time.time())}-{os.urandom(8).hex()}")
         self._call("put_object", Bucket=self.bucket, Key=key, Body=b"probe")
         wrong: list[str] = []
         try:

@@ -46,6 +46,11 @@ MANIFEST = "manifest.json"
 GC_MARK = ".gc"
 """Written into a version folder by garbage collection before it deletes the version: a
 version carrying it is condemned, and nothing may make it live or start reading it."""
+PROBE = ".sharedrec-probe"
+"""Prefix of the scratch objects with which an object-store backend tests the server's
+conditional writes (``<root>/.sharedrec-probe-<unix seconds>-<random>``, deleted at once);
+one left by a killed writer is removed by garbage collection after the grace period, judged
+by the time in its name."""
 CHECKSUM = "crc32"
 
 CHUNK_TARGET_BYTES = 4 * 1024 * 1024

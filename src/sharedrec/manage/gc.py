@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
-from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, VERSIONS
+from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, PROBE, VERSIONS
 from sharedrec.manage.leases import read_leases
 from sharedrec.manage.versions import versions as list_versions
 from sharedrec.read.version import GROUP_METADATA
@@ -127,6 +127,7 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
         from sharedrec.write.staging import sweep_staging
 
         sweep_staging(root.cache_dir, root.location)
+        _sweep_probes(backend, grace_s)
     leases, damaged, newer_leases = read_leases(backend, LEASES)
     leased = _live(leases, now)
     listed = list_versions(root)
@@ -261,6 +262,16 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
 
 _DELETED_OPEN = (".nfs", ".fuse_hidden", ".smbdelete")
 """How NFS, FUSE and SMB clients rename a file deleted while the deleting node holds it open."""
+
+
+def _sweep_probes(backend: Backend, grace_s: float) -> None:
+    """Remove the conditional-write probe's scratch objects older than the grace period: a
+    writer killed during its probe leaves one behind (a live probe lasts four requests)."""
+    for name in backend.listdir(""):
+        if name.startswith(f"{PROBE}-"):
+            written = name.removeprefix(f"{PROBE}-").partition("-")[0]
+            if not written.isdigit() or time.time() - int(written) >= grace_s:
+                backend.remove_file(name)
 
 
 def _held_open(backend: Backend, directory: str) -> int:
