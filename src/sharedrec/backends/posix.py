@@ -31,9 +31,10 @@ _VERSIONS = "versions"
 # went between our open and our read), or come back short: a client that keeps one inode
 # per name (FUSE mounts) may cut the read at the size of another generation of the file,
 # learnt meanwhile. Opening the name again reaches the new file whole: ESTALE is retried for
-# up to a second (only a file replaced faster than it can be read fails), a pointer that does
+# up to three seconds (only a file replaced faster than it can be read, for that long, fails:
+# one second was not enough for a reader starved of CPU on a busy node), a pointer that does
 # not parse for a tenth of a second (then it is reported corrupt, as it may really be).
-_STALE_SECONDS = 1.0
+_STALE_SECONDS = 3.0
 _SHORT_SECONDS = 0.1
 
 # Plain os.path, not pathlib: every reader process opens its store through this module,
