@@ -45,9 +45,10 @@ def check(store: str, reader_id: str, lease_dir: str | None) -> str:
         SharedrecError: Not ready: no lease, every lease expired, a prefetch still warms the
             cache, or a lease names a version that is missing or damaged.
     """
+    # os.path and glob, not pathlib: pathlib (with urllib.parse behind it) would add a tenth
+    # of the probe's time.
     import glob
     from datetime import UTC, datetime
-    from pathlib import Path
 
     from sharedrec.backends import backend_for
     from sharedrec.format.layout import LEASES
@@ -55,12 +56,14 @@ def check(store: str, reader_id: str, lease_dir: str | None) -> str:
     from sharedrec.read.root import StoreRoot
 
     root = StoreRoot(backend_for(store, create=False))
-    folder = Path(lease_dir) if lease_dir else Path(root.location) / LEASES
+    folder = os.path.normpath(lease_dir) if lease_dir else os.path.join(root.location, LEASES)
     # Every process of the pod holds its own lease, <reader-id>.<pid>-<random>.json.
     leases = []
-    for path in sorted(folder.glob(f"{glob.escape(reader_id)}.*json")):
+    pattern = os.path.join(glob.escape(folder), f"{glob.escape(reader_id)}.*json")
+    for path in sorted(glob.glob(pattern)):
         try:
-            lease = Lease.loads(path.read_bytes(), str(path))
+            with open(path, "rb") as f:
+                lease = Lease.loads(f.read(), path)
         except FileNotFoundError:
             continue  # its reader closed meanwhile
         if lease.reader_id == reader_id:  # not a reader whose id merely starts like this one
