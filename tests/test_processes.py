@@ -160,19 +160,19 @@ def test_publish_killed_midway_leaves_old_version(tmp_path: Path) -> None:
 
 FOLLOWER = textwrap.dedent(
     """
-    import json, sys, time
+    import json, select, sys
     import numpy as np
     import sharedrec
 
-    root, seconds = sys.argv[1], float(sys.argv[2])
+    root = sys.argv[1]
     N, K, TAG = 3000, 10, 1_000_000
     keys = np.arange(N, dtype=np.int64) * 7 + 3
     base = np.arange(N)[:, None] * K + np.arange(K)[None, :]
     reader = sharedrec.open(root, create=False).reader(refresh_interval=0.01)
     rng = np.random.default_rng()
     seen, answers, bad = set(), 0, []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    print("ready", flush=True)
+    while not select.select([sys.stdin], [], [], 0)[0]:  # until the test says stop
         rows = rng.integers(0, N, size=20)
         items, _, found = reader.get_many("home", keys[rows])
         tags = set((items[:, 0] // TAG).tolist())
@@ -198,23 +198,27 @@ def test_following_readers_through_20_publishes_and_rollbacks(tmp_path: Path) ->
     _publish_tagged(store, 0)
     readers = [
         subprocess.Popen(
-            [sys.executable, "-c", FOLLOWER, str(tmp_path / "store"), "8"],
+            [sys.executable, "-c", FOLLOWER, str(tmp_path / "store")],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(3)
     ]
-    time.sleep(1.0)  # let the readers start serving
+    # Every move happens while every reader serves, however slowly a busy machine starts them.
+    for proc in readers:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     for tag in range(1, 21):
         _publish_tagged(store, tag)
         time.sleep(0.05)
         if tag % 2 == 0:
             store.rollback()
             time.sleep(0.05)
+    time.sleep(0.5)  # the last move reaches every reader
     results = []
     for proc in readers:
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate("stop\n", timeout=120)
         assert proc.returncode == 0, err
         results.append(json.loads(out))
     for result in results:
