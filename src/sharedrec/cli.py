@@ -121,7 +121,7 @@ def _unmark_if_empty(location: str, endpoint_url: str | None) -> None:
 
     backend = backend_for(location, create=False, storage_options=_endpoint_for((location,), endpoint_url))
     if not any(True for name in backend.listdir("") for _ in backend.walk_files(name)):
-        backend.remove_tree(STORE_MARKER)
+        backend.remove_file(STORE_MARKER)
 
 
 # -- the commands --------------------------------------------------------------------------

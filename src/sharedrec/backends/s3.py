@@ -80,13 +80,12 @@ class S3Backend:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self._url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        options = dict(storage_options or {})
+        options = fail_fast_options(storage_options)
         self.single_writer = bool(options.pop(_SINGLE_WRITER, False)) or os.environ.get(
             _SINGLE_WRITER_ENV, ""
         ).lower() in ("1", "true", "yes")
-        config = dict(options.pop("config_kwargs", {}) or {})
+        config = options.pop("config_kwargs")
         config.setdefault("retries", {"max_attempts": 8, "mode": "standard"})
-        config.setdefault("connect_timeout", _CONNECT_TIMEOUT)
         self._sync = sync
         self._s3fs = s3fs
         self._options = {"config_kwargs": config, **options}
@@ -108,8 +107,7 @@ class S3Backend:
         self._fs = self._s3fs.S3FileSystem(
             skip_instance_cache=True, use_listings_cache=False, **self._options
         )
-        self._client = self._sync(self._fs.loop, self._fs.set_session)
-        self._client.meta.events.register_first("needs-retry.s3", _give_up_unreachable)
+        self._client = fail_fast(self._fs)
 
     @property
     def fs(self) -> Any:
@@ -423,13 +421,15 @@ def fail_fast_options(storage_options: dict[str, Any] | None) -> dict[str, Any]:
     return options
 
 
-def fail_fast(fs: Any) -> None:
+def fail_fast(fs: Any) -> Any:
     """Stop an s3fs filesystem's client retrying a connection that cannot be opened after
-    `_CONNECT_ATTEMPTS` tries (throttling and server errors keep their retries)."""
+    `_CONNECT_ATTEMPTS` tries (throttling and server errors keep their retries); returns
+    that client."""
     from fsspec.asyn import sync
 
     client = sync(fs.loop, fs.set_session)
     client.meta.events.register_first("needs-retry.s3", _give_up_unreachable)
+    return client
 
 
 def _give_up_unreachable(caught_exception: Exception | None = None, attempts: int = 0, **_: Any) -> None:
