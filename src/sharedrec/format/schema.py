@@ -980,6 +980,42 @@ def _file(raw: object, field: str) -> FileEntry:
     )
 
 
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})*")
+"""What `_path` accepts, in one match: safe names joined by '/' (a part cannot start with '.',
+so ``..`` anywhere in the path lies inside one part)."""
+
+
+def _files(raw: object) -> dict[str, FileEntry]:
+    """The ``files`` of a manifest: what `_path` and `_file` accept, entry by entry.
+
+    A manifest lists every chunk file (hundreds to thousands), and a reader parses it on
+    every open: the usual entry is checked by one regular expression and a few type tests,
+    and only one that fails them goes through `_path` and `_file`, for their messages.
+    """
+    files: dict[str, FileEntry] = {}
+    make = FileEntry.__new__
+    for path, entry in _dict(raw, "files").items():
+        if (
+            type(path) is str
+            and _SAFE_PATH.fullmatch(path)
+            and ".." not in path
+            and type(entry) is dict
+            and len(entry) == 2
+            and type(size := entry.get("size")) is int
+            and type(crc := entry.get("crc32")) is int
+            and size >= 0
+            and 0 <= crc < 2**32
+        ):
+            record = make(FileEntry)
+            object.__setattr__(record, "size", size)
+            object.__setattr__(record, "crc32", crc)
+            files[path] = record
+        else:  # the path first, as the checks always ran
+            checked = _path(path, "files")
+            files[checked] = _file(entry, f"files.{path}")
+    return files
+
+
 _MANIFEST_REQUIRED = ("id", "created_at", "collections", "files")
 _MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks")
 
@@ -991,10 +1027,7 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
     its own files, with errors of its own).
     """
     obj = _fields(raw, "the manifest", _MANIFEST_REQUIRED, _MANIFEST_OPTIONAL)
-    files = {
-        _path(path, "files"): _file(entry, f"files.{path}")
-        for path, entry in _dict(obj["files"], "files").items()
-    }
+    files = _files(obj["files"])
     collections = {
         _name(name, "collections"): _collection(spec, f"collections.{name}")
         for name, spec in _dict(obj["collections"], "collections").items()
