@@ -219,6 +219,8 @@ _NOT_FOR_READERS = (
     "sharedrec.integrations",
     "sharedrec.k8s",
     "sharedrec.cli",
+    "sharedrec.read.options",  # the option sets, for type checkers and the docs
+    "fcntl",  # a writer's pointer lock
 )
 
 

@@ -11,7 +11,7 @@ from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend
 from sharedrec.format.schema import Manifest
 from sharedrec.read.checks import VerifyLevel, VerifyReport
-from sharedrec.read.root import StoreOptions, StoreRoot
+from sharedrec.read.root import StoreRoot
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
     from sharedrec.manage.versions import VersionInfo
-    from sharedrec.read.open import ReaderOptions
+    from sharedrec.read.options import ReaderOptions, StoreOptions
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.write.distributed import BeginOptions, PublishHandle
     from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions
