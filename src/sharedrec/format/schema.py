@@ -1135,7 +1135,8 @@ def _chunks(raw: object, arrays: dict[str, ArraySpec], files: dict[str, FileEntr
             raise _Bad(
                 f"chunks.{path} must list {spec.n_chunks} checksums, one per chunk file; it holds {held}"
             )
-        if not all(type(crc) is int and 0 <= crc < 2**32 for crc in crcs):
+        # In C, not a Python step per chunk: every checksum an int (not a bool), all in range.
+        if set(map(type, crcs)) != {int} or min(crcs) < 0 or max(crcs) >= 2**32:
             bad = next(crc for crc in crcs if not (type(crc) is int and 0 <= crc < 2**32))
             raise _Bad(f"chunks.{path} holds {bad!r}, not a CRC-32 (an integer from 0 to 2**32 - 1)")
         chunks[path] = crcs
