@@ -110,6 +110,7 @@ def test_format_page_examples_parse() -> None:
     models: dict[str, type[Pointer] | type[Manifest] | type[Lease]] = {
         '"sharedrec-pointer/1"': Pointer,
         '"sharedrec/1"': Manifest,
+        '"sharedrec/2"': Manifest,
         '"sharedrec-lease/1"': Lease,
     }
     parsed = set()

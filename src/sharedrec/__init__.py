@@ -50,11 +50,11 @@ _LAZY: dict[str, str] = {
     "Pointer": "sharedrec.format.schema",
     "VersionInfo": "sharedrec.manage.versions",
     "VerifyReport": "sharedrec.read.checks",
-    "ReaderOptions": "sharedrec.read.open",
+    "ReaderOptions": "sharedrec.read.options",
     "RankedList": "sharedrec.read.reader",
     "Reader": "sharedrec.read.reader",
     "ReaderStats": "sharedrec.read.reader",
-    "StoreOptions": "sharedrec.read.root",
+    "StoreOptions": "sharedrec.read.options",
     "Draft": "sharedrec.write.draft",
     "PublishOptions": "sharedrec.write.draft",
     "PublishRankedOptions": "sharedrec.write.draft",
@@ -82,9 +82,8 @@ if TYPE_CHECKING:  # what the table above loads, for type checkers and the API d
     from sharedrec.manage.leases import LeaseInfo
     from sharedrec.manage.versions import VersionInfo
     from sharedrec.read.checks import VerifyReport
-    from sharedrec.read.open import ReaderOptions
+    from sharedrec.read.options import ReaderOptions, StoreOptions
     from sharedrec.read.reader import RankedList, Reader, ReaderStats
-    from sharedrec.read.root import StoreOptions
     from sharedrec.store import RecommendationStore, open
     from sharedrec.write.distributed import BeginOptions, PartitionReceipt, PublishHandle, partition_of
     from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions

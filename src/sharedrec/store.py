@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Unpack
 from sharedrec.backends import backend_for
 from sharedrec.backends.base import Backend
 from sharedrec.format.schema import Manifest
-from sharedrec.manage.versions import VersionInfo
 from sharedrec.read.checks import VerifyLevel, VerifyReport
-from sharedrec.read.root import StoreOptions, StoreRoot
+from sharedrec.read.root import StoreRoot
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -21,13 +20,14 @@ if TYPE_CHECKING:
     from sharedrec.manage.diff import VersionDiff
     from sharedrec.manage.gc import GCReport
     from sharedrec.manage.leases import LeaseInfo
-    from sharedrec.read.open import ReaderOptions
+    from sharedrec.manage.versions import VersionInfo
+    from sharedrec.read.options import ReaderOptions, StoreOptions
     from sharedrec.read.reader import OpenVersion, Reader
     from sharedrec.write.distributed import BeginOptions, PublishHandle
     from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions
     from sharedrec.write.guards import GuardLike
 
-__all__ = ["RecommendationStore", "VersionInfo", "open"]
+__all__ = ["RecommendationStore", "open"]
 
 
 def open(

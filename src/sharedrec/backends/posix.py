@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import time
@@ -117,6 +116,8 @@ class PosixBackend:
 
     def swap_pointer(self, path: str, data: bytes, expected: bytes | None) -> None:
         # flock works across hosts on NFSv4 (EFS), so two writers on two pods serialise here.
+        import fcntl  # here: only writers lock, and a reader's open need not load it
+
         with open(os.path.join(self.root, _LOCK), "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:

@@ -35,7 +35,7 @@ __all__ = [
     "validate_version_id",
 ]
 
-FORMAT = "sharedrec/1"
+FORMAT = "sharedrec/2"
 POINTER_FORMAT = "sharedrec-pointer/1"
 LEASE_FORMAT = "sharedrec-lease/1"
 CURRENT = "CURRENT"

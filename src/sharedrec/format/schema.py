@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -380,7 +380,9 @@ class Manifest(_Record):
         "checksum": CHECKSUM,
         "checks": {},
     }
-    format: Literal["sharedrec/1"]
+    format: Literal["sharedrec/1", "sharedrec/2"]
+    """``sharedrec/2`` (what sharedrec writes): chunk checksums listed per array (``chunks``);
+    ``sharedrec/1``: every file listed in ``files``. Both read the same."""
     id: str
     parent: str | None
     base: str | None
@@ -393,8 +395,9 @@ class Manifest(_Record):
     checksum: Literal["crc32"]
     checks: dict[str, Any]
     """Results of the publish guards, by guard name."""
-    files: dict[str, FileEntry]
-    """Every file of the version but the manifest, by path relative to it."""
+    files: Mapping[str, FileEntry]
+    """Every file of the version but the manifest, by path relative to it (in ``sharedrec/2``,
+    the entries of chunk files are made from ``chunks`` when asked for)."""
     _raw: bytes | None
 
     def _fill(self, values: dict[str, Any]) -> None:
@@ -418,6 +421,18 @@ class Manifest(_Record):
     def data_bytes(self) -> int:
         """Total size of the version's files."""
         return sum(entry.size for entry in self.files.values())
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        if self.format == FORMAT_1:
+            return data
+        # sharedrec/2: the chunk files of each array as one list of checksums, before the
+        # other files (a reader parses a few numbers per chunk, not an object per file).
+        chunks, rest = _split_chunks(self.collections, self.files)
+        files = data.pop("files")
+        data["chunks"] = chunks
+        data["files"] = {path: files[path] for path in rest}
+        return data
 
     def dumps(self) -> bytes:
         """Serialise to the bytes written as ``manifest.json``."""
@@ -611,7 +626,7 @@ def _plain(value: object) -> Any:
     if isinstance(value, datetime):
         text = value.isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
-    if isinstance(value, dict):
+    if isinstance(value, dict | _FileTable):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
@@ -980,8 +995,156 @@ def _file(raw: object, field: str) -> FileEntry:
     )
 
 
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})*")
+"""What `_path` accepts, in one match: safe names joined by '/' (a part cannot start with '.',
+so ``..`` anywhere in the path lies inside one part)."""
+
+
+def _files(raw: object) -> dict[str, FileEntry]:
+    """The ``files`` of a manifest: what `_path` and `_file` accept, entry by entry.
+
+    A manifest lists every chunk file (hundreds to thousands), and a reader parses it on
+    every open: the usual entry is checked by one regular expression and a few type tests,
+    and only one that fails them goes through `_path` and `_file`, for their messages.
+    """
+    files: dict[str, FileEntry] = {}
+    make = FileEntry.__new__
+    for path, entry in _dict(raw, "files").items():
+        if (
+            type(path) is str
+            and _SAFE_PATH.fullmatch(path)
+            and ".." not in path
+            and type(entry) is dict
+            and len(entry) == 2
+            and type(size := entry.get("size")) is int
+            and type(crc := entry.get("crc32")) is int
+            and size >= 0
+            and 0 <= crc < 2**32
+        ):
+            record = make(FileEntry)
+            object.__setattr__(record, "size", size)
+            object.__setattr__(record, "crc32", crc)
+            files[path] = record
+        else:  # the path first, as the checks always ran
+            checked = _path(path, "files")
+            files[checked] = _file(entry, f"files.{path}")
+    return files
+
+
 _MANIFEST_REQUIRED = ("id", "created_at", "collections", "files")
-_MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks")
+_MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks", "chunks")
+FORMAT_1 = "sharedrec/1"
+_READ_FORMATS = (FORMAT_1, FORMAT)
+"""The manifest formats this sharedrec reads (it writes `FORMAT`)."""
+
+
+def _chunked_arrays(collections: Mapping[str, CollectionSpec]) -> dict[str, ArraySpec]:
+    """Every array of a version by its path in the folder (``<collection>[/<part>]/<array>``)."""
+    found: dict[str, ArraySpec] = {}
+    for name, collection in collections.items():
+        for array, spec in collection.arrays.items():
+            found[f"{name}/{array}"] = spec
+        if collection.partitions is not None:
+            for part in collection.partitions.parts:
+                for array, spec in part.arrays.items():
+                    found[f"{name}/{part.path}/{array}"] = spec
+    return found
+
+
+def _split_chunks(
+    collections: Mapping[str, CollectionSpec], files: Mapping[str, FileEntry]
+) -> tuple[dict[str, list[int]], list[str]]:
+    """``chunks`` of a ``sharedrec/2`` manifest, and the paths ``files`` still lists.
+
+    An array whose chunk files are all listed, each of the size its geometry implies (what
+    sharedrec writes), has its checksums in ``chunks``; any other file stays in ``files``.
+    """
+    chunks: dict[str, list[int]] = {}
+    listed: set[str] = set()
+    for path, spec in _chunked_arrays(collections).items():
+        nbytes, suffix = spec.chunk_nbytes, "/0" * (len(spec.shape) - 1)
+        paths = [f"{path}/c/{chunk}{suffix}" for chunk in range(spec.n_chunks)]
+        entries = [files.get(chunk) for chunk in paths]
+        if all(entry is not None and entry.size == nbytes for entry in entries):
+            chunks[path] = [entry.crc32 for entry in entries if entry is not None]
+            listed.update(paths)
+    return chunks, [path for path in files if path not in listed]
+
+
+class _FileTable(Mapping[str, FileEntry]):
+    """``files`` of a ``sharedrec/2`` manifest: the files it lists, and an entry for every
+    chunk of an array in ``chunks``, made when asked for (a reader asks for a few)."""
+
+    def __init__(
+        self, files: dict[str, FileEntry], chunks: dict[str, list[int]], arrays: dict[str, ArraySpec]
+    ):
+        self._files = files
+        self._chunks = chunks
+        self._arrays = arrays
+        self._all: dict[str, FileEntry] | None = None
+
+    def __getitem__(self, path: str) -> FileEntry:
+        found = self._files.get(path)
+        if found is not None:
+            return found
+        array, separator, chunk = path.rpartition("/c/")
+        crcs = self._chunks.get(array) if separator else None
+        if crcs is not None:
+            spec = self._arrays[array]
+            number, _, suffix = chunk.partition("/")
+            if (
+                number.isascii()
+                and number.isdigit()
+                and number == str(int(number))
+                and int(number) < len(crcs)
+                and suffix == "/".join("0" * (len(spec.shape) - 1))
+            ):
+                return FileEntry._make(size=spec.chunk_nbytes, crc32=crcs[int(number)])
+        raise KeyError(path)
+
+    def _every(self) -> dict[str, FileEntry]:
+        if self._all is None:
+            every = dict(self._files)
+            for array, crcs in self._chunks.items():
+                spec = self._arrays[array]
+                nbytes, suffix = spec.chunk_nbytes, "/0" * (len(spec.shape) - 1)
+                for number, crc in enumerate(crcs):
+                    every[f"{array}/c/{number}{suffix}"] = FileEntry._make(size=nbytes, crc32=crc)
+            self._all = dict(sorted(every.items()))
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._every())
+
+    def __len__(self) -> int:
+        return len(self._files) + sum(len(crcs) for crcs in self._chunks.values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} files)"
+
+
+def _chunks(raw: object, arrays: dict[str, ArraySpec], files: dict[str, FileEntry]) -> dict[str, list[int]]:
+    """``chunks`` of a ``sharedrec/2`` manifest: one CRC-32 per chunk file of each array named."""
+    chunks: dict[str, list[int]] = {}
+    for path, crcs in _dict(raw, "chunks").items():
+        spec = arrays.get(path)
+        if spec is None:
+            raise _Bad(f"chunks names {path!r}, which is no array of the manifest's collections")
+        if not isinstance(crcs, list) or len(crcs) != spec.n_chunks:
+            held = f"{len(crcs)} checksums" if isinstance(crcs, list) else type(crcs).__name__
+            raise _Bad(
+                f"chunks.{path} must list {spec.n_chunks} checksums, one per chunk file; it holds {held}"
+            )
+        # In C, not a Python step per chunk: every checksum an int (not a bool), all in range.
+        if set(map(type, crcs)) != {int} or min(crcs) < 0 or max(crcs) >= 2**32:
+            bad = next(crc for crc in crcs if not (type(crc) is int and 0 <= crc < 2**32))
+            raise _Bad(f"chunks.{path} holds {bad!r}, not a CRC-32 (an integer from 0 to 2**32 - 1)")
+        chunks[path] = crcs
+    for listed in files:
+        array, separator, _ = listed.rpartition("/c/")
+        if separator and array in chunks:
+            raise _Bad(f"files lists {listed!r}, whose checksum chunks.{array} already gives")
+    return chunks
 
 
 def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifest:
@@ -991,14 +1154,21 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
     its own files, with errors of its own).
     """
     obj = _fields(raw, "the manifest", _MANIFEST_REQUIRED, _MANIFEST_OPTIONAL)
-    files = {
-        _path(path, "files"): _file(entry, f"files.{path}")
-        for path, entry in _dict(obj["files"], "files").items()
-    }
+    format = _literal(obj.get("format", FORMAT_1), "format", *_READ_FORMATS)
+    files = _files(obj["files"])
     collections = {
         _name(name, "collections"): _collection(spec, f"collections.{name}")
         for name, spec in _dict(obj["collections"], "collections").items()
     }
+    table: Mapping[str, FileEntry] = files
+    chunked: dict[str, list[int]] = {}
+    if format == FORMAT_1:
+        if "chunks" in obj:
+            raise _Bad(f"chunks is a field of {FORMAT} manifests, not of {FORMAT_1} ones")
+    else:
+        by_path = _chunked_arrays(collections)
+        chunked = _chunks(obj.get("chunks", {}), by_path, files)
+        table = _FileTable(files, chunked, by_path)
     for name, collection in collections.items():
         if not geometry:
             _check_collection(collection, f"collections.{name}")
@@ -1013,6 +1183,8 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
                 for a, spec in part.arrays.items()
             ]
         for where, path, spec in arrays:
+            if path in chunked:  # one checksum per chunk, each of the size of the geometry
+                continue
             # Every chunk is a listed file: a declared size cannot outgrow the manifest itself.
             if spec.n_chunks > len(files):
                 raise _Bad(
@@ -1032,7 +1204,7 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
                     )
         _check_collection(collection, f"collections.{name}")
     return Manifest._make(
-        format=_literal(obj.get("format", "sharedrec/1"), "format", "sharedrec/1"),
+        format=format,
         id=_str(obj["id"], "id"),
         parent=_optional(_str)(obj.get("parent"), "parent"),
         base=_optional(_str)(obj.get("base"), "base"),
@@ -1042,7 +1214,7 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
         collections=collections,
         checksum=_literal(obj.get("checksum", "crc32"), "checksum", "crc32"),
         checks=_dict(obj.get("checks", {}), "checks"),
-        files=files,
+        files=table,
         _raw=data,
     )
 

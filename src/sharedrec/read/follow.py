@@ -8,6 +8,7 @@ thread and a lease of their own.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import threading
@@ -28,7 +29,16 @@ if TYPE_CHECKING:
     from sharedrec.read.root import StoreRoot
     from sharedrec.read.version import OpenVersion
 
-__all__ = ["Follower", "Opener", "Refresher", "after_fork", "background", "forget_after_fork", "shutdown"]
+__all__ = [
+    "Background",
+    "Follower",
+    "Opener",
+    "Refresher",
+    "after_fork",
+    "background",
+    "forget_after_fork",
+    "shutdown",
+]
 
 log = logging.getLogger("sharedrec")
 
@@ -161,6 +171,39 @@ def background(
         except Exception:  # never let the thread die: the next tick tries again
             log.exception("sharedrec reader background refresh failed")
         del method
+
+
+class Background:
+    """A reader's background thread (`background`), started without waiting for it to run.
+
+    ``threading.Thread.start`` waits until the new thread has run: a switch to it and back,
+    which on a busy node (other processes on every core) took milliseconds of a reader's
+    open. Nothing needs the thread before its first round, one period later, so it is
+    started with ``_thread`` and waited for only when the reader closes.
+    """
+
+    __slots__ = ("done", "ident")
+
+    def __init__(
+        self, tick: weakref.WeakMethod[Callable[[], None]], stop: threading.Event, period: float, first: float
+    ) -> None:
+        self.done = threading.Event()
+        self.ident: int | None = None
+        _thread.start_new_thread(self._run, (tick, stop, period, first))
+
+    def _run(
+        self, tick: weakref.WeakMethod[Callable[[], None]], stop: threading.Event, period: float, first: float
+    ) -> None:
+        self.ident = threading.get_ident()
+        try:
+            background(tick, stop, period, first)
+        finally:
+            self.done.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the thread to end (not from the thread itself)."""
+        if self.ident != threading.get_ident():
+            self.done.wait(timeout)
 
 
 def shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:

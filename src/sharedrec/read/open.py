@@ -1,7 +1,7 @@
 """Opening a reader: the pointer, the lease (written first), the version, the follower.
 
 `open_reader` is the body of `RecommendationStore.reader`, whose docstring describes
-the arguments.
+the arguments (each one is documented in `sharedrec.read.options`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from sharedrec.errors import InvalidInput, SharedrecError, VersionNotFound
 from sharedrec.format.layout import LEASES, ref_path
@@ -24,42 +24,7 @@ if TYPE_CHECKING:
     from sharedrec.read.follow import Opener
     from sharedrec.read.root import StoreRoot
 
-__all__ = ["ReaderOptions", "lease_keeper", "open_reader"]
-
-
-class ReaderOptions(TypedDict, total=False):
-    """The options of `RecommendationStore.reader` (keyword arguments, all optional)."""
-
-    pin: bool
-    """Serve the live version and never move (default False)."""
-    refresh_interval: float | None
-    """Seconds between polls of ``CURRENT`` (default 5); None polls only on `Reader.refresh`."""
-    verify: VerifyLevel
-    """How much to check before serving a version. ``"lazy"`` (default): each chunk's size
-    when it is first mapped, plus every file's size before a switch. ``"sizes"``: stat every
-    file on open too (one round trip per file on NFS). ``"full"``: recompute every checksum
-    on open and on every switch (reads the whole version)."""
-    lease: bool
-    """Keep a lease file (default True) so garbage collection never deletes a version this
-    reader maps. Needs write access to the store's ``leases/`` folder or to ``lease_dir``."""
-    lease_dir: str | os.PathLike[str] | None
-    """Where to keep the lease instead (default: ``$SHAREDREC_LEASE_DIR``, else the store's
-    ``leases/`` folder). It must be the folder the garbage collector reads: mount the store's
-    ``leases/`` folder there."""
-    lease_ttl: float
-    """Seconds a lease stays valid without a heartbeat (default 60; renewed every third of it)."""
-    reader_id: str | None
-    """Who holds the lease (default: ``$SHAREDREC_READER_ID``, e.g. the pod name, else host,
-    pid and a random suffix). The lease file is ``<reader_id>.<pid>-<random>.json``: each
-    process, and each reader of a process, holds its own."""
-    on_refresh_error: Callable[[Exception], None] | None
-    """Called with the exception when a refresh fails."""
-    prefetch: bool | Sequence[str]
-    """Warm the cache with every collection (True) or the named ones, in the background,
-    after open (see `Reader.prefetch`); default False."""
-    ref: str | None
-    """Follow this pointer instead of ``CURRENT`` (default: ``$SHAREDREC_REF``, else
-    ``"current"``), e.g. ``"canary"`` for the pods of a canary Deployment."""
+__all__ = ["lease_keeper", "open_reader"]
 
 
 def open_reader(

@@ -23,7 +23,7 @@ import numpy as np
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
 from sharedrec.format.keys import is_bool
 from sharedrec.read.collections import RankedList, Whole, check_k
-from sharedrec.read.follow import after_fork, background, forget_after_fork, shutdown
+from sharedrec.read.follow import Background, after_fork, forget_after_fork, shutdown
 from sharedrec.read.version import OpenVersion
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Reader:
         self._lock = threading.Lock()
         self._retired: list[tuple[str, float]] = []  # versions left, leased until the deadline
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Background | None = None
         self._swept = False
         self._warming = 0  # prefetch threads running
         if lease is not None and lease.version != opened.id:  # store.reader() leased it already
@@ -110,13 +110,9 @@ class Reader:
         if interval or lease is not None:
             beat = lease.ttl / 3 if lease is not None else None
             period = min(p for p in (interval, beat) if p)
-            self._thread = threading.Thread(
-                target=background,
-                args=(weakref.WeakMethod(self._tick), self._stop, period, period if first is None else first),
-                name=f"sharedrec-reader-{self._v.id}",
-                daemon=True,
+            self._thread = Background(
+                weakref.WeakMethod(self._tick), self._stop, period, period if first is None else first
             )
-            self._thread.start()
 
     def _after_fork(self) -> None:
         """In a forked child: own locks, a lease file of its own, a live background thread.
@@ -566,7 +562,7 @@ class Reader:
         forget_after_fork(self)
         self._v = self._v.emptied()
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is not None:
             self._thread.join(timeout=5)
         self._finalizer()
 

@@ -8,7 +8,7 @@ version's manifest are found and parsed, and what a missing one means.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from sharedrec.errors import CorruptVersion, StoreNotFound, VersionGone, VersionNotFound
 from sharedrec.format.layout import MANIFEST, REFS, VERSIONS, ref_path, validate_version_id
@@ -17,23 +17,6 @@ from sharedrec.format.schema import Manifest, Pointer
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
     from sharedrec.read.cache import ChunkCache
-
-
-class StoreOptions(TypedDict, total=False):
-    """The options of `sharedrec.open` and `RecommendationStore` (all optional)."""
-
-    storage_options: dict[str, Any] | None
-    """For S3: passed to ``s3fs.S3FileSystem`` untouched (``endpoint_url``, ``key``,
-    ``secret``, ``client_kwargs``, ``config_kwargs``...); credentials otherwise come from the
-    standard AWS chain."""
-    cache_dir: str | os.PathLike[str] | None
-    """For S3: where chunk files are cached on this machine (default ``$SHAREDREC_CACHE_DIR``,
-    else ``~/.cache/sharedrec``); processes on one node share it. Publishes stage the version
-    there (``staging/``) before uploading it; the next publish or `gc` on the node removes
-    what a killed publisher left."""
-    cache_max_bytes: int | None
-    """For S3: the cache's size bound (default 10 GiB; least recently used files go first);
-    None for no bound."""
 
 
 class StoreRoot:
