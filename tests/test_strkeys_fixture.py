@@ -1,8 +1,8 @@
 """A store whose string keys were hashed with blake2b-64 opens and answers as when it was written.
 
-The store in ``tests/fixtures/strkeys-blake2b/store`` was written by the ``generate.py`` beside it
+The store in ``tests/fixtures/strkeys-blake2b/store`` was written by the ``generate_strkeys.py`` beside it
 with the code that hashed every string key with blake2b-64 (see the README there); the answers
-follow from each key's position in ``generate.keys()``.
+follow from each key's position in ``generate_strkeys.keys()``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ HERE = Path(__file__).parent / "fixtures" / "strkeys-blake2b"
 
 
 def _generate() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("strkeys_generate", HERE / "generate.py")
+    spec = importlib.util.spec_from_file_location("strkeys_generate", HERE / "generate_strkeys.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
