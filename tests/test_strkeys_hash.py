@@ -129,3 +129,34 @@ print(json.dumps(seen))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [False, False, True, True]
+
+
+def test_partition_receipts_name_their_key_hash(store: sharedrec.RecommendationStore) -> None:
+    """A task of an older sharedrec (blake2b-64, no key_hash in its receipt) cannot be mixed in."""
+    keys = [f"user-{i}" for i in range(40)]
+    items = np.arange(80).reshape(40, 2)
+    handle = store.begin_publish(partitions=2)
+    owners = handle.partition_of(keys)
+    receipts = [
+        handle.write_ranked(
+            "users",
+            p,
+            [key for key, owner in zip(keys, owners.tolist(), strict=True) if owner == p],
+            items[owners == p],
+            np.ones((int((owners == p).sum()), 2)),
+        )
+        for p in range(2)
+    ]
+    assert [receipt.key_hash for receipt in receipts] == ["xxh3-64", "xxh3-64"]
+    old = json.loads(receipts[1].dumps())
+    del old["key_hash"]  # as a task of an older sharedrec wrote it
+    older = sharedrec.PartitionReceipt.loads(json.dumps(old))
+    assert older.key_hash is None
+    with pytest.raises(
+        sharedrec.InvalidInput, match="hashes its keys with blake2b-64, partition 0 with xxh3-64"
+    ):
+        store.commit_publish(handle, [receipts[0], older], guards=[])
+    vid = store.commit_publish(handle, receipts, guards=[])
+    assert store.manifest(vid).collections["users"].key_hash == "xxh3-64"
+    reader = store.reader(lease=False)
+    assert [reader.get("users", key).items.tolist() for key in keys[:2]] == [[0, 1], [2, 3]]
