@@ -150,7 +150,7 @@ def str_keys(
         if odd is not None:
             raise InvalidInput(f"{where} must be {expected}; got {_describe(odd)}")
     try:
-        return text, [key.encode() for key in text]  # the common case, in one pass
+        return text, list(map(str.encode, text))  # the common case, in one pass
     except UnicodeEncodeError:
         return text, [str_key(key) for key in text]
 

@@ -7,7 +7,8 @@ mapped key array: no dict is built at open, and nothing is read until a key is l
 * str keys: ``key_hash`` holds a 64-bit hash of each key's UTF-8 bytes, sorted ascending;
   ``key_spans`` (start, stop) and ``key_bytes`` hold the key bytes themselves. A lookup
   compares every row whose hash matches against the stored bytes, so a hash collision can
-  never return another key's data.
+  never return another key's data. The manifest names the hash (``key_hash``): xxh3-64 for
+  collections written now, blake2b-64 for those written before (both are read).
 
 When the key array spans several chunks, the manifest lists the first key (or hash) of
 every chunk (``key_fences``) and a lookup searches those first, then one chunk.
@@ -15,9 +16,10 @@ every chunk (``key_fences``) and a lookup searches those first, then one chunk.
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -30,12 +32,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEY_HASH",
     "KEY_HASHES",
+    "PARTITION_STR_HASH",
     "IntIndex",
     "PartitionedIndex",
     "StrIndex",
     "decode_keys",
     "encode_keys",
     "hash_keys",
+    "key_hash_function",
     "partition_hash",
     "partitions_of",
     "splitmix64",
@@ -46,18 +50,43 @@ _BLAKE2B: Any = None
 
 
 def _blake2b_64(data: bytes) -> int:
+    """The first 8 bytes of blake2b(data) as a little-endian unsigned integer."""
     global _BLAKE2B
-    if _BLAKE2B is None:  # imported on first use: int-keyed readers never need hashlib
-        from hashlib import blake2b
-
+    if _BLAKE2B is None:  # imported on first use: int-keyed readers never need it
+        try:  # the module hashlib wraps; hashlib itself loads OpenSSL, ten times the import time
+            from _blake2 import blake2b
+        except ImportError:  # pragma: no cover - an interpreter without the module
+            from hashlib import blake2b
         _BLAKE2B = blake2b
     return int.from_bytes(_BLAKE2B(data, digest_size=8).digest(), "little")
 
 
-KEY_HASHES: dict[str, Callable[[bytes], int]] = {"blake2b-64": _blake2b_64}
+def _xxh3_function() -> Callable[[bytes], int]:
+    from xxhash import xxh3_64_intdigest  # imported on first use: about 0.7 ms
+
+    return xxh3_64_intdigest
+
+
+def _xxh3_64(data: bytes) -> int:
+    """XXH3-64 of ``data`` with seed 0, as an unsigned integer."""
+    return _xxh3_function()(data)
+
+
+KEY_HASHES: dict[str, Callable[[bytes], int]] = {"blake2b-64": _blake2b_64, "xxh3-64": _xxh3_64}
 """Hash functions for string keys, by the name recorded in the manifest."""
 
-DEFAULT_KEY_HASH = "blake2b-64"
+DEFAULT_KEY_HASH = "xxh3-64"
+"""The hash new collections use; collections written with another still open (``key_hash``)."""
+
+PARTITION_STR_HASH = "blake2b-64"
+"""The hash that assigns str keys to partitions (part of the format: writers route by it)."""
+
+
+def key_hash_function(name: str) -> Callable[[bytes], int]:
+    """The function behind the key hash ``name`` of `KEY_HASHES`: for xxh3-64 the compiled one
+    itself, with no Python wrapper to call on every lookup."""
+    function = KEY_HASHES[name]
+    return _xxh3_function() if function is _xxh3_64 else function
 
 
 def encode_keys(keys: Sequence[bytes]) -> tuple[NDArray[np.int64], NDArray[np.uint8]]:
@@ -79,8 +108,7 @@ def decode_keys(spans: MappedArray, key_bytes: MappedArray, n: int) -> list[str]
 
 def hash_keys(keys: Sequence[bytes], name: str) -> NDArray[np.uint64]:
     """Hash encoded keys with the named function (publishing and batch lookups)."""
-    function = KEY_HASHES[name]
-    return np.fromiter((function(key) for key in keys), dtype=np.uint64, count=len(keys))
+    return np.fromiter(map(key_hash_function(name), keys), dtype=np.uint64, count=len(keys))
 
 
 class _Sorted:
@@ -131,12 +159,27 @@ class _Sorted:
     def lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
         """Vectorised `lower_bound()`."""
         if len(values) > 64:
-            # Searching in sorted order walks the mapped pages in order: far fewer cache misses.
+            # Searching in sorted order walks the mapped pages in order: far fewer cache misses,
+            # and the values of each chunk are one slice.
             order = np.argsort(values)
             out = np.empty(len(values), dtype=np.intp)
-            out[order] = self._lower_bounds(values[order])
+            out[order] = self._sorted_lower_bounds(values[order])
             return out
         return self._lower_bounds(values)
+
+    def _sorted_lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        """`lower_bounds()` of ascending ``values``."""
+        if self._fences is None:
+            return self._valid(0).searchsorted(values)
+        # Chunk c takes the values in (fence c, fence c+1]; chunk 0 also those below fence 1.
+        fences = np.asarray(self._fences[1:], dtype=values.dtype)
+        bounds = [0, *np.searchsorted(values, fences, "right").tolist(), len(values)]
+        out = np.empty(len(values), dtype=np.intp)
+        for chunk, (start, stop) in enumerate(itertools.pairwise(bounds)):
+            if stop > start:
+                out[start:stop] = self._valid(chunk).searchsorted(values[start:stop])
+                out[start:stop] += chunk * self._rpc
+        return out
 
     def _lower_bounds(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
         if self._fences is None:
@@ -202,10 +245,43 @@ class IntIndex:
         return np.where(hit, rows, -1)
 
 
-class StrIndex:
-    """Rows of string keys, through a verified 64-bit hash."""
+_NATIVE = np.dtype("<u8").isnative
+"""Whether the stored little-endian integers can be read through memoryviews as they are."""
 
-    __slots__ = ("_bytes", "_hash", "_n", "_sorted", "_spans")
+
+def _ints(array: NDArray[np.generic], code: Literal["Q", "q"]) -> memoryview[int]:
+    """A flat memoryview of the integers of a C-contiguous array: ``view[i]`` is a Python int.
+
+    Indexing one costs a tenth of indexing the array (no numpy scalar).
+    """
+    native = array if _NATIVE else array.astype(array.dtype.newbyteorder("="))
+    return native.data.cast("B").cast(code)
+
+
+class StrIndex:
+    """Rows of string keys, through a verified 64-bit hash.
+
+    A single lookup reads the hashes, spans and key bytes through memoryviews of the mapped
+    chunks, made once per chunk: Python ints and bytes, no numpy call. A batch is hashed key
+    by key, searched at once, and its short keys compared with the stored bytes at once.
+    """
+
+    __slots__ = (
+        "_byte_rpc",
+        "_byte_views",
+        "_bytes",
+        "_fences",
+        "_hash",
+        "_hash_name",
+        "_hash_views",
+        "_hashes",
+        "_n",
+        "_rpc",
+        "_sorted",
+        "_span_rpc",
+        "_span_views",
+        "_spans",
+    )
     key_type = "str"
 
     def __init__(
@@ -217,25 +293,106 @@ class StrIndex:
         hash_name: str,
     ) -> None:
         self._sorted = _Sorted(hashes, fences)
+        self._hashes = hashes
         self._spans = spans
         self._bytes = key_bytes
         self._n = hashes.n_rows
-        self._hash = KEY_HASHES[hash_name]
+        self._rpc = hashes.rows_per_chunk
+        self._span_rpc = spans.rows_per_chunk
+        self._byte_rpc = key_bytes.rows_per_chunk
+        self._fences = fences if len(fences) > 1 else None
+        self._hash_views: list[memoryview[int] | None] = [None] * hashes.n_chunks
+        self._span_views: list[memoryview[int] | None] = [None] * spans.n_chunks
+        self._byte_views: list[memoryview[int] | None] = [None] * key_bytes.n_chunks
+        self._hash_name = hash_name
+        self._hash: Callable[[bytes], int] = self._first_hash
+
+    def _first_hash(self, data: bytes) -> int:
+        # Resolved on the first lookup, not at open: the hash's module is imported only then.
+        self._hash = key_hash_function(self._hash_name)
+        return self._hash(data)
+
+    def _hasher(self) -> Callable[[bytes], int]:
+        if self._hash == self._first_hash:
+            self._hash = key_hash_function(self._hash_name)
+        return self._hash
 
     def find(self, key: object) -> int:
         """The row of ``key``, or -1 when it is absent (see `sharedrec.format.keys`)."""
-        data = str_key(key)
-        if data is None:
-            return -1
+        if type(key) is str:  # the common case first: no call to check the type
+            try:
+                data = key.encode()
+            except UnicodeEncodeError:  # a lone surrogate: never stored
+                return -1
+        else:
+            maybe = str_key(key)
+            if maybe is None:
+                return -1
+            data = maybe
         digest = self._hash(data)
-        row = self._sorted.lower_bound(np.uint64(digest))
-        # Every row with the same hash is a candidate; only equal bytes are a match.
-        while row < self._n and self._sorted.value(row) == digest:
-            start, stop = self._spans.row(row).tolist()
-            if self._bytes.span(start, stop).tobytes() == data:
+        # The last chunk starting below the hash: a run of equal hashes may begin in its tail.
+        chunk = 0 if self._fences is None else max(bisect_left(self._fences, digest) - 1, 0)
+        hashes = self._hash_views[chunk]
+        if hashes is None:
+            hashes = self._hash_view(chunk)
+        position = bisect_left(hashes, digest)
+        row = chunk * self._rpc + position
+        if position < len(hashes):
+            if hashes[position] != digest:
+                return -1
+            # The key bytes of the row, inlined: this runs on every lookup.
+            span_chunk, offset = divmod(row, self._span_rpc)
+            spans = self._span_views[span_chunk]
+            if spans is None:
+                spans = self._span_view(span_chunk)
+            start = spans[2 * offset]
+            size = len(data)
+            if spans[2 * offset + 1] - start == size:
+                byte_chunk, first = divmod(start, self._byte_rpc)
+                if not size:  # the empty key (its span may start past the last byte)
+                    return row
+                if first + size <= self._byte_rpc:
+                    blob = self._byte_views[byte_chunk]
+                    if blob is None:
+                        blob = self._byte_view(byte_chunk)
+                    if blob[first : first + size] == data:
+                        return row
+                elif self._bytes.span(start, start + size).tobytes() == data:  # across chunks
+                    return row
+            row += 1
+        # Another key with the same hash, or a run of equal hashes starting in the next chunk.
+        return self._scan(row, digest, data)
+
+    def _scan(self, row: int, digest: int, data: bytes) -> int:
+        """The row from ``row`` on, among those hashed ``digest``, whose key bytes are ``data``."""
+        while row < self._n:
+            chunk, position = divmod(row, self._rpc)
+            hashes = self._hash_views[chunk]
+            if hashes is None:
+                hashes = self._hash_view(chunk)
+            if hashes[position] != digest:
+                return -1
+            if self._key_bytes(row) == data:
                 return row
             row += 1
         return -1
+
+    def _hash_view(self, chunk: int) -> memoryview[int]:
+        valid = min(self._rpc, self._n - chunk * self._rpc)  # rows past the end are padding
+        view = self._hash_views[chunk] = _ints(self._hashes.chunk(chunk)[:valid], "Q")
+        return view
+
+    def _span_view(self, chunk: int) -> memoryview[int]:
+        view = self._span_views[chunk] = _ints(self._spans.chunk(chunk), "q")
+        return view
+
+    def _byte_view(self, chunk: int) -> memoryview[int]:
+        view = self._byte_views[chunk] = self._bytes.chunk(chunk).data.cast("B")
+        return view
+
+    def _key_bytes(self, row: int) -> bytes:
+        start, stop = self._spans.row(row).tolist()
+        return self._bytes.span(start, stop).tobytes()
 
     def all_keys(self) -> list[str]:
         """Every key, in stored (hash) order: reads and decodes the whole key index."""
@@ -243,36 +400,57 @@ class StrIndex:
 
     def key_at(self, row: int) -> str:
         """The key stored at ``row`` (rows are in hash order)."""
-        start, stop = self._spans.row(row).tolist()
-        return self._bytes.span(start, stop).tobytes().decode()
+        return self._key_bytes(row).decode()
 
     def find_many(self, keys: object) -> NDArray[np.intp]:
-        """Rows of ``keys`` (-1 where absent), hashed one by one and searched at once."""
+        """Rows of ``keys`` (-1 where absent): hashed one by one, searched and compared at once."""
         listed, encoded = str_keys(keys)
-        digests = np.fromiter(
-            (self._hash(data) if data is not None else 0 for data in encoded),
-            dtype=np.uint64,
-            count=len(encoded),
-        )
+        hashed: list[bytes] = encoded  # type: ignore[assignment]  # None is replaced below
+        never = None
+        if None in encoded:  # keys with no UTF-8 form were never stored
+            never = np.fromiter((data is None for data in encoded), dtype=bool, count=len(encoded))
+            hashed = [data or b"" for data in encoded]
+        digests = np.fromiter(map(self._hasher(), hashed), dtype=np.uint64, count=len(hashed))
         rows = self._sorted.lower_bounds(digests)
         out = np.full(len(rows), -1, dtype=np.intp)
         searched = rows < self._n
-        if None in encoded:  # keys with no UTF-8 form were never stored
-            searched &= np.fromiter((data is not None for data in encoded), dtype=bool, count=len(encoded))
+        if never is not None:
+            searched &= ~never
         candidates = np.flatnonzero(searched)
-        same = self._sorted.values(rows[candidates]) == digests[candidates]
-        candidates = candidates[same]
-        spans = np.empty((len(candidates), 2), dtype=np.int64)
-        self._spans.take(rows[candidates], spans)
-        span = self._bytes.span
-        for position, (start, stop) in zip(candidates.tolist(), spans.tolist(), strict=True):
-            data = encoded[position]
-            assert data is not None
-            if stop - start == len(data) and span(start, stop).tobytes() == data:
-                out[position] = rows[position]
-            else:  # another key with the same hash comes first: search the run of equal hashes
-                out[position] = self.find(listed[position])
+        candidates = candidates[self._sorted.values(rows[candidates]) == digests[candidates]]
+        at = rows[candidates]
+        equal = self._equal_many(at, [hashed[i] for i in candidates.tolist()])
+        out[candidates[equal]] = at[equal]
+        # Another key with the same hash comes first: search the run of equal hashes.
+        for position in candidates[~equal].tolist():
+            out[position] = self.find(listed[position])
         return out
+
+    def _equal_many(self, rows: NDArray[np.intp], queries: list[bytes]) -> NDArray[np.bool_]:
+        """Whether the key stored at each of ``rows`` is the matching query's bytes.
+
+        The queries are joined into one byte array and compared with the stored bytes of the
+        rows gathered in the same layout, byte for byte, for the whole batch at once.
+        """
+        spans = np.empty((len(rows), 2), dtype=np.int64)
+        self._spans.take(rows, spans)
+        sizes = np.fromiter(map(len, queries), dtype=np.int64, count=len(queries))
+        equal: NDArray[np.bool_] = spans[:, 1] - spans[:, 0] == sizes
+        if not equal.all():  # only keys of the same size are compared (and lie in the bytes)
+            queries = [query for query, same in zip(queries, equal.tolist(), strict=True) if same]
+            sizes, spans = sizes[equal], spans[equal]
+        total = int(sizes.sum())
+        if total:
+            joined = np.frombuffer(b"".join(queries), dtype=np.uint8)
+            offsets = np.cumsum(sizes) - sizes  # where each query starts in ``joined``
+            index = np.repeat(spans[:, 0] - offsets, sizes) + np.arange(total)
+            stored = np.empty(total, dtype=np.uint8)
+            self._bytes.take(index, stored)
+            differ = np.flatnonzero(stored != joined)
+            if len(differ):
+                compared = np.flatnonzero(equal)
+                equal[compared[np.searchsorted(offsets, differ, "right") - 1]] = False
+        return equal
 
 
 # -- partitions ------------------------------------------------------------------------------
@@ -302,7 +480,7 @@ def _splitmix64_array(values: NDArray[np.int64]) -> NDArray[np.uint64]:
 
 def partition_hash(key_type: str) -> str:
     """The name of the hash that assigns keys of ``key_type`` to partitions."""
-    return "splitmix64" if key_type == "int64" else DEFAULT_KEY_HASH
+    return "splitmix64" if key_type == "int64" else PARTITION_STR_HASH
 
 
 def partitions_of(keys: NDArray[np.int64] | Sequence[bytes], n_parts: int) -> NDArray[np.intp]:
@@ -313,7 +491,7 @@ def partitions_of(keys: NDArray[np.int64] | Sequence[bytes], n_parts: int) -> ND
     """
     if isinstance(keys, np.ndarray):
         return (_splitmix64_array(keys) % np.uint64(n_parts)).astype(np.intp)
-    return (hash_keys(keys, DEFAULT_KEY_HASH) % np.uint64(n_parts)).astype(np.intp)
+    return (hash_keys(keys, PARTITION_STR_HASH) % np.uint64(n_parts)).astype(np.intp)
 
 
 class PartitionedIndex:

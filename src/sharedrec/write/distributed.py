@@ -154,6 +154,9 @@ class PartitionReceipt(_Model):
     path: str | None = Field(description="the partition's folder in the collection; None when empty")
     count: int = Field(ge=0)
     key_fences: list[int]
+    key_hash: str | None = Field(
+        default=None, description="hash of str keys; None for int64 keys, or blake2b-64 (older receipts)"
+    )
     width: int = Field(ge=1)
     min_length: int = Field(ge=0)
     max_length: int = Field(ge=0)
@@ -389,6 +392,7 @@ class PublishHandle(_Model):
             path=folder,
             count=len(keys),
             key_fences=fences,
+            key_hash=index.DEFAULT_KEY_HASH if keys.kind == "str" else None,  # what write_keys() used
             width=width,
             min_length=min_length,
             max_length=max_length,
@@ -506,6 +510,12 @@ def _check_alike(collection: str, parts: list[PartitionReceipt]) -> None:
                 f"collection {collection!r}: partition {part.partition} has {part.key_type} keys, "
                 f"partition {model.partition} has {model.key_type} keys"
             )
+        if _key_hash(part) != _key_hash(model):
+            raise InvalidInput(
+                f"collection {collection!r}: partition {part.partition} hashes its keys with "
+                f"{_key_hash(part)}, partition {model.partition} with {_key_hash(model)}: the tasks "
+                "ran different versions of sharedrec; write every partition with the driver's version"
+            )
         for array in value_arrays:
             if part.arrays[array].dtype != model.arrays[array].dtype:
                 raise InvalidInput(
@@ -520,6 +530,13 @@ def _check_alike(collection: str, parts: list[PartitionReceipt]) -> None:
             )
 
 
+def _key_hash(part: PartitionReceipt) -> str | None:
+    """The hash of a partition's str keys (receipts from before xxh3-64 name none: blake2b-64)."""
+    if part.key_type != "str":
+        return None
+    return part.key_hash or "blake2b-64"
+
+
 def collection_spec(parts: list[PartitionReceipt]) -> CollectionSpec:
     """The manifest entry of a collection made of these partitions (in partition order)."""
     written = [part for part in parts if part.count]
@@ -530,7 +547,7 @@ def collection_spec(parts: list[PartitionReceipt]) -> CollectionSpec:
         kind=model.kind,
         key_type=key_type,
         count=sum(part.count for part in parts),
-        key_hash=index.DEFAULT_KEY_HASH if key_type == "str" else None,
+        key_hash=_key_hash(model),
         key_fences=[],
         width=max(part.width for part in written),
         min_length=min(part.min_length for part in written),
