@@ -1,10 +1,10 @@
 """Operating a store with many versions: ``store.versions()`` and ``store.gc()`` at 10,000.
 
 One small version, in chunks small enough that its manifest lists as many files as a
-version of a million users does (about 250), is published, then cloned on local disk into ``VERSIONS`` committed
-versions with new ids and their own manifests (each clone holds the root group's metadata
-and a manifest naming it; the data files are left out, as neither listing nor garbage
-collection reads them). The clones are dated two days back, so a garbage collection with no
+version of a million users does (about 250), is published, then cloned on local disk into
+``VERSIONS`` committed versions with new ids and their own manifests (each clone holds the
+root group's metadata and a manifest naming it; the data files are left out, as neither
+listing nor garbage collection reads them). The clones are dated two days back, so a garbage collection with no
 grace period may delete any of them that it does not keep.
 
 ``test_versions_list`` times ``store.versions()``; ``test_versions_gc_dry`` a dry run of
@@ -87,9 +87,7 @@ def test_versions_gc_dry(benchmark: BenchmarkFixture, many: tuple[Path, list[str
     benchmark.extra_info.update(versions=len(ids), listing_s=_listing(path))
 
 
-def test_versions_gc(
-    benchmark: BenchmarkFixture, many: tuple[Path, list[str]], tmp_path: Path
-) -> None:
+def test_versions_gc(benchmark: BenchmarkFixture, many: tuple[Path, list[str]], tmp_path: Path) -> None:
     source, ids = many
     path = tmp_path / "store"
     shutil.copytree(source, path)  # the other benchmarks keep theirs whole

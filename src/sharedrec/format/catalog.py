@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sharedrec.backends.base import PointerMoved
+from sharedrec.errors import StoreNotFound
 from sharedrec.format.layout import CATALOG, CATALOG_FORMAT, MANIFEST, VERSIONS
 
 if TYPE_CHECKING:
@@ -156,15 +157,19 @@ def manifest_crc32(data: bytes) -> int:
     return zlib.crc32(data)
 
 
-def _parse(data: bytes | None, where: str) -> dict[str, Entry]:
-    """The entries of catalog bytes; empty (with a log line) when they cannot be read."""
+def _parse(data: bytes | None, where: str) -> dict[str, Entry] | None:
+    """The entries of catalog bytes; empty (with a log line) when they are damaged, None
+    when a newer sharedrec wrote them (they are then neither used nor replaced)."""
     if data is None:
         return {}
     try:
         raw = json.loads(data)
-        if raw.get("format") != CATALOG_FORMAT:
-            log.info("%s has format %r, not %s: it is ignored", where, raw.get("format"), CATALOG_FORMAT)
-            return {}
+        found = raw.get("format")
+        if isinstance(found, str) and found.startswith("sharedrec-catalog/") and found != CATALOG_FORMAT:
+            log.info("%s has format %s, of a newer sharedrec: listing reads every manifest", where, found)
+            return None
+        if found != CATALOG_FORMAT:
+            raise ValueError(f"format {found!r} is not {CATALOG_FORMAT}")
         return {version: Entry.from_json(version, entry) for version, entry in raw["versions"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s is damaged (%s): it is ignored, and rewritten by the next listing", where, exc)
@@ -174,6 +179,8 @@ def _parse(data: bytes | None, where: str) -> dict[str, Entry]:
 def _read(backend: Backend) -> bytes | None:
     try:
         return backend.read_bytes(CATALOG_PATH)
+    except StoreNotFound:  # the bucket or mount is missing, not the file
+        raise
     except FileNotFoundError:
         return None
 
@@ -184,8 +191,15 @@ def read_catalog(backend: Backend) -> tuple[dict[str, Entry], bytes | None]:
     A missing, damaged or unknown catalog reads as empty: every version's manifest is read
     then, as in a store without one.
     """
-    data = _read(backend)
-    return _parse(data, f"{backend.location}/{CATALOG_PATH}"), data
+    try:
+        data = _read(backend)
+    except StoreNotFound:
+        raise
+    except OSError as exc:  # a directory in its place, no permission: as if it were missing
+        where = f"{backend.location}/{CATALOG_PATH}"
+        log.warning("cannot read %s (%s): listing reads every manifest", where, exc)
+        return {}, None
+    return _parse(data, f"{backend.location}/{CATALOG_PATH}") or {}, data
 
 
 def _dumps(entries: dict[str, Entry]) -> bytes:
@@ -210,7 +224,8 @@ def update_catalog(
     try:
         data = _read(backend) if read else seen
         for _ in range(_ATTEMPTS):
-            new = change(_parse(data, where))
+            now = _parse(data, where)
+            new = None if now is None else change(now)
             if new is None:
                 return False
             try:

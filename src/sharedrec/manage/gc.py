@@ -46,9 +46,8 @@ from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, PROBE, VERSIONS
 from sharedrec.manage.leases import read_leases
 from sharedrec.manage.versions import scan
 from sharedrec.read.version import GROUP_METADATA
-from sharedrec.write.hold import LEFT
+from sharedrec.write.hold import LEFT, links_out
 from sharedrec.write.hold import chain_below as _chain
-from sharedrec.write.hold import link_out as _link_out
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
@@ -146,11 +145,12 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
 
     doomed: list[str] = []
     stale: list[str] = []  # marks of a collector that died: removed from versions kept
+    links = links_out(backend, VERSIONS, names)
     for name in names:
         if name.startswith("."):
             continue
         directory = f"{VERSIONS}/{name}"
-        outside = _link_out(backend, directory)
+        outside = links.get(name)
         if outside is not None:
             report.kept[name] = (
                 f"a symbolic link to {outside}: garbage collection never follows links (another "
@@ -225,7 +225,8 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
         doomed.append(name)
     # A delta version reads the versions below it: keep every base of a version kept, and
     # of a version a newer sharedrec wrote (its base as format 1 names it).
-    tops = [(name, committed[name].base) for name in committed if name not in doomed]
+    chosen = set(doomed)
+    tops = [(name, committed[name].base) for name in committed if name not in chosen]
     unknown = []
     for name in newer:
         base, known = _newer_base(backend, name)
