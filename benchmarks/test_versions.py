@@ -4,8 +4,8 @@ One small version, in chunks small enough that its manifest lists as many files 
 version of a million users does (about 250), is published, then cloned on local disk into
 ``VERSIONS`` committed versions with new ids and their own manifests (each clone holds the
 root group's metadata and a manifest naming it; the data files are left out, as neither
-listing nor garbage collection reads them). The clones are dated two days back, so a garbage collection with no
-grace period may delete any of them that it does not keep.
+listing nor garbage collection reads them). The clones are dated two days back, so a garbage
+collection with no grace period may delete any of them that it does not keep.
 
 ``test_versions_list`` times ``store.versions()``; ``test_versions_gc_dry`` a dry run of
 ``store.gc(keep=3, grace=0)`` (which decides on every version); ``test_versions_gc`` one
