@@ -242,3 +242,21 @@ def test_gc_racing_publishes_never_lies(store: sharedrec.RecommendationStore) ->
     assert all(process.returncode == 0 for process in processes)
     assert [info.id for info in store.versions()] == truth(store)
     assert sorted(catalog(store)["versions"]) == sorted(truth(store))
+
+
+def test_a_catalog_that_cannot_be_written_fails_nothing(
+    store: sharedrec.RecommendationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog is a cache: a publish, a listing and a collection succeed without one."""
+    ids = publish(store, 2)
+    path = Path(store.location) / CATALOG
+    path.unlink()
+    path.mkdir()  # neither readable nor replaceable as a file
+    ids += publish(store, 2)
+    assert truth(store) == ids
+    seen = parses(monkeypatch)
+    assert [info.id for info in store.versions()] == ids
+    assert len(seen) == 4  # every manifest, as in a store without a catalog
+    report = store.gc(keep=1, grace=0)
+    assert sorted(report.deleted) == ids[:3]
+    assert [info.id for info in store.versions()] == ids[3:]
