@@ -260,3 +260,32 @@ def test_a_catalog_that_cannot_be_written_fails_nothing(
     report = store.gc(keep=1, grace=0)
     assert sorted(report.deleted) == ids[:3]
     assert [info.id for info in store.versions()] == ids[3:]
+
+
+def test_gc_deletes_nothing_whose_entry_it_cannot_remove(store: sharedrec.RecommendationStore) -> None:
+    """Else the entry would outlive the version: listed from the catalog, though deleted."""
+    ids = publish(store, 3)
+    lock = Path(store.location) / ".sharedrec.lock"
+    lock.unlink()
+    lock.mkdir()  # no compare-and-swap can take the lock: the catalog cannot change
+    report = store.gc(keep=1, grace=0)
+    assert report.deleted == []
+    assert all("version catalog could not be removed" in report.kept[v] for v in ids[:2])
+    assert [info.id for info in store.versions()] == ids == truth(store)
+    lock.rmdir()
+    assert sorted(store.gc(keep=1, grace=0).deleted) == ids[:2]
+    assert sorted(catalog(store)["versions"]) == ids[2:]
+
+
+def test_an_entry_that_outlived_its_manifest_is_dropped_by_gc(
+    any_store: sharedrec.RecommendationStore,
+) -> None:
+    """A manifest deleted by hand: the folder is an unfinished publish from then on."""
+    ids = publish(any_store, 3)
+    backend(any_store).remove_file(f"{VERSIONS}/{ids[0]}/{MANIFEST}")
+    report = any_store.gc(keep=1, grace=0)
+    assert ids[0] not in report.deleted and ids[1] in report.deleted
+    assert ids[0] not in catalog(any_store)["versions"]
+    assert [info.id for info in any_store.versions()] == ids[2:]
+    # On a file system the listing already saw the manifest gone (its stamp), on S3 the next gc.
+    assert [*report.unfinished, *any_store.gc(keep=1, grace=0).unfinished] == [ids[0]]

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
-from sharedrec.format.catalog import manifest_crc32, update_catalog
+from sharedrec.format.catalog import manifest_crc32, read_catalog, update_catalog
 from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, PROBE, VERSIONS
 from sharedrec.manage.leases import read_leases
 from sharedrec.manage.versions import scan
@@ -331,6 +331,7 @@ def _condemn(
             for below in _chain(backend, _base_of(backend, version), version):
                 protected.setdefault(below, f"a base of version {version}, which is in use")
         going: list[str] = []
+        orphans: dict[str, Entry] = {}
         for name in marked:
             directory = f"{VERSIONS}/{name}"
             reason = protected.get(name)
@@ -344,6 +345,8 @@ def _condemn(
                 reason = "another garbage collection took it over"
             if reason is None and name in entries:
                 reason = _changed(backend, directory, entries[name])
+                if reason == _NO_MANIFEST:  # its entry outlived it: the folder is unfinished now
+                    orphans[name] = entries[name]
             if reason is not None:
                 _unmark(backend, directory, token)
                 settled.add(name)
@@ -352,8 +355,16 @@ def _condemn(
             going.append(name)
         # Out of the catalog first: a listing meanwhile reads the manifest, or finds none.
         doomed = {name: entries[name] for name in going if name in entries}
-        if doomed:
-            update_catalog(backend, lambda now: _without(now, doomed))
+        if doomed or orphans:
+            gone = {**doomed, **orphans}
+            if not update_catalog(backend, lambda now: _without(now, gone)):
+                catalog, _ = read_catalog(backend)
+                for name in [name for name, entry in doomed.items() if catalog.get(name) == entry]:
+                    going.remove(name)
+                    _unmark(backend, f"{VERSIONS}/{name}", token)
+                    settled.add(name)
+                    reason = "its entry in the version catalog could not be removed (see the log)"
+                    _spare(report, name, committed, f"{reason}: a later collection deletes it")
         for name in going:
             directory = f"{VERSIONS}/{name}"
             # The manifest goes first: from then on no reader or listing sees the version;
@@ -377,13 +388,16 @@ def _condemn(
                 _unmark(backend, f"{VERSIONS}/{name}", token)
 
 
+_NO_MANIFEST = "its manifest was removed by someone else"
+
+
 def _changed(backend: Backend, directory: str, entry: Entry) -> str | None:
     """Why a version must not be deleted after all: its manifest is not the one the catalog
     summarised (a version published again under the same id), or is gone; None when it is."""
     try:
         data = backend.read_bytes(f"{directory}/{MANIFEST}")
     except FileNotFoundError:
-        return "its manifest was removed by someone else"
+        return _NO_MANIFEST
     if manifest_crc32(data) != entry.manifest_crc32:
         return "its manifest changed since it was listed (published again under the same id?)"
     return None
