@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Entry",
+    "add_entry",
     "entry_of",
     "manifest_crc32",
     "manifest_stamp",
@@ -165,7 +166,7 @@ def _parse(data: bytes | None, where: str) -> dict[str, Entry] | None:
     try:
         raw = json.loads(data)
         found = raw.get("format")
-        if isinstance(found, str) and found.startswith("sharedrec-catalog/") and found != CATALOG_FORMAT:
+        if _newer(found):
             log.info("%s has format %s, of a newer sharedrec: listing reads every manifest", where, found)
             return None
         if found != CATALOG_FORMAT:
@@ -174,6 +175,11 @@ def _parse(data: bytes | None, where: str) -> dict[str, Entry] | None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s is damaged (%s): it is ignored, and rewritten by the next listing", where, exc)
         return {}
+
+
+def _newer(found: object) -> bool:
+    """Whether a catalog's ``format`` is that of a newer sharedrec."""
+    return isinstance(found, str) and found.startswith("sharedrec-catalog/") and found != CATALOG_FORMAT
 
 
 def _read(backend: Backend) -> bytes | None:
@@ -230,6 +236,39 @@ def update_catalog(
                 return False
             try:
                 backend.swap_pointer(CATALOG_PATH, _dumps(new), data)
+                return True
+            except PointerMoved as moved:
+                data = moved.current
+        log.info("%s moved %d times while it was updated: left for the next writer", where, _ATTEMPTS)
+    except Exception as exc:  # the catalog is a cache: a failed write must not fail the caller
+        log.info("could not update %s (%s): listing reads the manifests it lacks", where, exc)
+    return False
+
+
+def add_entry(backend: Backend, entry: Entry) -> bool:
+    """Add (or replace) one version's entry by compare-and-swap, as a publish does; whether
+    it was written. The other entries are carried over as they are, unparsed: a publish to
+    a store of many versions pays for one JSON read and write, not for every entry.
+    Never raises."""
+    where = f"{backend.location}/{CATALOG_PATH}"
+    try:
+        data = _read(backend)
+        for _ in range(_ATTEMPTS):
+            body: dict[str, Any] = {}
+            if data is not None:
+                try:
+                    raw = json.loads(data)
+                    found = raw.get("format") if isinstance(raw, dict) else None
+                    if _newer(found):
+                        return False  # a newer sharedrec's: neither used nor replaced
+                    if found == CATALOG_FORMAT and isinstance(raw.get("versions"), dict):
+                        body = raw["versions"]
+                except ValueError:
+                    pass  # damaged: replaced by a catalog of this version alone
+            body[entry.id] = entry.to_json()
+            new = json.dumps({"format": CATALOG_FORMAT, "versions": body}, separators=(",", ":")).encode()
+            try:
+                backend.swap_pointer(CATALOG_PATH, new, data)
                 return True
             except PointerMoved as moved:
                 data = moved.current

@@ -26,7 +26,7 @@ from sharedrec.errors import (
     SharedrecError,
     VersionGone,
 )
-from sharedrec.format.catalog import entry_of, manifest_stamp, update_catalog
+from sharedrec.format.catalog import add_entry, entry_of, manifest_stamp
 from sharedrec.format.layout import CURRENT, MANIFEST, POINTER_HISTORY, VERSIONS, ref_path
 from sharedrec.format.schema import FileEntry, Manifest, Pointer
 from sharedrec.read.version import version_condemned
@@ -241,8 +241,7 @@ def commit(
     backend.write_atomic(f"{directory}/{MANIFEST}", data)
     # The catalog only spares listings the manifest's parse: a crash here, or a failed
     # write, leaves it stale, and listings read this manifest instead.
-    entry = entry_of(manifest, data, manifest_stamp(backend, manifest.id))
-    update_catalog(backend, lambda now: {**now, manifest.id: entry})
+    add_entry(backend, entry_of(manifest, data, manifest_stamp(backend, manifest.id)))
     if committed is not None:
         committed()
     if pointer_path is not None:
