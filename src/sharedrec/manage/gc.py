@@ -6,7 +6,8 @@ collector *condemns before it deletes*, and everyone else *announces before they
 
 - The collector picks the versions to delete, writes its mark (``versions/<id>/.gc``) into
   each, then reads every pointer and every lease again: a version that one now names is
-  unmarked and kept; the others lose their manifest first, then their folder.
+  unmarked and kept; the others leave the version catalog (`sharedrec.format.catalog`), then
+  lose their manifest, then their folder.
 - A pointer mover (`set_current`, `rollback`, `promote`, a publish) writes a lease naming
   the version first, then checks that the version has its manifest and no mark, then moves
   the pointer by compare-and-swap. A reader writes its lease before it opens a version, and
