@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from sharedrec.errors import InvalidInput
 
 __all__ = [
+    "CATALOG",
+    "CATALOG_FORMAT",
     "CHECKSUM",
     "CHUNK_TARGET_BYTES",
     "CURRENT",
@@ -43,6 +45,10 @@ REFS = "refs"
 VERSIONS = "versions"
 LEASES = "leases"
 MANIFEST = "manifest.json"
+CATALOG = "catalog.json"
+"""Beside ``CURRENT``: a summary of every committed version's manifest (`sharedrec.format.catalog`),
+a cache that listing and garbage collection check against the folders listed."""
+CATALOG_FORMAT = "sharedrec-catalog/1"
 GC_MARK = ".gc"
 """Written into a version folder by garbage collection before it deletes the version: a
 version carrying it is condemned, and nothing may make it live or start reading it."""

@@ -6,7 +6,8 @@ collector *condemns before it deletes*, and everyone else *announces before they
 
 - The collector picks the versions to delete, writes its mark (``versions/<id>/.gc``) into
   each, then reads every pointer and every lease again: a version that one now names is
-  unmarked and kept; the others lose their manifest first, then their folder.
+  unmarked and kept; the others leave the version catalog (`sharedrec.format.catalog`), then
+  lose their manifest, then their folder.
 - A pointer mover (`set_current`, `rollback`, `promote`, a publish) writes a lease naming
   the version first, then checks that the version has its manifest and no mark, then moves
   the pointer by compare-and-swap. A reader writes its lease before it opens a version, and
@@ -41,16 +42,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
+from sharedrec.format.catalog import manifest_crc32, read_catalog, update_catalog
 from sharedrec.format.layout import GC_MARK, LEASES, MANIFEST, PROBE, VERSIONS
 from sharedrec.manage.leases import read_leases
-from sharedrec.manage.versions import versions as list_versions
+from sharedrec.manage.versions import scan
 from sharedrec.read.version import GROUP_METADATA
-from sharedrec.write.hold import LEFT
+from sharedrec.write.hold import LEFT, links_out
 from sharedrec.write.hold import chain_below as _chain
-from sharedrec.write.hold import link_out as _link_out
 
 if TYPE_CHECKING:
     from sharedrec.backends.base import Backend
+    from sharedrec.format.catalog import Entry
     from sharedrec.format.schema import Lease
     from sharedrec.manage.versions import VersionInfo
     from sharedrec.read.root import StoreRoot
@@ -130,7 +132,8 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
         _sweep_probes(backend, grace_s)
     leases, damaged, newer_leases = read_leases(backend, LEASES)
     leased = _live(leases, now)
-    listed = list_versions(root)
+    listing = scan(root)
+    listed = listing.versions
     # What this sharedrec cannot read stays out of every decision: it is kept, and so is
     # every version it builds on.
     newer = {info.id: info for info in listed if info.newer_format is not None}
@@ -143,11 +146,12 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
 
     doomed: list[str] = []
     stale: list[str] = []  # marks of a collector that died: removed from versions kept
+    links = links_out(backend, VERSIONS, names)
     for name in names:
         if name.startswith("."):
             continue
         directory = f"{VERSIONS}/{name}"
-        outside = _link_out(backend, directory)
+        outside = links.get(name)
         if outside is not None:
             report.kept[name] = (
                 f"a symbolic link to {outside}: garbage collection never follows links (another "
@@ -222,7 +226,8 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
         doomed.append(name)
     # A delta version reads the versions below it: keep every base of a version kept, and
     # of a version a newer sharedrec wrote (its base as format 1 names it).
-    tops = [(name, committed[name].base) for name in committed if name not in doomed]
+    chosen = set(doomed)
+    tops = [(name, committed[name].base) for name in committed if name not in chosen]
     unknown = []
     for name in newer:
         base, known = _newer_base(backend, name)
@@ -256,7 +261,7 @@ def collect(root: StoreRoot, keep: int, grace: float | timedelta, dry_run: bool)
         if name in report.kept:
             _unmark(backend, f"{VERSIONS}/{name}", None)
             log.warning("gc removed the mark a garbage collection left on %s (it died before deciding)", name)
-    _condemn(root, report, committed)
+    _condemn(root, report, committed, listing.entries)
     return report
 
 
@@ -297,8 +302,14 @@ def _last_left(backend: Backend, version: str, successor_created: float | None) 
     return max(known) if known else None
 
 
-def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo]) -> None:
-    """Mark the versions chosen, read pointers and leases again, then delete what none names."""
+def _condemn(
+    root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo], entries: dict[str, Entry]
+) -> None:
+    """Mark the versions chosen, read pointers and leases again, then delete what none names.
+
+    A committed version is deleted only if its manifest is still the one the catalog
+    summarised (`Entry.manifest_crc32`), and it leaves the catalog before its manifest goes.
+    """
     backend = root.backend
 
     token = f"{os.uname().nodename}-{os.getpid()}-{os.urandom(6).hex()}"
@@ -320,6 +331,8 @@ def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo
         for version in list(protected):
             for below in _chain(backend, _base_of(backend, version), version):
                 protected.setdefault(below, f"a base of version {version}, which is in use")
+        going: list[str] = []
+        orphans: dict[str, Entry] = {}
         for name in marked:
             directory = f"{VERSIONS}/{name}"
             reason = protected.get(name)
@@ -331,11 +344,30 @@ def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo
                 reason = "its mark was removed by someone else"
             elif reason is None and (mark := _read_mark(backend, directory)) and mark[0] != token:
                 reason = "another garbage collection took it over"
+            if reason is None and name in entries:
+                reason = _changed(backend, directory, entries[name])
+                if reason == _NO_MANIFEST:  # its entry outlived it: the folder is unfinished now
+                    orphans[name] = entries[name]
             if reason is not None:
                 _unmark(backend, directory, token)
                 settled.add(name)
                 _spare(report, name, committed, f"{reason} (seen after it was chosen for deletion)")
                 continue
+            going.append(name)
+        # Out of the catalog first: a listing meanwhile reads the manifest, or finds none.
+        doomed = {name: entries[name] for name in going if name in entries}
+        if doomed or orphans:
+            gone = {**doomed, **orphans}
+            if not update_catalog(backend, lambda now: _without(now, gone)):
+                catalog, _ = read_catalog(backend)
+                for name in [name for name, entry in doomed.items() if catalog.get(name) == entry]:
+                    going.remove(name)
+                    _unmark(backend, f"{VERSIONS}/{name}", token)
+                    settled.add(name)
+                    reason = "its entry in the version catalog could not be removed (see the log)"
+                    _spare(report, name, committed, f"{reason}: a later collection deletes it")
+        for name in going:
+            directory = f"{VERSIONS}/{name}"
             # The manifest goes first: from then on no reader or listing sees the version;
             # then the root group's metadata, which tells a waiting reader or mover it is gone.
             backend.remove_tree(f"{directory}/{MANIFEST}")
@@ -355,6 +387,27 @@ def _condemn(root: StoreRoot, report: GCReport, committed: dict[str, VersionInfo
         for name in marked:
             if name not in settled:  # an error stopped this collection: leave nothing condemned
                 _unmark(backend, f"{VERSIONS}/{name}", token)
+
+
+_NO_MANIFEST = "its manifest was removed by someone else"
+
+
+def _changed(backend: Backend, directory: str, entry: Entry) -> str | None:
+    """Why a version must not be deleted after all: its manifest is not the one the catalog
+    summarised (a version published again under the same id), or is gone; None when it is."""
+    try:
+        data = backend.read_bytes(f"{directory}/{MANIFEST}")
+    except FileNotFoundError:
+        return _NO_MANIFEST
+    if manifest_crc32(data) != entry.manifest_crc32:
+        return "its manifest changed since it was listed (published again under the same id?)"
+    return None
+
+
+def _without(now: dict[str, Entry], doomed: dict[str, Entry]) -> dict[str, Entry] | None:
+    """The catalog ``now`` without the entries of the versions being deleted."""
+    new = {name: entry for name, entry in now.items() if doomed.get(name) != entry}
+    return None if len(new) == len(now) else new
 
 
 def _spare(report: GCReport, name: str, committed: dict[str, VersionInfo], reason: str) -> None:

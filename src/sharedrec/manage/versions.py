@@ -1,5 +1,8 @@
 """Versions and refs, the read side of operating a store: what is committed, what each
-pointer names, and a version's manifest."""
+pointer names, and a version's manifest.
+
+Listing reads the version catalog (`sharedrec.format.catalog`) and the manifests only of the
+folders it lacks, so that a store of thousands of versions lists in two requests."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat, VersionNotFound
-from sharedrec.format.layout import MANIFEST, VERSIONS
+from sharedrec.format.layout import MANIFEST, VERSIONS, validate_version_id
 
 if TYPE_CHECKING:
+    from sharedrec.format.catalog import Entry
     from sharedrec.format.schema import Manifest
     from sharedrec.read.root import StoreRoot
 
-__all__ = ["VersionInfo", "manifest", "versions"]
+__all__ = ["Listing", "VersionInfo", "manifest", "scan", "versions"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,18 @@ class VersionInfo:
     its manifest (``created_at`` is the manifest file's time when it could not)."""
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The version folders of a store and what is known of each (see `scan`)."""
+
+    names: list[str]
+    """Every folder under ``versions/`` (hidden names aside), committed or not."""
+    entries: dict[str, Entry]
+    """The committed versions this sharedrec reads, by id, as the catalog summarises them."""
+    versions: list[VersionInfo]
+    """Committed versions, oldest first, including those a newer sharedrec wrote."""
+
+
 def versions(root: StoreRoot) -> list[VersionInfo]:
     """Committed versions, oldest first. Unfinished publishes are not listed.
 
@@ -46,33 +62,103 @@ def versions(root: StoreRoot) -> list[VersionInfo]:
     Raises:
         NewerFormat: A newer sharedrec wrote ``CURRENT``: which version is live is unknown.
     """
+    return scan(root).versions
+
+
+def scan(root: StoreRoot) -> Listing:
+    """List ``versions/`` and read the catalog (`sharedrec.format.catalog`): two requests,
+    plus one per folder the catalog lacks (its manifest). The catalog is then brought up to
+    date with what was read and what is gone, when it can be written.
+
+    Raises:
+        NewerFormat: A newer sharedrec wrote ``CURRENT``: which version is live is unknown.
+    """
+    from sharedrec.format.catalog import manifest_stamp, read_catalog, update_catalog
+
     live = root.current()
-    found = []
-    for name in root.backend.listdir(VERSIONS):
-        if name.startswith("."):
+    backend = root.backend
+    names = [name for name in backend.listdir(VERSIONS) if not name.startswith(".")]
+    catalog, seen = read_catalog(backend)
+    local = backend.local_path("") is not None
+    entries: dict[str, Entry] = {}
+    found: dict[str, Entry] = {}
+    newer: list[VersionInfo] = []
+    for name in names:
+        known = catalog.get(name)
+        stamp = manifest_stamp(backend, name) if local and known is not None else None
+        if known is not None and (not local or (stamp is not None and stamp == known.stamp)):
+            entries[name] = known
             continue
         try:  # one read per version: a missing manifest is an unfinished publish
-            view = root.manifest(name)
+            found_entry = _read_entry(root, name)
         except NewerFormat:
-            newer = _newer_info(root, name, live)
-            if newer is not None:
-                found.append(newer)
+            info = _newer_info(root, name, live)
+            if info is not None:
+                newer.append(info)
             continue
-        except (VersionNotFound, CorruptVersion, InvalidInput):
-            continue
-        found.append(
-            VersionInfo(
-                id=view.id,
-                created_at=view.created_at,
-                parent=view.parent,
-                metadata=dict(view.metadata),
-                collections={n: c.count for n, c in view.collections.items()},
-                size_bytes=view.data_bytes,
-                current=view.id == live,
-                base=view.base,
-            )
-        )
-    return sorted(found, key=lambda info: (info.created_at, info.id))
+        if found_entry is not None:
+            found[name] = found_entry
+    entries.update(found)
+    listed_names = set(names)
+    # Entries of folders gone, and of manifests gone or damaged since they were written.
+    gone = {
+        name: entry
+        for name, entry in catalog.items()
+        if name not in listed_names or (name not in entries and name not in found)
+    }
+    if found or gone:
+
+        def change(now: dict[str, Entry]) -> dict[str, Entry] | None:
+            new = dict(now)
+            for name, entry in gone.items():
+                if new.get(name) == entry:  # the same version: its folder is gone
+                    del new[name]
+            for name, entry in found.items():
+                if name not in new or new[name] == catalog.get(name):  # absent, or stale
+                    new[name] = entry
+            return None if new == now else new
+
+        update_catalog(backend, change, seen, read=False)
+    listed = [_info(entry, live) for entry in entries.values()] + newer
+    return Listing(names, entries, sorted(listed, key=lambda info: (info.created_at, info.id)))
+
+
+def _read_entry(root: StoreRoot, name: str) -> Entry | None:
+    """The catalog entry of a folder the catalog lacks, from its manifest; None when it is
+    no committed version (unfinished, damaged, or not named as a version).
+
+    Raises:
+        NewerFormat: A newer sharedrec wrote the manifest.
+    """
+    from sharedrec.format.catalog import entry_of, manifest_stamp
+    from sharedrec.format.schema import Manifest
+
+    path = f"{VERSIONS}/{name}/{MANIFEST}"
+    try:
+        validate_version_id(name)
+        stamp = manifest_stamp(root.backend, name)  # before the read: a change after it shows
+        data = root.read_file(path)
+        if data is None:
+            return None
+        view = Manifest.loads(data, f"{root.location}/{path}")
+    except (CorruptVersion, InvalidInput, VersionNotFound):
+        return None
+    if view.id != name:  # a folder renamed or copied by hand: no version of this store
+        return None
+    return entry_of(view, data, stamp)
+
+
+def _info(entry: Entry, live: str | None) -> VersionInfo:
+    return VersionInfo(
+        id=entry.id,
+        created_at=entry.created_at,
+        parent=entry.parent,
+        metadata=dict(entry.metadata),
+        collections=dict(entry.collections),
+        size_bytes=entry.size_bytes,
+        current=entry.id == live,
+        base=entry.base,
+    )
 
 
 def _newer_info(root: StoreRoot, name: str, live: str | None) -> VersionInfo | None:

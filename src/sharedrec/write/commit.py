@@ -4,7 +4,8 @@ Every way a version becomes committed or live goes through here: a draft (`Draft
 commit of a publish from many tasks (`sharedrec.write.distributed.commit`), and the pointer
 moves of `set_current`, `rollback` and `promote`. A version is committed once its
 ``manifest.json`` (sizes and checksums of every file) is written, which happens only after
-the guards passed and every file was seen in the store; it is live once a pointer names it,
+the guards passed and every file was seen in the store (its summary then joins the version
+catalog, `sharedrec.format.catalog`); it is live once a pointer names it,
 moved by compare-and-swap from the bytes the writer read and guarded against garbage
 collection (`sharedrec.write.hold.move_guarded`).
 """
@@ -25,6 +26,7 @@ from sharedrec.errors import (
     SharedrecError,
     VersionGone,
 )
+from sharedrec.format.catalog import add_entry, entry_of, manifest_stamp
 from sharedrec.format.layout import CURRENT, MANIFEST, POINTER_HISTORY, VERSIONS, ref_path
 from sharedrec.format.schema import FileEntry, Manifest, Pointer
 from sharedrec.read.version import version_condemned
@@ -235,7 +237,11 @@ def commit(
     if upload is not None:
         upload(manifest)
     check_stored(backend, directory, manifest)
-    backend.write_atomic(f"{directory}/{MANIFEST}", manifest.dumps())
+    data = manifest.dumps()
+    backend.write_atomic(f"{directory}/{MANIFEST}", data)
+    # The catalog only spares listings the manifest's parse: a crash here, or a failed
+    # write, leaves it stale, and listings read this manifest instead.
+    add_entry(backend, entry_of(manifest, data, manifest_stamp(backend, manifest.id)))
     if committed is not None:
         committed()
     if pointer_path is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "Hold",
     "chain_below",
     "link_out",
+    "links_out",
     "move_guarded",
     "remove_lease",
     "write_lease",
@@ -245,3 +246,20 @@ def link_out(backend: Backend, directory: str) -> str | None:
     if os.path.islink(local) or os.path.commonpath([real, root]) != root:
         return real
     return None
+
+
+def links_out(backend: Backend, directory: str, names: list[str]) -> dict[str, str]:
+    """`link_out` of every folder ``names`` under ``directory``, with one ``lstat`` each:
+    the links, or every folder when ``directory`` itself resolves outside the store root."""
+    local = backend.local_path(directory)
+    top = backend.local_path("")
+    if local is None or top is None:
+        return {}
+    root, real = os.path.realpath(top), os.path.realpath(local)
+    outside = os.path.commonpath([real, root]) != root
+    found = {}
+    for name in names:
+        path = os.path.join(local, name)
+        if outside or os.path.islink(path):
+            found[name] = os.path.realpath(path)
+    return found
