@@ -226,23 +226,13 @@ def update_catalog(
     when nothing is to be written. ``seen`` are catalog bytes just read (``read=False``
     then trusts them and saves a read). Never raises: a catalog left stale is only slower.
     """
-    where = f"{backend.location}/{CATALOG_PATH}"
-    try:
-        data = _read(backend) if read else seen
-        for _ in range(_ATTEMPTS):
-            now = _parse(data, where)
-            new = None if now is None else change(now)
-            if new is None:
-                return False
-            try:
-                backend.swap_pointer(CATALOG_PATH, _dumps(new), data)
-                return True
-            except PointerMoved as moved:
-                data = moved.current
-        log.info("%s moved %d times while it was updated: left for the next writer", where, _ATTEMPTS)
-    except Exception as exc:  # the catalog is a cache: a failed write must not fail the caller
-        log.info("could not update %s (%s): listing reads the manifests it lacks", where, exc)
-    return False
+
+    def rewrite(data: bytes | None) -> bytes | None:
+        now = _parse(data, f"{backend.location}/{CATALOG_PATH}")
+        new = None if now is None else change(now)
+        return None if new is None else _dumps(new)
+
+    return _swap(backend, (lambda: _read(backend)) if read else (lambda: seen), rewrite)
 
 
 def add_entry(backend: Backend, entry: Entry) -> bool:
@@ -250,29 +240,44 @@ def add_entry(backend: Backend, entry: Entry) -> bool:
     it was written. The other entries are carried over as they are, unparsed: a publish to
     a store of many versions pays for one JSON read and write, not for every entry.
     Never raises."""
+
+    def rewrite(data: bytes | None) -> bytes | None:
+        body: dict[str, Any] = {}
+        if data is not None:
+            try:
+                raw = json.loads(data)
+                found = raw.get("format") if isinstance(raw, dict) else None
+                if _newer(found):
+                    return None  # a newer sharedrec's: neither used nor replaced
+                if found == CATALOG_FORMAT and isinstance(raw.get("versions"), dict):
+                    body = raw["versions"]
+            except ValueError:
+                pass  # damaged: replaced by a catalog of this version alone
+        body[entry.id] = entry.to_json()
+        return json.dumps({"format": CATALOG_FORMAT, "versions": body}, separators=(",", ":")).encode()
+
+    return _swap(backend, lambda: _read(backend), rewrite)
+
+
+def _swap(
+    backend: Backend, first: Callable[[], bytes | None], rewrite: Callable[[bytes | None], bytes | None]
+) -> bool:
+    """Replace the catalog's bytes ``data`` with ``rewrite(data)`` by compare-and-swap, from
+    ``first()`` and then from what a lost race found; whether it was written (not when
+    ``rewrite`` returns None). Never raises: the catalog is a cache."""
     where = f"{backend.location}/{CATALOG_PATH}"
     try:
-        data = _read(backend)
+        data = first()
         for _ in range(_ATTEMPTS):
-            body: dict[str, Any] = {}
-            if data is not None:
-                try:
-                    raw = json.loads(data)
-                    found = raw.get("format") if isinstance(raw, dict) else None
-                    if _newer(found):
-                        return False  # a newer sharedrec's: neither used nor replaced
-                    if found == CATALOG_FORMAT and isinstance(raw.get("versions"), dict):
-                        body = raw["versions"]
-                except ValueError:
-                    pass  # damaged: replaced by a catalog of this version alone
-            body[entry.id] = entry.to_json()
-            new = json.dumps({"format": CATALOG_FORMAT, "versions": body}, separators=(",", ":")).encode()
+            new = rewrite(data)
+            if new is None:
+                return False
             try:
                 backend.swap_pointer(CATALOG_PATH, new, data)
                 return True
             except PointerMoved as moved:
                 data = moved.current
         log.info("%s moved %d times while it was updated: left for the next writer", where, _ATTEMPTS)
-    except Exception as exc:  # the catalog is a cache: a failed write must not fail the caller
+    except Exception as exc:  # a failed write must not fail the caller: listing reads the manifests
         log.info("could not update %s (%s): listing reads the manifests it lacks", where, exc)
     return False
