@@ -38,7 +38,7 @@ NEEDED = ("offsets", "items", "scores")
 class Ragged(Whole):
     """A ranked collection stored ragged; it answers like a padded `Whole`."""
 
-    __slots__ = ("_valid", "_where", "chunk", "offsets")
+    __slots__ = ("_per", "_valid", "_where", "chunk", "offsets")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Ragged(Whole):
         self.rows = (arrays["items"], arrays["scores"])
         """The flat ``(items, scores)``."""
         self.offsets = arrays["offsets"]
+        self._per = self.offsets.rows_per_chunk
         self.rows_per_chunk = self.chunk = self.rows[0].rows_per_chunk
         """Elements per chunk of the flat arrays."""
         if self.rows[1].rows_per_chunk != self.chunk:
@@ -82,7 +83,11 @@ class Ragged(Whole):
         if not self._valid:
             self._validate()
         offsets = self.offsets
-        start, end = int(offsets.row(row)), int(offsets.row(row + 1))
+        chunk, at = divmod(row, self._per)
+        if at + 1 < self._per:  # both offsets in one chunk: one slice, one conversion
+            start, end = offsets.chunk(chunk)[at : at + 2].tolist()
+        else:
+            start, end = int(offsets.row(row)), int(offsets.row(row + 1))
         items, scores = self.rows
         if end <= start:
             return RankedList(items.chunk(0)[:0], scores.chunk(0)[:0], self.name)
