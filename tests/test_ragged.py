@@ -10,10 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sharedrec
 from sharedrec.cli import cli
 from sharedrec.errors import CorruptVersion
+from sharedrec.format.schema import Manifest
+from sharedrec.write.arrays import pack_ragged
 
 SHORT, LONG, N = 10, 3000, 1000
 """The skewed shape of the issue, scaled down: one long list among many ten-item lists."""
@@ -146,6 +150,10 @@ def test_deltas_over_a_ragged_collection(skewed: Any) -> None:
     asked = [3, 6, 9, LONG_KEY, int(keys[150])]
     got, _, found = reader.get_many("skew", asked)
     assert found.tolist() == [True, True, False, True, True]
+    assert got.shape == (5, 2500)
+    assert reader.get_many("skew", [3, 6])[0].shape == (2, 2)  # as wide as the lists asked for
+    assert reader.get_many("skew", [3, 9])[0].shape == (2, 20)  # or the default list
+    assert reader.get_many("skew", [3, 6], k=7)[0].shape == (2, 7)
     for row, key in zip(got, asked, strict=True):
         expected = final.get(key, list(range(900, 920)))
         assert row[: len(expected)].tolist() == expected and (row[len(expected) :] == -1).all()
@@ -220,3 +228,52 @@ def test_cli_get_and_info_on_a_ragged_collection(skewed: Any) -> None:
     result = CliRunner().invoke(cli, ["manifest", store.location, version])
     assert result.exit_code == 0, result.output
     assert '"layout": "ragged"' in result.output
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), min_size=1, max_size=300),
+    chunk_bytes=st.sampled_from([64, 1024, 4096, 1 << 20]),
+)
+def test_packed_lists_never_straddle_or_overlap(lengths: list[int], chunk_bytes: int) -> None:
+    array = np.asarray(lengths, np.int64)
+    starts, offsets, chunk = pack_ragged(array, 8, chunk_bytes)
+    ends = starts + array
+    assert offsets[0] == 0 and (np.diff(offsets) >= 0).all() and (offsets[1:] == ends).all()
+    assert (starts[1:] >= ends[:-1]).all()  # in order, no overlap
+    listed = array > 0
+    assert ((starts[listed] // chunk) == ((ends[listed] - 1) // chunk)).all()  # no straddling
+    # The reader's rule finds each list's start from the offsets alone.
+    crossed = np.maximum(offsets[1:] - 1, 0) // chunk * chunk
+    found = np.where(offsets[1:] > offsets[:-1], np.maximum(offsets[:-1], crossed), offsets[1:])
+    assert (found[listed] == starts[listed]).all()
+    # Every chunk but the last is more than 2/3 full, or one chunk holds everything.
+    total = int(array.sum())
+    size = int(offsets[-1])
+    chunks = -(-size // chunk) if size else 1
+    assert chunk >= max(1, int(array.max()))
+    if chunks > 1:
+        assert chunks * chunk <= 1.5 * total + chunk  # what is stored: every chunk full size
+    else:
+        assert size == total
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["arrays"]["items"].update(shape=[5, 2], chunks=[5, 2]), "not 1-D arrays chunked alike"),
+        (lambda c: c["arrays"]["offsets"].update(shape=[7], chunks=[7]), "offsets has 7 rows for 1000 keys"),
+        (lambda c: c["arrays"].pop("offsets"), "lacks offsets, items or scores"),
+        (
+            lambda c: c["arrays"].update(lengths={"dtype": "<i4", "shape": [1000], "chunks": [1000]}),
+            "lengths",
+        ),
+        (lambda c: c.update(layout="jagged"), "layout"),
+    ],
+)
+def test_ragged_specs_are_checked(skewed: Any, change: Any, message: str) -> None:
+    store, version, _ = skewed
+    raw = json.loads(store.manifest(version).dumps())
+    change(raw["collections"]["skew"])
+    with pytest.raises(CorruptVersion, match=message):
+        Manifest.loads(json.dumps(raw).encode(), "manifest.json")

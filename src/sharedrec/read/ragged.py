@@ -20,7 +20,7 @@ import numpy as np
 
 from sharedrec.errors import CorruptVersion
 from sharedrec.format.layout import chunk_path
-from sharedrec.read.collections import RankedList, Whole, _default_list, check_k
+from sharedrec.read.collections import _ROOT, Chained, RankedList, Whole, _default_list, check_k
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -188,7 +188,31 @@ class Ragged(Whole):
 
 
 def batch(col: Any, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
-    """``col.many(keys, width)``, fitted to the lists asked for when ``col`` is ragged."""
+    """``col.many(keys, width)``, as wide as the lists asked for when ``col`` is ragged
+    (or a delta over one): at most ``width``."""
     if type(col) is Ragged:
         return col.many(keys, width, fit=True)
+    if type(col) is Chained and any(type(c) is Ragged for c in (col.chain.root, *col.chain.levels)):
+        if not isinstance(keys, list | tuple | np.ndarray):
+            keys = list(keys)  # type: ignore[arg-type,assignment]  # read twice
+        where, rows = col.chain.locate_many(keys)
+        longest = 0
+        for level, holder in [(_ROOT, col.chain.root), *enumerate(col.chain.levels)]:
+            held = rows[(rows >= 0) & (where == level)]
+            if held.size:
+                longest = max(longest, _longest(holder, held))
+        if col.default is not None and (rows < 0).any():
+            longest = max(longest, len(col.default))
+        width = min(width, longest)
     return col.many(keys, width)  # type: ignore[no-any-return]
+
+
+def _longest(holder: Whole, rows: NDArray[np.intp]) -> int:
+    """The longest list among ``rows`` of a stored collection."""
+    if type(holder) is Ragged:
+        return int(holder.spans(rows)[1].max())
+    if holder.lengths is None:
+        return holder.uniform
+    lengths = np.empty(len(rows), holder.lengths.dtype)
+    holder.lengths.take(rows, lengths)
+    return int(lengths.max())
