@@ -157,6 +157,13 @@ def test_deltas_over_a_ragged_collection(skewed: Any) -> None:
     for row, key in zip(got, asked, strict=True):
         expected = final.get(key, list(range(900, 920)))
         assert row[: len(expected)].tolist() == expected and (row[len(expected) :] == -1).all()
+    # A delta that leaves the collection alone inherits it, ragged levels and all.
+    with store.publish(delta=True, guards=[]) as draft:
+        draft.add_ranked("other", [1], [[1]], [[1.0]])
+    assert store.manifest(store.current()).collections["skew"].layout == "ragged"
+    with store.reader() as inherited:
+        assert inherited.get("skew", LONG_KEY).items.tolist() == relisted[LONG_KEY]
+        assert inherited.get_many("skew", [3, 6])[0].shape == (2, 2)
     # Compacting the chain gives the same answers from a full version.
     compacted = store.compact()
     assert store.manifest(compacted).collections["skew"].layout == "ragged"
