@@ -203,6 +203,10 @@ def _rewrite_offsets(store: sharedrec.RecommendationStore, version: str, change:
         (lambda o: o.__setitem__(slice(5, 7), o[5:7][::-1].copy()), "decreases at offset 6"),
         (lambda o: o.__setitem__(slice(600, None), o[600:] + 10**6), "points past the end"),
         (lambda o: o.__setitem__(0, 3), "starts at 3, not 0"),
+        (
+            lambda o: o.__setitem__(slice(1, 501), 0),
+            "gives row 500 a list of 8000 items; the longest is 3000",
+        ),
     ],
 )
 def test_hostile_offsets_are_refused(skewed: Any, change: Any, message: str) -> None:

@@ -173,9 +173,10 @@ class Ragged(Whole):
                 crossed = np.maximum(ends - 1, 0) // self.chunk * self.chunk
                 lengths = np.where(ends > starts, ends - np.maximum(starts, crossed), 0)
                 if (lengths > longest).any():
-                    row = int(np.argmax(lengths > longest)) + number * per - 1
+                    at = int(np.argmax(lengths > longest))
                     problem = (
-                        f"gives row {row} a list of {int(lengths.max())} items; the longest is {longest}"
+                        f"gives row {number * per + at - 1} a list of {int(lengths[at])} items; "
+                        f"the longest is {longest}"
                     )
             if problem is not None:
                 path = chunk_path(f"{self.name}/offsets", number, 1)
