@@ -84,8 +84,9 @@ class Ragged(Whole):
             self._validate()
         offsets = self.offsets
         chunk, at = divmod(row, self._per)
-        if at + 1 < self._per:  # both offsets in one chunk: one slice, one conversion
-            start, end = offsets.chunk(chunk)[at : at + 2].tolist()
+        if at + 1 < self._per:  # both offsets in one chunk (``item`` gives Python ints)
+            values = offsets.chunk(chunk)
+            start, end = values.item(at), values.item(at + 1)
         else:
             start, end = int(offsets.row(row)), int(offsets.row(row + 1))
         items, scores = self.rows
@@ -93,7 +94,7 @@ class Ragged(Whole):
             return RankedList(items.chunk(0)[:0], scores.chunk(0)[:0], self.name)
         chunk = (end - 1) // self.chunk
         base = chunk * self.chunk
-        lo = max(start - base, 0)
+        lo = start - base if start > base else 0
         stop = end - base
         if k is not None and (type(k) is not int or k < stop - lo):
             stop = min(stop, lo + check_k(k))

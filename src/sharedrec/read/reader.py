@@ -24,7 +24,7 @@ from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownC
 from sharedrec.format.keys import is_bool
 from sharedrec.read.collections import RankedList, Whole, check_k
 from sharedrec.read.follow import Background, after_fork, forget_after_fork, shutdown
-from sharedrec.read.ragged import batch
+from sharedrec.read.ragged import Ragged, batch
 from sharedrec.read.version import OpenVersion
 
 if TYPE_CHECKING:
@@ -230,6 +230,11 @@ class Reader:
                 return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")
+            if type(col) is Ragged:  # lists of very different lengths, stored ragged
+                row = col.index.find(key)
+                if row < 0:
+                    return self._missing(v, col, key, k, fallback_keys)
+                return col.ranked(row, k)
             target, row = col.locate(key)  # partitioned, or a delta over other versions
             if row < 0:
                 return self._missing(v, col, key, k, fallback_keys)
