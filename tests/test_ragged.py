@@ -288,3 +288,28 @@ def test_ragged_specs_are_checked(skewed: Any, change: Any, message: str) -> Non
     change(raw["collections"]["skew"])
     with pytest.raises(CorruptVersion, match=message):
         Manifest.loads(json.dumps(raw).encode(), "manifest.json")
+
+
+def test_str_keys_stored_ragged(store: sharedrec.RecommendationStore) -> None:
+    _, items, scores = _skewed()
+    keys = [f"user-{i}" for i in range(N)]
+    version = store.publish_ranked("skew", keys, items, scores)
+    assert store.manifest(version).collections["skew"].layout == "ragged"
+    reader = store.reader()
+    assert reader.get("skew", "user-500").items.tolist() == items[500].tolist()
+    assert reader.get("skew", "user-7", k=3).items.tolist() == items[7][:3].tolist()
+    got, _, found = reader.get_many("skew", ["user-1", "nobody", "user-2"])
+    assert got.shape == (3, SHORT) and found.tolist() == [True, False, True]
+    assert got[1].tolist() == [-1] * SHORT and got[2].tolist() == items[2].tolist()
+
+
+def test_ragged_on_every_backend(any_store: sharedrec.RecommendationStore) -> None:
+    keys, items, scores = _skewed()
+    version = any_store.publish_ranked("skew", keys, items, scores, default=DEFAULT)
+    assert any_store.manifest(version).collections["skew"].layout == "ragged"
+    with any_store.reader() as reader:
+        assert reader.get("skew", LONG_KEY, k=4).items.tolist() == [7, 8, 9, 10]
+        assert reader.get("skew", 3).items.tolist() == items[1].tolist()
+        got, _, found = reader.get_many("skew", [0, 1, LONG_KEY])
+        assert got.shape == (3, LONG) and found.tolist() == [True, False, True]
+        assert got[1, :20].tolist() == list(range(900, 920))
