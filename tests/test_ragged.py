@@ -313,3 +313,25 @@ def test_ragged_on_every_backend(any_store: sharedrec.RecommendationStore) -> No
         got, _, found = reader.get_many("skew", [0, 1, LONG_KEY])
         assert got.shape == (3, LONG) and found.tolist() == [True, False, True]
         assert got[1, :20].tolist() == list(range(900, 920))
+
+
+@pytest.mark.parametrize("longest", [4096, 3000])  # flat chunks of whole pages (mapped back to back), or not
+def test_many_flat_chunks(store: sharedrec.RecommendationStore, longest: int) -> None:
+    rng = np.random.default_rng(longest)
+    lengths = rng.integers(0, 60, 3000)
+    lengths[[5, 1000, 2999]] = longest
+    items = [rng.integers(0, 10**6, size, dtype=np.int32) for size in lengths]
+    scores = [np.sort(rng.random(size, dtype=np.float32))[::-1] for size in lengths]
+    keys = rng.permutation(10**6)[:3000]  # not in key order: rows are written sorted
+    version = store.publish_ranked("many", keys, items, scores, chunk_bytes=4096)
+    spec = store.manifest(version).collections["many"]
+    assert spec.layout == "ragged" and spec.arrays["items"].n_chunks > 3
+    reader = store.reader()
+    for key, want in zip(keys.tolist(), items, strict=True):
+        assert reader.get("many", key).items.tolist() == want.tolist()
+    got, got_scores, found = reader.get_many("many", keys)
+    assert found.all() and got.shape == (3000, longest)
+    for row, row_scores, want, want_scores in zip(got, got_scores, items, scores, strict=True):
+        assert row[: len(want)].tolist() == want.tolist() and (row[len(want) :] == -1).all()
+        np.testing.assert_array_equal(row_scores[: len(want)], want_scores)
+    np.testing.assert_array_equal(got_scores[7, : len(scores[7])], scores[7])
