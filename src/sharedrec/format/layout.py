@@ -19,6 +19,7 @@ __all__ = [
     "CHUNK_TARGET_BYTES",
     "CURRENT",
     "FORMAT",
+    "FORMAT_RAGGED",
     "GC_MARK",
     "LEASES",
     "LEASE_FORMAT",
@@ -28,6 +29,8 @@ __all__ = [
     "MAX_WIDTH",
     "POINTER_FORMAT",
     "POINTER_HISTORY",
+    "RAGGED_MIN_WASTE",
+    "RAGGED_WASTE",
     "REFS",
     "VERSIONS",
     "chunk_path",
@@ -38,6 +41,11 @@ __all__ = [
 ]
 
 FORMAT = "sharedrec/2"
+"""The manifest format sharedrec writes when no collection is stored ragged."""
+FORMAT_RAGGED = "sharedrec/3"
+"""The manifest format of a version with a ragged collection (``layout: "ragged"``), and the
+newest this sharedrec reads: an older sharedrec refuses such a version as newer instead of
+reading its flat arrays as rows."""
 POINTER_FORMAT = "sharedrec-pointer/1"
 LEASE_FORMAT = "sharedrec-lease/1"
 CURRENT = "CURRENT"
@@ -65,6 +73,15 @@ that a lookup never pulls much through a lazy cache."""
 KEY_CHUNK_TARGET_BYTES = 512 * 1024
 """Key-index chunks are smaller: a reader checksums a key chunk whole the first time it maps
 it, so this bounds what a first lookup reads (one 1 MiB NFS read, one small S3 GET)."""
+
+RAGGED_WASTE = 1.5
+"""A ranked collection is stored ragged (offsets and flat items) when its padded rows would
+hold more than this many cells per item of its lists (``n_keys * longest > 1.5 * sum of
+lengths``) and the padding would take at least `RAGGED_MIN_WASTE` bytes; else padded, which
+serves a lookup with one read less."""
+RAGGED_MIN_WASTE = 1024 * 1024
+"""Padding smaller than this (items and scores together) is kept: it costs less than a
+chunk file, and a padded collection keeps the fastest lookups."""
 
 POINTER_HISTORY = 32
 """How many previously live versions ``CURRENT`` remembers for `rollback()`."""

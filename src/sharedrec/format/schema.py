@@ -30,6 +30,7 @@ from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
 from sharedrec.format.layout import (
     CHECKSUM,
     FORMAT,
+    FORMAT_RAGGED,
     LEASE_FORMAT,
     MAX_PARTITIONS,
     MAX_WIDTH,
@@ -240,6 +241,7 @@ class CollectionSpec(_Record):
         "key_hash",
         "key_type",
         "kind",
+        "layout",
         "max_length",
         "min_length",
         "partitions",
@@ -264,8 +266,10 @@ class CollectionSpec(_Record):
         "removed",
         "arrays",
         "partitions",
+        "layout",
     )
     _DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "layout": "padded",
         "key_hash": None,
         "default_length": None,
         "empty_lists": 0,
@@ -308,6 +312,10 @@ class CollectionSpec(_Record):
     partitions: PartitionsSpec | None
     """Absent for a collection stored whole; else its partitions, each with its own key index
     and arrays (``arrays`` then holds only the collection-wide default list)."""
+    layout: Literal["padded", "ragged"]
+    """How a ranked collection's lists are stored: ``padded`` (2-D ``items``/``scores`` of
+    ``width`` columns and ``lengths``) or ``ragged`` (``offsets`` into 1-D ``items`` and
+    ``scores``; written only then, in a ``sharedrec/3`` manifest)."""
 
     def _check(self) -> None:
         _check_collection(_collection(self.to_json(), "CollectionSpec"), "CollectionSpec")
@@ -321,6 +329,8 @@ class CollectionSpec(_Record):
             del data["partitions"]
         if self.serve_to_all is False:
             del data["serve_to_all"]
+        if self.layout == "padded":
+            del data["layout"]
         return data
 
 
@@ -380,9 +390,10 @@ class Manifest(_Record):
         "checksum": CHECKSUM,
         "checks": {},
     }
-    format: Literal["sharedrec/1", "sharedrec/2"]
+    format: Literal["sharedrec/1", "sharedrec/2", "sharedrec/3"]
     """``sharedrec/2`` (what sharedrec writes): chunk checksums listed per array (``chunks``);
-    ``sharedrec/1``: every file listed in ``files``. Both read the same."""
+    ``sharedrec/1``: every file listed in ``files``. Both read the same. ``sharedrec/3``:
+    ``sharedrec/2`` with a collection stored ragged (written only then)."""
     id: str
     parent: str | None
     base: str | None
@@ -402,6 +413,9 @@ class Manifest(_Record):
 
     def _fill(self, values: dict[str, Any]) -> None:
         object.__setattr__(self, "_raw", values.pop("_raw", None))
+        collections = values.get("collections") or {}
+        if "format" not in values and any(spec.layout == "ragged" for spec in collections.values()):
+            values = {**values, "format": FORMAT_RAGGED}  # what an older sharedrec refuses as newer
         super()._fill(values)
 
     def _check(self) -> None:
@@ -451,7 +465,7 @@ class Manifest(_Record):
             NewerFormat: A newer sharedrec wrote it (``format`` is ``sharedrec/2`` or above).
         """
         return _load(
-            data, where, "republish the version or roll back", lambda raw: _manifest(raw, data), FORMAT
+            data, where, "republish the version or roll back", lambda raw: _manifest(raw, data), FORMAT_RAGGED
         )
 
 
@@ -752,8 +766,9 @@ _ROLES: dict[str, tuple[tuple[str, ...], int]] = {
     "key_hash": (("<u8",), 1),
     "key_spans": (("<i8",), 2),
     "key_bytes": (("|u1",), 1),
-    "items": (("<i4", "<i8"), 2),
-    "scores": (("<f4", "<f8"), 2),
+    "items": (("<i4", "<i8"), 0),  # 2-D padded, 1-D ragged: checked with the collection's layout
+    "scores": (("<f4", "<f8"), 0),
+    "offsets": (("<i8",), 1),
     "lengths": (("<i4",), 1),
     "vectors": (("<f2", "<f4", "<f8"), 2),
     "default_items": (("<i4", "<i8"), 1),
@@ -830,6 +845,7 @@ _COLLECTION_OPTIONAL = (
     "delta",
     "removed",
     "partitions",
+    "layout",
 )
 
 
@@ -851,18 +867,23 @@ def _check_rows(arrays: dict[str, ArraySpec], fences: list[int], count: int | No
     """
     key = "keys" if "keys" in arrays else "key_hash"
     spec = arrays.get(key)
+    offsets = arrays.get("offsets")
+    # Ragged: offsets hold one more row than the keys, and items and scores are flat.
+    per_key = _PER_KEY if offsets is None else ("key_spans", "lengths", "vectors")
     if spec is None:
-        present = [name for name in _PER_KEY if name in arrays]
+        present = [name for name in _PER_KEY if name in arrays] + (["offsets"] if offsets else [])
         if present:
             raise _Bad(f"{field}.arrays holds {present} but no key array")
         return
     rows = spec.shape[0]
     if count is not None and rows != count:
         raise _Bad(f"{field}.arrays.{key} holds {rows} keys, but count is {count}")
-    for name in _PER_KEY:
+    for name in per_key:
         other = arrays.get(name)
         if other is not None and other.shape[0] != rows:
             raise _Bad(f"{field}.arrays.{name} has {other.shape[0]} rows for {rows} keys")
+    if offsets is not None and offsets.shape[0] != rows + 1:
+        raise _Bad(f"{field}.arrays.offsets has {offsets.shape[0]} rows for {rows} keys (needs {rows + 1})")
     if len(fences) != spec.n_chunks:
         raise _Bad(f"{field}.key_fences lists {len(fences)} fences for {spec.n_chunks} chunks of keys")
 
@@ -921,7 +942,11 @@ def _collection(raw: object, field: str) -> CollectionSpec:
     obj = _fields(raw, field, _COLLECTION_REQUIRED, _COLLECTION_OPTIONAL)
     arrays = _arrays(obj["arrays"], f"{field}.arrays")
     width = _int(obj["width"], f"{field}.width", 1, MAX_WIDTH + 1)
-    _check_width(arrays, width, field)
+    layout = _literal(obj.get("layout", "padded"), f"{field}.layout", "padded", "ragged")
+    if layout == "padded":
+        _check_width(arrays, width, field)
+    else:
+        _check_ragged(arrays, field)
     kind = _literal(obj["kind"], f"{field}.kind", "ranked", "vectors")
     count = _int(obj["count"], f"{field}.count", 1)
     serve_to_all = _bool(obj.get("serve_to_all", False), f"{field}.serve_to_all")
@@ -947,7 +972,26 @@ def _collection(raw: object, field: str) -> CollectionSpec:
         removed=_int(obj.get("removed", 0), f"{field}.removed"),
         arrays=arrays,
         partitions=_partitions(obj.get("partitions"), f"{field}.partitions"),
+        layout=layout,
     )
+
+
+def _check_ragged(arrays: dict[str, ArraySpec], field: str) -> None:
+    """A ragged collection's lists: 1-D ``items`` and ``scores`` chunked alike, no ``lengths``
+    or ``vectors`` (``offsets`` holds one more row than the keys: see `_check_rows`)."""
+    items, scores = arrays.get("items"), arrays.get("scores")
+    if "lengths" in arrays or "vectors" in arrays:
+        raise _Bad(f"{field}.layout is ragged but it has a lengths or vectors array")
+    if items is None and scores is None and "offsets" not in arrays:
+        return  # a delta that only removed keys
+    if items is None or scores is None or "offsets" not in arrays:
+        raise _Bad(f"{field}.layout is ragged but it lacks offsets, items or scores")
+    if len(items.shape) != 1 or items.shape != scores.shape or items.chunks != scores.chunks:
+        raise _Bad(
+            f"{field}.layout is ragged but items {list(items.shape)} (chunks {list(items.chunks)}) "
+            f"and scores {list(scores.shape)} (chunks {list(scores.chunks)}) are not 1-D arrays "
+            "chunked alike"
+        )
 
 
 def _check_collection(spec: CollectionSpec, field: str) -> None:
@@ -1034,7 +1078,7 @@ def _files(raw: object) -> dict[str, FileEntry]:
 _MANIFEST_REQUIRED = ("id", "created_at", "collections", "files")
 _MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks", "chunks")
 FORMAT_1 = "sharedrec/1"
-_READ_FORMATS = (FORMAT_1, FORMAT)
+_READ_FORMATS = (FORMAT_1, FORMAT, FORMAT_RAGGED)
 """The manifest formats this sharedrec reads (it writes `FORMAT`)."""
 
 
@@ -1170,6 +1214,10 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
         chunked = _chunks(obj.get("chunks", {}), by_path, files)
         table = _FileTable(files, chunked, by_path)
     for name, collection in collections.items():
+        if collection.layout == "ragged" and format != FORMAT_RAGGED:
+            raise _Bad(
+                f"collections.{name}.layout is ragged, which needs format {FORMAT_RAGGED}, not {format}"
+            )
         if not geometry:
             _check_collection(collection, f"collections.{name}")
             continue
@@ -1269,7 +1317,7 @@ def _load(data: bytes, where: str, fix: str, build: Callable[[object], _T], ours
     # such a file is not damaged.
     _refuse_newer(raw, where, ours)
     if ours == POINTER_FORMAT and isinstance(raw, dict):  # the manifest copied into a pointer
-        _refuse_newer(raw.get("manifest"), f"{where} (the manifest it carries)", FORMAT)
+        _refuse_newer(raw.get("manifest"), f"{where} (the manifest it carries)", FORMAT_RAGGED)
     try:
         return build(raw)
     except (ValueError, RecursionError) as exc:  # _Bad errors are ValueErrors
@@ -1351,7 +1399,7 @@ def peek_newer_manifest(data: bytes) -> NewerManifest | None:
         raw = json.loads(data)
     except (ValueError, RecursionError):
         return None
-    found = newer_format(raw, FORMAT)
+    found = newer_format(raw, FORMAT_RAGGED)
     if found is None:
         return None
     assert isinstance(raw, dict)

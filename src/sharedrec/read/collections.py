@@ -287,6 +287,12 @@ class Whole(_Indexed):
             plan = _gather(array, rows, hit, out, plan)  # the row arrays are chunked alike
         return outs, found
 
+    def gather_into(self, rows: NDArray[np.intp], at: NDArray[np.intp], outs: Rows) -> None:
+        """Copy ``rows`` into ``outs[at]`` over the leading columns (a level of a delta chain)."""
+        plan = None
+        for array, out in zip(self.rows, outs, strict=True):
+            plan = _gather_into(array, rows, at, out, plan)
+
 
 class Partitioned(_Indexed):
     """A collection split into partitions: a lookup goes to the key's partition."""
@@ -387,15 +393,18 @@ class Chain:
     keys, which are few: a lookup costs one dict probe more than in a full version.
     """
 
-    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys", "widest")
+    __slots__ = ("_effective", "_sorted", "levels", "lookup", "root", "str_keys", "widest", "width")
 
     def __init__(self, root: Whole, levels: list[Whole], lookup: dict[Any, int]) -> None:
         self.root = root
         self.levels = levels
         self.lookup = lookup
         self.str_keys = root.spec.key_type == "str"
-        self.widest: MappedArray = max((c.rows[0] for c in [root, *levels]), key=lambda a: a.n_cols)
-        """The rows array with the most columns: a batch's output is at most this wide."""
+        padded = [c.rows[0] for c in [root, *levels] if type(c) is Whole]  # not ragged
+        self.widest: MappedArray | None = max(padded, key=lambda a: a.n_cols) if padded else None
+        """The padded rows array with the most columns (None when every level is ragged)."""
+        self.width = max(c.rows[0].n_cols if type(c) is Whole else c.spec.width for c in [root, *levels])
+        """The longest row any level stores: a batch's output is at most this wide."""
         self._sorted: tuple[NDArray[np.int64], NDArray[np.int64]] | None = None
         self._effective: NDArray[np.int64] | list[str] | None = None
 
@@ -506,7 +515,8 @@ class Chained:
         chain = self.chain
         where, rows = chain.locate_many(keys)
         levels = [chain.root, *chain.levels]
-        chain.widest.back()
+        if chain.widest is not None:
+            chain.widest.back()
         outs = [
             np.full((len(rows), width), fill, dtype=np.result_type(*(c.rows[i].dtype for c in levels)))
             for i, fill in enumerate(self.kind.fills)
@@ -515,9 +525,7 @@ class Chained:
         for level, holder in [(_ROOT, chain.root), *enumerate(chain.levels)]:
             at = np.flatnonzero(found & (where == level))
             if at.size:
-                plan = None
-                for array, out in zip(holder.rows, outs, strict=True):
-                    plan = _gather_into(array, rows[at], at, out, plan)
+                holder.gather_into(rows[at], at, outs)
         return outs, found
 
     def keys(self) -> NDArray[np.int64] | list[str]:

@@ -24,6 +24,7 @@ from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownC
 from sharedrec.format.keys import is_bool
 from sharedrec.read.collections import RankedList, Whole, check_k
 from sharedrec.read.follow import Background, after_fork, forget_after_fork, shutdown
+from sharedrec.read.ragged import Ragged, batch
 from sharedrec.read.version import OpenVersion
 
 if TYPE_CHECKING:
@@ -229,6 +230,11 @@ class Reader:
                 return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")
+            if type(col) is Ragged:  # lists of very different lengths, stored ragged
+                row = col.index.find(key)
+                if row < 0:
+                    return self._missing(v, col, key, k, fallback_keys)
+                return col.ranked(row, k)
             target, row = col.locate(key)  # partitioned, or a delta over other versions
             if row < 0:
                 return self._missing(v, col, key, k, fallback_keys)
@@ -252,6 +258,10 @@ class Reader:
             ``(items, scores, found)``: ``items`` and ``scores`` have one row per key, padded
             with -1 and NaN past each list's end; ``found[i]`` is False for a key that is not
             in the collection, whose row holds the default list if there is one, else padding.
+            With ``k``, they are ``min(k, longest list of the collection)`` columns wide.
+            Without it, a collection stored ragged gives as many columns as the longest list
+            among the keys asked for (and the default list, when a key is missing), so that
+            one long list elsewhere does not widen every batch; a padded one gives its width.
         """
         try:
             v = self._v
@@ -259,7 +269,7 @@ class Reader:
             if col is None:
                 raise self._unknown(v, collection, "ranked")
             width = col.spec.width if k is None else min(check_k(k), col.spec.width)
-            (items, scores), found = col.many(keys, width)
+            (items, scores), found = col.many(keys, width) if k is not None else batch(col, keys, width)
             return self._count_batch(col, items, scores, found)
         except VersionGone:
             if not self._recover():

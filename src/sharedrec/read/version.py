@@ -32,6 +32,7 @@ from sharedrec.read.collections import (
 )
 from sharedrec.read.index import KEY_HASHES, IntIndex, StrIndex, decode_keys
 from sharedrec.read.mmap import ChunkSource, LocalFolder, MappedArray
+from sharedrec.read.ragged import NEEDED, Ragged
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -107,8 +108,7 @@ class OpenVersion:
                 collection = self._open_delta(name, spec, kind, arrays, base)
             else:
                 index = _open_index(name, spec, spec.arrays, arrays, where)
-                _require(name, spec.arrays, kind.needed, where)
-                collection = Whole(name, spec, kind, index, arrays)
+                collection = _stored(name, spec, kind, index, arrays, where)
             (self.ranked if kind is RANKED else self.vectors)[name] = collection
         for ranked in self.ranked.values():
             for fallback in ranked.spec.fallbacks:
@@ -168,14 +168,13 @@ class OpenVersion:
         level: Whole | None = None
         if "keys" in arrays or "key_hash" in arrays:  # rows added or changed
             index = _open_index(name, spec, spec.arrays, arrays, where)
-            _require(name, spec.arrays, kind.needed, where)
-            level = Whole(name, spec, kind, index, arrays)
+            level = _stored(name, spec, kind, index, arrays, where)
         removed = _removed_keys(name, spec, arrays, where)
         chain = Chain.extend(prior, level, removed)
-        if spec.width > chain.widest.n_cols:  # a batch's output is sized by the width
+        if spec.width > chain.width:  # a batch's output is sized by the width
             raise CorruptVersion(
                 f"collection {name!r} in {where}/manifest.json is {spec.width} wide, but no version "
-                f"of its chain of deltas stores rows wider than {chain.widest.n_cols}; republish the version"
+                f"of its chain of deltas stores rows wider than {chain.width}; republish the version"
             )
         default = None
         if kind is RANKED and spec.default_length is not None:
@@ -323,7 +322,7 @@ def _removed_keys(
 
 
 _KEY_ARRAYS = frozenset(
-    ("keys", "key_hash", "key_spans", "key_bytes", "removed", "removed_spans", "removed_bytes")
+    ("keys", "key_hash", "key_spans", "key_bytes", "removed", "removed_spans", "removed_bytes", "offsets")
 )
 """Arrays that decide which row a key is (or whether a delta removed it): their chunks are
 small, and a flipped bit in one would serve another key's data, so each chunk's checksum is
@@ -348,6 +347,17 @@ def _spans_within(spans: MappedArray, key_bytes: MappedArray) -> None:
         return None
 
     spans.on_map = check
+
+
+def _stored(
+    name: str, spec: CollectionSpec, kind: RowKind, index: Index, arrays: dict[str, MappedArray], where: str
+) -> Whole:
+    """A collection (or delta level) stored whole, padded or ragged as its spec says."""
+    if spec.layout == "ragged":
+        _require(name, spec.arrays, NEEDED, where)
+        return Ragged(name, spec, kind, index, arrays, where)
+    _require(name, spec.arrays, kind.needed, where)
+    return Whole(name, spec, kind, index, arrays)
 
 
 def _require(name: str, arrays: Mapping[str, object], needed: tuple[str, ...], root: str) -> None:

@@ -14,12 +14,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sharedrec.format.layout import KEY_CHUNK_TARGET_BYTES
+from sharedrec.format.layout import KEY_CHUNK_TARGET_BYTES, RAGGED_MIN_WASTE, RAGGED_WASTE
 from sharedrec.format.schema import ArraySpec
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
 
-__all__ = ["chunk_rows", "write_array", "write_keys", "write_ranked_rows", "write_vector_rows"]
+__all__ = [
+    "chunk_rows",
+    "pack_ragged",
+    "ragged_pays",
+    "write_array",
+    "write_keys",
+    "write_ranked_rows",
+    "write_vector_rows",
+]
 
 _WRITE_BLOCK_BYTES = 64 * 1024 * 1024
 
@@ -45,19 +53,95 @@ _PAGE_BYTES = 4096
 
 
 def write_ranked_rows(
-    group: Any, keys: _validate.Keys, ranked: _validate.Ranked, chunk_bytes: int, task: Any = None
+    group: Any,
+    keys: _validate.Keys,
+    ranked: _validate.Ranked,
+    chunk_bytes: int,
+    task: Any = None,
+    *,
+    allow_ragged: bool = False,
 ) -> tuple[dict[str, ArraySpec], list[int], str | None]:
     """Write the key index and the lists of ranked rows; items and scores are chunked alike.
 
-    Returns the array specs, the key fences and the key hash name.
+    With ``allow_ragged``, lists whose padding would waste space (`ragged_pays`) are written
+    ragged (``offsets`` and flat ``items``/``scores``, see `pack_ragged`); the specs then
+    hold ``offsets``. Returns the array specs, the key fences and the key hash name.
     """
     arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
+    cell_bytes = ranked.items.itemsize + ranked.scores.itemsize
+    if allow_ragged and ragged_pays(ranked.lengths, ranked.items.shape[1], cell_bytes):
+        arrays.update(_write_ragged(group, ranked, order, chunk_bytes, task))
+        return arrays, fences, key_hash
     width = ranked.items.shape[1]
     rows = chunk_rows([width * ranked.items.itemsize, width * ranked.scores.itemsize], len(keys), chunk_bytes)
     arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
     arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
     arrays["lengths"] = write_array(group, "lengths", ranked.lengths, order, None, task, chunk_bytes)
     return arrays, fences, key_hash
+
+
+def ragged_pays(lengths: NDArray[np.int32], width: int, cell_bytes: int) -> bool:
+    """Whether padded rows would hold more than `RAGGED_WASTE` cells per item listed, and
+    waste at least `RAGGED_MIN_WASTE` bytes (a small collection stays padded)."""
+    total = int(lengths.sum(dtype=np.int64))
+    cells = len(lengths) * width
+    return total > 0 and cells > RAGGED_WASTE * total and (cells - total) * cell_bytes >= RAGGED_MIN_WASTE
+
+
+def pack_ragged(
+    lengths: NDArray[np.integer[Any]], itemsize: int, chunk_bytes: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
+    """Place lists one after the other in a flat space of chunks, none across a chunk's end.
+
+    Returns ``(starts, offsets, chunk)``: where each list starts, the ``n + 1`` offsets the
+    format stores (``offsets[i + 1]`` is where list ``i`` ends), and the elements per chunk.
+    A chunk holds the whole data when it fits in ``chunk_bytes`` (at least the longest
+    list); else it holds ``max(chunk_bytes // itemsize, 3 * longest)`` elements, so that the
+    tail a list leaves unused when the next one starts a new chunk (shorter than the longest
+    list) is at most a third of the chunk.
+    """
+    lengths = lengths.astype(np.int64)
+    n = len(lengths)
+    total = int(lengths.sum())
+    longest = int(lengths.max()) if n else 0
+    chunk = max(
+        1, longest, total if total * itemsize <= chunk_bytes else max(chunk_bytes // itemsize, 3 * longest)
+    )
+    ends = np.cumsum(lengths)
+    cum = np.concatenate([np.zeros(1, np.int64), ends])
+    starts = np.empty(n, np.int64)
+    row, base = 0, 0
+    while row < n:  # one step per chunk: the rows that fit from ``row`` on
+        stop = int(np.searchsorted(cum, cum[row] + chunk, side="right")) - 1
+        stop = max(stop, row + 1)
+        starts[row:stop] = base + cum[row:stop] - cum[row]
+        row, base = stop, base + chunk
+    offsets = np.concatenate([np.zeros(1, np.int64), starts + lengths])
+    return starts, offsets, chunk
+
+
+def _write_ragged(
+    group: Any, ranked: _validate.Ranked, order: NDArray[np.intp] | None, chunk_bytes: int, task: Any
+) -> dict[str, ArraySpec]:
+    """Write ``offsets`` and flat ``items``/``scores`` of the lists, in key order."""
+    items, scores = ranked.items, ranked.scores
+    rows = np.arange(len(ranked.lengths)) if order is None else order
+    lengths = ranked.lengths[rows].astype(np.int64)
+    starts, offsets, chunk = pack_ragged(lengths, max(items.itemsize, scores.itemsize), chunk_bytes)
+    # Cell by cell, in O(items listed): the padded input may be far larger than the data.
+    source_rows = np.repeat(rows, lengths)
+    columns = np.arange(len(source_rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    where = np.repeat(starts, lengths) + columns
+    size = int(offsets[-1])
+    flat_items = np.full(size, _validate.ITEM_PAD, dtype=items.dtype)
+    flat_scores = np.full(size, np.nan, dtype=scores.dtype)
+    flat_items[where] = items[source_rows, columns]
+    flat_scores[where] = scores[source_rows, columns]
+    return {
+        "offsets": write_array(group, "offsets", offsets, None, None, None, KEY_CHUNK_TARGET_BYTES),
+        "items": write_array(group, "items", flat_items, None, chunk, task, chunk_bytes),
+        "scores": write_array(group, "scores", flat_scores, None, chunk, task, chunk_bytes),
+    }
 
 
 def write_vector_rows(

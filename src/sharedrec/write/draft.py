@@ -491,7 +491,7 @@ class Draft:
             nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
             with self._reporter.task(f"{name}: lists", nbytes) as task:
                 row_arrays, fences, key_hash = write_ranked_rows(
-                    group, stored, ranked, self._chunk_bytes, task
+                    group, stored, ranked, self._chunk_bytes, task, allow_ragged=True
                 )
             arrays.update(row_arrays)
         default_length = None
@@ -519,6 +519,7 @@ class Draft:
             delta=changes is not None,
             removed=removed,
             arrays=arrays,
+            layout="ragged" if "offsets" in arrays else "padded",
         )
         self._collections[name] = spec
         self._record(name, len(key_data), changes)
