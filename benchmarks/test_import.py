@@ -1,0 +1,73 @@
+"""What sharedrec adds to a reader process's imports, over numpy's.
+
+Each round starts fresh Python processes, alternating: one imports numpy, one runs
+`READER_IMPORTS` (what a reader imports before its first answer, numpy among them: the
+import step of `test_startup.py`), one runs ``import sharedrec`` alone. Each child times its
+own imports with ``time.perf_counter``; the interpreter's start is not counted. The figure
+is the best (minimum) of the rounds of each, since on a shared machine the noise only ever
+adds time: ``reader_over_numpy_s`` = best reader imports - best numpy import.
+
+A test (tests/test_spec.py) keeps what a reader process imports: no pydantic, zarr, s3fs,
+pyarrow, writer or manager modules.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from benchmarks._workload import Settings
+from benchmarks.test_startup import READER_IMPORTS
+
+_TIMED = """\
+import time
+t0 = time.perf_counter()
+{imports}
+t1 = time.perf_counter()
+import sys
+print(t1 - t0, file=sys.stderr)
+"""
+
+CHILDREN = {
+    "numpy": _TIMED.format(imports="import numpy"),
+    "reader": _TIMED.format(imports=READER_IMPORTS.strip()),
+    "sharedrec": _TIMED.format(imports="import sharedrec"),
+}
+
+
+def _seconds(code: str) -> float:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the child process failed ({done.returncode}):\n{done.stderr}")
+    return float(done.stderr.strip().splitlines()[-1])
+
+
+def test_import_over_numpy(benchmark: BenchmarkFixture, settings: Settings) -> None:
+    """Timed: one fresh process running the reader's imports; the split goes to extra_info."""
+    benchmark.group = "import"
+    rounds = 3 * settings.startup_rounds  # 21 fresh processes of each (9 in smoke mode)
+    times: dict[str, list[float]] = {name: [] for name in CHILDREN}
+
+    def run() -> None:
+        for name, code in CHILDREN.items():  # alternating, so that each sees the same load
+            times[name].append(_seconds(code))
+
+    start = time.perf_counter()
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    best = {name: min(values[1:]) for name, values in times.items()}  # the first: warm-up
+    benchmark.extra_info.update(
+        {
+            "numpy_s": best["numpy"],
+            "reader_imports_s": best["reader"],
+            "sharedrec_alone_s": best["sharedrec"],
+            "reader_over_numpy_s": best["reader"] - best["numpy"],
+            "rounds": rounds,
+            "statistic": "best of the rounds, each a fresh process; interpreter start not counted",
+            "wall_s": time.perf_counter() - start,
+        }
+    )
+    assert json.dumps(benchmark.extra_info)  # JSON-safe for the report
