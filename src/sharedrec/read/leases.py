@@ -14,18 +14,17 @@ one closing cannot drop the lease another still relies on.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from datetime import UTC, datetime, timedelta
 
+from sharedrec._log import log
 from sharedrec.backends.base import Backend
 from sharedrec.errors import InvalidInput, SharedrecError, StoreNotFound
 from sharedrec.format.layout import LEASE_FORMAT
 
 __all__ = ["LeaseKeeper", "default_reader_id", "lease_bytes"]
 
-log = logging.getLogger("sharedrec")
 
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 """The characters of a reader id (a set, not a regular expression: compiling one took a

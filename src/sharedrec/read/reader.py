@@ -7,7 +7,6 @@ array and a slice of the mapped row: no zarr-python, no copies for single keys.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sharedrec._log import log
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
 from sharedrec.format.keys import is_bool
 from sharedrec.read.collections import RankedList, Whole, check_k
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from sharedrec.read.leases import LeaseKeeper
 
 __all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader", "ReaderStats"]
-
-log = logging.getLogger("sharedrec")
 
 
 @dataclass(frozen=True)
