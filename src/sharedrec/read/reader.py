@@ -224,6 +224,8 @@ class Reader:
                     n = min(n, check_k(k))
                 chunk, offset = divmod(row, col.rows_per_chunk)
                 items, scores = col.rows
+                if n == col.spec.width:  # a whole row: one index, not an index and a slice
+                    return RankedList(items.chunk(chunk)[offset], scores.chunk(chunk)[offset], collection)
                 return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")
