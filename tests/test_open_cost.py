@@ -8,9 +8,12 @@ inside the store without resolving every component of its path.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -125,3 +128,34 @@ def test_a_versions_folder_that_links_out_of_the_store_is_refused(tmp_path: Path
     reader = store.reader(lease=False)
     assert reader.version == version
     reader.close()
+
+
+def _reader_imports() -> str:
+    """`READER_IMPORTS` of benchmarks/test_startup.py: the lines its child runs before timing."""
+    source = Path(__file__).parent.parent / "benchmarks" / "test_startup.py"
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["READER_IMPORTS"]:
+            value: str = ast.literal_eval(node.value)
+            return value
+    raise AssertionError(f"{source} has no READER_IMPORTS")
+
+
+def test_the_start_up_benchmark_imports_everything_an_open_loads(tmp_path: Path) -> None:
+    """The benchmark counts imports as imports and times the open after them: so an open and
+    a first lookup (int keys) after `READER_IMPORTS` import no module at all. A module the
+    open starts to load on first use shows here, and belongs in those lines (and then in
+    what `benchmarks/test_import.py` reports), not in the time of the first answer."""
+    store = _store(tmp_path)
+    key = int(make_ranked(300, 4, seed=5).keys[3])
+    script = (
+        "import sys, json\n"
+        + _reader_imports()
+        + "before = set(sys.modules)\n"
+        + f"reader = sharedrec.open({str(tmp_path / 'store')!r}, create=False).reader()\n"
+        + f"reader.get('home', {key})\n"
+        + "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+        + "reader.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+    assert store.current() is not None

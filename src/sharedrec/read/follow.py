@@ -9,6 +9,7 @@ thread and a lease of their own.
 from __future__ import annotations
 
 import _thread
+import atexit  # noqa: F401  # with the read path: weakref.finalize imports it at a reader's first open
 import os
 import threading
 import time
