@@ -13,7 +13,6 @@ import time
 import types
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,30 +33,9 @@ if TYPE_CHECKING:
     from sharedrec.read.collections import Collection
     from sharedrec.read.follow import Refresher
     from sharedrec.read.leases import LeaseKeeper
+    from sharedrec.read.stats import ReaderStats
 
-__all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader", "ReaderStats"]
-
-
-@dataclass(frozen=True)
-class ReaderStats:
-    """Counters of one reader (approximate under heavy multi-threading)."""
-
-    version: str
-    """The version served."""
-    version_age_seconds: float
-    """How long ago the served version was published: how stale its data is."""
-    lookups: int
-    """Keys looked up (``get`` calls plus keys of ``get_many``, ``vector``, ``vectors``)."""
-    misses: int
-    """Keys not found in the collection asked for."""
-    fallbacks_served: int
-    """Misses answered by a fallback collection or a default list."""
-    switches: int
-    """Times the reader moved to another version."""
-    refresh_failures: int
-    """Checks of ``CURRENT`` that failed, or versions refused because they did not verify."""
-    last_error: str | None
-    """The last refresh failure, if any."""
+__all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader"]
 
 
 class Reader:
@@ -167,6 +145,8 @@ class Reader:
 
     def stats(self) -> ReaderStats:
         """A snapshot of the reader's counters."""
+        from sharedrec.read.stats import ReaderStats  # its module loads at the first call
+
         manifest = self._v.manifest
         return ReaderStats(
             version=manifest.id,
