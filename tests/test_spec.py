@@ -263,7 +263,7 @@ _READER_STDLIB = frozenset(
         "json.encoder",
         "json.scanner",  # pointer, manifest and lease
         "copy",
-        "dataclasses",  # ReaderStats, VerifyReport (public dataclasses)
+        "dataclasses",  # VerifyReport, RowKind, RowPlan
         "errno",  # the local backend's retries
         "mmap",
         "zlib",  # chunk checksums
