@@ -222,6 +222,12 @@ _NOT_FOR_READERS = (
     "sharedrec.cli",
     "sharedrec.read.options",  # the option sets, for type checkers and the docs
     "fcntl",  # a writer's pointer lock
+    "logging",  # imported at the first message logged (sharedrec._log), with traceback
+    "traceback",
+    "hashlib",  # blake2b-64 comes from _blake2: hashlib loads OpenSSL
+    "xxhash",  # imported at the first lookup of a string key
+    "sharedrec.read.cache",  # the chunk cache of object stores
+    "sharedrec.backends.s3",
 )
 
 
@@ -241,6 +247,52 @@ def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
     items, heavy = done.stdout.splitlines()
     assert json.loads(items) == data.items[0].tolist()
     assert heavy == "[]"
+
+
+# Everything a reader process imports beyond numpy's own modules, besides sharedrec's read
+# path: each module here is time at every start (see benchmarks/test_import.py). A new
+# import on the path fails this test; add it here only if the reader cannot do without it.
+_READER_STDLIB = frozenset(
+    {
+        "__future__",
+        "_bisect",
+        "bisect",  # the key index's fences
+        "_json",
+        "json",
+        "json.decoder",
+        "json.encoder",
+        "json.scanner",  # pointer, manifest and lease
+        "copy",
+        "dataclasses",  # VerifyReport, RowKind, RowPlan
+        "errno",  # the local backend's retries
+        "mmap",
+        "zlib",  # chunk checksums
+        "threading",
+        "atexit",  # the reader's background thread, its finalizer
+    }
+)
+
+
+def test_a_reader_process_imports_nothing_beyond_numpy_but_its_own_path(tmp_path: Path) -> None:
+    store = sharedrec.open(tmp_path / "store", create=True)
+    data = make_ranked(100, 5, seed=1)
+    store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
+    script = (
+        "import sys, json\n"
+        "import numpy\n"
+        "before = set(sys.modules)\n"
+        "import sharedrec\n"
+        f"reader = sharedrec.open({str(tmp_path / 'store')!r}, create=False).reader(refresh_interval=0.05)\n"
+        f"reader.get('home', {int(data.keys[0])}); reader.get_many('home', [{int(data.keys[1])}, -1])\n"
+        "reader.refresh(); reader.stats(); repr(reader); reader.close()\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout)
+    assert [
+        m for m in loaded if m != "sharedrec" and not m.startswith("sharedrec.") and m not in _READER_STDLIB
+    ] == []
+    assert [m for m in loaded if any(m == h or m.startswith(h + ".") for h in _NOT_FOR_READERS)] == []
 
 
 def test_reader_manifest_is_the_schema_record(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ _LAZY: dict[str, str] = {
     "ReaderOptions": "sharedrec.read.options",
     "RankedList": "sharedrec.read.reader",
     "Reader": "sharedrec.read.reader",
-    "ReaderStats": "sharedrec.read.reader",
+    "ReaderStats": "sharedrec.read.stats",
     "StoreOptions": "sharedrec.read.options",
     "Draft": "sharedrec.write.draft",
     "PublishOptions": "sharedrec.write.draft",
@@ -83,7 +83,8 @@ if TYPE_CHECKING:  # what the table above loads, for type checkers and the API d
     from sharedrec.manage.versions import VersionInfo
     from sharedrec.read.checks import VerifyReport
     from sharedrec.read.options import ReaderOptions, StoreOptions
-    from sharedrec.read.reader import RankedList, Reader, ReaderStats
+    from sharedrec.read.reader import RankedList, Reader
+    from sharedrec.read.stats import ReaderStats
     from sharedrec.store import RecommendationStore, open
     from sharedrec.write.distributed import BeginOptions, PartitionReceipt, PublishHandle, partition_of
     from sharedrec.write.draft import Draft, PublishOptions, PublishRankedOptions

@@ -9,13 +9,14 @@ thread and a lease of their own.
 from __future__ import annotations
 
 import _thread
-import logging
+import atexit  # noqa: F401  # with the read path: weakref.finalize imports it at a reader's first open
 import os
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Protocol
 
+from sharedrec._log import log
 from sharedrec.errors import StoreNotFound, VersionNotFound
 from sharedrec.format.layout import CURRENT
 from sharedrec.format.schema import Pointer
@@ -39,8 +40,6 @@ __all__ = [
     "forget_after_fork",
     "shutdown",
 ]
-
-log = logging.getLogger("sharedrec")
 
 
 class Refresher(Protocol):

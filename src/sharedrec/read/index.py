@@ -331,7 +331,12 @@ class StrIndex:
             data = maybe
         digest = self._hash(data)
         # The last chunk starting below the hash: a run of equal hashes may begin in its tail.
-        chunk = 0 if self._fences is None else max(bisect_left(self._fences, digest) - 1, 0)
+        if self._fences is None:
+            chunk = 0
+        else:
+            chunk = bisect_left(self._fences, digest) - 1
+            if chunk < 0:
+                chunk = 0
         hashes = self._hash_views[chunk]
         if hashes is None:
             hashes = self._hash_view(chunk)

@@ -14,21 +14,21 @@ one closing cannot drop the lease another still relies on.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import time
 from datetime import UTC, datetime, timedelta
 
+from sharedrec._log import log
 from sharedrec.backends.base import Backend
 from sharedrec.errors import InvalidInput, SharedrecError, StoreNotFound
 from sharedrec.format.layout import LEASE_FORMAT
 
 __all__ = ["LeaseKeeper", "default_reader_id", "lease_bytes"]
 
-log = logging.getLogger("sharedrec")
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+"""The characters of a reader id (a set, not a regular expression: compiling one took a
+fifth of a millisecond of every reader's open)."""
 
 STALE_AFTER = 3600.0
 """Seconds after its expiry a lease file of a reader's own id is removed as left behind."""
@@ -39,13 +39,13 @@ def default_reader_id() -> str:
     given = os.environ.get("SHAREDREC_READER_ID")
     if given:
         return validate_reader_id(given)
-    host = _UNSAFE.sub("-", os.uname().nodename)[:64] or "host"
+    host = "".join(c if c in _SAFE else "-" for c in os.uname().nodename)[:64] or "host"
     return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def validate_reader_id(reader_id: str) -> str:
     """Return ``reader_id`` if it can name a lease file, else raise `InvalidInput`."""
-    if not reader_id or _UNSAFE.search(reader_id) or reader_id.startswith(".") or len(reader_id) > 200:
+    if not reader_id or not _SAFE.issuperset(reader_id) or reader_id.startswith(".") or len(reader_id) > 200:
         raise InvalidInput(
             f"invalid reader id {reader_id!r}: use 1-200 letters, digits, '_', '-' or '.', not "
             "starting with '.'"
@@ -233,18 +233,27 @@ def lease_bytes(
 ) -> bytes:
     """A lease naming ``version`` and ``versions``, valid for ``ttl`` seconds from ``now``.
 
-    The bytes of a `sharedrec.format.schema.Lease`.
+    The bytes `sharedrec.format.schema.Lease.dumps` writes for these fields,
+    made without building the record: a reader writes its lease before its first answer,
+    and the record's checks of values made here took half of that write.
     """
-    from sharedrec.format.schema import Lease
+    lease: dict[str, object] = {
+        "format": LEASE_FORMAT,
+        "reader_id": reader_id,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "version": version,
+        "versions": list(dict.fromkeys([version, *versions])),
+        "started_at": _utc(started),
+        "heartbeat": _utc(now),
+        "expires_at": _utc(now + timedelta(seconds=ttl)),
+    }
+    if warming:  # only then, as in Lease.dumps: an older sharedrec reads the lease the same
+        lease["warming"] = True
+    return json.dumps(lease, separators=(",", ":"), ensure_ascii=False).encode()
 
-    return Lease(
-        reader_id=reader_id,
-        host=os.uname().nodename,
-        pid=os.getpid(),
-        version=version,
-        versions=list(dict.fromkeys([version, *versions])),
-        started_at=started,
-        heartbeat=now,
-        expires_at=now + timedelta(seconds=ttl),
-        warming=warming,
-    ).dumps()
+
+def _utc(moment: datetime) -> str:
+    """``moment`` in ISO 8601 as `Lease.dumps` writes it (``Z`` for UTC)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

@@ -7,19 +7,18 @@ array and a slice of the mapped row: no zarr-python, no copies for single keys.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 import types
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sharedrec._log import log
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
 from sharedrec.format.keys import is_bool
 from sharedrec.read.collections import RankedList, Whole, check_k
@@ -35,32 +34,9 @@ if TYPE_CHECKING:
     from sharedrec.read.collections import Collection
     from sharedrec.read.follow import Refresher
     from sharedrec.read.leases import LeaseKeeper
+    from sharedrec.read.stats import ReaderStats
 
-__all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader", "ReaderStats"]
-
-log = logging.getLogger("sharedrec")
-
-
-@dataclass(frozen=True)
-class ReaderStats:
-    """Counters of one reader (approximate under heavy multi-threading)."""
-
-    version: str
-    """The version served."""
-    version_age_seconds: float
-    """How long ago the served version was published: how stale its data is."""
-    lookups: int
-    """Keys looked up (``get`` calls plus keys of ``get_many``, ``vector``, ``vectors``)."""
-    misses: int
-    """Keys not found in the collection asked for."""
-    fallbacks_served: int
-    """Misses answered by a fallback collection or a default list."""
-    switches: int
-    """Times the reader moved to another version."""
-    refresh_failures: int
-    """Checks of ``CURRENT`` that failed, or versions refused because they did not verify."""
-    last_error: str | None
-    """The last refresh failure, if any."""
+__all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader"]
 
 
 class Reader:
@@ -170,6 +146,8 @@ class Reader:
 
     def stats(self) -> ReaderStats:
         """A snapshot of the reader's counters."""
+        from sharedrec.read.stats import ReaderStats  # its module loads at the first call
+
         manifest = self._v.manifest
         return ReaderStats(
             version=manifest.id,
@@ -227,6 +205,8 @@ class Reader:
                     n = min(n, check_k(k))
                 chunk, offset = divmod(row, col.rows_per_chunk)
                 items, scores = col.rows
+                if n == col.spec.width:  # a whole row: one index, not an index and a slice
+                    return RankedList(items.chunk(chunk)[offset], scores.chunk(chunk)[offset], collection)
                 return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")

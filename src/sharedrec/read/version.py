@@ -9,6 +9,7 @@ chunk files are mapped on first use.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -272,7 +273,10 @@ def open_version(
 
 def refuse_outside(root: StoreRoot, version_id: str, folder: str) -> None:
     """Raise unless a version folder resolves inside the store root (no link out of it)."""
-    top = os.path.realpath(root.backend.local_path("") or root.location)
+    base = root.backend.local_path("") or root.location
+    if folder == os.path.join(base, VERSIONS, version_id) and _no_link(os.path.join(base, VERSIONS), folder):
+        return  # neither versions/ nor the version's folder is a link: it is inside the root
+    top = os.path.realpath(base)
     real = os.path.realpath(folder)
     if os.path.commonpath([top, real]) != top:
         raise CorruptVersion(
@@ -280,6 +284,15 @@ def refuse_outside(root: StoreRoot, version_id: str, folder: str) -> None:
             f"root {top}: sharedrec never reads or deletes another location's files through a "
             "link; remove the link, and publish the version into this store instead"
         )
+
+
+def _no_link(*paths: str) -> bool:
+    """Whether each path exists and is not a symbolic link (two ``lstat`` calls, where
+    ``realpath`` would resolve every component of the path)."""
+    try:
+        return not any(stat.S_ISLNK(os.lstat(path).st_mode) for path in paths)
+    except OSError:
+        return False
 
 
 def version_condemned(backend: Backend, directory: str, wait: float = SETTLE_SECONDS) -> bool:
