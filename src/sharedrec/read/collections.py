@@ -22,7 +22,14 @@ import numpy as np
 
 from sharedrec.errors import CorruptVersion, InvalidInput
 from sharedrec.format.keys import int_key, int_keys, str_key, str_keys
-from sharedrec.read.index import IntIndex, PartitionedIndex, StrIndex
+from sharedrec.read.index import (
+    KEY_BLOCK,
+    IntIndex,
+    PartitionedIndex,
+    StrIndex,
+    partitions_of,
+    rows_in_blocks,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -344,6 +351,54 @@ class Partitioned(_Indexed):
         return part, local
 
     def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        if self.index.key_type != "int64":
+            return self._many_grouped(keys, width)
+        query, outside = int_keys(keys)
+        n = len(query)
+        count = len(self.parts)
+        owners = partitions_of(query, count)
+        if outside is not None:
+            owners[outside] = count  # one more group, after the last partition, never served
+        # The batch grouped by partition: each partition searches its slice of the keys and
+        # copies its rows into the same slice of the outputs, one call per array.
+        order = np.argsort(owners.astype(np.uint16), kind="stable")
+        grouped = query[order]
+        sizes = np.bincount(owners, minlength=count + 1)
+        bounds = [0, *np.cumsum(sizes).tolist()]
+        searched = []
+        for number, part in enumerate(self.parts):
+            start, stop = bounds[number], bounds[number + 1]
+            if stop > start and part is not None:
+                found = part.index.blocks_of(grouped[start:stop])  # type: ignore[union-attr]
+                if found is None:  # a partition whose key chunks are not mapped back to back
+                    return self._many_grouped(keys, width)
+                searched.append((number, part, start, stop, found))
+        stored = np.empty((n, KEY_BLOCK), dtype=np.int64)
+        block = np.zeros(n, dtype=np.intp)
+        limits = np.zeros(count + 1, dtype=np.intp)  # rows of each partition: none for the rest
+        for number, part, start, stop, (blocks, at) in searched:
+            np.take(blocks, at, axis=0, out=stored[start:stop])
+            block[start:stop] = at
+            limits[number] = part.index.n_rows
+        rows = rows_in_blocks(stored, block, grouped, np.repeat(limits, sizes))
+        found = rows >= 0
+        self.widest.back()
+        held = [np.empty((n, width), dtype=array.dtype) for array in self.first.rows]
+        taken = np.maximum(rows, 0)  # keys not found take row 0, then the fill values
+        for _, part, start, stop, _ in searched:
+            _gather_slice(part, taken[start:stop], [out[start:stop] for out in held])
+        outs = []
+        for buffer, fill in zip(held, self.kind.fills, strict=True):
+            buffer[~found] = fill
+            out = np.empty_like(buffer)
+            out[order] = buffer
+            outs.append(out)
+        answered = np.empty(n, dtype=bool)
+        answered[order] = found
+        return outs, answered
+
+    def _many_grouped(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        """`many` for str keys: the batch split by partition, each part looked up on its own."""
         n, groups = self.index.groups(keys)
         self.widest.back()
         outs = [
@@ -577,6 +632,23 @@ def _gather(
         plan = array.take(rows[hit], gathered, plan)
         out[hit] = gathered
     return plan
+
+
+def _gather_slice(part: Whole, rows: NDArray[np.intp], outs: Rows) -> None:
+    """Copy ``rows`` of ``part`` into ``outs``, one output per row array.
+
+    The columns a partition narrower than the outputs does not have hold the fill values.
+    """
+    plan = None
+    for array, out, fill in zip(part.rows, outs, part.kind.fills, strict=True):
+        width = min(out.shape[1], array.n_cols)
+        if width == out.shape[1]:
+            plan = array.take(rows, out, plan)
+            continue
+        gathered = np.empty((len(rows), width), dtype=out.dtype)
+        plan = array.take(rows, gathered, plan)
+        out[:, :width] = gathered
+        out[:, width:] = fill
 
 
 def _gather_into(

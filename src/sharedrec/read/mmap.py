@@ -207,6 +207,7 @@ class MappedArray:
         "_path",
         "_region",
         "_source",
+        "_unmapped",
         "_whole",
         "backed",
         "dtype",
@@ -245,6 +246,8 @@ class MappedArray:
         # Back to back needs several chunks, each a whole number of pages.
         contiguous = _REGIONS and self.n_chunks > 1 and self._chunk_nbytes % PAGE == 0
         self._mapped: NDArray[np.bool_] | None = np.zeros(self.n_chunks, bool) if contiguous else None
+        self._unmapped = self.n_chunks
+        """Chunks not mapped yet: once none is left, a batch skips looking for them."""
         self._region: _Region | None = None
         self._whole: NDArray[np.generic] | None = None
         self._lock = threading.Lock()
@@ -274,6 +277,19 @@ class MappedArray:
         if not self.backed:
             self.chunk(row // self.rows_per_chunk)
 
+    def contiguous(self) -> NDArray[np.generic] | None:
+        """The whole array as one view, rows of every chunk in order, or None when the chunks
+        are not mapped back to back (and there are several).
+
+        Only rows of mapped chunks may be read: map a chunk (`chunk`) before reading its
+        rows. The rows past ``n_rows`` are the last chunk's padding.
+        """
+        if self._mapped is None:
+            return self.chunk(0) if self.n_chunks == 1 else None
+        if self._whole is None:
+            self.chunk(0)
+        return self._whole
+
     def row(self, row: int) -> NDArray[np.generic]:
         """Row ``row`` (a scalar for 1-D arrays) as a view."""
         chunk, offset = divmod(row, self.rows_per_chunk)
@@ -288,9 +304,10 @@ class MappedArray:
         arrays chunked alike can reuse it (pass it as ``plan``).
         """
         if self._mapped is not None:
-            chunks = rows // self.rows_per_chunk
-            for chunk in set(chunks[~self._mapped[chunks]].tolist()):
-                self._map(chunk)
+            if self._unmapped:
+                chunks = rows // self.rows_per_chunk
+                for chunk in set(chunks[~self._mapped[chunks]].tolist()):
+                    self._map(chunk)
             whole = self._whole
             assert whole is not None  # mapped with the first chunk
             if out.ndim == 1 or out.shape[1] == whole.shape[1]:
@@ -417,6 +434,7 @@ class MappedArray:
                 self._region.map_file(fd, index * self._chunk_nbytes, self._chunk_nbytes)
                 self._check_values(array, index, path)  # unmarked, the chunk is mapped and checked again
                 self._mapped[index] = True
+                self._unmapped -= 1
             self._chunks[index] = array
             self.backed = True
             return array
