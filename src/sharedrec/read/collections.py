@@ -14,6 +14,7 @@ batch of keys (`many`), and which keys it serves (`keys`, `key_at`, `count`,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +31,7 @@ from sharedrec.read.index import (
     partitions_of,
     rows_in_blocks,
 )
+from sharedrec.read.mmap import Joint
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -300,7 +302,20 @@ class Partitioned(_Indexed):
 
     index: PartitionedIndex
 
-    __slots__ = ("default", "first", "index", "kind", "name", "parts", "single", "spec", "widest")
+    __slots__ = (
+        "default",
+        "first",
+        "index",
+        "joints",
+        "kind",
+        "limits",
+        "name",
+        "parts",
+        "single",
+        "spec",
+        "starts",
+        "widest",
+    )
 
     def __init__(
         self,
@@ -332,6 +347,21 @@ class Partitioned(_Indexed):
         if spec.default_length is not None:
             self.default = _default_list(name, arrays, spec.default_length)
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+        # Each row array of every partition mapped into one span: a batch of int keys is then
+        # one fancy index per array, straight into its output, whichever partitions it spans.
+        joints = [Joint.join([part.rows[i] for part in held]) for i in range(len(kind.rows))]
+        self.joints: list[Joint] | None = None
+        if spec.key_type == "int64" and all(joint is not None for joint in joints):
+            self.joints = [joint for joint in joints if joint is not None]
+        starts = iter(self.joints[0].starts if self.joints else itertools.repeat(0))
+        self.starts = np.array([next(starts) if part is not None else 0 for part in parts] + [0])
+        """Every partition's first row in the spans of ``joints`` (then 0, for keys in none)."""
+        counts = [
+            stored.count if part is not None else 0
+            for part, stored in zip(parts, spec.partitions.parts, strict=True)
+        ]
+        self.limits = np.array([*counts, 0])
+        """Every partition's rows (then none, for keys that can never be stored)."""
 
     def __repr__(self) -> str:
         held = sum(part is not None for part in self.parts)
@@ -351,7 +381,7 @@ class Partitioned(_Indexed):
         return part, local
 
     def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
-        if self.index.key_type != "int64":
+        if self.joints is None:
             return self._many_grouped(keys, width)
         query, outside = int_keys(keys)
         n = len(query)
@@ -359,46 +389,47 @@ class Partitioned(_Indexed):
         owners = partitions_of(query, count)
         if outside is not None:
             owners[outside] = count  # one more group, after the last partition, never served
-        # The batch grouped by partition: each partition searches its slice of the keys and
-        # copies its rows into the same slice of the outputs, one call per array.
+        # The batch grouped by partition: each partition searches its slice of the keys.
         order = np.argsort(owners.astype(np.uint16), kind="stable")
         grouped = query[order]
         sizes = np.bincount(owners, minlength=count + 1)
         bounds = [0, *np.cumsum(sizes).tolist()]
-        searched = []
+        stored = np.zeros((n, KEY_BLOCK), dtype=np.int64)
+        block = np.zeros(n, dtype=np.intp)
+        direct = []
         for number, part in enumerate(self.parts):
             start, stop = bounds[number], bounds[number + 1]
             if stop > start and part is not None:
-                found = part.index.blocks_of(grouped[start:stop])  # type: ignore[union-attr]
-                if found is None:  # a partition whose key chunks are not mapped back to back
-                    return self._many_grouped(keys, width)
-                searched.append((number, part, start, stop, found))
-        stored = np.empty((n, KEY_BLOCK), dtype=np.int64)
-        block = np.zeros(n, dtype=np.intp)
-        limits = np.zeros(count + 1, dtype=np.intp)  # rows of each partition: none for the rest
-        for number, part, start, stop, (blocks, at) in searched:
-            np.take(blocks, at, axis=0, out=stored[start:stop])
-            block[start:stop] = at
-            limits[number] = part.index.n_rows
-        rows = rows_in_blocks(stored, block, grouped, np.repeat(limits, sizes))
+                index: IntIndex = part.index  # type: ignore[assignment]
+                searched = index.blocks_of(grouped[start:stop])
+                if searched is None:  # key chunks not mapped back to back: searched apart
+                    direct.append((start, stop, index.find_many(grouped[start:stop])))
+                    continue
+                blocks, at = searched
+                np.take(blocks, at, axis=0, out=stored[start:stop])
+                block[start:stop] = at
+        rows = rows_in_blocks(stored, block, grouped, np.repeat(self.limits, sizes))
+        for start, stop, local in direct:
+            rows[start:stop] = local
         found = rows >= 0
-        self.widest.back()
-        held = [np.empty((n, width), dtype=array.dtype) for array in self.first.rows]
-        taken = np.maximum(rows, 0)  # keys not found take row 0, then the fill values
-        for _, part, start, stop, _ in searched:
-            _gather_slice(part, taken[start:stop], [out[start:stop] for out in held])
-        outs = []
-        for buffer, fill in zip(held, self.kind.fills, strict=True):
-            buffer[~found] = fill
-            out = np.empty_like(buffer)
-            out[order] = buffer
-            outs.append(out)
+        taken = np.empty(n, dtype=np.intp)
+        taken[order] = np.where(found, rows + np.repeat(self.starts, sizes), 0)
         answered = np.empty(n, dtype=bool)
         answered[order] = found
+        self.widest.back()
+        outs = []
+        missing = None if found.all() else ~answered
+        for joint, fill in zip(self.joints, self.kind.fills, strict=True):
+            out = np.empty((n, width), dtype=joint.arrays[0].dtype)
+            joint.take(taken, out)  # keys not found take row 0, then the fill values
+            if missing is not None:
+                out[missing] = fill
+            outs.append(out)
         return outs, answered
 
     def _many_grouped(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
-        """`many` for str keys: the batch split by partition, each part looked up on its own."""
+        """`many` for str keys, or partitions that cannot be mapped into one span: the batch
+        split by partition, each part looked up and copied on its own."""
         n, groups = self.index.groups(keys)
         self.widest.back()
         outs = [
@@ -632,23 +663,6 @@ def _gather(
         plan = array.take(rows[hit], gathered, plan)
         out[hit] = gathered
     return plan
-
-
-def _gather_slice(part: Whole, rows: NDArray[np.intp], outs: Rows) -> None:
-    """Copy ``rows`` of ``part`` into ``outs``, one output per row array.
-
-    The columns a partition narrower than the outputs does not have hold the fill values.
-    """
-    plan = None
-    for array, out, fill in zip(part.rows, outs, part.kind.fills, strict=True):
-        width = min(out.shape[1], array.n_cols)
-        if width == out.shape[1]:
-            plan = array.take(rows, out, plan)
-            continue
-        gathered = np.empty((len(rows), width), dtype=out.dtype)
-        plan = array.take(rows, gathered, plan)
-        out[:, :width] = gathered
-        out[:, width:] = fill
 
 
 def _gather_into(

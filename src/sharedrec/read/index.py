@@ -118,6 +118,7 @@ KEY_BLOCK = 16
 """Keys per block of a batch lookup: one key in 16 is kept in memory, the sample."""
 _BLOCK = KEY_BLOCK
 _BLOCK_SHIFT = _BLOCK.bit_length() - 1
+_UNSAMPLED = -2
 
 
 class _Sorted:
@@ -155,7 +156,8 @@ class _Sorted:
         self._sample: NDArray[np.generic] | None = None
         self._sampled: list[bool] = []
         self._unsampled = -1
-        """Chunks whose sample is not taken yet; -1 before the first batch."""
+        """Chunks whose sample is not taken yet; -1 before the first batch, `_UNSAMPLED` when
+        the array cannot be read as blocks."""
         self._lock = threading.Lock()
 
     def renew_lock(self) -> None:
@@ -251,7 +253,11 @@ class _Sorted:
 
         Ascending ``values`` are searched fastest (the sample is read in order).
         """
-        blocks = self._blocks if self._unsampled == 0 else self._start_blocks()
+        if self._unsampled == 0:  # every chunk sampled: the sample no longer changes
+            assert self._sample is not None
+            assert self._blocks is not None
+            return self._blocks, self._sample[1:].searchsorted(values, "right")
+        blocks = self._start_blocks() if self._unsampled != _UNSAMPLED else None
         if blocks is None:
             return None
         return blocks, self._block_of(values)
@@ -263,9 +269,13 @@ class _Sorted:
             blocks = -(-self._n // _BLOCK)
             fences = self._fences
             several = self._array.n_chunks > 1
-            if whole is None or len(whole) < blocks * _BLOCK or (several and self._rpc % _BLOCK):
-                return None
-            if fences is not None and len(fences) != self._array.n_chunks:
+            if (
+                whole is None
+                or len(whole) < blocks * _BLOCK
+                or (several and self._rpc % _BLOCK)
+                or (fences is not None and len(fences) != self._array.n_chunks)
+            ):
+                self._unsampled = _UNSAMPLED
                 return None
             with self._lock:
                 if self._unsampled < 0:
@@ -279,8 +289,6 @@ class _Sorted:
 
     def _block_of(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
         """The block of every value: the last whose first value is at most the value."""
-        if self._unsampled == 0:  # every chunk sampled: the sample no longer changes
-            return self._search_sample(values)
         # A chunk's entries change while its sample is taken: search and take under the lock.
         with self._lock:
             per_chunk = -(-self._rpc // _BLOCK)
@@ -294,11 +302,10 @@ class _Sorted:
                     self._take_sample(chunk)
 
     def _search_sample(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        # The sample without its first entry: values below the second block's first value,
+        # including those below the first (never found), are in block 0.
         assert self._sample is not None
-        block = self._sample.searchsorted(values, "right")
-        block -= 1
-        np.maximum(block, 0, out=block)  # below the first value: block 0, where it is not found
-        return block
+        return self._sample[1:].searchsorted(values, "right")
 
     def _take_sample(self, chunk: int) -> None:
         assert self._sample is not None
