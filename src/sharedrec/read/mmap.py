@@ -315,6 +315,8 @@ class MappedArray:
         Returns the `RowPlan` built for chunk-by-chunk copying, if one was needed, so that
         arrays chunked alike can reuse it (pass it as ``plan``).
         """
+        if not len(rows):  # nothing to copy, and maybe no chunk mapped to copy from
+            return plan
         if self._mapped is not None:
             self.map_rows(rows)
             whole = self._whole
