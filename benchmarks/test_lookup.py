@@ -138,6 +138,20 @@ def _batch(
 
     keys, items, scores = _mapped(workload, plain=system == "ndarray-view")
 
+    if system == "ndarray-view":
+        # The fastest plain-numpy batch found: the batch searched in sorted order (numpy's
+        # searchsorted starts each search where the previous one ended) and the rows copied
+        # with np.take, which skips the general fancy-indexing machinery.
+        def fastest(batch: NDArray[np.int64]) -> Any:
+            order = np.argsort(batch)
+            rows = np.empty(len(batch), dtype=np.intp)
+            rows[order] = np.searchsorted(keys, batch[order])
+            if not np.array_equal(keys.take(rows, mode="clip"), batch):
+                raise KeyError("a key of the batch is missing")
+            return np.take(items, rows, axis=0), np.take(scores, rows, axis=0)
+
+        return fastest, lambda found: found
+
     def raw(batch: NDArray[np.int64]) -> Any:
         rows = np.searchsorted(keys, batch)
         if not np.array_equal(keys[rows], batch):

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput
 from sharedrec.read.collections import Partitioned, Whole
-from sharedrec.read.index import KEY_BLOCK, IntIndex
+from sharedrec.read.index import KEY_BLOCK, IntIndex, partitions_of
 
 from conftest import make_ranked
 
@@ -261,11 +261,18 @@ def test_partitions_in_one_span(store: sharedrec.RecommendationStore) -> None:
     """About 1,000 keys a partition: rows in 4 chunks, keys in 2; one span per row array."""
     rows = _publish_parts(store, 8000)
     with store.reader(lease=False) as reader:
-        assert _collection(reader).joints is not None
+        collection = _collection(reader)
+        assert collection.joints is not None
+        assert collection.key_joint is not None
+        owners = partitions_of(rows.keys, 8)
+        rows.check(reader, rows.keys[owners == 2][:50])  # one partition: searched on its own
+        assert not collection.keys_sampled
         for batch in _batches(rows, seed=4):
             rows.check(reader, batch)
             rows.check(reader, batch, k=3)
+        assert collection.keys_sampled  # every key chunk sampled: the span searched the rest
         rows.check(reader, [int(rows.keys[0]), 2**64 - 1, -(2**63) - 5])
+        rows.check(reader, [2**64 - 1])
         assert reader.get_many("home", np.array([], dtype=np.int64))[0].shape == (0, K)
         # a single-key get reads the same rows through the span
         key = int(rows.keys[123])
@@ -278,6 +285,7 @@ def test_partitions_with_one_key_chunk_each(store: sharedrec.RecommendationStore
     rows = _publish_parts(store, 3200, seed=1)
     with store.reader(lease=False) as reader:
         assert _collection(reader).joints is not None
+        assert _collection(reader).key_joint is None  # one key chunk each: not back to back
         for batch in _batches(rows, seed=5):
             rows.check(reader, batch)
         parts = [part for part in _collection(reader).parts if part is not None]
@@ -292,6 +300,11 @@ def test_partitions_with_an_empty_one(store: sharedrec.RecommendationStore) -> N
         assert collection.joints is not None
         for batch in _batches(rows, seed=6):
             rows.check(reader, batch)
+        assert collection.keys_sampled
+        # keys whose partition (the empty one) holds none, in a batch with keys it holds
+        others = np.arange(-(10**6), 10**6, 997, dtype=np.int64)
+        unheld = others[partitions_of(others, 8) == 3]
+        assert not rows.check(reader, np.r_[unheld, rows.keys[:5]])[: len(unheld)].any()
 
 
 def test_small_partitions_are_looked_up_one_by_one(store: sharedrec.RecommendationStore) -> None:

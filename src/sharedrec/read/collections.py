@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -307,6 +307,9 @@ class Partitioned(_Indexed):
         "first",
         "index",
         "joints",
+        "key_joint",
+        "key_starts",
+        "keys_sampled",
         "kind",
         "limits",
         "name",
@@ -356,6 +359,15 @@ class Partitioned(_Indexed):
         starts = iter(self.joints[0].starts if self.joints else itertools.repeat(0))
         self.starts = np.array([next(starts) if part is not None else 0 for part in parts] + [0])
         """Every partition's first row in the spans of ``joints`` (then 0, for keys in none)."""
+        # The key arrays too, when they can be: a batch then reads every key block at once.
+        self.key_joint: Joint | None = None
+        if self.joints is not None:
+            self.key_joint = Joint.join([cast(IntIndex, part.index).array for part in held])
+        key_starts = iter(self.key_joint.starts if self.key_joint else itertools.repeat(0))
+        self.key_starts = np.array([next(key_starts) if part is not None else 0 for part in parts] + [0])
+        """Every partition's first key in the span of ``key_joint`` (then 0, for keys in none)."""
+        self.keys_sampled = False
+        """Whether every partition's keys are sampled, so every key chunk is mapped."""
         counts = [
             stored.count if part is not None else 0
             for part, stored in zip(parts, spec.partitions.parts, strict=True)
@@ -394,6 +406,65 @@ class Partitioned(_Indexed):
         grouped = query[order]
         sizes = np.bincount(owners, minlength=count + 1)
         bounds = [0, *np.cumsum(sizes).tolist()]
+        sizes_list = sizes.tolist()
+        rows = self._search_span(grouped, bounds, sizes_list) if self.key_joint is not None else None
+        if rows is None:
+            rows = self._search_parts(grouped, bounds, sizes)
+        found = rows >= 0
+        taken = np.empty(n, dtype=np.intp)
+        taken[order] = np.where(found, rows + np.repeat(self.starts, sizes), 0)
+        answered = np.empty(n, dtype=bool)
+        answered[order] = found
+        self.widest.back()
+        outs = []
+        missing = None if found.all() else ~answered
+        for joint, fill in zip(self.joints, self.kind.fills, strict=True):
+            out = np.empty((n, width), dtype=joint.arrays[0].dtype)
+            joint.take(taken, out)  # keys not found take row 0, then the fill values
+            if missing is not None:
+                out[missing] = fill
+            outs.append(out)
+        return outs, answered
+
+    def _search_span(
+        self, grouped: NDArray[np.int64], bounds: list[int], sizes: list[int]
+    ) -> NDArray[np.intp] | None:
+        """Rows within each partition of keys grouped by partition, through the span of all key
+        arrays; None until every partition's keys are sampled (then `_search_parts`)."""
+        joint = self.key_joint
+        assert joint is not None
+        if not self.keys_sampled:  # blocks of every partition may be read (those of keys in none)
+            held = [cast(IntIndex, part.index) for part in self.parts if part is not None]
+            if not all(index.sampled for index in held):
+                return None
+            self.keys_sampled = True
+        n = len(grouped)
+        block = np.zeros(n, dtype=np.intp)
+        first = np.zeros(len(sizes), dtype=np.intp)  # each partition's first block in the span
+        limits = np.zeros(len(sizes), dtype=np.intp)  # and the end of its keys there
+        for number, part in enumerate(self.parts):
+            start, stop = bounds[number], bounds[number + 1]
+            if stop > start and part is not None:
+                index: IntIndex = part.index  # type: ignore[assignment]
+                found = index.sampled_blocks(grouped[start:stop])
+                if found is None:
+                    return None
+                block[start:stop] = found
+                first[number] = self.key_starts[number] // KEY_BLOCK
+                limits[number] = self.key_starts[number] + index.n_rows
+        block += np.repeat(first, sizes)
+        _, whole = joint.region()
+        stored = whole.reshape(-1, KEY_BLOCK).take(block, axis=0)
+        rows = rows_in_blocks(stored, block, grouped, np.repeat(limits, sizes))
+        rows -= np.repeat(self.key_starts, sizes)  # rows within each partition (-1 stays below 0)
+        rows[rows < 0] = -1
+        return rows
+
+    def _search_parts(
+        self, grouped: NDArray[np.int64], bounds: list[int], sizes: NDArray[np.intp]
+    ) -> NDArray[np.intp]:
+        """Rows within each partition of keys grouped by partition, partition by partition."""
+        n = len(grouped)
         stored = np.zeros((n, KEY_BLOCK), dtype=np.int64)
         block = np.zeros(n, dtype=np.intp)
         direct = []
@@ -411,21 +482,7 @@ class Partitioned(_Indexed):
         rows = rows_in_blocks(stored, block, grouped, np.repeat(self.limits, sizes))
         for start, stop, local in direct:
             rows[start:stop] = local
-        found = rows >= 0
-        taken = np.empty(n, dtype=np.intp)
-        taken[order] = np.where(found, rows + np.repeat(self.starts, sizes), 0)
-        answered = np.empty(n, dtype=bool)
-        answered[order] = found
-        self.widest.back()
-        outs = []
-        missing = None if found.all() else ~answered
-        for joint, fill in zip(self.joints, self.kind.fills, strict=True):
-            out = np.empty((n, width), dtype=joint.arrays[0].dtype)
-            joint.take(taken, out)  # keys not found take row 0, then the fill values
-            if missing is not None:
-                out[missing] = fill
-            outs.append(out)
-        return outs, answered
+        return rows
 
     def _many_grouped(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
         """`many` for str keys, or partitions that cannot be mapped into one span: the batch

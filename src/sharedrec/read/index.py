@@ -164,6 +164,16 @@ class _Sorted:
         """A new lock, in a forked child (see `renew_lock_after_fork`)."""
         self._lock = threading.Lock()
 
+    @property
+    def array(self) -> MappedArray:
+        """The mapped array searched."""
+        return self._array
+
+    @property
+    def sampled(self) -> bool:
+        """Whether every chunk is sampled (and so mapped)."""
+        return self._unsampled == 0
+
     def _valid(self, chunk: int) -> NDArray[np.generic]:
         view = self._views[chunk]
         if view is None:
@@ -261,6 +271,14 @@ class _Sorted:
         if blocks is None:
             return None
         return blocks, self._block_of(values)
+
+    def sampled_blocks(self, values: NDArray[np.generic]) -> NDArray[np.intp] | None:
+        """The block of each of ``values`` (see `blocks_of`) once every chunk is sampled (and
+        mapped), else None."""
+        if self._unsampled:
+            return None
+        assert self._sample is not None
+        return self._sample[1:].searchsorted(values, "right")
 
     def _start_blocks(self) -> NDArray[np.generic] | None:
         """The array as rows of `_BLOCK` values, its sample started; None if it cannot be."""
@@ -400,10 +418,25 @@ class IntIndex:
         """
         return self._sorted.blocks_of(query)  # type: ignore[return-value]
 
+    def sampled_blocks(self, query: NDArray[np.int64]) -> NDArray[np.intp] | None:
+        """The block of each int64 key once the whole key array is sampled, else None (then
+        `blocks_of` samples what it needs)."""
+        return self._sorted.sampled_blocks(query)
+
     @property
     def n_rows(self) -> int:
         """How many keys the index holds."""
         return self._n
+
+    @property
+    def sampled(self) -> bool:
+        """Whether every key chunk is sampled (and so mapped): see `sampled_blocks`."""
+        return self._sorted.sampled
+
+    @property
+    def array(self) -> MappedArray:
+        """The mapped array of the sorted keys."""
+        return self._sorted.array
 
 
 _NATIVE = np.dtype("<u8").isnative
