@@ -307,8 +307,11 @@ class Partitioned(_Indexed):
         "first",
         "index",
         "joints",
+        "key_blocks",
         "key_joint",
+        "key_limits",
         "key_starts",
+        "key_to_row",
         "keys_sampled",
         "kind",
         "limits",
@@ -374,6 +377,12 @@ class Partitioned(_Indexed):
         ]
         self.limits = np.array([*counts, 0])
         """Every partition's rows (then none, for keys that can never be stored)."""
+        self.key_blocks = self.key_starts // KEY_BLOCK
+        """Every partition's first block of keys in the span of ``key_joint``."""
+        self.key_limits = np.where(self.limits > 0, self.key_starts + self.limits, 0)
+        """Where every partition's keys end in the span of ``key_joint`` (0: it holds none)."""
+        self.key_to_row = self.starts - self.key_starts
+        """What turns a row of the span of ``key_joint`` into one of the spans of ``joints``."""
 
     def __repr__(self) -> str:
         held = sum(part is not None for part in self.parts)
@@ -406,13 +415,16 @@ class Partitioned(_Indexed):
         grouped = query[order]
         sizes = np.bincount(owners, minlength=count + 1)
         bounds = [0, *np.cumsum(sizes).tolist()]
-        sizes_list = sizes.tolist()
-        rows = self._search_span(grouped, bounds, sizes_list) if self.key_joint is not None else None
+        rows = None
+        if self.key_joint is not None:
+            rows = self._search_span(grouped, bounds, sizes.tolist())
+            offsets = self.key_to_row  # from the span of key arrays to the span of rows
         if rows is None:
             rows = self._search_parts(grouped, bounds, sizes)
+            offsets = self.starts
         found = rows >= 0
         taken = np.empty(n, dtype=np.intp)
-        taken[order] = np.where(found, rows + np.repeat(self.starts, sizes), 0)
+        taken[order] = np.where(found, rows + np.repeat(offsets, sizes), 0)
         answered = np.empty(n, dtype=bool)
         answered[order] = found
         self.widest.back()
@@ -429,8 +441,8 @@ class Partitioned(_Indexed):
     def _search_span(
         self, grouped: NDArray[np.int64], bounds: list[int], sizes: list[int]
     ) -> NDArray[np.intp] | None:
-        """Rows within each partition of keys grouped by partition, through the span of all key
-        arrays; None until every partition's keys are sampled (then `_search_parts`)."""
+        """Rows in the span of all key arrays of keys grouped by partition (-1 where absent);
+        None until every partition's keys are sampled (then `_search_parts`)."""
         joint = self.key_joint
         assert joint is not None
         if not self.keys_sampled:  # blocks of every partition may be read (those of keys in none)
@@ -438,27 +450,17 @@ class Partitioned(_Indexed):
             if not all(index.sampled for index in held):
                 return None
             self.keys_sampled = True
-        n = len(grouped)
-        block = np.zeros(n, dtype=np.intp)
-        first = np.zeros(len(sizes), dtype=np.intp)  # each partition's first block in the span
-        limits = np.zeros(len(sizes), dtype=np.intp)  # and the end of its keys there
+        block = np.zeros(len(grouped), dtype=np.intp)
         for number, part in enumerate(self.parts):
             start, stop = bounds[number], bounds[number + 1]
             if stop > start and part is not None:
-                index: IntIndex = part.index  # type: ignore[assignment]
-                found = index.sampled_blocks(grouped[start:stop])
-                if found is None:
-                    return None
+                found = cast(IntIndex, part.index).sampled_blocks(grouped[start:stop])
+                assert found is not None  # every partition is sampled
                 block[start:stop] = found
-                first[number] = self.key_starts[number] // KEY_BLOCK
-                limits[number] = self.key_starts[number] + index.n_rows
-        block += np.repeat(first, sizes)
+        block += np.repeat(self.key_blocks, sizes)
         _, whole = joint.region()
         stored = whole.reshape(-1, KEY_BLOCK).take(block, axis=0)
-        rows = rows_in_blocks(stored, block, grouped, np.repeat(limits, sizes))
-        rows -= np.repeat(self.key_starts, sizes)  # rows within each partition (-1 stays below 0)
-        rows[rows < 0] = -1
-        return rows
+        return rows_in_blocks(stored, block, grouped, np.repeat(self.key_limits, sizes))
 
     def _search_parts(
         self, grouped: NDArray[np.int64], bounds: list[int], sizes: NDArray[np.intp]

@@ -514,7 +514,7 @@ class Joint:
     joined (`join`). The span is reserved when the first chunk is mapped.
     """
 
-    __slots__ = ("__weakref__", "_lock", "_region", "_whole", "arrays", "starts")
+    __slots__ = ("__weakref__", "_complete", "_lock", "_region", "_whole", "arrays", "starts")
 
     def __init__(self, arrays: list[MappedArray]) -> None:
         self.arrays = arrays
@@ -525,6 +525,8 @@ class Joint:
         """The first row of every array in the span, and the span's rows."""
         self._region: _Region | None = None
         self._whole: NDArray[np.generic] | None = None
+        self._complete = False
+        """Whether every chunk of every array is mapped: a batch need not look for any."""
         self._lock = threading.Lock()
         renew_lock_after_fork(self)
 
@@ -553,10 +555,12 @@ class Joint:
     def take(self, rows: NDArray[np.intp], out: NDArray[np.generic]) -> None:
         """Copy rows of the span (``starts[i] + r`` for row ``r`` of ``arrays[i]``) into
         ``out`` (the leading columns of each row); the chunks holding them are mapped first."""
-        for number, array in enumerate(self.arrays):
-            if not array.complete:
-                local = rows - self.starts[number]
-                array.map_rows(local[(local >= 0) & (local < array.n_rows)])
+        if not self._complete:
+            for number, array in enumerate(self.arrays):
+                if not array.complete:
+                    local = rows - self.starts[number]
+                    array.map_rows(local[(local >= 0) & (local < array.n_rows)])
+            self._complete = all(array.complete for array in self.arrays)
         _, whole = self.region()
         if out.shape[1:] == whole.shape[1:]:
             np.take(whole, rows, axis=0, out=out, mode="clip")  # rows are in range: no clipping
