@@ -410,8 +410,10 @@ class Partitioned(_Indexed):
         owners = partitions_of(query, count)
         if outside is not None:
             owners[outside] = count  # one more group, after the last partition, never served
-        # The batch grouped by partition: each partition searches its slice of the keys.
-        order = np.argsort(owners.astype(np.uint16), kind="stable")
+        # The batch grouped by partition, keys ascending within each: each partition searches
+        # its slice of the keys, in order (its key sample is read front to back).
+        order = np.argsort(query)
+        order = order[np.argsort(owners[order].astype(np.uint16), kind="stable")]
         grouped = query[order]
         sizes = np.bincount(owners, minlength=count + 1)
         bounds = [0, *np.cumsum(sizes).tolist()]
