@@ -192,6 +192,27 @@ def _latencies(lookup: Lookup, keys: list[Any], calls: int) -> dict[str, float]:
     }
 
 
+def _interleaved(lookups: dict[str, Lookup], batches: list[Any], baseline: str) -> dict[str, float]:
+    """Medians in µs of the lookups timed in alternating rounds over the same batches, and
+    each one's time over ``baseline``'s: ratios that a busy machine's load, which changes
+    between one benchmark and the next, affects alike."""
+    rounds = 7
+    spent: dict[str, list[int]] = {name: [] for name in lookups}
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for name, lookup in lookups.items():
+            for batch in batches:
+                start = clock()
+                lookup(batch)
+                spent[name].append(clock() - start)
+    medians = {name: float(np.median(times)) / 1e3 for name, times in spent.items()}
+    out = {f"interleaved_{name}_us": median for name, median in medians.items()}
+    for name, median in medians.items():
+        if name != baseline:
+            out[f"interleaved_{name}_over_{baseline}"] = median / medians[baseline]
+    return out
+
+
 def _redis_info(request: pytest.FixtureRequest) -> dict[str, Any]:
     memory = request.getfixturevalue("redis_db").info("memory")
     return {"redis_used_memory_mb": memory["used_memory"] / 1e6, "server": "redis-server on loopback"}
@@ -239,6 +260,13 @@ def test_get_many(
             lookup(batch)
         rotation = itertools.cycle(batches)
         benchmark(lambda: lookup(next(rotation)))
+        if system == "sharedrec":
+            lookups = {system: lookup}
+            for baseline in ("np.memmap", "ndarray-view"):
+                lookups[baseline] = _batch(baseline, workload, stack, request)[0]
+                for batch in batches:
+                    lookups[baseline](batch)
+            benchmark.extra_info.update(_interleaved(lookups, batches, "np.memmap"))
     benchmark.extra_info.update(system=system, n_users=workload.n_users, k=workload.k, batch=settings.batch)
     if system == "redis":
         benchmark.extra_info.update(_redis_info(request))
@@ -310,4 +338,11 @@ def test_get_many_partitioned(
             reader.get_many(COLLECTION, batch)
         rotation = itertools.cycle(batches)
         benchmark(lambda: reader.get_many(COLLECTION, next(rotation)))
+        if partitions > 1:
+            with sharedrec.open(workload.store, create=False).reader(lease=False) as whole:
+                lookups = {
+                    "partitioned": lambda batch: reader.get_many(COLLECTION, batch),
+                    "whole": lambda batch: whole.get_many(COLLECTION, batch),
+                }
+                benchmark.extra_info.update(_interleaved(lookups, batches, "whole"))
     benchmark.extra_info.update(partitions=partitions, n_users=workload.n_users, batch=settings.batch)
