@@ -218,6 +218,16 @@ def test_padding_of_the_last_chunk_is_no_key(store: sharedrec.RecommendationStor
         assert _unsampled(_index(reader)) >= 0
 
 
+def test_padding_equal_to_the_last_key(store: sharedrec.RecommendationStore) -> None:
+    """The padding (-1) repeats the last key, -1, in the last block: the key is still found,
+    at its own row (the padding's match used to overwrite it, then was dropped)."""
+    keys = -np.arange(1, 1030, dtype=np.int64)[::-1]  # -1029 .. -1
+    rows = _publish(store, keys, 4096)
+    with store.reader(lease=False) as reader:
+        assert rows.check(reader, [-1, -2, int(keys[0]), 0]).tolist() == [True, True, True, False]
+        assert _unsampled(_index(reader)) >= 0
+
+
 def test_corrupt_key_chunk_in_a_batch(blocks_store: tuple[sharedrec.RecommendationStore, Rows]) -> None:
     store, rows = blocks_store
     version = store.current()

@@ -356,16 +356,18 @@ def rows_in_blocks(
     of the array: its last chunk's padding past them holds no key). ``limit`` is a number or
     one per value.
     """
-    # Stored values are unique: at most one per block equals the value asked for.
+    # Stored values are unique, but the padding past the last may repeat one of them: the
+    # matches past ``limit`` are dropped before the others are placed.
     equal = np.flatnonzero(stored == values[:, None])
     at = equal >> _BLOCK_SHIFT
     found = block[at] << _BLOCK_SHIFT
     found += equal & (_BLOCK - 1)
     rows = np.full(len(values), -1, dtype=np.intp)
-    rows[at] = found
-    past = found >= (limit if np.isscalar(limit) else limit[at])
-    if past.any():
-        rows[at[past]] = -1
+    inside = found < (limit if np.isscalar(limit) else limit[at])
+    if inside.all():
+        rows[at] = found
+    else:
+        rows[at[inside]] = found[inside]
     return rows
 
 
