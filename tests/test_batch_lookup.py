@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput
 from sharedrec.read.collections import Partitioned, Whole
-from sharedrec.read.index import KEY_BLOCK, IntIndex, partitions_of
+from sharedrec.read.index import IntIndex, partitions_of
 
 from conftest import make_ranked
 
@@ -199,12 +199,13 @@ def test_key_chunks_not_back_to_back_are_searched_chunk_by_chunk(
 
 @pytest.mark.parametrize("n", [16 * 30, 16 * 30 + 5])
 def test_one_key_chunk(store: sharedrec.RecommendationStore, n: int) -> None:
-    """A key array of one chunk: read as blocks when its rows fill them, else searched."""
+    """A key array of one chunk: read as blocks (copied into whole blocks when its rows do not
+    fill them)."""
     rows = _publish(store, cast(NDArray[np.int64], make_ranked(n, 1, seed=6).keys), 1 << 20)
     with store.reader(lease=False) as reader:
         for batch in _batches(rows, seed=3):
             rows.check(reader, batch)
-        assert _unsampled(_index(reader)) == (0 if n % KEY_BLOCK == 0 else -2)
+        assert _unsampled(_index(reader)) == 0
 
 
 def test_padding_of_the_last_chunk_is_no_key(store: sharedrec.RecommendationStore) -> None:
@@ -290,8 +291,8 @@ def test_partitions_in_one_span(store: sharedrec.RecommendationStore) -> None:
 
 
 def test_partitions_with_one_key_chunk_each(store: sharedrec.RecommendationStore) -> None:
-    """About 400 keys a partition: rows in 2 chunks (one span), keys in one chunk, most of
-    them not a whole number of blocks (searched apart)."""
+    """About 400 keys a partition: rows in 2 chunks (one span), keys in one chunk each, most
+    of them not a whole number of blocks (copied into blocks), searched partition by partition."""
     rows = _publish_parts(store, 3200, seed=1)
     with store.reader(lease=False) as reader:
         assert _collection(reader).joints is not None
@@ -299,7 +300,7 @@ def test_partitions_with_one_key_chunk_each(store: sharedrec.RecommendationStore
         for batch in _batches(rows, seed=5):
             rows.check(reader, batch)
         parts = [part for part in _collection(reader).parts if part is not None]
-        assert -2 in {_unsampled(cast(IntIndex, part.index)) for part in parts}
+        assert {_unsampled(cast(IntIndex, part.index)) for part in parts} == {0}
 
 
 def test_partitions_with_an_empty_one(store: sharedrec.RecommendationStore) -> None:

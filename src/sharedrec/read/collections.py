@@ -424,6 +424,8 @@ class Partitioned(_Indexed):
         if rows is None:
             rows = self._search_parts(grouped, bounds, sizes)
             offsets = self.starts
+            if rows is None:
+                return self._many_grouped(keys, width)
         found = rows >= 0
         taken = np.empty(n, dtype=np.intp)
         taken[order] = np.where(found, rows + np.repeat(offsets, sizes), 0)
@@ -466,27 +468,22 @@ class Partitioned(_Indexed):
 
     def _search_parts(
         self, grouped: NDArray[np.int64], bounds: list[int], sizes: NDArray[np.intp]
-    ) -> NDArray[np.intp]:
-        """Rows within each partition of keys grouped by partition, partition by partition."""
+    ) -> NDArray[np.intp] | None:
+        """Rows within each partition of keys grouped by partition, partition by partition;
+        None when a partition's key chunks are not mapped back to back (then `_many_grouped`)."""
         n = len(grouped)
         stored = np.zeros((n, KEY_BLOCK), dtype=np.int64)
         block = np.zeros(n, dtype=np.intp)
-        direct = []
         for number, part in enumerate(self.parts):
             start, stop = bounds[number], bounds[number + 1]
             if stop > start and part is not None:
-                index: IntIndex = part.index  # type: ignore[assignment]
-                searched = index.blocks_of(grouped[start:stop])
-                if searched is None:  # key chunks not mapped back to back: searched apart
-                    direct.append((start, stop, index.find_many(grouped[start:stop])))
-                    continue
+                searched = cast(IntIndex, part.index).blocks_of(grouped[start:stop])
+                if searched is None:
+                    return None
                 blocks, at = searched
                 np.take(blocks, at, axis=0, out=stored[start:stop])
                 block[start:stop] = at
-        rows = rows_in_blocks(stored, block, grouped, np.repeat(self.limits, sizes))
-        for start, stop, local in direct:
-            rows[start:stop] = local
-        return rows
+        return rows_in_blocks(stored, block, grouped, np.repeat(self.limits, sizes))
 
     def _many_grouped(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
         """`many` for str keys, or partitions that cannot be mapped into one span: the batch

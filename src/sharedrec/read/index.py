@@ -287,8 +287,16 @@ class _Sorted:
             blocks = -(-self._n // _BLOCK)
             fences = self._fences
             several = self._array.n_chunks > 1
+            if whole is not None and not several and 0 < len(whole) < blocks * _BLOCK:
+                # One chunk whose rows do not fill whole blocks: its keys copied into blocks,
+                # the last padded with the last key (at most one chunk in the reader's memory).
+                padded = np.empty(blocks * _BLOCK, dtype=whole.dtype)
+                padded[: self._n] = whole[: self._n]
+                padded[self._n :] = whole[self._n - 1]
+                whole = padded
             if (
                 whole is None
+                or not self._n
                 or len(whole) < blocks * _BLOCK
                 or (several and self._rpc % _BLOCK)
                 or (fences is not None and len(fences) != self._array.n_chunks)
