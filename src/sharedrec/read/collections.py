@@ -14,15 +14,24 @@ batch of keys (`many`), and which keys it serves (`keys`, `key_at`, `count`,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
 from sharedrec.errors import CorruptVersion, InvalidInput
 from sharedrec.format.keys import int_key, int_keys, str_key, str_keys
-from sharedrec.read.index import IntIndex, PartitionedIndex, StrIndex
+from sharedrec.read.index import (
+    KEY_BLOCK,
+    IntIndex,
+    PartitionedIndex,
+    StrIndex,
+    partitions_of,
+    rows_in_blocks,
+)
+from sharedrec.read.mmap import Joint
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -299,7 +308,26 @@ class Partitioned(_Indexed):
 
     index: PartitionedIndex
 
-    __slots__ = ("default", "first", "index", "kind", "name", "parts", "single", "spec", "widest")
+    __slots__ = (
+        "default",
+        "first",
+        "index",
+        "joints",
+        "key_blocks",
+        "key_joint",
+        "key_limits",
+        "key_starts",
+        "key_to_row",
+        "keys_sampled",
+        "kind",
+        "limits",
+        "name",
+        "parts",
+        "single",
+        "spec",
+        "starts",
+        "widest",
+    )
 
     def __init__(
         self,
@@ -331,6 +359,36 @@ class Partitioned(_Indexed):
         if spec.default_length is not None:
             self.default = _default_list(name, arrays, spec.default_length)
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+        # Each row array of every partition mapped into one span: a batch of int keys is then
+        # one fancy index per array, straight into its output, whichever partitions it spans.
+        joints = [Joint.join([part.rows[i] for part in held]) for i in range(len(kind.rows))]
+        self.joints: list[Joint] | None = None
+        if spec.key_type == "int64" and all(joint is not None for joint in joints):
+            self.joints = [joint for joint in joints if joint is not None]
+        starts = iter(self.joints[0].starts if self.joints else itertools.repeat(0))
+        self.starts = np.array([next(starts) if part is not None else 0 for part in parts] + [0])
+        """Every partition's first row in the spans of ``joints`` (then 0, for keys in none)."""
+        # The key arrays too, when they can be: a batch then reads every key block at once.
+        self.key_joint: Joint | None = None
+        if self.joints is not None:
+            self.key_joint = Joint.join([cast(IntIndex, part.index).array for part in held])
+        key_starts = iter(self.key_joint.starts if self.key_joint else itertools.repeat(0))
+        self.key_starts = np.array([next(key_starts) if part is not None else 0 for part in parts] + [0])
+        """Every partition's first key in the span of ``key_joint`` (then 0, for keys in none)."""
+        self.keys_sampled = False
+        """Whether every partition's keys are sampled, so every key chunk is mapped."""
+        counts = [
+            stored.count if part is not None else 0
+            for part, stored in zip(parts, spec.partitions.parts, strict=True)
+        ]
+        self.limits = np.array([*counts, 0])
+        """Every partition's rows (then none, for keys that can never be stored)."""
+        self.key_blocks = self.key_starts // KEY_BLOCK
+        """Every partition's first block of keys in the span of ``key_joint``."""
+        self.key_limits = np.where(self.limits > 0, self.key_starts + self.limits, 0)
+        """Where every partition's keys end in the span of ``key_joint`` (0: it holds none)."""
+        self.key_to_row = self.starts - self.key_starts
+        """What turns a row of the span of ``key_joint`` into one of the spans of ``joints``."""
 
     def __repr__(self) -> str:
         held = sum(part is not None for part in self.parts)
@@ -350,6 +408,92 @@ class Partitioned(_Indexed):
         return part, local
 
     def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        if self.joints is None:
+            return self._many_grouped(keys, width)
+        query, outside = int_keys(keys)
+        n = len(query)
+        count = len(self.parts)
+        owners = partitions_of(query, count)
+        if outside is not None:
+            owners[outside] = count  # one more group, after the last partition, never served
+        # The batch grouped by partition, keys ascending within each: each partition searches
+        # its slice of the keys, in order (its key sample is read front to back).
+        order = np.argsort(query)
+        order = order[np.argsort(owners[order].astype(np.uint16), kind="stable")]
+        grouped = query[order]
+        sizes = np.bincount(owners, minlength=count + 1)
+        bounds = [0, *np.cumsum(sizes).tolist()]
+        rows = None
+        if self.key_joint is not None:
+            rows = self._search_span(grouped, bounds, sizes.tolist())
+            offsets = self.key_to_row  # from the span of key arrays to the span of rows
+        if rows is None:
+            rows = self._search_parts(grouped, bounds, sizes)
+            offsets = self.starts
+            if rows is None:
+                return self._many_grouped(keys, width)
+        found = rows >= 0
+        taken = np.empty(n, dtype=np.intp)
+        taken[order] = np.where(found, rows + np.repeat(offsets, sizes), 0)
+        answered = np.empty(n, dtype=bool)
+        answered[order] = found
+        self.widest.back()
+        outs = []
+        missing = None if found.all() else ~answered
+        for joint, fill in zip(self.joints, self.kind.fills, strict=True):
+            out = np.empty((n, width), dtype=joint.arrays[0].dtype)
+            joint.take(taken, out)  # keys not found take row 0, then the fill values
+            if missing is not None:
+                out[missing] = fill
+            outs.append(out)
+        return outs, answered
+
+    def _search_span(
+        self, grouped: NDArray[np.int64], bounds: list[int], sizes: list[int]
+    ) -> NDArray[np.intp] | None:
+        """Rows in the span of all key arrays of keys grouped by partition (-1 where absent);
+        None until every partition's keys are sampled (then `_search_parts`)."""
+        joint = self.key_joint
+        assert joint is not None
+        if not self.keys_sampled:  # blocks of every partition may be read (those of keys in none)
+            held = [cast(IntIndex, part.index) for part in self.parts if part is not None]
+            if not all(index.sampled for index in held):
+                return None
+            self.keys_sampled = True
+        block = np.zeros(len(grouped), dtype=np.intp)
+        for number, part in enumerate(self.parts):
+            start, stop = bounds[number], bounds[number + 1]
+            if stop > start and part is not None:
+                found = cast(IntIndex, part.index).sampled_blocks(grouped[start:stop])
+                assert found is not None  # every partition is sampled
+                block[start:stop] = found
+        block += np.repeat(self.key_blocks, sizes)
+        _, whole = joint.region()
+        stored = whole.reshape(-1, KEY_BLOCK).take(block, axis=0)
+        return rows_in_blocks(stored, block, grouped, np.repeat(self.key_limits, sizes))
+
+    def _search_parts(
+        self, grouped: NDArray[np.int64], bounds: list[int], sizes: NDArray[np.intp]
+    ) -> NDArray[np.intp] | None:
+        """Rows within each partition of keys grouped by partition, partition by partition;
+        None when a partition's key chunks are not mapped back to back (then `_many_grouped`)."""
+        n = len(grouped)
+        stored = np.zeros((n, KEY_BLOCK), dtype=np.int64)
+        block = np.zeros(n, dtype=np.intp)
+        for number, part in enumerate(self.parts):
+            start, stop = bounds[number], bounds[number + 1]
+            if stop > start and part is not None:
+                searched = cast(IntIndex, part.index).blocks_of(grouped[start:stop])
+                if searched is None:
+                    return None
+                blocks, at = searched
+                np.take(blocks, at, axis=0, out=stored[start:stop])
+                block[start:stop] = at
+        return rows_in_blocks(stored, block, grouped, np.repeat(self.limits, sizes))
+
+    def _many_grouped(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
+        """`many` for str keys, or partitions that cannot be mapped into one span: the batch
+        split by partition, each part looked up and copied on its own."""
         n, groups = self.index.groups(keys)
         self.widest.back()
         outs = [

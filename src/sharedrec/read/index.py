@@ -17,6 +17,7 @@ every chunk (``key_fences``) and a lookup searches those first, then one chunk.
 from __future__ import annotations
 
 import itertools
+import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,13 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
-from sharedrec.read.mmap import MappedArray
+from sharedrec.read.mmap import MappedArray, renew_lock_after_fork
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = [
     "DEFAULT_KEY_HASH",
+    "KEY_BLOCK",
     "KEY_HASHES",
     "PARTITION_STR_HASH",
     "IntIndex",
@@ -42,6 +44,7 @@ __all__ = [
     "key_hash_function",
     "partition_hash",
     "partitions_of",
+    "rows_in_blocks",
     "splitmix64",
 ]
 
@@ -111,10 +114,37 @@ def hash_keys(keys: Sequence[bytes], name: str) -> NDArray[np.uint64]:
     return np.fromiter(map(key_hash_function(name), keys), dtype=np.uint64, count=len(keys))
 
 
-class _Sorted:
-    """Binary search over a sorted 1-D mapped array split into chunks."""
+KEY_BLOCK = 16
+"""Keys per block of a batch lookup: one key in 16 is kept in memory, the sample."""
+_BLOCK = KEY_BLOCK
+_BLOCK_SHIFT = _BLOCK.bit_length() - 1
+_UNSAMPLED = -2
 
-    __slots__ = ("_array", "_fences", "_n", "_rpc", "_views")
+
+class _Sorted:
+    """Binary search over a sorted 1-D mapped array split into chunks.
+
+    A batch of exact lookups (`find_sorted`) searches a sample of the array held in
+    memory, every `_BLOCK`-th value, for each value's block, then compares the block's
+    values with it, the whole batch at once: where a binary search over the mapped array
+    takes a dependent cache miss per step, this takes one read of a block per value. The
+    sample of a chunk is taken when a batch first needs it (the chunk is mapped and
+    checked then, as for any lookup); until then its entries hold the chunk's fence.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_array",
+        "_blocks",
+        "_fences",
+        "_lock",
+        "_n",
+        "_rpc",
+        "_sample",
+        "_sampled",
+        "_unsampled",
+        "_views",
+    )
 
     def __init__(self, array: MappedArray, fences: list[int]) -> None:
         self._array = array
@@ -122,6 +152,27 @@ class _Sorted:
         self._rpc = array.rows_per_chunk
         self._fences = fences if len(fences) > 1 else None
         self._views: list[NDArray[np.generic] | None] = [None] * array.n_chunks
+        self._blocks: NDArray[np.generic] | None = None
+        self._sample: NDArray[np.generic] | None = None
+        self._sampled: list[bool] = []
+        self._unsampled = -1
+        """Chunks whose sample is not taken yet; -1 before the first batch, `_UNSAMPLED` when
+        the array cannot be read as blocks."""
+        self._lock = threading.Lock()
+
+    def renew_lock(self) -> None:
+        """A new lock, in a forked child (see `renew_lock_after_fork`)."""
+        self._lock = threading.Lock()
+
+    @property
+    def array(self) -> MappedArray:
+        """The mapped array searched."""
+        return self._array
+
+    @property
+    def sampled(self) -> bool:
+        """Whether every chunk is sampled (and so mapped)."""
+        return self._unsampled == 0
 
     def _valid(self, chunk: int) -> NDArray[np.generic]:
         view = self._views[chunk]
@@ -192,6 +243,104 @@ class _Sorted:
             out[where] = chunk * self._rpc + self._valid(chunk).searchsorted(values[where])
         return out
 
+    def find_sorted(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        """The global rows holding ascending ``values`` in an array of unique values (-1 where
+        absent): a row is returned only where the stored value equals the one asked for."""
+        searched = self.blocks_of(values)
+        if searched is None:  # chunks not mapped back to back: search chunk by chunk
+            rows = self._sorted_lower_bounds(values)
+            inside = rows < self._n
+            hit = np.zeros(len(values), dtype=bool)
+            hit[inside] = self.values(rows[inside]) == values[inside]
+            return np.where(hit, rows, -1)
+        blocks, block = searched
+        return rows_in_blocks(blocks.take(block, axis=0), block, values, self._n)
+
+    def blocks_of(self, values: NDArray[np.generic]) -> tuple[NDArray[np.generic], NDArray[np.intp]] | None:
+        """``(blocks, block)``: the array as rows of `_BLOCK` values (``blocks[b]`` holds rows
+        ``b * _BLOCK`` on) and the block each of ``values`` would be in, whose chunks are
+        mapped; or None when the chunks are not mapped back to back.
+
+        Ascending ``values`` are searched fastest (the sample is read in order).
+        """
+        if self._unsampled == 0:  # every chunk sampled: the sample no longer changes
+            assert self._sample is not None
+            assert self._blocks is not None
+            return self._blocks, self._sample[1:].searchsorted(values, "right")
+        blocks = self._start_blocks() if self._unsampled != _UNSAMPLED else None
+        if blocks is None:
+            return None
+        return blocks, self._block_of(values)
+
+    def sampled_blocks(self, values: NDArray[np.generic]) -> NDArray[np.intp] | None:
+        """The block of each of ``values`` (see `blocks_of`) once every chunk is sampled (and
+        mapped), else None."""
+        if self._unsampled:
+            return None
+        assert self._sample is not None
+        return self._sample[1:].searchsorted(values, "right")
+
+    def _start_blocks(self) -> NDArray[np.generic] | None:
+        """The array as rows of `_BLOCK` values, its sample started; None if it cannot be."""
+        if self._unsampled < 0:
+            whole = self._array.contiguous()
+            blocks = -(-self._n // _BLOCK)
+            fences = self._fences
+            several = self._array.n_chunks > 1
+            if whole is not None and not several and 0 < len(whole) < blocks * _BLOCK:
+                # One chunk whose rows do not fill whole blocks: its keys copied into blocks,
+                # the last padded with the last key (at most one chunk in the reader's memory).
+                padded = np.empty(blocks * _BLOCK, dtype=whole.dtype)
+                padded[: self._n] = whole[: self._n]
+                padded[self._n :] = whole[self._n - 1]
+                whole = padded
+            if (
+                whole is None
+                or not self._n
+                or len(whole) < blocks * _BLOCK
+                or (several and self._rpc % _BLOCK)
+                or (fences is not None and len(fences) != self._array.n_chunks)
+            ):
+                self._unsampled = _UNSAMPLED
+                return None
+            with self._lock:
+                if self._unsampled < 0:
+                    renew_lock_after_fork(self)
+                    per_chunk = -(-self._rpc // _BLOCK)
+                    self._sample = np.repeat(np.asarray(fences or [0], dtype=whole.dtype), per_chunk)[:blocks]
+                    self._sampled = [False] * self._array.n_chunks
+                    self._blocks = whole[: len(whole) // _BLOCK * _BLOCK].reshape(-1, _BLOCK)
+                    self._unsampled = self._array.n_chunks
+        return self._blocks
+
+    def _block_of(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        """The block of every value: the last whose first value is at most the value."""
+        # A chunk's entries change while its sample is taken: search and take under the lock.
+        with self._lock:
+            per_chunk = -(-self._rpc // _BLOCK)
+            while True:
+                block = self._search_sample(values)
+                chunks = (block // per_chunk).tolist()
+                todo = {chunk for chunk in chunks if not self._sampled[chunk]}
+                if not todo:
+                    return block
+                for chunk in sorted(todo):
+                    self._take_sample(chunk)
+
+    def _search_sample(self, values: NDArray[np.generic]) -> NDArray[np.intp]:
+        # The sample without its first entry: values below the second block's first value,
+        # including those below the first (never found), are in block 0.
+        assert self._sample is not None
+        return self._sample[1:].searchsorted(values, "right")
+
+    def _take_sample(self, chunk: int) -> None:
+        assert self._sample is not None
+        first = chunk * -(-self._rpc // _BLOCK)
+        taken = self._valid(chunk)[::_BLOCK]  # maps and checks the chunk
+        self._sample[first : first + len(taken)] = taken
+        self._sampled[chunk] = True
+        self._unsampled -= 1
+
     def all_values(self) -> NDArray[np.generic]:
         """The whole array, as one copy."""
         return np.concatenate([self._valid(c) for c in range(self._array.n_chunks)])
@@ -203,6 +352,31 @@ class _Sorted:
         out = np.empty(len(rows), dtype=self._array.dtype)
         self._array.take(rows, out)
         return out
+
+
+def rows_in_blocks(
+    stored: NDArray[np.generic], block: NDArray[np.intp], values: NDArray[np.generic], limit: Any
+) -> NDArray[np.intp]:
+    """The row of every value in its block (-1 where absent), from the blocks' stored values.
+
+    ``stored[i]`` holds the values of block ``block[i]`` (see `_Sorted.blocks_of`); a row is
+    returned only where the stored value equals ``values[i]``, and below ``limit`` (the rows
+    of the array: its last chunk's padding past them holds no key). ``limit`` is a number or
+    one per value.
+    """
+    # Stored values are unique, but the padding past the last may repeat one of them: the
+    # matches past ``limit`` are dropped before the others are placed.
+    equal = np.flatnonzero(stored == values[:, None])
+    at = equal >> _BLOCK_SHIFT
+    found = block[at] << _BLOCK_SHIFT
+    found += equal & (_BLOCK - 1)
+    rows = np.full(len(values), -1, dtype=np.intp)
+    inside = found < (limit if np.isscalar(limit) else limit[at])
+    if inside.all():
+        rows[at] = found
+    else:
+        rows[at[inside]] = found[inside]
+    return rows
 
 
 class IntIndex:
@@ -236,13 +410,43 @@ class IntIndex:
     def find_many(self, keys: object) -> NDArray[np.intp]:
         """Rows of ``keys`` (-1 where absent)."""
         query, outside = int_keys(keys)
-        rows = self._sorted.lower_bounds(query)
-        inside = rows < self._n
-        hit = np.zeros(len(query), dtype=bool)
-        hit[inside] = self._sorted.values(rows[inside]) == query[inside]
-        if outside is not None:
-            hit &= ~outside
-        return np.where(hit, rows, -1)
+        order = np.argsort(query)
+        rows = np.empty(len(query), dtype=np.intp)
+        rows[order] = self._sorted.find_sorted(query[order])
+        if outside is not None:  # their entries in ``query`` stand for no key
+            rows[outside] = -1
+        return rows
+
+    def find_sorted(self, query: NDArray[np.int64]) -> NDArray[np.intp]:
+        """Rows of ascending int64 keys, read by `int_keys` (-1 where absent)."""
+        return self._sorted.find_sorted(query)
+
+    def blocks_of(self, query: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.intp]] | None:
+        """The key array as blocks, and the block of each int64 key: see `rows_in_blocks`.
+
+        None when the key chunks are not mapped back to back (use `find_sorted`).
+        """
+        return self._sorted.blocks_of(query)  # type: ignore[return-value]
+
+    def sampled_blocks(self, query: NDArray[np.int64]) -> NDArray[np.intp] | None:
+        """The block of each int64 key once the whole key array is sampled, else None (then
+        `blocks_of` samples what it needs)."""
+        return self._sorted.sampled_blocks(query)
+
+    @property
+    def n_rows(self) -> int:
+        """How many keys the index holds."""
+        return self._n
+
+    @property
+    def sampled(self) -> bool:
+        """Whether every key chunk is sampled (and so mapped): see `sampled_blocks`."""
+        return self._sorted.sampled
+
+    @property
+    def array(self) -> MappedArray:
+        """The mapped array of the sorted keys."""
+        return self._sorted.array
 
 
 _NATIVE = np.dtype("<u8").isnative

@@ -38,7 +38,16 @@ if TYPE_CHECKING:
 
     from sharedrec.format.schema import ArrayGeometry
 
-__all__ = ["PAGE", "Checksummed", "ChunkSource", "LocalFolder", "MappedArray", "RowPlan", "plan_rows"]
+__all__ = [
+    "PAGE",
+    "Checksummed",
+    "ChunkSource",
+    "Joint",
+    "LocalFolder",
+    "MappedArray",
+    "RowPlan",
+    "plan_rows",
+]
 
 PAGE = mmap.PAGESIZE
 """Chunk files whose size is a multiple of this can be mapped back to back."""
@@ -201,12 +210,14 @@ class MappedArray:
         "_chunk_shape",
         "_chunks",
         "_files",
+        "_joint",
         "_lock",
         "_mapped",
         "_ndim",
         "_path",
         "_region",
         "_source",
+        "_unmapped",
         "_whole",
         "backed",
         "dtype",
@@ -245,7 +256,11 @@ class MappedArray:
         # Back to back needs several chunks, each a whole number of pages.
         contiguous = _REGIONS and self.n_chunks > 1 and self._chunk_nbytes % PAGE == 0
         self._mapped: NDArray[np.bool_] | None = np.zeros(self.n_chunks, bool) if contiguous else None
+        self._unmapped = self.n_chunks
+        """Chunks not mapped yet: once none is left, a batch skips looking for them."""
         self._region: _Region | None = None
+        self._joint: tuple[Joint, int] | None = None
+        """The span shared with other arrays this one is mapped into, and its first row there."""
         self._whole: NDArray[np.generic] | None = None
         self._lock = threading.Lock()
 
@@ -274,6 +289,19 @@ class MappedArray:
         if not self.backed:
             self.chunk(row // self.rows_per_chunk)
 
+    def contiguous(self) -> NDArray[np.generic] | None:
+        """The whole array as one view, rows of every chunk in order, or None when the chunks
+        are not mapped back to back (and there are several).
+
+        Only rows of mapped chunks may be read: map a chunk (`chunk`) before reading its
+        rows. The rows past ``n_rows`` are the last chunk's padding.
+        """
+        if self._mapped is None:
+            return self.chunk(0) if self.n_chunks == 1 else None
+        if self._whole is None:
+            self.chunk(0)
+        return self._whole
+
     def row(self, row: int) -> NDArray[np.generic]:
         """Row ``row`` (a scalar for 1-D arrays) as a view."""
         chunk, offset = divmod(row, self.rows_per_chunk)
@@ -287,10 +315,10 @@ class MappedArray:
         Returns the `RowPlan` built for chunk-by-chunk copying, if one was needed, so that
         arrays chunked alike can reuse it (pass it as ``plan``).
         """
+        if not len(rows):  # nothing to copy, and maybe no chunk mapped to copy from
+            return plan
         if self._mapped is not None:
-            chunks = rows // self.rows_per_chunk
-            for chunk in set(chunks[~self._mapped[chunks]].tolist()):
-                self._map(chunk)
+            self.map_rows(rows)
             whole = self._whole
             assert whole is not None  # mapped with the first chunk
             if out.ndim == 1 or out.shape[1] == whole.shape[1]:
@@ -405,21 +433,139 @@ class MappedArray:
         assert self._mapped is not None
         with self._lock:
             if self._whole is None:
-                self._region = _Region(self.n_chunks * self._chunk_nbytes)
-                renew_lock_after_fork(self)
                 rows = self.n_chunks * self.rows_per_chunk
-                whole = np.asarray(self._region).view(self.dtype)
-                self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
+                renew_lock_after_fork(self)
+                if self._joint is not None:
+                    joint, first = self._joint
+                    self._region, whole = joint.region()
+                    self._whole = whole[first : first + rows]
+                else:
+                    self._region = _Region(self.n_chunks * self._chunk_nbytes)
+                    whole = np.asarray(self._region).view(self.dtype)
+                    self._whole = whole.reshape((rows, *self._chunk_shape[1:]))
             assert self._region is not None
             start = index * self.rows_per_chunk
             array = self._whole[start : start + self.rows_per_chunk]
             if not self._mapped[index]:
-                self._region.map_file(fd, index * self._chunk_nbytes, self._chunk_nbytes)
+                offset = self._joint[1] * self._row_nbytes() if self._joint is not None else 0
+                self._region.map_file(fd, offset + index * self._chunk_nbytes, self._chunk_nbytes)
                 self._check_values(array, index, path)  # unmarked, the chunk is mapped and checked again
                 self._mapped[index] = True
+                self._unmapped -= 1
             self._chunks[index] = array
             self.backed = True
             return array
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """The shape of one row (``()`` for a 1-D array)."""
+        return tuple(self._chunk_shape[1:])
+
+    def _row_nbytes(self) -> int:
+        return self._chunk_nbytes // self.rows_per_chunk
+
+    def can_join(self, first: MappedArray) -> bool:
+        """Whether this array can be mapped into one span with ``first`` (see `Joint`): its
+        chunks are mapped back to back, none is mapped yet, and its rows are ``first``'s."""
+        return (
+            self._mapped is not None
+            and not self.backed
+            and self._joint is None
+            and self.dtype == first.dtype
+            and self.row_shape == first.row_shape
+        )
+
+    def join(self, joint: Joint, start: int) -> None:
+        """Map this array into ``joint``'s span from row ``start`` on (see `can_join`)."""
+        self._joint = (joint, start)
+
+    def span_view(self) -> tuple[_Region, NDArray[np.generic]]:
+        """A new span for this array and the arrays joined to it, as one array view."""
+        rows = sum(array.n_chunks * array.rows_per_chunk for array in self._joined())
+        region = _Region(rows * self._row_nbytes())
+        whole = np.asarray(region).view(self.dtype)
+        return region, whole.reshape((rows, *self._chunk_shape[1:]))
+
+    def _joined(self) -> list[MappedArray]:
+        return self._joint[0].arrays if self._joint is not None else [self]
+
+    def map_rows(self, rows: NDArray[np.intp]) -> None:
+        """Map the chunks holding ``rows`` (valid row numbers) that are not mapped yet."""
+        if self._mapped is None:
+            for chunk in set((rows // self.rows_per_chunk).tolist()):
+                self.chunk(chunk)
+        elif self._unmapped:
+            chunks = rows // self.rows_per_chunk
+            for chunk in set(chunks[~self._mapped[chunks]].tolist()):
+                self._map(chunk)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk is mapped."""
+        return self._unmapped == 0 if self._mapped is not None else all(c is not None for c in self._chunks)
+
+
+class Joint:
+    """Arrays of the same dtype and row shape (the partitions of one collection's items, say)
+    mapped back to back into one span: row ``r`` of ``arrays[i]`` is row ``starts[i] + r``
+    of the span, so a batch over all of them is one fancy index (`take`).
+
+    Only arrays whose chunks are mapped back to back, none of them mapped yet, can be
+    joined (`join`). The span is reserved when the first chunk is mapped.
+    """
+
+    __slots__ = ("__weakref__", "_complete", "_lock", "_region", "_whole", "arrays", "starts")
+
+    def __init__(self, arrays: list[MappedArray]) -> None:
+        self.arrays = arrays
+        starts = [0]
+        for array in arrays:
+            starts.append(starts[-1] + array.n_chunks * array.rows_per_chunk)
+        self.starts = starts
+        """The first row of every array in the span, and the span's rows."""
+        self._region: _Region | None = None
+        self._whole: NDArray[np.generic] | None = None
+        self._complete = False
+        """Whether every chunk of every array is mapped: a batch need not look for any."""
+        self._lock = threading.Lock()
+        renew_lock_after_fork(self)
+
+    @classmethod
+    def join(cls, arrays: list[MappedArray]) -> Joint | None:
+        """The arrays mapped into one span from now on, or None when they cannot all be (then
+        none is)."""
+        if not arrays or not all(array.can_join(arrays[0]) for array in arrays):
+            return None
+        joint = cls(arrays)
+        for array, start in zip(arrays, joint.starts, strict=False):
+            array.join(joint, start)
+        return joint
+
+    def renew_lock(self) -> None:
+        """A new lock, in a forked child (see `renew_lock_after_fork`)."""
+        self._lock = threading.Lock()
+
+    def region(self) -> tuple[_Region, NDArray[np.generic]]:
+        """The span, reserved on first use, and the whole of it as one array view."""
+        with self._lock:
+            if self._region is None or self._whole is None:
+                self._region, self._whole = self.arrays[0].span_view()
+            return self._region, self._whole
+
+    def take(self, rows: NDArray[np.intp], out: NDArray[np.generic]) -> None:
+        """Copy rows of the span (``starts[i] + r`` for row ``r`` of ``arrays[i]``) into
+        ``out`` (the leading columns of each row); the chunks holding them are mapped first."""
+        if not self._complete:
+            for number, array in enumerate(self.arrays):
+                if not array.complete:
+                    local = rows - self.starts[number]
+                    array.map_rows(local[(local >= 0) & (local < array.n_rows)])
+            self._complete = all(array.complete for array in self.arrays)
+        _, whole = self.region()
+        if out.shape[1:] == whole.shape[1:]:
+            np.take(whole, rows, axis=0, out=out, mode="clip")  # rows are in range: no clipping
+        else:
+            out[...] = whole[rows, : out.shape[1]]
 
 
 class _Locked(Protocol):
