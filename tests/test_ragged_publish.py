@@ -56,17 +56,23 @@ def test_the_issues_skewed_case_is_never_padded(
         assert np.array_equal(got.items, row) and np.array_equal(got.scores, score)
 
 
+@pytest.mark.parametrize("kind", ["int", "str"])
 def test_a_delta_over_a_ragged_base_is_compared_flat(
-    store: sharedrec.RecommendationStore, traced: Callable[[], int]
+    store: sharedrec.RecommendationStore, traced: Callable[[], int], kind: str
 ) -> None:
-    keys, items, scores = _skewed()
+    numbers, items, scores = _skewed()
+    keys: list[Any] = numbers.tolist() if kind == "int" else [f"u{key}" for key in numbers.tolist()]
     store.publish_ranked("skew", keys, items, scores)
-    lists = dict(zip(keys.tolist(), zip(items, scores, strict=True), strict=True))
-    lists.pop(9)  # removed
-    lists[1500] = (np.arange(LONG - 1, dtype=np.int32) + 3, np.linspace(1, 0, LONG - 1, dtype=np.float32))
-    lists[3] = (np.array([7, 8], dtype=np.int32), np.array([2.0, 1.0], dtype=np.float32))
-    lists[6] = (items[2][:-1], scores[2][:-1])  # one item shorter than the base's list
-    lists[10**6] = (np.array([1], dtype=np.int32), np.array([0.5], dtype=np.float32))  # added
+    lists = dict(zip(keys, zip(items, scores, strict=True), strict=True))
+    lists.pop(keys[3])  # removed
+    lists[keys[500]] = (
+        np.arange(LONG - 1, dtype=np.int32) + 3,
+        np.linspace(1, 0, LONG - 1, dtype=np.float32),
+    )
+    lists[keys[1]] = (np.array([7, 8], dtype=np.int32), np.array([2.0, 1.0], dtype=np.float32))
+    lists[keys[2]] = (items[2][:-1], scores[2][:-1])  # one item shorter than the base's list
+    added = 10**6 if kind == "int" else "new"
+    lists[added] = (np.array([1], dtype=np.int32), np.array([0.5], dtype=np.float32))
     padded = len(lists) * LONG * (4 + 4)
     tracemalloc.reset_peak()
     with store.publish(delta=True, guards=[]) as draft:
@@ -83,7 +89,7 @@ def test_a_delta_over_a_ragged_base_is_compared_flat(
     for key, (row, score) in lists.items():
         got = reader.get("skew", key)
         assert np.array_equal(got.items, row) and np.array_equal(got.scores, score), key
-    assert not reader.contains("skew", 9)
+    assert not reader.contains("skew", keys[3])
 
 
 BAD: dict[str, tuple[Callable[[list[Any], list[Any]], None], str]] = {

@@ -196,7 +196,7 @@ def changes(
     return Changes(~same, len(found) - int(np.count_nonzero(found)), gone)
 
 
-_COMPARE_CELLS = 1 << 22
+_COMPARE_CELLS = 1 << 20
 """Padded cells per batch when flat lists are compared with the base's."""
 
 
@@ -214,12 +214,15 @@ def _same_lists(
     lengths = np.diff(offsets)
     n = len(lengths)
     order = np.argsort(lengths, kind="stable")
+    # A batch ending at sorted position i may hold cap[i] rows; i + 1 - cap[i] rises with i,
+    # so the longest batch from ``start`` ends at the last i where it is <= start.
+    cap = _COMPARE_CELLS // (lengths[order] + 1)
+    reach = np.arange(1, n + 1) - cap
     same = np.zeros(n, dtype=bool)
     found = np.zeros(n, dtype=bool)
     start = 0
     while start < n:
-        stop = min(n, start + max(1, _COMPARE_CELLS // (int(lengths[order[start]]) + 1)))
-        stop = min(stop, start + max(1, _COMPARE_CELLS // (int(lengths[order[stop - 1]]) + 1)))
+        stop = max(start + 1, int(np.searchsorted(reach, start, side="right")))
         rows = order[start:stop]
         k = int(lengths[rows[-1]]) + 1
         asked = query[rows] if isinstance(query, np.ndarray) else [query[row] for row in rows.tolist()]
