@@ -65,14 +65,16 @@ def write_ranked_rows(
 
     With ``allow_ragged``, lists whose padding would waste space (`ragged_pays`) are written
     ragged (``offsets`` and flat ``items``/``scores``, see `pack_ragged`); the specs then
-    hold ``offsets``. Returns the array specs, the key fences and the key hash name.
+    hold ``offsets``. ``ranked`` may be padded or flat (`Ranked.offsets`); flat lists
+    written padded are padded here. Returns the array specs, the key fences and the key hash name.
     """
     arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
     cell_bytes = ranked.items.itemsize + ranked.scores.itemsize
-    if allow_ragged and ragged_pays(ranked.lengths, ranked.items.shape[1], cell_bytes):
+    if allow_ragged and ragged_pays(ranked.lengths, ranked.width, cell_bytes):
         arrays.update(_write_ragged(group, ranked, order, chunk_bytes, task))
         return arrays, fences, key_hash
-    width = ranked.items.shape[1]
+    ranked = ranked.padded()  # lists in the flat form are padded only when stored padded
+    width = ranked.width
     rows = chunk_rows([width * ranked.items.itemsize, width * ranked.scores.itemsize], len(keys), chunk_bytes)
     arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
     arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
@@ -129,14 +131,19 @@ def _write_ragged(
     lengths = ranked.lengths[rows].astype(np.int64)
     starts, offsets, chunk = pack_ragged(lengths, max(items.itemsize, scores.itemsize), chunk_bytes)
     # Cell by cell, in O(items listed): the padded input may be far larger than the data.
-    source_rows = np.repeat(rows, lengths)
-    columns = np.arange(len(source_rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    columns = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     where = np.repeat(starts, lengths) + columns
     size = int(offsets[-1])
     flat_items = np.full(size, _validate.ITEM_PAD, dtype=items.dtype)
     flat_scores = np.full(size, np.nan, dtype=scores.dtype)
-    flat_items[where] = items[source_rows, columns]
-    flat_scores[where] = scores[source_rows, columns]
+    if ranked.offsets is None:
+        source_rows = np.repeat(rows, lengths)
+        flat_items[where] = items[source_rows, columns]
+        flat_scores[where] = scores[source_rows, columns]
+    else:  # the flat form: list ``r`` at ``ranked.offsets[r]`` on
+        source = np.repeat(ranked.offsets[:-1][rows], lengths) + columns
+        flat_items[where] = items[source]
+        flat_scores[where] = scores[source]
     return {
         "offsets": write_array(group, "offsets", offsets, None, None, None, KEY_CHUNK_TARGET_BYTES),
         "items": write_array(group, "items", flat_items, None, chunk, task, chunk_bytes),

@@ -170,14 +170,18 @@ def changes(
     rows: NDArray[Any],
     scores: NDArray[Any] | None,
     reporter: Reporter,
+    offsets: NDArray[np.int64] | None = None,
 ) -> Changes:
     """Which input rows differ from the base, how many are new, and the keys of the base
-    removed. ``rows`` (and ``scores``) are in the base's dtypes (`stored_dtypes`, `fit`)."""
+    removed. ``rows`` (and ``scores``) are in the base's dtypes (`stored_dtypes`, `fit`);
+    with ``offsets`` they are lists in the flat form (`sharedrec.write.validate.Ranked`)."""
     query: Any = keys.ints if keys.ints is not None else [key.decode() for key in keys.encoded or ()]
     with reporter.task(f"{name}: compare with {base.version}", len(keys)) as task:
         if scores is None:
             old_rows, found = base.vectors(name, query)
             same = found & rows_equal(old_rows, rows)
+        elif offsets is not None:
+            same, found = _same_lists(base, name, query, rows, scores, offsets)
         else:
             old_items, old_scores, found = base.get_many(name, query)
             same = found & rows_equal(old_items, rows) & rows_equal(old_scores, scores)
@@ -190,6 +194,51 @@ def changes(
         present = set(query)
         gone = [key for key in old_keys if key not in present]
     return Changes(~same, len(found) - int(np.count_nonzero(found)), gone)
+
+
+_COMPARE_CELLS = 1 << 20
+"""Padded cells per batch when flat lists are compared with the base's."""
+
+
+def _same_lists(
+    base: Reader,
+    name: str,
+    query: Any,
+    items: NDArray[Any],
+    scores: NDArray[Any],
+    offsets: NDArray[np.int64],
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """``(same, found)`` for lists in the flat form, in batches of keys of similar length
+    padded to at most `_COMPARE_CELLS` cells: a list of length L is compared with the first
+    L + 1 items of the base's (one more tells a longer base list)."""
+    lengths = np.diff(offsets)
+    n = len(lengths)
+    order = np.argsort(lengths, kind="stable")
+    # A batch ending at sorted position i may hold cap[i] rows; i + 1 - cap[i] rises with i,
+    # so the longest batch from ``start`` ends at the last i where it is <= start.
+    cap = _COMPARE_CELLS // (lengths[order] + 1)
+    reach = np.arange(1, n + 1) - cap
+    same = np.zeros(n, dtype=bool)
+    found = np.zeros(n, dtype=bool)
+    start = 0
+    while start < n:
+        stop = max(start + 1, int(np.searchsorted(reach, start, side="right")))
+        rows = order[start:stop]
+        k = int(lengths[rows[-1]]) + 1
+        asked = query[rows] if isinstance(query, np.ndarray) else [query[row] for row in rows.tolist()]
+        old_items, old_scores, hit = base.get_many(name, asked, k=k)
+        new_items = np.full((len(rows), k), -1, dtype=items.dtype)
+        new_scores = np.full((len(rows), k), np.nan, dtype=scores.dtype)
+        counts = lengths[rows]
+        cells = np.repeat(np.arange(len(rows)), counts)
+        columns = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        source = np.repeat(offsets[rows], counts) + columns
+        new_items[cells, columns] = items[source]
+        new_scores[cells, columns] = scores[source]
+        same[rows] = hit & rows_equal(old_items, new_items) & rows_equal(old_scores, new_scores)
+        found[rows] = hit
+        start = stop
+    return same, found
 
 
 def write_removed(group: Any, gone: list[Any], chunk_bytes: int) -> dict[str, ArraySpec]:

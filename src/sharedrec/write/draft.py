@@ -457,9 +457,9 @@ class Draft:
                 f"to every key; got {len(key_data)} keys"
             )
         ranked = _validate.normalize_ranked(
-            name, key_data, items, scores, lengths=lengths, pad=pad, sort=sort, top_k=top_k
+            name, key_data, items, scores, lengths=lengths, pad=pad, sort=sort, top_k=top_k, flat=True
         )
-        width = ranked.items.shape[1]
+        width = ranked.width
         default_arrays = (
             _validate.normalize_default(name, default, width, sort) if default is not None else None
         )
@@ -469,14 +469,18 @@ class Draft:
             (items_, d_items), (scores_,) = fitted
             assert items_ is not None
             assert scores_ is not None
-            ranked = _validate.Ranked(items_, scores_, ranked.lengths)
+            ranked = ranked.with_arrays(items_, scores_)
         elif d_items is not None:
             ranked, d_items = _with_default_items(ranked, d_items)
         if d_scores is not None:  # a default's scores take the precision of the lists'
             d_scores = d_scores.astype(ranked.scores.dtype)
         group = self._group.create_group(name, attributes={"sharedrec_kind": "ranked"})
         full = ranked
-        changes = self._changes(name, key_data, ranked.items, ranked.scores) if fitted is not None else None
+        changes = (
+            self._changes(name, key_data, ranked.items, ranked.scores, ranked.offsets)
+            if fitted is not None
+            else None
+        )
         stored, removed = key_data, 0
         arrays: dict[str, ArraySpec] = {}
         fences: list[int] = []
@@ -484,7 +488,7 @@ class Draft:
         if changes is not None:
             changed = changes.rows
             stored = _take_keys(key_data, changed)
-            ranked = _validate.Ranked(ranked.items[changed], ranked.scores[changed], ranked.lengths[changed])
+            ranked = ranked.take(changed)
             arrays.update(_delta.write_removed(group, changes.gone, self._chunk_bytes))
             removed = len(changes.gone)
         if len(stored):
@@ -651,10 +655,11 @@ class Draft:
         keys: _validate.Keys,
         rows: NDArray[Any],
         scores: NDArray[Any] | None,
+        offsets: NDArray[np.int64] | None = None,
     ) -> _delta.Changes:
         """For a delta publish: which input rows differ from the base, and the keys removed."""
         assert self._base is not None
-        return _delta.changes(self._base, name, keys, rows, scores, self._reporter)
+        return _delta.changes(self._base, name, keys, rows, scores, self._reporter, offsets)
 
     def _record(self, name: str, keys: int, changes: _delta.Changes | None) -> None:
         """Keep what was written of collection ``name`` for `written`."""
@@ -811,4 +816,4 @@ def _with_default_items(
     if fitted is not None:
         return ranked, fitted
     wider = np.promote_types(ranked.items.dtype, items.dtype)
-    return _validate.Ranked(ranked.items.astype(wider), ranked.scores, ranked.lengths), items.astype(wider)
+    return ranked.with_arrays(ranked.items.astype(wider), ranked.scores), items.astype(wider)

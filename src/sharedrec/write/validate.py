@@ -7,7 +7,7 @@ argument and (where there is one) the first offending row or key.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -44,11 +44,64 @@ class Keys:
 
 @dataclass(frozen=True)
 class Ranked:
-    """Validated ranked lists: padded 2-D arrays plus the length of every list."""
+    """Validated ranked lists: padded 2-D arrays plus the length of every list, or (flat
+    form, ``offsets`` set) every list one after the other in 1-D ``items``/``scores``, list
+    ``i`` at ``offsets[i]:offsets[i + 1]``."""
 
     items: NDArray[np.signedinteger[Any]]
     scores: NDArray[np.floating[Any]]
     lengths: NDArray[np.int32]
+    offsets: NDArray[np.int64] | None = None
+    columns: int | None = None
+    """Flat form: the width of the padded form when wider than the longest list (rows
+    taken out of a wider collection keep its width)."""
+
+    @property
+    def width(self) -> int:
+        """Columns of the padded form: the longest list (at least one) unless ``columns`` says."""
+        if self.offsets is None:
+            return int(self.items.shape[1])
+        if self.columns is not None:
+            return self.columns
+        return max(1, int(self.lengths.max(initial=0)))
+
+    def padded(self) -> Ranked:
+        """The padded form (itself when it is one): ``ITEM_PAD`` items, NaN scores past each list."""
+        if self.offsets is None:
+            return self
+        n, width = len(self.lengths), self.width
+        rows, columns = _cells(self.lengths)
+        items = np.full((n, width), ITEM_PAD, dtype=self.items.dtype)
+        scores = np.full((n, width), np.nan, dtype=self.scores.dtype)
+        items[rows, columns] = self.items
+        scores[rows, columns] = self.scores
+        return Ranked(items, scores, self.lengths)
+
+    def take(self, rows: NDArray[np.bool_]) -> Ranked:
+        """The lists of the rows where ``rows`` is True, in the same form."""
+        if self.offsets is None:
+            return Ranked(self.items[rows], self.scores[rows], self.lengths[rows])
+        cells = np.repeat(rows, self.lengths)
+        lengths = self.lengths[rows]
+        return Ranked(self.items[cells], self.scores[cells], lengths, _offsets(lengths), self.width)
+
+    def with_arrays(self, items: NDArray[Any], scores: NDArray[Any]) -> Ranked:
+        """The same lists with ``items`` and ``scores`` of the same shape (e.g. cast)."""
+        return replace(self, items=items, scores=scores)
+
+
+def _offsets(lengths: NDArray[np.integer[Any]]) -> NDArray[np.int64]:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, dtype=np.int64, out=offsets[1:])
+    return offsets
+
+
+def _cells(lengths: NDArray[np.integer[Any]]) -> tuple[NDArray[np.intp], NDArray[np.int64]]:
+    """The (row, column) of every element of lists of ``lengths`` laid one after the other."""
+    lengths = lengths.astype(np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    columns = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(_offsets(lengths)[:-1], lengths)
+    return rows, columns
 
 
 def normalize_keys(collection: str, keys: object, *, unique: bool = True) -> Keys:
@@ -153,8 +206,13 @@ def normalize_ranked(
     pad: int | None,
     sort: bool,
     top_k: int | None,
+    flat: bool = False,
 ) -> Ranked:
-    """Check ranked lists given padded (2-D) or ragged (one sequence per key)."""
+    """Check ranked lists given padded (2-D) or ragged (one sequence per key).
+
+    With ``flat``, ragged input comes back in the flat form (`Ranked.offsets` set), checked
+    and sorted without ever being padded; otherwise the lists come back padded.
+    """
     where = f"collection {collection!r}"
     n = len(keys)
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -176,6 +234,8 @@ def normalize_ranked(
     else:
         if lengths is not None or pad is not None:
             raise InvalidInput(f"{where}: lengths= and pad= apply to 2-D items only, not ragged lists")
+        if flat:
+            return _flat_ranked(where, keys, items, scores, sort, top_k)
         item_arr, score_arr, length_arr = _from_ragged(where, n, items, scores)
     # When every list fills its row (the common top-K case) the checks need no mask and the
     # arrays no copy; otherwise work on copies so the caller's arrays are never modified.
@@ -248,9 +308,11 @@ def _lengths(
     return first
 
 
-def _from_ragged(
+def _ragged_rows(
     where: str, n: int, items: object, scores: object
-) -> tuple[NDArray[np.signedinteger[Any]], NDArray[np.floating[Any]], NDArray[np.int32]]:
+) -> tuple[list[NDArray[Any]], list[NDArray[Any]], NDArray[np.int32], np.dtype[Any], np.dtype[Any]]:
+    """Ragged input as one array per list, the lengths, and the item and score dtypes
+    (checked, before anything as large as the data is allocated)."""
     if not isinstance(items, Sequence | np.ndarray) or not isinstance(scores, Sequence | np.ndarray):
         raise InvalidInput(
             f"{where}: items and scores must be 2-D arrays or sequences of 1-D lists; got "
@@ -269,7 +331,6 @@ def _from_ragged(
                 f"{score_row.shape}; each list needs one score per item"
             )
     length_arr = np.fromiter((len(row) for row in item_rows), dtype=np.int32, count=n)
-    width = int(length_arr.max())
     # An empty Python list comes out as float64: let empty rows vote only with an integer dtype.
     item_dtype = np.result_type(
         *[row.dtype for row in item_rows if row.size or row.dtype.kind in "iu"] or [np.dtype(np.int32)]
@@ -280,6 +341,14 @@ def _from_ragged(
     # Check dtypes before allocating, so str or float ids fail with the dtype in the message.
     _as_items(f"{where}: items", np.empty(0, dtype=item_dtype))
     _as_scores(f"{where}: scores", np.empty(0, dtype=score_dtype))
+    return item_rows, score_rows, length_arr, item_dtype, score_dtype
+
+
+def _from_ragged(
+    where: str, n: int, items: object, scores: object
+) -> tuple[NDArray[np.signedinteger[Any]], NDArray[np.floating[Any]], NDArray[np.int32]]:
+    item_rows, score_rows, length_arr, item_dtype, score_dtype = _ragged_rows(where, n, items, scores)
+    width = int(length_arr.max())
     item_arr = np.full((n, width), ITEM_PAD, dtype=item_dtype)
     score_arr = np.zeros((n, width), dtype=score_dtype)
     for i, (item_row, score_row) in enumerate(zip(item_rows, score_rows, strict=True)):
@@ -290,6 +359,69 @@ def _from_ragged(
         _as_scores(f"{where}: scores", score_arr),
         length_arr,
     )
+
+
+def _flat_ranked(
+    where: str, keys: Keys, items: object, scores: object, sort: bool, top_k: int | None
+) -> Ranked:
+    """`normalize_ranked` for ragged input, kept flat: the same checks and messages as the
+    padded path, on memory in proportion to the items listed."""
+    item_rows, score_rows, length_arr, item_dtype, score_dtype = _ragged_rows(where, len(keys), items, scores)
+    # Empty rows may be float64 ([]): they hold no value, so the unsafe cast loses nothing.
+    item_arr = _as_items(f"{where}: items", np.concatenate(item_rows, dtype=item_dtype, casting="unsafe"))
+    score_arr = _as_scores(
+        f"{where}: scores", np.concatenate(score_rows, dtype=score_dtype, casting="unsafe")
+    )
+    del item_rows, score_rows
+    offsets = _offsets(length_arr)
+    bad = np.flatnonzero(~np.isfinite(score_arr))
+    if bad.size:
+        rows = _rows_of(offsets, bad)
+        raise InvalidInput(
+            f"{where}: scores must be finite; {np.unique(rows).size} lists hold NaN or inf, first at row "
+            f"{int(rows[0])} ({keys.describe(int(rows[0]))})"
+        )
+    bad = np.flatnonzero(item_arr < 0)
+    if bad.size:
+        row = int(_rows_of(offsets, bad[:1])[0])
+        raise InvalidInput(
+            f"{where}: item ids must be >= 0 (-1 marks padding); first negative at row "
+            f"{row} ({keys.describe(row)}); use pad= or lengths= for padded rows"
+        )
+    if sort:
+        # By row, then descending score, ties by ascending item id: as `_sort_rows`.
+        rows, _ = _cells(length_arr)
+        order = np.lexsort((item_arr, -score_arr, rows))
+        del rows
+        item_arr, score_arr = item_arr[order], score_arr[order]
+        del order
+    elif score_arr.size > 1:
+        rising = score_arr[1:] > score_arr[:-1]
+        inner = offsets[1:-1]  # pairs (j, j + 1) where j + 1 starts a list span two lists
+        rising[inner[(inner > 0) & (inner < score_arr.size)] - 1] = False
+        bad = np.flatnonzero(rising)
+        if bad.size:
+            rows = _rows_of(offsets, bad)
+            raise InvalidInput(
+                f"{where}: lists must be in descending score order; {np.unique(rows).size} are not, "
+                f"first at row {int(rows[0])} ({keys.describe(int(rows[0]))}). Pass sort=True to "
+                "sort them, or negate the scores if lower means better"
+            )
+    if top_k is not None and int(length_arr.max(initial=0)) > top_k:
+        _, columns = _cells(length_arr)
+        keep = columns < top_k
+        del columns
+        item_arr, score_arr = item_arr[keep], score_arr[keep]
+        length_arr = np.minimum(length_arr, top_k).astype(np.int32)
+        offsets = _offsets(length_arr)
+    ranked = Ranked(item_arr, score_arr, length_arr, offsets)
+    check_width(where, ranked.width, "a list length of", "keep fewer items per list (top_k=)")
+    return ranked
+
+
+def _rows_of(offsets: NDArray[np.int64], positions: NDArray[np.intp]) -> NDArray[np.intp]:
+    """The rows (lists) that hold these positions of the flat arrays (empty lists hold none)."""
+    return np.searchsorted(offsets, positions, side="right") - 1
 
 
 def _check_values(
