@@ -23,7 +23,7 @@ from sharedrec.errors import CorruptVersion
 from sharedrec.format.schema import Lease, Manifest, Pointer
 from sharedrec.read.leases import LeaseKeeper
 
-from conftest import make_ranked
+from conftest import RankedData, make_ranked
 
 
 @pytest.fixture(scope="module")
@@ -231,20 +231,32 @@ _NOT_FOR_READERS = (
 )
 
 
-def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
+def _reader_process(tmp_path: Path, before: str, during: str, after: str) -> tuple[RankedData, str]:
+    """The output of a fresh process that runs ``before``, opens a reader of a new store,
+    runs ``during`` (``data`` names the published lists), refreshes, closes, runs ``after``."""
     store = sharedrec.open(tmp_path / "store", create=True)
     data = make_ranked(100, 5, seed=1)
     store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
     script = (
-        "import sys, sharedrec\n"
+        f"{before}import sharedrec\n"
         f"reader = sharedrec.open({str(tmp_path / 'store')!r}, create=False).reader(refresh_interval=0.05)\n"
-        f"print(reader.get('home', {int(data.keys[0])}).items.tolist())\n"
+        f"{during.format(key0=int(data.keys[0]), key1=int(data.keys[1]))}"
         "reader.refresh(); reader.stats(); repr(reader); reader.close()\n"
-        f"heavy = {_NOT_FOR_READERS!r}\n"
-        "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)))\n"
+        f"{after}"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    items, heavy = done.stdout.splitlines()
+    return data, done.stdout
+
+
+def test_a_reader_process_never_imports_pydantic(tmp_path: Path) -> None:
+    data, out = _reader_process(
+        tmp_path,
+        "import sys\n",
+        "print(reader.get('home', {key0}).items.tolist())\n",
+        f"heavy = {_NOT_FOR_READERS!r}\n"
+        "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)))\n",
+    )
+    items, heavy = out.splitlines()
     assert json.loads(items) == data.items[0].tolist()
     assert heavy == "[]"
 
@@ -274,21 +286,13 @@ _READER_STDLIB = frozenset(
 
 
 def test_a_reader_process_imports_nothing_beyond_numpy_but_its_own_path(tmp_path: Path) -> None:
-    store = sharedrec.open(tmp_path / "store", create=True)
-    data = make_ranked(100, 5, seed=1)
-    store.publish_ranked("home", data.keys, data.items, data.scores, progress=False)
-    script = (
-        "import sys, json\n"
-        "import numpy\n"
-        "before = set(sys.modules)\n"
-        "import sharedrec\n"
-        f"reader = sharedrec.open({str(tmp_path / 'store')!r}, create=False).reader(refresh_interval=0.05)\n"
-        f"reader.get('home', {int(data.keys[0])}); reader.get_many('home', [{int(data.keys[1])}, -1])\n"
-        "reader.refresh(); reader.stats(); repr(reader); reader.close()\n"
-        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    _, out = _reader_process(
+        tmp_path,
+        "import sys, json\nimport numpy\nbefore = set(sys.modules)\n",
+        "reader.get('home', {key0}); reader.get_many('home', [{key1}, -1])\n",
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    loaded = json.loads(done.stdout)
+    loaded = json.loads(out)
     assert [
         m for m in loaded if m != "sharedrec" and not m.startswith("sharedrec.") and m not in _READER_STDLIB
     ] == []
