@@ -180,6 +180,22 @@ def _quotient(numerator: str, denominator: str) -> Getter:
     return get
 
 
+def _breakdown(results: Sequence[Result]) -> list[str]:
+    """One table per size of the steps of `get`: each one's increment and cumulative p50."""
+    lines: list[str] = []
+    for result in sorted(results, key=lambda r: r.size or 0):
+        steps = result.extra.get("steps")
+        if not isinstance(steps, list) or not steps:
+            continue
+        rows, previous = [], 0.0
+        for name, cumulative in steps:
+            rows.append([str(name), _fmt((cumulative - previous) / 1e3), _fmt(cumulative / 1e3)])
+            previous = cumulative
+        lines += [f"Steps at {_fmt_size(result.size)} users:", ""]
+        lines += [*_table(["step", "adds (µs)", "p50 so far (µs)"], rows), ""]
+    return lines
+
+
 @dataclass(frozen=True)
 class Family:
     """How to present the groups of one benchmark: a title, a baseline and columns."""
@@ -201,7 +217,13 @@ class Family:
     size_label: str = "users"
     notes: tuple[tuple[str, str], ...] = ()
     """``(extra_info key, label)`` shown once under the heading, with their distinct values."""
+    detail: Callable[[Sequence[Result]], list[str]] | None = None
+    """More markdown after the table, made from the results."""
 
+
+LOOKUP_BASELINES = ("ndarray-view", "np.memmap")
+"""Lookups divide by plain ndarray views of the mapped arrays, the floor of a mapped lookup in
+Python; by np.memmap objects only in a run without them."""
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -231,9 +253,13 @@ FAMILIES: tuple[Family, ...] = (
         title="Single-key get, warm",
         description=(
             "One key per call, a different key every call, after every key was looked up once. "
-            "*Median* is pytest-benchmark's; p50, p99 and p99.9 come from individually timed calls."
+            "*Median* is pytest-benchmark's; p50, p99 and p99.9 come from individually timed calls. "
+            "*ndarray-view* (the baseline) is plain ndarray views of the same sorted arrays memory-mapped "
+            "by `np.load`, searched with `searchsorted`: the floor of a memory-mapped lookup in Python. "
+            "*np.memmap* is the same maps as np.memmap objects: numpy's memmap subclass, whose machinery "
+            "adds ~2 µs per call."
         ),
-        baselines=("np.memmap",),
+        baselines=LOOKUP_BASELINES,
         columns=(
             Column("median (µs)", _stat("median", 1e6), ratio=True),
             Column("p50 (µs)", _extra("p50_ns", 1e-3), ratio=True),
@@ -250,14 +276,42 @@ FAMILIES: tuple[Family, ...] = (
         key="get_many",
         pattern=r"get_many\d*",
         title="Batch get_many, warm",
-        description="Many keys per call (median over calls); keys/s is the batch size over the median.",
-        baselines=("np.memmap",),
+        description=(
+            "Many keys per call (median over calls); keys/s is the batch size over the median. "
+            "*ndarray-view* (the baseline) is plain ndarray views of the same sorted arrays memory-mapped "
+            "by `np.load`, searched with `searchsorted`: the floor of a memory-mapped lookup in Python. "
+            "*np.memmap* is the same maps as np.memmap objects: numpy's memmap subclass, whose machinery "
+            "adds ~2 µs per call."
+        ),
+        baselines=LOOKUP_BASELINES,
         columns=(
             Column("per batch (ms)", _stat("median", 1e3), ratio=True),
             Column("keys/s", _keys_per_second, ratio=True),
             Column("per key (ns)", _extra("per_key_ns")),
         ),
         notes=(("batch", "keys per batch"), ("server", "server")),
+    ),
+    Family(
+        key="get-breakdown",
+        pattern=r"get-breakdown",
+        title="Where the time of one get goes",
+        description=(
+            "One warm reader and the floor (*ndarray-view*: plain ndarray views of the mapped sorted "
+            "arrays, `searchsorted`, two row views), LMDB (one read transaction, `buffers=True`, two "
+            "`np.frombuffer`) and `reader.get`, timed in alternating rounds of one process, best p50 "
+            "of each; every answer's last item and score are read. Then sharedrec's path done by hand "
+            "on the reader's internals, step by step: each step's p50 includes the steps above it, "
+            "*adds* is its increment, and the last row is what `get` adds to the steps done inline."
+        ),
+        columns=(
+            Column("floor p50 (µs)", _extra("floor_p50_ns", 1e-3)),
+            Column("LMDB p50 (µs)", _extra("lmdb_p50_ns", 1e-3)),
+            Column("get p50 (µs)", _extra("get_p50_ns", 1e-3)),
+            Column("get ÷ floor", _extra("get_over_floor"), is_ratio=True),
+            Column("get ÷ LMDB", _extra("get_over_lmdb"), is_ratio=True),
+        ),
+        notes=(("statistic", "statistic"),),
+        detail=_breakdown,
     ),
     Family(
         key="publish",
@@ -387,7 +441,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
 )
 
-GENERIC_BASELINES = tuple(dict.fromkeys(b for family in FAMILIES for b in family.baselines))
+# Lookup groups that no family names (str keys, network volume, ...) divide by the floor too.
+GENERIC_BASELINES = tuple(dict.fromkeys([*LOOKUP_BASELINES, *(b for f in FAMILIES for b in f.baselines)]))
 
 # extra_info name suffix -> (unit shown, scale, ratio column)
 _UNITS: tuple[tuple[str, str, float, bool], ...] = (
@@ -570,7 +625,10 @@ def render_section(section: Section, level: int) -> list[str]:
                 reference = column.get(base) if base is not None else None
                 row.append(_fmt_ratio(value / reference if value is not None and reference else None))
         rows.append(row)
-    return [*lines, *_table(header, rows), ""]
+    lines += [*_table(header, rows), ""]
+    if family.detail is not None:
+        lines += family.detail(section.results)
+    return lines
 
 
 def _note_value(value: Any) -> str:

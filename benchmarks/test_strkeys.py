@@ -2,8 +2,9 @@
 
 sharedrec stores string keys by a 64-bit hash verified against the stored key bytes.
 Baselines on the same rows: LMDB keyed by the UTF-8 bytes (read-only, zero copy), a sorted
-fixed-width bytes array memory-mapped by ``np.load`` and searched with ``np.searchsorted``,
-and a Python dict ``str -> row`` over arrays loaded in memory (what a service builds at
+fixed-width bytes array memory-mapped by ``np.load`` and searched with ``searchsorted``
+(as plain ndarray views, ``ndarray-view``, the baseline of the tables, and as ``np.memmap``
+objects), and a Python dict ``str -> row`` over arrays loaded in memory (what a service builds at
 start-up when it loads everything).
 """
 
@@ -27,7 +28,7 @@ from benchmarks._baselines import decode_row, decode_rows, row_dtype
 from benchmarks._workload import COLLECTION, Settings, Workload
 from benchmarks.test_lookup import _latencies
 
-SYSTEMS = ["sharedrec", "lmdb", "np.memmap", "dict"]
+SYSTEMS = ["sharedrec", "lmdb", "ndarray-view", "np.memmap", "dict"]
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,12 @@ def _single(system: str, data: StrData, stack: ExitStack) -> Lookup:
 
         return from_dict
 
+    search, n = keys.searchsorted, len(keys)
+
     def raw(key: str) -> tuple[Any, Any]:
         encoded = key.encode()
-        row = int(np.searchsorted(keys, encoded))
-        if keys[row] != encoded:
+        row = int(search(encoded))
+        if row == n or keys[row] != encoded:
             raise KeyError(key)
         return items[row], scores[row]
 
@@ -175,11 +178,15 @@ def _decoded(keys: NDArray[np.bytes_]) -> list[str]:
 
 
 def _arrays(system: str, data: StrData) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
-    """Sorted keys, items and scores: mapped (np.memmap) or loaded into memory (dict)."""
-    mode = "r" if system == "np.memmap" else None
-    keys, items, scores = (
+    """Sorted keys, items and scores: mapped (as np.memmap objects, or viewed as plain
+    ndarrays for ndarray-view) or loaded into memory (dict)."""
+    mode = None if system == "dict" else "r"
+    arrays = tuple(
         np.load(data.folder / f"{name}.npy", mmap_mode=mode) for name in ("keys", "items", "scores")
     )
+    if system == "ndarray-view":
+        arrays = tuple(np.asarray(array) for array in arrays)
+    keys, items, scores = arrays
     return keys, items, scores
 
 

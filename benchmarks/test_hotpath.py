@@ -1,0 +1,335 @@
+"""Where the time of one warm ``Reader.get`` goes: a per-step breakdown against the floor.
+
+One reader on the workload (int64 keys, whole collection, default settings), one process,
+the same keys for everything, timed in alternating rounds (best p50 of each):
+
+- ``floor``: plain ndarray views of the sorted ``.npy`` arrays memory-mapped by ``np.load``,
+  ``searchsorted`` and two row views: the floor of a memory-mapped lookup in Python (the
+  ``ndarray-view`` of ``test_lookup.py``);
+- ``lmdb``: a read-only LMDB environment, one read transaction with ``buffers=True``, two
+  ``np.frombuffer`` (when py-lmdb is installed);
+- ``get``: ``reader.get(collection, key)``;
+- ``steps``: sharedrec's path for a whole collection done by hand on the same reader's
+  internals, step after step, each function doing every step before it too, so that the
+  increments split the gap between the floor and ``get``. What is left between the last
+  step and ``get`` is the cost of the calls themselves (``get``, ``Index.find``,
+  ``_Sorted.find``) and of the ``try``.
+
+Every answer reads ``items[-1]`` and ``scores[-1]`` (so do the steps from the row views on),
+and every timed function is called with the key alone. The steps mirror ``Reader.get`` as it
+is; when the internals change, update ``_steps`` (a missing attribute skips the steps, not
+the rest). Timings are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from bisect import bisect_right
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+import sharedrec
+from benchmarks._baselines import encode_key, open_lmdb
+from benchmarks._workload import COLLECTION, Settings, Workload
+from benchmarks.test_lookup import _latencies, _mapped
+from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key
+from sharedrec.read.collections import RankedList, Whole
+
+Timed = Callable[[int], Any]
+ROUNDS = 3
+CALLS_AND_TRY = "calls of get, Index.find, _Sorted.find; try"
+"""The last row of the breakdown: ``get`` itself, less the steps done inline."""
+
+
+def _floor(workload: Workload) -> Timed:
+    keys, items, scores = _mapped(workload, plain=True)
+    search, n = keys.searchsorted, len(keys)
+
+    def floor(key: int) -> Any:
+        i = int(search(key))
+        if i == n or keys[i] != key:
+            raise KeyError(key)
+        found_items, found_scores = items[i], scores[i]
+        found_items[-1], found_scores[-1]  # read the answer, as a caller does
+        return found_items, found_scores
+
+    return floor
+
+
+def _lmdb(workload: Workload, request: pytest.FixtureRequest, stack: ExitStack) -> Timed | None:
+    if importlib.util.find_spec("lmdb") is None:
+        return None
+    env = stack.enter_context(open_lmdb(request.getfixturevalue("lmdb_env")))
+    fetch = stack.enter_context(env.begin(buffers=True)).get
+    k, frombuffer = workload.k, np.frombuffer
+
+    def lmdb(key: int) -> Any:
+        value = fetch(encode_key(key))
+        if value is None:
+            raise KeyError(key)
+        found_items, found_scores = frombuffer(value, "<i4", k), frombuffer(value, "<f4", k, 4 * k)
+        found_items[-1], found_scores[-1]
+        return found_items, found_scores
+
+    return lmdb
+
+
+def _get(reader: sharedrec.Reader) -> Timed:
+    get = reader.get
+
+    def sharedrec_get(key: int) -> Any:
+        found = get(COLLECTION, key)
+        found.items[-1], found.scores[-1]
+        return found
+
+    return sharedrec_get
+
+
+def _steps(reader: sharedrec.Reader) -> dict[str, Timed]:
+    """``Reader.get``'s path for a whole collection, cumulatively, step by step.
+
+    Each function does its step and every one before it, inline; the names say what each
+    adds. They read the reader's private attributes: an ``AttributeError`` here means the
+    path changed (see the module docstring).
+    """
+    col = reader._v.ranked.get(COLLECTION)
+    if type(col) is not Whole:
+        raise AttributeError(f"{COLLECTION!r} is not a whole collection")
+    sorted_ = col.index._sorted
+    for owner, attribute in ((sorted_, "_fences"), (sorted_, "_rpc"), (sorted_, "_valid"), (col, "lengths")):
+        getattr(owner, attribute)  # the attributes the steps read: missing ones raise here
+    name = COLLECTION
+
+    def call(key: int) -> Any:
+        return key
+
+    def version(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        return type(col) is Whole
+
+    def key_check(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        if type(col) is Whole:
+            if type(key) is not int:
+                key = int_key(key)
+            return INT64_MIN <= key <= INT64_MAX
+        return None
+
+    def key_chunk(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        if type(col) is Whole:
+            if type(key) is not int:
+                key = int_key(key)
+            if INT64_MIN <= key <= INT64_MAX:
+                s = col.index._sorted
+                fences = s._fences
+                chunk = 0 if fences is None else bisect_right(fences, key) - 1
+                return s._valid(chunk)
+        return None
+
+    def exact(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        if type(col) is Whole:
+            if type(key) is not int:
+                key = int_key(key)
+            if INT64_MIN <= key <= INT64_MAX:
+                s = col.index._sorted
+                fences = s._fences
+                chunk = 0 if fences is None else bisect_right(fences, key) - 1
+                view = s._valid(chunk)
+                position = int(view.searchsorted(key))
+                if position < len(view) and view[position] == key:
+                    return chunk * s._rpc + position
+        raise KeyError(key)
+
+    def locate(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        if type(col) is Whole:
+            if type(key) is not int:
+                key = int_key(key)
+            if INT64_MIN <= key <= INT64_MAX:
+                s = col.index._sorted
+                fences = s._fences
+                chunk = 0 if fences is None else bisect_right(fences, key) - 1
+                view = s._valid(chunk)
+                position = int(view.searchsorted(key))
+                if position < len(view) and view[position] == key:
+                    row = chunk * s._rpc + position
+                    lengths = col.lengths
+                    n = col.uniform if lengths is None else int(lengths.row(row))
+                    return n, divmod(row, col.rows_per_chunk)
+        raise KeyError(key)
+
+    def views(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        if type(col) is Whole:
+            if type(key) is not int:
+                key = int_key(key)
+            if INT64_MIN <= key <= INT64_MAX:
+                s = col.index._sorted
+                fences = s._fences
+                chunk = 0 if fences is None else bisect_right(fences, key) - 1
+                view = s._valid(chunk)
+                position = int(view.searchsorted(key))
+                if position < len(view) and view[position] == key:
+                    row = chunk * s._rpc + position
+                    lengths = col.lengths
+                    n = col.uniform if lengths is None else int(lengths.row(row))
+                    chunk, offset = divmod(row, col.rows_per_chunk)
+                    items, scores = col.rows
+                    if n == col.spec.width:
+                        found_items, found_scores = items.chunk(chunk)[offset], scores.chunk(chunk)[offset]
+                    else:
+                        found_items = items.chunk(chunk)[offset, :n]
+                        found_scores = scores.chunk(chunk)[offset, :n]
+                    found_items[-1], found_scores[-1]
+                    return found_items, found_scores
+        raise KeyError(key)
+
+    def ranked_list(key: int) -> Any:
+        v = reader._v
+        reader._lookups += 1
+        col = v.ranked.get(name)
+        if type(col) is Whole:
+            if type(key) is not int:
+                key = int_key(key)
+            if INT64_MIN <= key <= INT64_MAX:
+                s = col.index._sorted
+                fences = s._fences
+                chunk = 0 if fences is None else bisect_right(fences, key) - 1
+                view = s._valid(chunk)
+                position = int(view.searchsorted(key))
+                if position < len(view) and view[position] == key:
+                    row = chunk * s._rpc + position
+                    lengths = col.lengths
+                    n = col.uniform if lengths is None else int(lengths.row(row))
+                    chunk, offset = divmod(row, col.rows_per_chunk)
+                    items, scores = col.rows
+                    if n == col.spec.width:
+                        found = RankedList(items.chunk(chunk)[offset], scores.chunk(chunk)[offset], name)
+                    else:
+                        found = RankedList(
+                            items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], name
+                        )
+                    found.items[-1], found.scores[-1]
+                    return found
+        raise KeyError(key)
+
+    return {
+        "call": call,
+        "version and collection (reader._v, ranked.get, counter)": version,
+        "key type and int64 range check": key_check,
+        "key chunk (fences bisect, chunk view)": key_chunk,
+        "searchsorted and exact match": exact,
+        "list length, row to chunk and offset": locate,
+        "two row views (answer read)": views,
+        "RankedList": ranked_list,
+    }
+
+
+def test_get_breakdown(
+    benchmark: BenchmarkFixture,
+    workload: Workload,
+    settings: Settings,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Best p50 of each function over alternating rounds; ratios and the steps (``[name,
+    cumulative p50 in ns]``, the last one ``get`` itself) in extra_info."""
+    benchmark.group = f"get-breakdown-{workload.n_users}"
+    keys = workload.sample_keys(settings.rotation, seed=11).tolist()
+    calls = settings.latency_calls
+    with ExitStack() as stack:
+        reader = stack.enter_context(sharedrec.open(workload.store, create=False).reader())
+        floor = _floor(workload)
+        timed: dict[str, Timed] = {"floor": floor}
+        lmdb = _lmdb(workload, request, stack)
+        if lmdb is not None:
+            timed["lmdb"] = lmdb
+        timed["get"] = _get(reader)
+        try:
+            steps = _steps(reader)
+        except AttributeError as error:
+            steps = {}
+            benchmark.extra_info["steps_skipped"] = f"the path changed: {error}"
+        timed.update({f"step: {name}": fn for name, fn in steps.items()})
+
+        # Every function gives the floor's answer (the call and partial steps give none).
+        for key in keys[:200]:
+            want_items, want_scores = workload.expected(np.asarray([key]))
+            for name, fn in timed.items():
+                if name in ("floor", "lmdb", "get", "step: two row views (answer read)", "step: RankedList"):
+                    got = fn(key)
+                    got_items, got_scores = (got.items, got.scores) if isinstance(got, RankedList) else got
+                    np.testing.assert_array_equal(got_items, want_items[0], err_msg=name)
+                    np.testing.assert_array_equal(got_scores, want_scores[0], err_msg=name)
+        exact = steps.get("searchsorted and exact match")
+        if exact is not None:
+            whole = reader._v.ranked.get(COLLECTION)
+            assert isinstance(whole, Whole)
+            np.testing.assert_array_equal(
+                [exact(key) for key in keys[:200]], [whole.index.find(key) for key in keys[:200]]
+            )
+        for fn in timed.values():  # warm: every chunk mapped, every page touched
+            for key in keys:
+                fn(key)
+
+        best: dict[str, float] = {}
+        for _ in range(ROUNDS):
+            for name, fn in timed.items():
+                p50 = _latencies(fn, keys, calls)["p50_ns"]
+                best[name] = min(best.get(name, p50), p50)
+
+        rotation = itertools.cycle(keys)
+        get = timed["get"]
+        benchmark(lambda: get(next(rotation)))
+
+    info: dict[str, Any] = {
+        "n_users": workload.n_users,
+        "k": workload.k,
+        "statistic": f"best p50 of {ROUNDS} alternating rounds of {calls} individually timed calls",
+        "floor_p50_ns": best["floor"],
+        "get_p50_ns": best["get"],
+        "get_over_floor": best["get"] / best["floor"],
+    }
+    lines = [f"get breakdown, {workload.n_users} users ({info['statistic']}):"]
+    lines.append(f"  floor (ndarray views + searchsorted)   {best['floor'] / 1e3:6.2f} µs")
+    if "lmdb" in best:
+        info.update(lmdb_p50_ns=best["lmdb"], get_over_lmdb=best["get"] / best["lmdb"])
+        lines.append(f"  LMDB (buffers=True, np.frombuffer)     {best['lmdb'] / 1e3:6.2f} µs")
+    lines.append(f"  sharedrec get                          {best['get'] / 1e3:6.2f} µs")
+    previous = 0.0
+    rows: list[list[Any]] = []
+    for name in steps:
+        cumulative = best[f"step: {name}"]
+        rows.append([name, cumulative])
+        lines.append(
+            f"  + {name:<52} {(cumulative - previous) / 1e3:+6.2f} µs (cumulative {cumulative / 1e3:.2f})"
+        )
+        previous = cumulative
+    if steps:
+        rows.append([CALLS_AND_TRY, best["get"]])
+        info["steps"] = rows
+        lines.append(f"  + {CALLS_AND_TRY:<52} {(best['get'] - previous) / 1e3:+6.2f} µs")
+    lines.append(f"  get / floor = {info['get_over_floor']:.2f}")
+    if "lmdb" in best:
+        lines.append(f"  get / LMDB  = {info['get_over_lmdb']:.2f}")
+    benchmark.extra_info.update(info)
+    print("\n" + "\n".join(lines))
