@@ -182,18 +182,23 @@ def _quotient(numerator: str, denominator: str) -> Getter:
 
 def _breakdown(results: Sequence[Result]) -> list[str]:
     """One table per size of the steps of `get`: each one's increment and cumulative p50."""
-    lines: list[str] = []
+    rows: list[list[str]] = []
     for result in sorted(results, key=lambda r: r.size or 0):
         steps = result.extra.get("steps")
-        if not isinstance(steps, list) or not steps:
-            continue
-        rows, previous = [], 0.0
-        for name, cumulative in steps:
-            rows.append([str(name), _fmt((cumulative - previous) / 1e3), _fmt(cumulative / 1e3)])
+        previous = 0.0
+        for name, cumulative in steps if isinstance(steps, list) else []:
+            rows.append(
+                [
+                    _fmt_size(result.size),
+                    str(name),
+                    _fmt((cumulative - previous) / 1e3),
+                    _fmt(cumulative / 1e3),
+                ]
+            )
             previous = cumulative
-        lines += [f"Steps at {_fmt_size(result.size)} users:", ""]
-        lines += [*_table(["step", "adds (µs)", "p50 so far (µs)"], rows), ""]
-    return lines
+    if not rows:
+        return []
+    return [*_table(["users", "step", "adds (µs)", "p50 so far (µs)"], rows), ""]
 
 
 @dataclass(frozen=True)
