@@ -123,6 +123,8 @@ def row_kind(name: str) -> RowKind:
 
 
 Index = IntIndex | StrIndex
+Full = tuple["NDArray[np.int64]", "memoryview[int]", int, "NDArray[Any]", "NDArray[Any]"]
+"""``(keys, keys as Python ints, key count, items, scores)``: see `Whole.full`."""
 Rows = list["NDArray[Any]"]
 """A batch's outputs, one per row array of the kind (items and scores, or vectors)."""
 
@@ -197,15 +199,18 @@ class Whole(_Indexed):
     index: Index
     __slots__ = (
         "default",
+        "full",
         "index",
         "kind",
         "lengths",
         "name",
+        "pending",
         "rows",
         "rows_per_chunk",
         "single",
         "spec",
         "uniform",
+        "whole",
     )
 
     def __init__(
@@ -241,6 +246,35 @@ class Whole(_Indexed):
         if spec.default_length is not None and part is None:  # a partition's misses go to its collection
             self.default = _default_list(name, arrays, spec.default_length)
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+        self.whole: tuple[NDArray[Any], NDArray[Any]] | None = None
+        """``(items, scores)``, each as one view of every row, once every chunk of both is
+        mapped: a lookup indexes them with the global row (see `settle`)."""
+        self.full: Full | None = None
+        """Everything a lookup of an int key without ``k`` needs, once every key chunk and
+        row is mapped and every list fills its row (see `settle`)."""
+        self.pending = kind is RANKED and all(array.joinable for array in self.rows)
+        """Whether `settle` may still set ``whole`` or ``full``."""
+
+    def settle(self) -> None:
+        """Set ``whole`` once every chunk of the items and scores is mapped, and ``full``
+        once every key chunk is mapped too (each checked as it was mapped)."""
+        if self.whole is None:
+            items, scores = self.rows
+            whole_items = items.whole()
+            whole_scores = scores.whole() if whole_items is not None else None
+            if whole_items is None or whole_scores is None:
+                return
+            self.whole = (whole_items, whole_scores)
+        index = self.index
+        if self.lengths is not None or self.uniform != self.spec.width or type(index) is not IntIndex:
+            self.pending = False  # no list of this collection is served without a length or a key hash
+            return
+        keys = index.complete_keys()
+        if keys is not None:
+            self.full = (*keys, index.n_rows, *self.whole)
+            self.pending = False
+        elif not index.may_complete:
+            self.pending = False
 
     @property
     def items(self) -> MappedArray:
@@ -263,6 +297,11 @@ class Whole(_Indexed):
         n = self.uniform if lengths is None else int(lengths.row(row))
         if k is not None and (type(k) is not int or k < n):
             n = min(n, check_k(k))
+        if self.pending:
+            self.settle()
+        whole = self.whole
+        if whole is not None:
+            return RankedList(whole[0][row, :n], whole[1][row, :n], self.name)
         chunk, offset = divmod(row, self.rows_per_chunk)
         items, scores = self.rows
         return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], self.name)

@@ -504,6 +504,22 @@ class MappedArray:
         """Whether every chunk is mapped."""
         return self._unmapped == 0 if self._mapped is not None else all(c is not None for c in self._chunks)
 
+    @property
+    def joinable(self) -> bool:
+        """Whether `whole()` answers once every chunk is mapped: the chunks are mapped back
+        to back, or there is one."""
+        return self._mapped is not None or self.n_chunks == 1
+
+    def whole(self) -> NDArray[np.generic] | None:
+        """The whole array as one view once every chunk is mapped (and so checked), else None.
+
+        Rows past ``n_rows`` are the last chunk's padding. A single-key lookup indexes it
+        with a global row: no chunk arithmetic, no chunk view per call.
+        """
+        if self._mapped is None:
+            return self._chunks[0] if self.n_chunks == 1 else None
+        return self._whole if self._unmapped == 0 else None
+
 
 class Joint:
     """Arrays of the same dtype and row shape (the partitions of one collection's items, say)
