@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound
-from sharedrec.read.collections import Whole
+from sharedrec.read.collections import RankedList, Whole
 from sharedrec.read.index import IntIndex
 from sharedrec.read.mmap import MappedArray
 
@@ -273,3 +273,20 @@ def test_a_new_version_is_served_after_the_full_path(tmp_path: Path, published: 
     gone = next(key for key in published.keys.tolist() if key not in republished.row)
     with pytest.raises(KeyNotFound):
         reader.get("home", gone)
+
+
+def test_the_list_from_the_full_path_is_a_whole_ranked_list(tmp_path: Path, published: Published) -> None:
+    reader = sharedrec.open(tmp_path / "store").reader()
+    _warm(reader, published)
+    key = int(published.keys[3])
+    row = published.row[key]
+    for k in (None, 2):
+        got = reader.get("home", key, k)
+        assert type(got) is RankedList
+        width = K if k is None else k
+        assert len(got) == width
+        assert list(got) == list(
+            zip(published.items[row, :width].tolist(), published.scores[row, :width].tolist(), strict=True)
+        )
+        assert got.head(1).items.tolist() == [published.items[row, 0]]
+        assert repr(got).startswith("RankedList(items=array(") and "source='home'" in repr(got)

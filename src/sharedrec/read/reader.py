@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader"]
 
 
+_new = object.__new__
+
+
 class Reader:
     """Serves lookups from the live version of a store, switching when ``CURRENT`` moves.
 
@@ -197,14 +200,20 @@ class Reader:
             col = v.ranked.get(collection)
             if type(col) is Whole:  # inlined for speed: a whole collection is the hot path
                 full = col.full
-                if full is not None and type(key) is int and k is None:
+                if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):
                     # Every key and row mapped and checked: one search, whole rows, no numpy scalar
                     # compared (numpy would compare a key outside int64 as a float).
                     keys, ints, count, items, scores = full
                     if INT64_MIN <= key <= INT64_MAX:
                         at = keys.searchsorted(key)
                         if at < count and ints[at] == key:  # exact: never another key's row
-                            return RankedList(items[at], scores[at], collection)
+                            listed = _new(RankedList)  # its __init__, without the call
+                            if k is None:
+                                listed.items, listed.scores = items[at], scores[at]
+                            else:
+                                listed.items, listed.scores = items[at, :k], scores[at, :k]
+                            listed.source = collection
+                            return listed
                     return self._missing(v, col, key, k, fallback_keys)
                 row = col.index.find(key)
                 if row < 0:
