@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound
-from sharedrec.read.collections import RankedList, Whole
+from sharedrec.read.collections import Chained, Partitioned, RankedList, Whole
 from sharedrec.read.index import IntIndex
 from sharedrec.read.mmap import MappedArray
 
@@ -290,3 +290,41 @@ def test_the_list_from_the_full_path_is_a_whole_ranked_list(tmp_path: Path, publ
         )
         assert got.head(1).items.tolist() == [published.items[row, 0]]
         assert repr(got).startswith("RankedList(items=array(") and "source='home'" in repr(got)
+
+
+def _check_twice(reader: sharedrec.Reader, published: Published, levels: list[Whole]) -> None:
+    """Every key, before and after the row arrays of every level are mapped whole."""
+    for _ in range(2):
+        for key in published.keys.tolist():
+            published.check(reader, key)
+            published.check(reader, key, 3)
+    assert all(level.whole is not None for level in levels)
+
+
+def test_partitions_index_their_whole_rows(tmp_path: Path) -> None:
+    data = make_ranked(N, K, seed=5)
+    keys = cast(NDArray[np.int64], data.keys)
+    store = sharedrec.open(tmp_path / "store", create=True)
+    handle = store.begin_publish(partitions=4, chunk_bytes=CHUNK_BYTES)
+    owners = handle.partition_of(keys)
+    receipts = []
+    for part in range(4):
+        where = np.flatnonzero(owners == part)
+        receipts.append(handle.write_ranked("home", part, keys[where], data.items[where], data.scores[where]))
+    store.commit_publish(handle, receipts, guards=[])
+    reader = store.reader()
+    col = cast(Partitioned, reader._v.ranked["home"])  # noqa: SLF001 - its partitions are checked
+    _check_twice(reader, Published(keys, data.items, data.scores), [p for p in col.parts if p is not None])
+
+
+def test_a_delta_chain_indexes_the_whole_rows_of_each_level(tmp_path: Path) -> None:
+    data = make_ranked(N, K, seed=5)
+    keys = cast(NDArray[np.int64], data.keys)
+    store = sharedrec.open(tmp_path / "store", create=True)
+    store.publish_ranked("home", keys, data.items, data.scores, chunk_bytes=CHUNK_BYTES, guards=[])
+    items = data.items.copy()
+    items[: N // 2] += 1  # half the lists change: the delta spans several chunks too
+    store.publish_ranked("home", keys, items, data.scores, delta=True, chunk_bytes=CHUNK_BYTES, guards=[])
+    reader = store.reader()
+    chain = cast(Chained, reader._v.ranked["home"]).chain  # noqa: SLF001 - its levels are checked
+    _check_twice(reader, Published(keys, items, data.scores), [chain.root, *chain.levels])
