@@ -15,7 +15,7 @@ import pytest
 from numpy.typing import NDArray
 
 import sharedrec
-from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound
+from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, UnknownCollection
 from sharedrec.read.collections import Chained, Partitioned, RankedList, Whole
 from sharedrec.read.index import IntIndex
 from sharedrec.read.mmap import MappedArray
@@ -328,3 +328,13 @@ def test_a_delta_chain_indexes_the_whole_rows_of_each_level(tmp_path: Path) -> N
     reader = store.reader()
     chain = cast(Chained, reader._v.ranked["home"]).chain  # noqa: SLF001 - its levels are checked
     _check_twice(reader, Published(keys, items, data.scores), [chain.root, *chain.levels])
+
+
+def test_a_closed_reader_refuses_after_the_full_path(tmp_path: Path, published: Published) -> None:
+    reader = sharedrec.open(tmp_path / "store").reader()
+    _warm(reader, published)
+    kept = reader.get("home", int(published.keys[0]))
+    reader.close()
+    with pytest.raises(UnknownCollection, match="closed"):
+        reader.get("home", int(published.keys[0]))
+    assert kept.items.tolist() == published.items[0].tolist()  # views returned stay valid
