@@ -205,6 +205,7 @@ class Whole(_Indexed):
         "lengths",
         "name",
         "pending",
+        "row_width",
         "rows",
         "rows_per_chunk",
         "single",
@@ -229,6 +230,8 @@ class Whole(_Indexed):
         self.rows = tuple(arrays[array] for array in kind.rows)
         """The row arrays of the kind: ``(items, scores)`` or ``(vectors,)``."""
         self.rows_per_chunk = self.rows[0].rows_per_chunk
+        self.row_width = self.rows[0].n_cols
+        """Entries in a stored row (a partition's or a delta's may be narrower than the collection)."""
         for other, array in zip(kind.rows[1:], self.rows[1:], strict=True):
             if array.rows_per_chunk != self.rows_per_chunk:
                 raise CorruptVersion(
@@ -266,7 +269,7 @@ class Whole(_Indexed):
                 return
             self.whole = (whole_items, whole_scores)
         index = self.index
-        if self.lengths is not None or self.uniform != self.spec.width or type(index) is not IntIndex:
+        if self.lengths is not None or self.uniform != self.row_width or type(index) is not IntIndex:
             self.pending = False  # no list of this collection is served without a length or a key hash
             return
         keys = index.complete_keys()
@@ -301,6 +304,8 @@ class Whole(_Indexed):
             self.settle()
         whole = self.whole
         if whole is not None:
+            if n == self.row_width:  # a whole row: one index, not an index and a slice
+                return RankedList(whole[0][row], whole[1][row], self.name)
             return RankedList(whole[0][row, :n], whole[1][row, :n], self.name)
         chunk, offset = divmod(row, self.rows_per_chunk)
         items, scores = self.rows
