@@ -199,6 +199,7 @@ class Whole(_Indexed):
     index: Index
     __slots__ = (
         "default",
+        "filled",
         "full",
         "index",
         "kind",
@@ -252,15 +253,17 @@ class Whole(_Indexed):
         self.whole: tuple[NDArray[Any], NDArray[Any]] | None = None
         """``(items, scores)``, each as one view of every row, once every chunk of both is
         mapped: a lookup indexes them with the global row (see `settle`)."""
+        self.filled: tuple[NDArray[Any], NDArray[Any]] | None = None
+        """``whole`` when every list fills its stored row: a list without ``k`` is one index."""
         self.full: Full | None = None
-        """Everything a lookup of an int key without ``k`` needs, once every key chunk and
-        row is mapped and every list fills its row (see `settle`)."""
+        """Everything a lookup of an int key needs, once every key chunk and row is mapped
+        and every list fills its row (see `settle`)."""
         self.pending = kind is RANKED and all(array.joinable for array in self.rows)
-        """Whether `settle` may still set ``whole`` or ``full``."""
+        """Whether `settle` may still set ``whole``, ``filled`` or ``full``."""
 
     def settle(self) -> None:
-        """Set ``whole`` once every chunk of the items and scores is mapped, and ``full``
-        once every key chunk is mapped too (each checked as it was mapped)."""
+        """Set ``whole`` (and ``filled``) once every chunk of the items and scores is mapped,
+        and ``full`` once every key chunk is mapped too (each checked as it was mapped)."""
         if self.whole is None:
             items, scores = self.rows
             whole_items = items.whole()
@@ -268,13 +271,15 @@ class Whole(_Indexed):
             if whole_items is None or whole_scores is None:
                 return
             self.whole = (whole_items, whole_scores)
+            if self.lengths is None and self.uniform == self.row_width:
+                self.filled = self.whole
         index = self.index
-        if self.lengths is not None or self.uniform != self.row_width or type(index) is not IntIndex:
-            self.pending = False  # no list of this collection is served without a length or a key hash
+        if self.filled is None or type(index) is not IntIndex:
+            self.pending = False  # lists of varying length, or str keys: no ``full``
             return
         keys = index.complete_keys()
         if keys is not None:
-            self.full = (*keys, index.n_rows, *self.whole)
+            self.full = (*keys, index.n_rows, *self.filled)
             self.pending = False
         elif not index.may_complete:
             self.pending = False
@@ -296,6 +301,9 @@ class Whole(_Indexed):
 
     def ranked(self, row: int, k: int | None) -> RankedList:
         """The list at ``row``, at most ``k`` long (`Reader.get` inlines this)."""
+        filled = self.filled
+        if filled is not None and k is None:  # every row mapped, every list fills its row
+            return RankedList(filled[0][row], filled[1][row], self.name)
         lengths = self.lengths
         n = self.uniform if lengths is None else int(lengths.row(row))
         if k is not None and (type(k) is not int or k < n):
