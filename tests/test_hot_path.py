@@ -136,7 +136,7 @@ def test_a_key_equal_to_the_padding_is_found_only_where_stored(tmp_path: Path) -
     reader = sharedrec.open(tmp_path / "store").reader()
     _warm(reader, published)
     array = _keys(_whole(reader))
-    whole = array.whole()
+    whole = array.whole
     assert whole is not None and len(whole) > N  # there is padding past the keys
     for value in set(whole[N:].tolist()):
         if value in published.row:

@@ -259,18 +259,17 @@ class Whole(_Indexed):
         """Everything a lookup of an int key needs, once every key chunk and row is mapped
         and every list fills its row (see `settle`)."""
         self.pending = kind is RANKED and all(array.joinable for array in self.rows)
-        """Whether `settle` may still set ``whole``, ``filled`` or ``full``."""
+        """Whether `settle` may still set ``whole``, ``filled`` or ``full``: a lookup calls it
+        once the scores (mapped after the items) are whole."""
 
     def settle(self) -> None:
         """Set ``whole`` (and ``filled``) once every chunk of the items and scores is mapped,
         and ``full`` once every key chunk is mapped too (each checked as it was mapped)."""
         if self.whole is None:
             items, scores = self.rows
-            whole_items = items.whole()
-            whole_scores = scores.whole() if whole_items is not None else None
-            if whole_items is None or whole_scores is None:
+            if items.whole is None or scores.whole is None:
                 return
-            self.whole = (whole_items, whole_scores)
+            self.whole = (items.whole, scores.whole)
             if self.lengths is None and self.uniform == self.row_width:
                 self.filled = self.whole
         index = self.index
@@ -308,7 +307,7 @@ class Whole(_Indexed):
         n = self.uniform if lengths is None else int(lengths.row(row))
         if k is not None and (type(k) is not int or k < n):
             n = min(n, check_k(k))
-        if self.pending:
+        if self.pending and self.rows[1].whole is not None:
             self.settle()
         whole = self.whole
         if whole is not None:

@@ -409,7 +409,7 @@ class IntIndex:
                 row = int(whole.searchsorted(key))
                 return row if row < self._n and self._ints[row] == key else -1
             row = self._sorted.find(key)
-            if self._pending:
+            if self._pending and self._sorted.array.whole is not None:
                 self._join()
             return row
         return -1
@@ -418,7 +418,7 @@ class IntIndex:
         """Every key as one view and as Python ints, once every key chunk is mapped (and
         checked), else None: see `Whole.full`."""
         whole = self._whole
-        if whole is None and self._pending:
+        if whole is None and self._pending and self._sorted.array.whole is not None:
             self._join()
             whole = self._whole
         return None if whole is None else (whole, self._ints)
@@ -430,12 +430,12 @@ class IntIndex:
 
     def _join(self) -> None:
         """Set ``_whole`` once the last key chunk is mapped (each is checked when mapped)."""
-        whole = self._sorted.array.whole()
-        if whole is not None:
-            valid = whole[: self._n]  # the last chunk's padding past the keys holds no key
-            self._ints = valid.data.cast("B").cast("q")
-            self._whole = valid  # type: ignore[assignment]
-            self._pending = False
+        whole = self._sorted.array.whole
+        assert whole is not None
+        valid = whole[: self._n]  # the last chunk's padding past the keys holds no key
+        self._ints = valid.data.cast("B").cast("q")
+        self._whole = valid  # type: ignore[assignment]
+        self._pending = False
 
     def all_keys(self) -> NDArray[np.int64]:
         """Every key, in stored (sorted) order: reads the whole key array."""

@@ -222,7 +222,7 @@ class Reader:
                 n = col.uniform if lengths is None else int(lengths.row(row))
                 if k is not None and (type(k) is not int or k < n):  # any other type is checked
                     n = min(n, check_k(k))
-                if col.pending:
+                if col.pending and col.rows[1].whole is not None:  # the scores are mapped after the items
                     col.settle()
                 whole = col.whole
                 if whole is not None:  # every row mapped: indexed by the global row
