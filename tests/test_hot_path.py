@@ -338,3 +338,26 @@ def test_a_closed_reader_refuses_after_the_full_path(tmp_path: Path, published: 
     with pytest.raises(UnknownCollection, match="closed"):
         reader.get("home", int(published.keys[0]))
     assert kept.items.tolist() == published.items[0].tolist()  # views returned stay valid
+
+
+def test_rows_mapped_whole_before_the_keys(tmp_path: Path) -> None:
+    # One int32 item a row: 1,024 rows a chunk but 512 keys, so the rows are whole first and
+    # the full path waits for the last key chunk.
+    data = make_ranked(N, 1, seed=5)
+    keys = cast(NDArray[np.int64], data.keys)
+    store = sharedrec.open(tmp_path / "store", create=True)
+    store.publish_ranked("home", keys, data.items, data.scores, chunk_bytes=CHUNK_BYTES, guards=[])
+    reader = store.reader()
+    col = _whole(reader)
+    assert col.rows[0].n_chunks < _keys(col).n_chunks
+    order = np.argsort(keys)
+    per_chunk = _keys(col).rows_per_chunk
+    last_chunk = order[(_keys(col).n_chunks - 1) * per_chunk :]
+    for i in order[: len(order) - len(last_chunk)].tolist():  # every key chunk but the last
+        assert reader.get("home", int(keys[i])).items.tolist() == data.items[i].tolist()
+    assert col.whole is not None and col.full is None  # the rows are whole, the keys not yet
+    for i in order.tolist():
+        assert reader.get("home", int(keys[i])).items.tolist() == data.items[i].tolist()
+    assert col.full is not None
+    for i in order.tolist():
+        assert reader.get("home", int(keys[i])).items.tolist() == data.items[i].tolist()
