@@ -123,6 +123,8 @@ def row_kind(name: str) -> RowKind:
 
 
 Index = IntIndex | StrIndex
+Full = tuple["NDArray[np.int64]", "memoryview[int]", int, "NDArray[Any]", "NDArray[Any]"]
+"""``(keys, keys as Python ints, key count, items, scores)``: see `Whole.full`."""
 Rows = list["NDArray[Any]"]
 """A batch's outputs, one per row array of the kind (items and scores, or vectors)."""
 
@@ -197,15 +199,20 @@ class Whole(_Indexed):
     index: Index
     __slots__ = (
         "default",
+        "filled",
+        "full",
         "index",
         "kind",
         "lengths",
         "name",
+        "pending",
+        "row_width",
         "rows",
         "rows_per_chunk",
         "single",
         "spec",
         "uniform",
+        "whole",
     )
 
     def __init__(
@@ -224,6 +231,8 @@ class Whole(_Indexed):
         self.rows = tuple(arrays[array] for array in kind.rows)
         """The row arrays of the kind: ``(items, scores)`` or ``(vectors,)``."""
         self.rows_per_chunk = self.rows[0].rows_per_chunk
+        self.row_width = self.rows[0].n_cols
+        """Entries in a stored row (a partition's or a delta's may be narrower than the collection)."""
         for other, array in zip(kind.rows[1:], self.rows[1:], strict=True):
             if array.rows_per_chunk != self.rows_per_chunk:
                 raise CorruptVersion(
@@ -241,6 +250,38 @@ class Whole(_Indexed):
         if spec.default_length is not None and part is None:  # a partition's misses go to its collection
             self.default = _default_list(name, arrays, spec.default_length)
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
+        self.whole: tuple[NDArray[Any], NDArray[Any]] | None = None
+        """``(items, scores)``, each as one view of every row, once every chunk of both is
+        mapped: a lookup indexes them with the global row (see `settle`)."""
+        self.filled: tuple[NDArray[Any], NDArray[Any]] | None = None
+        """``whole`` when every list fills its stored row: a list without ``k`` is one index."""
+        self.full: Full | None = None
+        """Everything a lookup of an int key needs, once every key chunk and row is mapped
+        and every list fills its row (see `settle`)."""
+        self.pending = kind is RANKED and all(array.joinable for array in self.rows)
+        """Whether `settle` may still set ``whole``, ``filled`` or ``full``: a lookup calls it
+        once the scores (mapped after the items) are whole."""
+
+    def settle(self) -> None:
+        """Set ``whole`` (and ``filled``) once every chunk of the items and scores is mapped,
+        and ``full`` once every key chunk is mapped too (each checked as it was mapped)."""
+        if self.whole is None:
+            items, scores = self.rows
+            if items.whole is None or scores.whole is None:
+                return
+            self.whole = (items.whole, scores.whole)
+            if self.lengths is None and self.uniform == self.row_width:
+                self.filled = self.whole
+        index = self.index
+        if self.filled is None or type(index) is not IntIndex:
+            self.pending = False  # lists of varying length, or str keys: no ``full``
+            return
+        keys = index.complete_keys()
+        if keys is not None:
+            self.full = (*keys, index.n_rows, *self.filled)
+            self.pending = False
+        elif not index.may_complete:
+            self.pending = False
 
     @property
     def items(self) -> MappedArray:
@@ -259,10 +300,20 @@ class Whole(_Indexed):
 
     def ranked(self, row: int, k: int | None) -> RankedList:
         """The list at ``row``, at most ``k`` long (`Reader.get` inlines this)."""
+        filled = self.filled
+        if filled is not None and k is None:  # every row mapped, every list fills its row
+            return RankedList(filled[0][row], filled[1][row], self.name)
         lengths = self.lengths
         n = self.uniform if lengths is None else int(lengths.row(row))
         if k is not None and (type(k) is not int or k < n):
             n = min(n, check_k(k))
+        if self.pending and self.rows[1].whole is not None:
+            self.settle()
+        whole = self.whole
+        if whole is not None:
+            if n == self.row_width:  # a whole row: one index, not an index and a slice
+                return RankedList(whole[0][row], whole[1][row], self.name)
+            return RankedList(whole[0][row, :n], whole[1][row, :n], self.name)
         chunk, offset = divmod(row, self.rows_per_chunk)
         items, scores = self.rows
         return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], self.name)

@@ -379,15 +379,24 @@ def rows_in_blocks(
     return rows
 
 
+_NO_INTS: memoryview[int] = memoryview(b"").cast("q")
+
+
 class IntIndex:
     """Rows of int64 keys."""
 
-    __slots__ = ("_n", "_sorted")
+    __slots__ = ("_ints", "_n", "_pending", "_sorted", "_whole")
     key_type = "int64"
 
     def __init__(self, keys: MappedArray, fences: list[int]) -> None:
         self._sorted = _Sorted(keys, fences)
         self._n = keys.n_rows
+        self._whole: NDArray[np.int64] | None = None
+        """Every key as one view, once every key chunk is mapped (and its checksum checked)."""
+        self._ints: memoryview[int] = _NO_INTS
+        """``_whole`` read as Python ints: comparing one costs no numpy scalar."""
+        self._pending = keys.joinable and keys.dtype == np.dtype("=i8")
+        """Whether ``_whole`` may still be set (the key chunks are mapped back to back)."""
 
     def find(self, key: object) -> int:
         """The row of ``key``, or -1 when it is absent (see `sharedrec.format.keys`)."""
@@ -395,8 +404,38 @@ class IntIndex:
             key = int_key(key)
         # numpy would compare a value outside int64 as a float, equal to a stored neighbour.
         if INT64_MIN <= key <= INT64_MAX:
-            return self._sorted.find(key)
+            whole = self._whole
+            if whole is not None:  # one search over every key: no fences, no chunk arithmetic
+                row = int(whole.searchsorted(key))
+                return row if row < self._n and self._ints[row] == key else -1
+            row = self._sorted.find(key)
+            if self._pending and self._sorted.array.whole is not None:
+                self._join()
+            return row
         return -1
+
+    def complete_keys(self) -> tuple[NDArray[np.int64], memoryview[int]] | None:
+        """Every key as one view and as Python ints, once every key chunk is mapped (and
+        checked), else None: see `Whole.full`."""
+        whole = self._whole
+        if whole is None and self._pending and self._sorted.array.whole is not None:
+            self._join()
+            whole = self._whole
+        return None if whole is None else (whole, self._ints)
+
+    @property
+    def may_complete(self) -> bool:
+        """Whether `complete_keys` answers, now or once every key chunk is mapped."""
+        return self._whole is not None or self._pending
+
+    def _join(self) -> None:
+        """Set ``_whole`` once the last key chunk is mapped (each is checked when mapped)."""
+        whole = self._sorted.array.whole
+        assert whole is not None
+        valid = whole[: self._n]  # the last chunk's padding past the keys holds no key
+        self._ints = valid.data.cast("B").cast("q")
+        self._whole = valid  # type: ignore[assignment]
+        self._pending = False
 
     def all_keys(self) -> NDArray[np.int64]:
         """Every key, in stored (sorted) order: reads the whole key array."""

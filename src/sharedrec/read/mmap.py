@@ -225,6 +225,7 @@ class MappedArray:
         "n_rows",
         "on_map",
         "rows_per_chunk",
+        "whole",
     )
 
     def __init__(
@@ -262,6 +263,11 @@ class MappedArray:
         self._joint: tuple[Joint, int] | None = None
         """The span shared with other arrays this one is mapped into, and its first row there."""
         self._whole: NDArray[np.generic] | None = None
+        self.whole: NDArray[np.generic] | None = None
+        """The whole array as one view, set when its last chunk is mapped (and so checked):
+        a single-key lookup indexes it with a global row, no chunk arithmetic. Always None
+        when there are several chunks not mapped back to back. Rows past ``n_rows`` are the
+        last chunk's padding."""
         self._lock = threading.Lock()
 
     @property
@@ -391,6 +397,8 @@ class MappedArray:
         self._check_values(array, index, path)
         self._chunks[index] = array
         self.backed = True
+        if self.n_chunks == 1:
+            self.whole = array
         return array
 
     def _open(self, relpath: str, path: str) -> int:
@@ -452,6 +460,8 @@ class MappedArray:
                 self._check_values(array, index, path)  # unmarked, the chunk is mapped and checked again
                 self._mapped[index] = True
                 self._unmapped -= 1
+                if not self._unmapped:
+                    self.whole = self._whole
             self._chunks[index] = array
             self.backed = True
             return array
@@ -503,6 +513,12 @@ class MappedArray:
     def complete(self) -> bool:
         """Whether every chunk is mapped."""
         return self._unmapped == 0 if self._mapped is not None else all(c is not None for c in self._chunks)
+
+    @property
+    def joinable(self) -> bool:
+        """Whether ``whole`` is set once every chunk is mapped: the chunks are mapped back
+        to back, or there is one."""
+        return self._mapped is not None or self.n_chunks == 1
 
 
 class Joint:

@@ -20,7 +20,7 @@ import numpy as np
 
 from sharedrec._log import log
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
-from sharedrec.format.keys import is_bool
+from sharedrec.format.keys import INT64_MAX, INT64_MIN, is_bool
 from sharedrec.read.collections import RankedList, Whole, check_k
 from sharedrec.read.follow import Background, after_fork, forget_after_fork, shutdown
 from sharedrec.read.ragged import Ragged, batch
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from sharedrec.read.stats import ReaderStats
 
 __all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader"]
+
+
+_new = object.__new__
 
 
 class Reader:
@@ -196,6 +199,22 @@ class Reader:
             self._lookups += 1
             col = v.ranked.get(collection)
             if type(col) is Whole:  # inlined for speed: a whole collection is the hot path
+                full = col.full
+                if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):
+                    # Every key and row mapped and checked: one search, whole rows, no numpy scalar
+                    # compared (numpy would compare a key outside int64 as a float).
+                    keys, ints, count, items, scores = full
+                    if INT64_MIN <= key <= INT64_MAX:
+                        at = keys.searchsorted(key)
+                        if at < count and ints[at] == key:  # exact: never another key's row
+                            listed = _new(RankedList)  # its __init__, without the call
+                            if k is None:
+                                listed.items, listed.scores = items[at], scores[at]
+                            else:
+                                listed.items, listed.scores = items[at, :k], scores[at, :k]
+                            listed.source = collection
+                            return listed
+                    return self._missing(v, col, key, k, fallback_keys)
                 row = col.index.find(key)
                 if row < 0:
                     return self._missing(v, col, key, k, fallback_keys)
@@ -203,11 +222,17 @@ class Reader:
                 n = col.uniform if lengths is None else int(lengths.row(row))
                 if k is not None and (type(k) is not int or k < n):  # any other type is checked
                     n = min(n, check_k(k))
-                chunk, offset = divmod(row, col.rows_per_chunk)
-                items, scores = col.rows
+                if col.pending and col.rows[1].whole is not None:  # the scores are mapped after the items
+                    col.settle()
+                whole = col.whole
+                if whole is not None:  # every row mapped: indexed by the global row
+                    items, scores = whole
+                else:
+                    chunk, row = divmod(row, col.rows_per_chunk)
+                    items, scores = col.rows[0].chunk(chunk), col.rows[1].chunk(chunk)
                 if n == col.spec.width:  # a whole row: one index, not an index and a slice
-                    return RankedList(items.chunk(chunk)[offset], scores.chunk(chunk)[offset], collection)
-                return RankedList(items.chunk(chunk)[offset, :n], scores.chunk(chunk)[offset, :n], collection)
+                    return RankedList(items[row], scores[row], collection)
+                return RankedList(items[row, :n], scores[row, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")
             if type(col) is Ragged:  # lists of very different lengths, stored ragged
