@@ -7,6 +7,8 @@ types, counters, ``k``, defaults, fallbacks, lengths, a damaged key chunk and a 
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 from typing import Any, cast
 
@@ -282,7 +284,11 @@ def test_the_list_from_the_full_path_is_a_whole_ranked_list(tmp_path: Path, publ
     row = published.row[key]
     for k in (None, 2):
         got = reader.get("home", key, k)
-        assert type(got) is RankedList
+        assert isinstance(got, RankedList)
+        copied = pickle.loads(pickle.dumps(got))  # a plain RankedList, with copies of the arrays
+        assert type(copied) is RankedList and copy.copy(got).source == copied.source == "home"
+        np.testing.assert_array_equal(copied.items, got.items)
+        np.testing.assert_array_equal(copied.scores, got.scores)
         width = K if k is None else k
         assert len(got) == width
         assert list(got) == list(
@@ -292,13 +298,42 @@ def test_the_list_from_the_full_path_is_a_whole_ranked_list(tmp_path: Path, publ
         assert repr(got).startswith("RankedList(items=array(") and "source='home'" in repr(got)
 
 
-def _check_twice(reader: sharedrec.Reader, published: Published, levels: list[Whole]) -> None:
-    """Every key, before and after the row arrays of every level are mapped whole."""
+def _check_twice(
+    reader: sharedrec.Reader, published: Published, levels: list[Whole], full: list[Whole]
+) -> None:
+    """Every key, before and after the row arrays of every level are mapped whole, and once
+    ``full`` (the stored collections an int key is searched in) take the short path: then
+    absent keys, keys outside int64, numpy keys and keys of other types too."""
     for _ in range(2):
         for key in published.keys.tolist():
             published.check(reader, key)
             published.check(reader, key, 3)
     assert all(level.whole is not None for level in levels)
+    assert all(stored.full is not None for stored in full), "every chunk is mapped: the short path is set"
+    searched = []
+    find = IntIndex.find
+
+    def counted(index: IntIndex, key: object) -> int:
+        searched.append(key)
+        return find(index, key)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(IntIndex, "find", counted)
+        for key in published.keys.tolist():
+            published.check(reader, key)
+    assert searched == [], "a key present in a whole stored collection takes the short path, not Index.find"
+    for key in published.keys.tolist()[:200]:
+        published.check(reader, np.int64(key))
+        published.check(reader, key, 0)
+        published.check(reader, key, K + 5)
+    for key in [*published.absent(), 2**63, -(2**63) - 1, 2**70]:
+        with pytest.raises(KeyNotFound):
+            reader.get("home", key)
+    for bad in (True, 1.0, "12", None):
+        with pytest.raises(InvalidInput):
+            reader.get("home", bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        reader.get("home", int(published.keys[0]), -1)
 
 
 def test_partitions_index_their_whole_rows(tmp_path: Path) -> None:
@@ -314,7 +349,8 @@ def test_partitions_index_their_whole_rows(tmp_path: Path) -> None:
     store.commit_publish(handle, receipts, guards=[])
     reader = store.reader()
     col = cast(Partitioned, reader._v.ranked["home"])  # noqa: SLF001 - its partitions are checked
-    _check_twice(reader, Published(keys, data.items, data.scores), [p for p in col.parts if p is not None])
+    parts = [p for p in col.parts if p is not None]
+    _check_twice(reader, Published(keys, data.items, data.scores), parts, parts)
 
 
 def test_a_delta_chain_indexes_the_whole_rows_of_each_level(tmp_path: Path) -> None:
@@ -327,7 +363,7 @@ def test_a_delta_chain_indexes_the_whole_rows_of_each_level(tmp_path: Path) -> N
     store.publish_ranked("home", keys, items, data.scores, delta=True, chunk_bytes=CHUNK_BYTES, guards=[])
     reader = store.reader()
     chain = cast(Chained, reader._v.ranked["home"]).chain  # noqa: SLF001 - its levels are checked
-    _check_twice(reader, Published(keys, items, data.scores), [chain.root, *chain.levels])
+    _check_twice(reader, Published(keys, items, data.scores), [chain.root, *chain.levels], [chain.root])
 
 
 def test_a_closed_reader_refuses_after_the_full_path(tmp_path: Path, published: Published) -> None:

@@ -15,15 +15,18 @@ batch of keys (`many`), and which keys it serves (`keys`, `key_at`, `count`,
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
 from sharedrec.errors import CorruptVersion, InvalidInput
-from sharedrec.format.keys import int_key, int_keys, str_key, str_keys
+from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
 from sharedrec.read.index import (
+    _MASK64,
+    _MIX1,
+    _MIX2,
     KEY_BLOCK,
     IntIndex,
     PartitionedIndex,
@@ -82,6 +85,11 @@ class RankedList:
     def __repr__(self) -> str:
         return f"RankedList(items={self.items!r}, scores={self.scores!r}, source={self.source!r})"
 
+    def __reduce__(self) -> tuple[type[RankedList], tuple[NDArray[Any], NDArray[Any], str]]:
+        """Pickled and copied as a plain `RankedList` (the short path of `Reader.get` makes
+        a bare subclass of it)."""
+        return RankedList, (self.items, self.scores, self.source)
+
     def head(self, k: int | None) -> RankedList:
         """The first ``k`` entries (all when ``k`` is None)."""
         if k is None:
@@ -90,6 +98,14 @@ class RankedList:
         if n >= len(self.items):
             return self
         return RankedList(self.items[:n], self.scores[:n], self.source)
+
+
+class _Found(RankedList):
+    """A `RankedList` made with no call of Python code: `Reader.get`'s short path creates it
+    bare (``_Found()``, about 50 ns less than ``RankedList(...)``) and sets its three slots."""
+
+    __slots__ = ()
+    __init__ = object.__init__  # object's own, so no frame is run
 
 
 def check_k(k: int) -> int:
@@ -123,8 +139,8 @@ def row_kind(name: str) -> RowKind:
 
 
 Index = IntIndex | StrIndex
-Full = tuple["NDArray[np.int64]", "memoryview[int]", int, "NDArray[Any]", "NDArray[Any]"]
-"""``(keys, keys as Python ints, key count, items, scores)``: see `Whole.full`."""
+Full = tuple[Callable[[int], Any], "memoryview[int]", int, "NDArray[Any]", "NDArray[Any]"]
+"""``(keys.searchsorted, keys as Python ints, key count, items, scores)``: see `Whole.full`."""
 Rows = list["NDArray[Any]"]
 """A batch's outputs, one per row array of the kind (items and scores, or vectors)."""
 
@@ -147,6 +163,10 @@ class Collection(Protocol):
 
     def at(self, position: int) -> tuple[Whole, int]:
         """The stored collection and row of ``keys()[position]``."""
+        ...
+
+    def listed(self, key: object, k: int | None) -> RankedList | None:
+        """The ranked list of ``key``, at most ``k`` long, or None when it is absent."""
         ...
 
     def many(self, keys: ArrayLike, width: int) -> tuple[Rows, NDArray[np.bool_]]:
@@ -224,12 +244,7 @@ class Whole(_Indexed):
         arrays: dict[str, MappedArray],
         part: PartSpec | None = None,
     ) -> None:
-        self.name = name
-        self.spec = spec
-        self.kind = kind
-        self.index = index
-        self.rows = tuple(arrays[array] for array in kind.rows)
-        """The row arrays of the kind: ``(items, scores)`` or ``(vectors,)``."""
+        self._start(name, spec, kind, index, tuple(arrays[array] for array in kind.rows), arrays, part)
         self.rows_per_chunk = self.rows[0].rows_per_chunk
         self.row_width = self.rows[0].n_cols
         """Entries in a stored row (a partition's or a delta's may be narrower than the collection)."""
@@ -246,6 +261,27 @@ class Whole(_Indexed):
         self.lengths: MappedArray | None = None
         if kind is RANKED and self.uniform < 0:
             self.lengths = arrays["lengths"]
+        self.pending = kind is RANKED and all(array.joinable for array in self.rows)
+        """Whether `settle` may still set ``whole``, ``filled`` or ``full``: a lookup calls it
+        once the scores (mapped after the items) are whole."""
+
+    def _start(
+        self,
+        name: str,
+        spec: CollectionSpec,
+        kind: RowKind,
+        index: Index,
+        rows: tuple[MappedArray, ...],
+        arrays: dict[str, MappedArray],
+        part: PartSpec | None,
+    ) -> None:
+        """What every stored collection sets, padded or ragged (a ragged one never settles)."""
+        self.name = name
+        self.spec = spec
+        self.kind = kind
+        self.index = index
+        self.rows = rows
+        """The row arrays of the kind: ``(items, scores)`` or ``(vectors,)`` (flat when ragged)."""
         self.default: RankedList | None = None
         if spec.default_length is not None and part is None:  # a partition's misses go to its collection
             self.default = _default_list(name, arrays, spec.default_length)
@@ -258,9 +294,7 @@ class Whole(_Indexed):
         self.full: Full | None = None
         """Everything a lookup of an int key needs, once every key chunk and row is mapped
         and every list fills its row (see `settle`)."""
-        self.pending = kind is RANKED and all(array.joinable for array in self.rows)
-        """Whether `settle` may still set ``whole``, ``filled`` or ``full``: a lookup calls it
-        once the scores (mapped after the items) are whole."""
+        self.pending = False
 
     def settle(self) -> None:
         """Set ``whole`` (and ``filled``) once every chunk of the items and scores is mapped,
@@ -278,7 +312,8 @@ class Whole(_Indexed):
             return
         keys = index.complete_keys()
         if keys is not None:
-            self.full = (*keys, index.n_rows, *self.filled)
+            whole, ints = keys
+            self.full = (whole.searchsorted, ints, index.n_rows, *self.filled)
             self.pending = False
         elif not index.may_complete:
             self.pending = False
@@ -297,6 +332,34 @@ class Whole(_Indexed):
     def vectors(self) -> MappedArray:
         """The vectors array of a vectors collection."""
         return self.rows[0]
+
+    def listed(self, key: object, k: int | None) -> RankedList | None:
+        """The list of ``key``, at most ``k`` long, or None when the key is absent.
+
+        Once `full` is set, an int key takes the short path (one search over every key, an
+        exact match, whole-row views), which `Reader.get` inlines for a whole collection;
+        partitions and the full version under a delta chain take it here.
+        """
+        full = self.full
+        if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):
+            search, ints, count, items, scores = full
+            if INT64_MIN <= key <= INT64_MAX:  # numpy would compare a key outside int64 as a float
+                at = int(search(key))
+                if at < count and ints[at] == key:  # exact: never another key's row
+                    listed: RankedList = _Found()
+                    if k is None:
+                        listed.items, listed.scores = items[at], scores[at]
+                    else:
+                        listed.items, listed.scores = items[at, :k], scores[at, :k]
+                    listed.source = self.name
+                    return listed
+            return None
+        row = self.index.find(key)
+        if row < 0:
+            return None
+        if self.pending and self.rows[1].whole is not None:  # the key found may be in the last chunk
+            self.settle()
+        return self.ranked(row, k)
 
     def ranked(self, row: int, k: int | None) -> RankedList:
         """The list at ``row``, at most ``k`` long (`Reader.get` inlines this)."""
@@ -451,6 +514,20 @@ class Partitioned(_Indexed):
         if part is None:
             return self.first, -1
         return part, part.index.find(key)
+
+    def listed(self, key: object, k: int | None) -> RankedList | None:
+        """The list of ``key`` from its partition (None when absent): see `Whole.listed`."""
+        index = self.index
+        if type(key) is int and index.key_type == "int64":
+            # splitmix64(key) mod the partition count, as `PartitionedIndex.partition` computes
+            # it, inlined: this runs on every lookup of a partitioned collection.
+            z = key & _MASK64
+            z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+            z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+            part = self.parts[(z ^ (z >> 31)) % index.n_parts]
+        else:
+            part = self.parts[index.partition(key)]  # refuses a key of the wrong type
+        return None if part is None else part.listed(key, k)
 
     def at(self, position: int) -> tuple[Whole, int]:
         number, local = self.index.locate(position)
@@ -702,6 +779,20 @@ class Chained:
 
     def locate(self, key: object) -> tuple[Whole, int]:
         return self.chain.locate(key)
+
+    def listed(self, key: object, k: int | None) -> RankedList | None:
+        """The list of ``key`` from the delta that last wrote it, else from the full version
+        at the root (None when absent or removed): see `Whole.listed`."""
+        chain = self.chain
+        if type(key) is int and not chain.str_keys:  # the common case: no conversion
+            code = chain.lookup.get(key)
+            if code is None:
+                return chain.root.listed(key, k)
+            if code < 0:
+                return None
+            return chain.levels[code >> _LEVEL_SHIFT].ranked(code & _ROW_MASK, k)
+        target, row = chain.locate(key)
+        return target.ranked(row, k) if row >= 0 else None
 
     def at(self, position: int) -> tuple[Whole, int]:
         return self.chain.locate(self.chain.all_keys()[position])

@@ -20,7 +20,7 @@ import numpy as np
 
 from sharedrec.errors import CorruptVersion
 from sharedrec.format.layout import chunk_path
-from sharedrec.read.collections import _ROOT, Chained, RankedList, Whole, _default_list, check_k
+from sharedrec.read.collections import _ROOT, Chained, RankedList, Whole, check_k
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -49,12 +49,7 @@ class Ragged(Whole):
         arrays: dict[str, MappedArray],
         where: str = "",
     ) -> None:
-        self.name = name
-        self.spec = spec
-        self.kind = kind
-        self.index = index
-        self.rows = (arrays["items"], arrays["scores"])
-        """The flat ``(items, scores)``."""
+        self._start(name, spec, kind, index, (arrays["items"], arrays["scores"]), arrays, None)
         self.offsets = arrays["offsets"]
         self._per = self.offsets.rows_per_chunk
         self.rows_per_chunk = self.chunk = self.rows[0].rows_per_chunk
@@ -66,10 +61,6 @@ class Ragged(Whole):
             )
         self.uniform = -1
         self.lengths = None
-        self.default: RankedList | None = None
-        if spec.default_length is not None:
-            self.default = _default_list(name, arrays, spec.default_length)
-        self.single = spec.serve_to_all
         self._where = where
         self._valid = False
 

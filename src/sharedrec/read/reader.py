@@ -21,9 +21,9 @@ import numpy as np
 from sharedrec._log import log
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, is_bool
-from sharedrec.read.collections import RankedList, Whole, check_k
+from sharedrec.read.collections import RankedList, Whole, _Found, check_k
 from sharedrec.read.follow import Background, after_fork, forget_after_fork, shutdown
-from sharedrec.read.ragged import Ragged, batch
+from sharedrec.read.ragged import batch
 from sharedrec.read.version import OpenVersion
 
 if TYPE_CHECKING:
@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from sharedrec.read.stats import ReaderStats
 
 __all__ = ["CollectionView", "OpenVersion", "RankedList", "Reader"]
-
-
-_new = object.__new__
 
 
 class Reader:
@@ -203,11 +200,11 @@ class Reader:
                 if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):
                     # Every key and row mapped and checked: one search, whole rows, no numpy scalar
                     # compared (numpy would compare a key outside int64 as a float).
-                    keys, ints, count, items, scores = full
+                    search, ints, count, items, scores = full
                     if INT64_MIN <= key <= INT64_MAX:
-                        at = keys.searchsorted(key)
+                        at = int(search(key))  # a Python int indexes faster than numpy's
                         if at < count and ints[at] == key:  # exact: never another key's row
-                            listed = _new(RankedList)  # its __init__, without the call
+                            listed: RankedList = _Found()  # a RankedList, without the call of its __init__
                             if k is None:
                                 listed.items, listed.scores = items[at], scores[at]
                             else:
@@ -235,15 +232,10 @@ class Reader:
                 return RankedList(items[row, :n], scores[row, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")
-            if type(col) is Ragged:  # lists of very different lengths, stored ragged
-                row = col.index.find(key)
-                if row < 0:
-                    return self._missing(v, col, key, k, fallback_keys)
-                return col.ranked(row, k)
-            target, row = col.locate(key)  # partitioned, or a delta over other versions
-            if row < 0:
+            found = col.listed(key, k)  # ragged, partitioned, or a delta over other versions
+            if found is None:
                 return self._missing(v, col, key, k, fallback_keys)
-            return target.ranked(row, k)
+            return found
         except VersionGone:
             if not self._recover():
                 raise
