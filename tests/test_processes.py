@@ -349,3 +349,30 @@ def test_s3_publish_killed_during_upload(s3_server: str, tmp_path: Path) -> None
     assert store.current() == old
     keys, items = _base()
     np.testing.assert_array_equal(store.reader(lease=False).get("home", int(keys[5])).items, items[5])
+
+
+def test_a_service_that_exits_without_closing_its_readers_prints_nothing(tmp_path: Path) -> None:
+    """Readers a process never closes (held by closures and dicts at module level, as a web
+    service keeps them) end quietly with it: no "Exception ignored" from weakref callbacks."""
+    store = sharedrec.open(tmp_path / "store", create=True)
+    _publish_tagged(store, 1)
+    script = textwrap.dedent(
+        """
+        import sys
+        import sharedrec
+        store = sharedrec.open(sys.argv[1])
+        readers = {name: store.reader() for name in "abc"}
+        def lookup(reader):
+            def get(key):
+                return reader.get("home", key)
+            return get
+        lookups = {name: lookup(reader) for name, reader in readers.items()}
+        print(lookups["a"](3).items[0], len(lookups))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "store")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(TAG), "3"]
+    assert done.stderr == "", done.stderr

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import weakref
+from types import MethodType
 from typing import TYPE_CHECKING, Protocol
 
 from sharedrec._log import log
@@ -151,9 +152,28 @@ class Follower:
                 log.exception("on_refresh_error callback raised")
 
 
-def background(
-    tick: weakref.WeakMethod[Callable[[], None]], stop: threading.Event, period: float, first: float
-) -> None:
+class WeakMethod:
+    """A method of an object held weakly: calling this gives the bound method, or None once
+    the object is gone.
+
+    It does what `weakref.WeakMethod` does without that class's callbacks, which Python 3.11
+    can run after their own weak reference has died, at interpreter exit, printing
+    ``AttributeError: 'NoneType' object has no attribute '_alive'`` for every reader a
+    service had not closed.
+    """
+
+    __slots__ = ("_function", "_owner")
+
+    def __init__(self, method: Callable[[], None], gone: Callable[[object], object] | None = None) -> None:
+        self._owner = weakref.ref(method.__self__, gone)  # type: ignore[attr-defined]
+        self._function: Callable[[object], None] = method.__func__  # type: ignore[attr-defined]
+
+    def __call__(self) -> Callable[[], None] | None:
+        owner = self._owner()
+        return None if owner is None else MethodType(self._function, owner)
+
+
+def background(tick: WeakMethod, stop: threading.Event, period: float, first: float) -> None:
     """The body of a reader's background thread: ``tick()`` every ``period`` seconds.
 
     ``tick`` is held weakly, so the thread never keeps its reader alive: it ends when the
@@ -183,16 +203,12 @@ class Background:
 
     __slots__ = ("done", "ident")
 
-    def __init__(
-        self, tick: weakref.WeakMethod[Callable[[], None]], stop: threading.Event, period: float, first: float
-    ) -> None:
+    def __init__(self, tick: WeakMethod, stop: threading.Event, period: float, first: float) -> None:
         self.done = threading.Event()
         self.ident: int | None = None
         _thread.start_new_thread(self._run, (tick, stop, period, first))
 
-    def _run(
-        self, tick: weakref.WeakMethod[Callable[[], None]], stop: threading.Event, period: float, first: float
-    ) -> None:
+    def _run(self, tick: WeakMethod, stop: threading.Event, period: float, first: float) -> None:
         self.ident = threading.get_ident()
         try:
             background(tick, stop, period, first)
@@ -218,7 +234,7 @@ def shutdown(stop: threading.Event, lease: LeaseKeeper | None) -> None:
         threading.Thread(target=lease.remove, name="sharedrec-lease-removal", daemon=True).start()
 
 
-_AFTER_FORK: dict[int, weakref.WeakMethod[Callable[[], None]]] = {}
+_AFTER_FORK: dict[int, WeakMethod] = {}
 """What a forked child runs for each reader not closed yet, by the reader's id (held weakly)."""
 
 
@@ -228,7 +244,12 @@ def after_fork(hook: Callable[[], None]) -> None:
     Threads do not survive ``fork()``: a reader's hook gives the child its own lease and thread.
     """
     owner = id(hook.__self__)  # type: ignore[attr-defined]
-    _AFTER_FORK[owner] = weakref.WeakMethod(hook, lambda _: _AFTER_FORK.pop(owner, None))
+    table = _AFTER_FORK  # held by the callback itself, which may run as the interpreter exits
+
+    def gone(_: object) -> None:
+        table.pop(owner, None)
+
+    table[owner] = WeakMethod(hook, gone)
 
 
 def forget_after_fork(owner: object) -> None:

@@ -22,7 +22,7 @@ from sharedrec._log import log
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, is_bool
 from sharedrec.read.collections import RankedList, Whole, _Found, check_k
-from sharedrec.read.follow import Background, after_fork, forget_after_fork, shutdown
+from sharedrec.read.follow import Background, WeakMethod, after_fork, forget_after_fork, shutdown
 from sharedrec.read.ragged import batch
 from sharedrec.read.version import OpenVersion
 
@@ -88,7 +88,7 @@ class Reader:
             beat = lease.ttl / 3 if lease is not None else None
             period = min(p for p in (interval, beat) if p)
             self._thread = Background(
-                weakref.WeakMethod(self._tick), self._stop, period, period if first is None else first
+                WeakMethod(self._tick), self._stop, period, period if first is None else first
             )
 
     def _after_fork(self) -> None:
