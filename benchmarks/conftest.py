@@ -5,14 +5,17 @@ from __future__ import annotations
 import compileall
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import sharedrec
 from benchmarks._baselines import RedisServer, build_lmdb, load_redis, redis_binary, start_redis
-from benchmarks._workload import Settings, Workload, build_workload
+from benchmarks._workload import COLLECTION, N_ITEMS, Settings, Workload, build_workload
 
 FULL_SIZES = (100_000, 1_000_000)
 SMOKE_SIZES = (2_000, 20_000)
@@ -127,6 +130,61 @@ def workload(n_users: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     folder = tmp_path_factory.mktemp(f"workload-{n_users}")
     yield build_workload(n_users, folder)
     # At 1M users the two copies take 1.6 GB; do not leave them for pytest's retention.
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def partitioned_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The workload's rows as a collection split into 8 partitions, in a store of its own."""
+    folder = tmp_path_factory.mktemp(f"partitioned-{workload.n_users}")
+    store = sharedrec.open(folder / "store", create=True)
+    handle = store.begin_publish(partitions=8)
+    owners = handle.partition_of(workload.keys)
+    receipts = []
+    for part in range(8):
+        rows = np.flatnonzero(owners == part)
+        receipts.append(
+            handle.write_ranked(
+                COLLECTION, part, workload.keys[rows], workload.items[rows], workload.scores[rows]
+            )
+        )
+    store.commit_publish(handle, receipts, guards=[])
+    yield Path(store.location)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DeltaStore:
+    """A store whose current version is a delta over the workload's full version."""
+
+    path: Path
+    changed: NDArray[np.int64]
+    """The keys whose lists the delta changed (1% of them): each item id plus `SHIFT`."""
+
+    SHIFT = 7
+
+    def expected(self, workload: Workload, keys: NDArray[np.int64]) -> NDArray[np.int32]:
+        """The items the delta version serves for existing ``keys``."""
+        items, _ = workload.expected(keys)
+        moved = np.isin(keys, self.changed)
+        items[moved] = (items[moved] + self.SHIFT) % N_ITEMS
+        return items
+
+
+@pytest.fixture(scope="session")
+def delta_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeltaStore]:
+    """The workload as a full version, then a delta over it changing 1% of the lists at random."""
+    folder = tmp_path_factory.mktemp(f"delta-over-{workload.n_users}")
+    store = sharedrec.open(folder / "store", create=True)
+    store.publish_ranked(COLLECTION, workload.keys, workload.items, workload.scores, progress=False)
+    rows = np.random.default_rng(5).choice(workload.n_users, max(1, workload.n_users // 100), replace=False)
+    items = workload.items.copy()
+    items[rows] = (items[rows] + DeltaStore.SHIFT) % N_ITEMS
+    store.publish_ranked(
+        COLLECTION, workload.keys, items, workload.scores, delta=True, guards=[], progress=False
+    )
+    del items
+    yield DeltaStore(Path(store.location), np.sort(workload.keys[rows]))
     shutil.rmtree(folder, ignore_errors=True)
 
 

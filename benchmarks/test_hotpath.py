@@ -8,7 +8,17 @@ the same keys for everything, timed in alternating rounds (best p50 of each):
   ``ndarray-view`` of ``test_lookup.py``);
 - ``lmdb``: a read-only LMDB environment, one read transaction with ``buffers=True``, two
   ``np.frombuffer`` (when py-lmdb is installed);
+- ``floor on sharedrec's maps``: the floor's code over the reader's own views of the same
+  data (its keys and whole-row views, once every chunk is mapped). The floor maps one file
+  per array, which a kernel with large folios in its page cache (ext4 from Linux 6.16, for
+  one) maps with 2 MiB pages when it can; sharedrec maps one file per chunk, back to back,
+  which it cannot. Each row read then costs a TLB miss more: the difference between the two
+  floors is that, and ``huge_page_share`` in ``extra_info`` says what share of each one's
+  resident maps was in 2 MiB pages (``FilePmdMapped`` over ``Rss`` in /proc/self/smaps);
 - ``get``: ``reader.get(collection, key)``;
+- ``get, delta chain``: the same on a version that is a delta over the workload's full
+  version, changing 1% of the lists (so about 1% of the keys are served by the delta);
+- ``get, 8 partitions``: the same on the workload split into 8 partitions;
 - ``steps``: sharedrec's path for a whole collection done by hand on the same reader's
   internals, step after step, each function doing every step before it too, so that the
   increments split the gap between the floor and ``get``. What is left between the last
@@ -25,23 +35,39 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from pytest_benchmark.fixture import BenchmarkFixture
 
 import sharedrec
 from benchmarks._baselines import encode_key, open_lmdb
 from benchmarks._workload import COLLECTION, Settings, Workload
+from benchmarks.conftest import DeltaStore
 from benchmarks.test_lookup import _latencies, _mapped
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key
-from sharedrec.read.collections import RankedList, Whole
+from sharedrec.read.collections import RankedList, Whole, _Found
 
 Timed = Callable[[int], Any]
+ANSWERS = (
+    "floor",
+    "floor on sharedrec's maps",
+    "lmdb",
+    "get",
+    "get, 8 partitions",
+    "step: two row views (answer read)",
+    "step: RankedList",
+)
+"""The timed functions that return the answer (the others stop short of it)."""
+MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(?P<path>.*)$")
+"""The first line of a mapping in /proc/self/smaps (its file's path last)."""
 ROUNDS = 3
 CALLS_AND_TRY = "calls of get, Index.find, _Sorted.find; try"
 SHORT_CALL_AND_TRY = "the call of get; try"
@@ -50,6 +76,10 @@ SHORT_CALL_AND_TRY = "the call of get; try"
 
 def _floor(workload: Workload) -> Timed:
     keys, items, scores = _mapped(workload, plain=True)
+    return _floor_of(keys, items, scores)
+
+
+def _floor_of(keys: NDArray[Any], items: NDArray[Any], scores: NDArray[Any]) -> Timed:
     search, n = keys.searchsorted, len(keys)
 
     def floor(key: int) -> Any:
@@ -61,6 +91,41 @@ def _floor(workload: Workload) -> Timed:
         return found_items, found_scores
 
     return floor
+
+
+def _floor_on_maps(reader: sharedrec.Reader) -> Timed | None:
+    """The floor's code over the reader's own keys and whole-row views (None until every
+    chunk is mapped, or when the collection has no such views)."""
+    col = reader._v.ranked.get(COLLECTION)
+    keys = getattr(getattr(col, "index", None), "_whole", None)
+    whole = getattr(col, "whole", None)
+    if keys is None or whole is None:
+        return None
+    items, scores = whole
+    return _floor_of(keys, items, scores)
+
+
+def _huge_page_share(*folders: Path) -> dict[str, float] | None:
+    """For each folder, the share of the resident bytes of this process's maps of its files
+    that the kernel maps with 2 MiB pages (None where /proc/self/smaps is not there)."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return None
+    names = [str(folder) + "/" for folder in folders]
+    resident = dict.fromkeys(names, 0)
+    huge = dict.fromkeys(names, 0)
+    owner: str | None = None
+    for line in lines:
+        header = MAPPING.match(line)
+        if header is not None:  # a mapping starts: whose file is it?
+            owner = next((name for name in names if header["path"].startswith(name)), None)
+        elif owner is not None and line.startswith(("Rss:", "FilePmdMapped:")):
+            (resident if line.startswith("Rss:") else huge)[owner] += int(line.split()[1])
+    return {
+        str(folder): huge[name] / resident[name] if resident[name] else 0.0
+        for folder, name in zip(folders, names, strict=True)
+    }
 
 
 def _lmdb(workload: Workload, request: pytest.FixtureRequest, stack: ExitStack) -> Timed | None:
@@ -253,7 +318,6 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
     if type(col) is not Whole or col.full is None:
         raise AttributeError(f"{COLLECTION!r} is not a whole collection on the short path")
     name = COLLECTION
-    new = object.__new__
 
     def call(key: int) -> Any:
         return key
@@ -271,7 +335,7 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         if type(col) is Whole:
             full = col.full
             if full is not None and type(key) is int:
-                _keys, _ints, _count, _items, _scores = full
+                _search, _ints, _count, _items, _scores = full
                 return INT64_MIN <= key <= INT64_MAX
         return None
 
@@ -282,9 +346,9 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         if type(col) is Whole:
             full = col.full
             if full is not None and type(key) is int:
-                keys, _ints, _count, _items, _scores = full
+                search, _ints, _count, _items, _scores = full
                 if INT64_MIN <= key <= INT64_MAX:
-                    return keys.searchsorted(key)
+                    return int(search(key))
         return None
 
     def exact(key: int) -> Any:
@@ -294,11 +358,11 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         if type(col) is Whole:
             full = col.full
             if full is not None and type(key) is int:
-                keys, ints, count, _items, _scores = full
+                search, ints, count, _items, _scores = full
                 if INT64_MIN <= key <= INT64_MAX:
-                    at = keys.searchsorted(key)
+                    at = int(search(key))
                     if at < count and ints[at] == key:
-                        return int(at)
+                        return at
         raise KeyError(key)
 
     def views(key: int) -> Any:
@@ -308,9 +372,9 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         if type(col) is Whole:
             full = col.full
             if full is not None and type(key) is int:
-                keys, ints, count, items, scores = full
+                search, ints, count, items, scores = full
                 if INT64_MIN <= key <= INT64_MAX:
-                    at = keys.searchsorted(key)
+                    at = int(search(key))
                     if at < count and ints[at] == key:
                         found_items, found_scores = items[at], scores[at]
                         found_items[-1], found_scores[-1]
@@ -324,11 +388,11 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         if type(col) is Whole:
             full = col.full
             if full is not None and type(key) is int:
-                keys, ints, count, items, scores = full
+                search, ints, count, items, scores = full
                 if INT64_MIN <= key <= INT64_MAX:
-                    at = keys.searchsorted(key)
+                    at = int(search(key))
                     if at < count and ints[at] == key:
-                        found = new(RankedList)
+                        found: RankedList = _Found()
                         found.items, found.scores = items[at], scores[at]
                         found.source = name
                         found.items[-1], found.scores[-1]
@@ -351,6 +415,8 @@ def test_get_breakdown(
     workload: Workload,
     settings: Settings,
     request: pytest.FixtureRequest,
+    delta_store: DeltaStore,
+    partitioned_store: Path,
 ) -> None:
     """Best p50 of each function over alternating rounds; ratios and the steps (``[name,
     cumulative p50 in ns]``, the last one ``get`` itself) in extra_info."""
@@ -365,8 +431,20 @@ def test_get_breakdown(
         if lmdb is not None:
             timed["lmdb"] = lmdb
         timed["get"] = _get(reader)
+        over_delta = stack.enter_context(sharedrec.open(delta_store.path, create=False).reader())
+        timed["get, delta chain"] = _get(over_delta)
+        partitioned = stack.enter_context(sharedrec.open(partitioned_store, create=False).reader())
+        timed["get, 8 partitions"] = _get(partitioned)
         for key in keys:  # every key chunk and row mapped: get takes its short path
-            reader.get(COLLECTION, key)
+            for each in (reader, over_delta, partitioned):
+                each.get(COLLECTION, key)
+        sample = np.asarray(keys[:200])
+        want = delta_store.expected(workload, sample)
+        for key, items in zip(sample.tolist(), want, strict=True):
+            np.testing.assert_array_equal(over_delta.get(COLLECTION, key).items, items)
+        on_maps = _floor_on_maps(reader)
+        if on_maps is not None:
+            timed["floor on sharedrec's maps"] = on_maps
         short = False
         try:
             col = reader._v.ranked.get(COLLECTION)
@@ -382,7 +460,7 @@ def test_get_breakdown(
         for key in keys[:200]:
             want_items, want_scores = workload.expected(np.asarray([key]))
             for name, fn in timed.items():
-                if name in ("floor", "lmdb", "get", "step: two row views (answer read)", "step: RankedList"):
+                if name in ANSWERS:
                     got = fn(key)
                     got_items, got_scores = (got.items, got.scores) if isinstance(got, RankedList) else got
                     np.testing.assert_array_equal(got_items, want_items[0], err_msg=name)
@@ -404,6 +482,7 @@ def test_get_breakdown(
                 p50 = _latencies(fn, keys, calls)["p50_ns"]
                 best[name] = min(best.get(name, p50), p50)
 
+        share = _huge_page_share(workload.npy, workload.store)
         rotation = itertools.cycle(keys)
         get = timed["get"]
         benchmark(lambda: get(next(rotation)))
@@ -421,7 +500,24 @@ def test_get_breakdown(
     if "lmdb" in best:
         info.update(lmdb_p50_ns=best["lmdb"], get_over_lmdb=best["get"] / best["lmdb"])
         lines.append(f"  LMDB (buffers=True, np.frombuffer)     {best['lmdb'] / 1e3:6.2f} µs")
+    if "floor on sharedrec's maps" in best:
+        info["floor_on_maps_p50_ns"] = best["floor on sharedrec's maps"]
+        info["get_over_floor_on_maps"] = best["get"] / best["floor on sharedrec's maps"]
+        lines.append(f"  floor on sharedrec's maps              {info['floor_on_maps_p50_ns'] / 1e3:6.2f} µs")
+    if share is not None:
+        info["huge_page_share"] = {"floor": share[str(workload.npy)], "sharedrec": share[str(workload.store)]}
+        lines.append(
+            "  resident maps in 2 MiB pages: floor {floor:.0%}, sharedrec {sharedrec:.0%}".format(
+                **info["huge_page_share"]
+            )
+        )
     lines.append(f"  sharedrec get                          {best['get'] / 1e3:6.2f} µs")
+    for name, label in (("get, delta chain", "delta"), ("get, 8 partitions", "partitioned")):
+        info[f"{label}_p50_ns"] = best[name]
+        info[f"{label}_over_floor"] = best[name] / best["floor"]
+        lines.append(
+            f"  sharedrec {name:<28} {best[name] / 1e3:6.2f} µs (÷ floor {best[name] / best['floor']:.2f})"
+        )
     previous = 0.0
     rows: list[list[Any]] = []
     for name in steps:
@@ -437,6 +533,8 @@ def test_get_breakdown(
         info["steps"] = rows
         lines.append(f"  + {rest:<52} {(best['get'] - previous) / 1e3:+6.2f} µs")
     lines.append(f"  get / floor = {info['get_over_floor']:.2f}")
+    if "get_over_floor_on_maps" in info:
+        lines.append(f"  get / floor on sharedrec's maps = {info['get_over_floor_on_maps']:.2f}")
     if "lmdb" in best:
         lines.append(f"  get / LMDB  = {info['get_over_lmdb']:.2f}")
     benchmark.extra_info.update(info)

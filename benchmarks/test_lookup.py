@@ -21,7 +21,6 @@ import itertools
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -281,24 +280,6 @@ def test_get_many(
         median = benchmark.stats.stats.median
         benchmark.extra_info["per_key_ns"] = median / settings.batch * 1e9
         benchmark.extra_info["keys_per_s"] = settings.batch / median
-
-
-@pytest.fixture(scope="module")
-def partitioned_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The workload's rows as a collection split into 8 partitions, in a store of its own."""
-    store = sharedrec.open(tmp_path_factory.mktemp("partitioned") / "store", create=True)
-    handle = store.begin_publish(partitions=8)
-    owners = handle.partition_of(workload.keys)
-    receipts = []
-    for part in range(8):
-        rows = np.flatnonzero(owners == part)
-        receipts.append(
-            handle.write_ranked(
-                COLLECTION, part, workload.keys[rows], workload.items[rows], workload.scores[rows]
-            )
-        )
-    store.commit_publish(handle, receipts, guards=[])
-    return Path(store.location)
 
 
 @pytest.mark.parametrize("partitions", [1, 8])
