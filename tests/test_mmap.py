@@ -47,6 +47,47 @@ def test_chunk_rows_leaves_single_chunks_and_huge_rows_alone() -> None:
     assert chunk_rows(36, 10**5, 4096) == 113  # alignment would need 1024 rows: not forced
 
 
+@pytest.mark.parametrize(
+    ("row_bytes", "chunk_bytes", "rows"),
+    [
+        (400, 64 << 20, 131072),  # 50 MiB: the largest whole number of 2 MiB pages under 64 MiB
+        ([400, 400], 64 << 20, 131072),
+        ([512, 256], 4 << 20, 8192),
+        (512, 4 << 20, 8192),  # a power-of-two row: the default chunks are 2 MiB pages already
+        (400, 4 << 20, 10240),  # 2 MiB pages would need 50 MiB chunks: whole 4 KiB pages instead
+    ],
+)
+def test_chunks_are_whole_huge_pages_when_they_hold_enough_rows(
+    row_bytes: int | list[int], chunk_bytes: int, rows: int
+) -> None:
+    assert chunk_rows(row_bytes, 10**8, chunk_bytes) == rows
+
+
+@pytest.mark.skipif(
+    sys.platform not in ("linux", "darwin"), reason="chunks are mapped back to back on POSIX only"
+)
+def test_chunks_of_whole_huge_pages_are_mapped_on_huge_page_boundaries(tmp_path: Path) -> None:
+    """A span of chunk files starts on a 2 MiB boundary, so chunks of whole 2 MiB pages do."""
+    n, width = 20_000, 128  # rows of 512 bytes: 4,096 a 2 MiB chunk, 5 chunks
+    rng = np.random.default_rng(3)
+    keys = rng.choice(2**40, n, replace=False).astype(np.int64)
+    items = rng.integers(0, 1000, (n, width), dtype=np.int32)
+    scores = np.sort(rng.random((n, width), dtype=np.float32), axis=1)[:, ::-1].copy()
+    store = sharedrec.open(tmp_path / "store", create=True)
+    store.publish_ranked("home", keys, items, scores, chunk_bytes=2 << 20, guards=[], progress=False)
+    with store.reader() as reader:
+        for key in keys.tolist():
+            reader.get("home", key)
+        col = reader._v.ranked["home"]
+        assert isinstance(col, Whole) and col.whole is not None
+        for view in col.whole:
+            assert view.ctypes.data % (2 << 20) == 0
+        for chunk in range(col.rows[0].n_chunks):
+            assert col.rows[0].chunk(chunk).ctypes.data % (2 << 20) == 0
+        row = int(np.flatnonzero(keys == keys[7])[0])
+        np.testing.assert_array_equal(reader.get("home", int(keys[7])).items, items[row])
+
+
 def _publish(tmp_path: Path, data: RankedData, chunk_bytes: int) -> sharedrec.RecommendationStore:
     store = sharedrec.open(tmp_path / "store", create=True)
     with store.publish(chunk_bytes=chunk_bytes) as draft:

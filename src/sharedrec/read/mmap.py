@@ -148,9 +148,19 @@ class _Region:
         self.size = size
         libc = _libc()
         flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
-        address = libc.mmap(None, size, 0, flags, -1, 0)  # PROT_NONE: reserved, not usable
+        # A span of 2 MiB or more starts on a 2 MiB boundary: chunk files whose size is a
+        # multiple of 2 MiB then start on one too, and a kernel can map them with huge pages.
+        slack = _HUGE_PAGE if size >= _HUGE_PAGE else 0
+        address = libc.mmap(None, size + slack, 0, flags, -1, 0)  # PROT_NONE: reserved, not usable
         if address is None or address == _MAP_FAILED:
             raise OSError(ctypes.get_errno(), f"cannot reserve {size} bytes of address space")
+        if slack:
+            start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+            if start > address:
+                libc.munmap(address, start - address)
+            if address + slack > start:
+                libc.munmap(start + size, address + slack - start)
+            address = start
         self.address = address
 
     def map_file(self, fd: int, offset: int, size: int) -> None:
@@ -173,6 +183,7 @@ class _Region:
 
 
 _MAP_FIXED = 0x10  # the same value on Linux and macOS
+_HUGE_PAGE = 2 << 20
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _LIBC: ctypes.CDLL | None = None

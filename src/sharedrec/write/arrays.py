@@ -37,19 +37,26 @@ def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) ->
 
     ``row_bytes`` may list the row sizes of several arrays chunked alike. When the rows
     take several chunks, the count is rounded down so that every chunk file of each array
-    is a whole number of 4 KiB pages (when a chunk holds enough rows for that): readers
-    then map the chunks back to back and gather a batch with one fancy index.
+    is a whole number of 2 MiB huge pages when a chunk holds enough rows for that, else of
+    4 KiB pages (when it holds enough for that): readers map the chunks back to back and
+    gather a batch with one fancy index, and a kernel whose page cache holds 2 MiB folios
+    can then map whole chunks with 2 MiB pages (a TLB miss less per row read). With the
+    default 4 MiB chunks that happens for rows of a power-of-two size; rows of 400 bytes
+    need ``chunk_bytes`` of 50 MiB or more (131,072 rows).
     """
     sizes = [max(1, row_bytes)] if isinstance(row_bytes, int) else [max(1, size) for size in row_bytes]
     rows = max(1, min(n_rows, chunk_bytes // max(sizes)))
     if rows < n_rows:
-        step = math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))
-        if rows >= step:
-            rows -= rows % step
+        for unit in (_HUGE_PAGE_BYTES, _PAGE_BYTES):
+            step = math.lcm(*(unit // math.gcd(size, unit) for size in sizes))
+            if rows >= step:
+                rows -= rows % step
+                break
     return rows
 
 
 _PAGE_BYTES = 4096
+_HUGE_PAGE_BYTES = 2 << 20
 
 
 def write_ranked_rows(
