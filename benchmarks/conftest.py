@@ -153,6 +153,28 @@ def partitioned_store(workload: Workload, tmp_path_factory: pytest.TempPathFacto
     shutil.rmtree(folder, ignore_errors=True)
 
 
+HUGE_PAGE_CHUNK_BYTES = 64 << 20
+"""``chunk_bytes`` for chunks of whole 2 MiB pages: 50 MiB chunks for the workload's rows."""
+
+
+@pytest.fixture(scope="session")
+def huge_page_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The workload published with ``chunk_bytes=64 MiB``: its row chunks are then whole
+    2 MiB pages, which a kernel with large folios in its page cache maps with huge pages."""
+    folder = tmp_path_factory.mktemp(f"huge-pages-{workload.n_users}")
+    store = sharedrec.open(folder / "store", create=True)
+    store.publish_ranked(
+        COLLECTION,
+        workload.keys,
+        workload.items,
+        workload.scores,
+        chunk_bytes=HUGE_PAGE_CHUNK_BYTES,
+        progress=False,
+    )
+    yield Path(store.location)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class DeltaStore:
     """A store whose current version is a delta over the workload's full version."""

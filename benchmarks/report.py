@@ -320,9 +320,10 @@ FAMILIES: tuple[Family, ...] = (
             "which a kernel with large folios in its page cache maps with 2 MiB pages, sharedrec one "
             "file per chunk, which it maps with 4 KiB pages (*2 MiB pages* gives each one's share). "
             "The same `get` on a delta over the data (1% of the lists changed) and on the data in 8 "
-            "partitions. Then sharedrec's path done by hand on the reader's internals, step by step: "
-            "each step's p50 includes the steps above it, *adds* is its increment, and the last row is "
-            "what `get` adds to the steps done inline."
+            "partitions, and on the data published with `chunk_bytes` of 64 MiB, whose 50 MiB row chunks "
+            "are whole 2 MiB pages. Then sharedrec's path done by hand on the reader's internals, step "
+            "by step: each step's p50 includes the steps above it, *adds* is its increment, and the "
+            "last row is what `get` adds to the steps done inline."
         ),
         columns=(
             Column("floor p50 (µs)", _extra("floor_p50_ns", 1e-3)),
@@ -332,10 +333,12 @@ FAMILIES: tuple[Family, ...] = (
             Column("get ÷ floor", _extra("get_over_floor"), is_ratio=True),
             Column("get ÷ floor on maps", _extra("get_over_floor_on_maps"), is_ratio=True),
             Column("get ÷ LMDB", _extra("get_over_lmdb"), is_ratio=True),
+            Column("get, 2 MiB-page chunks ÷ floor", _extra("huge_page_chunks_over_floor"), is_ratio=True),
             Column("delta get ÷ floor", _extra("delta_over_floor"), is_ratio=True),
             Column("8-partition get ÷ floor", _extra("partitioned_over_floor"), is_ratio=True),
             Column("floor in 2 MiB pages (%)", _huge_pages("floor")),
             Column("sharedrec in 2 MiB pages (%)", _huge_pages("sharedrec")),
+            Column("2 MiB-page chunks in 2 MiB pages (%)", _huge_pages("sharedrec_huge_page_chunks")),
         ),
         notes=(("statistic", "statistic"),),
         detail=_breakdown,

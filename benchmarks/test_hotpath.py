@@ -16,6 +16,9 @@ the same keys for everything, timed in alternating rounds (best p50 of each):
   floors is that, and ``huge_page_share`` in ``extra_info`` says what share of each one's
   resident maps was in 2 MiB pages (``FilePmdMapped`` over ``Rss`` in /proc/self/smaps);
 - ``get``: ``reader.get(collection, key)``;
+- ``get, 2 MiB-page chunks``: the same on the data published with ``chunk_bytes`` of
+  64 MiB, whose row chunks (50 MiB) are then whole 2 MiB pages, mapped on 2 MiB boundaries:
+  what a store on a local or mounted volume can choose (S3 readers download whole chunks);
 - ``get, delta chain``: the same on a version that is a delta over the workload's full
   version, changing 1% of the lists (so about 1% of the keys are served by the delta);
 - ``get, 8 partitions``: the same on the workload split into 8 partitions;
@@ -61,6 +64,7 @@ ANSWERS = (
     "floor on sharedrec's maps",
     "lmdb",
     "get",
+    "get, 2 MiB-page chunks",
     "get, 8 partitions",
     "step: two row views (answer read)",
     "step: RankedList",
@@ -417,6 +421,7 @@ def test_get_breakdown(
     request: pytest.FixtureRequest,
     delta_store: DeltaStore,
     partitioned_store: Path,
+    huge_page_store: Path,
 ) -> None:
     """Best p50 of each function over alternating rounds; ratios and the steps (``[name,
     cumulative p50 in ns]``, the last one ``get`` itself) in extra_info."""
@@ -431,12 +436,14 @@ def test_get_breakdown(
         if lmdb is not None:
             timed["lmdb"] = lmdb
         timed["get"] = _get(reader)
+        huge = stack.enter_context(sharedrec.open(huge_page_store, create=False).reader())
+        timed["get, 2 MiB-page chunks"] = _get(huge)
         over_delta = stack.enter_context(sharedrec.open(delta_store.path, create=False).reader())
         timed["get, delta chain"] = _get(over_delta)
         partitioned = stack.enter_context(sharedrec.open(partitioned_store, create=False).reader())
         timed["get, 8 partitions"] = _get(partitioned)
         for key in keys:  # every key chunk and row mapped: get takes its short path
-            for each in (reader, over_delta, partitioned):
+            for each in (reader, huge, over_delta, partitioned):
                 each.get(COLLECTION, key)
         sample = np.asarray(keys[:200])
         want = delta_store.expected(workload, sample)
@@ -482,7 +489,7 @@ def test_get_breakdown(
                 p50 = _latencies(fn, keys, calls)["p50_ns"]
                 best[name] = min(best.get(name, p50), p50)
 
-        share = _huge_page_share(workload.npy, workload.store)
+        share = _huge_page_share(workload.npy, workload.store, huge_page_store)
         rotation = itertools.cycle(keys)
         get = timed["get"]
         benchmark(lambda: get(next(rotation)))
@@ -505,14 +512,23 @@ def test_get_breakdown(
         info["get_over_floor_on_maps"] = best["get"] / best["floor on sharedrec's maps"]
         lines.append(f"  floor on sharedrec's maps              {info['floor_on_maps_p50_ns'] / 1e3:6.2f} µs")
     if share is not None:
-        info["huge_page_share"] = {"floor": share[str(workload.npy)], "sharedrec": share[str(workload.store)]}
+        info["huge_page_share"] = {
+            "floor": share[str(workload.npy)],
+            "sharedrec": share[str(workload.store)],
+            "sharedrec_huge_page_chunks": share[str(huge_page_store)],
+        }
         lines.append(
-            "  resident maps in 2 MiB pages: floor {floor:.0%}, sharedrec {sharedrec:.0%}".format(
+            "  resident maps in 2 MiB pages: floor {floor:.0%}, sharedrec {sharedrec:.0%}, "
+            "sharedrec with 2 MiB-page chunks {sharedrec_huge_page_chunks:.0%}".format(
                 **info["huge_page_share"]
             )
         )
     lines.append(f"  sharedrec get                          {best['get'] / 1e3:6.2f} µs")
-    for name, label in (("get, delta chain", "delta"), ("get, 8 partitions", "partitioned")):
+    for name, label in (
+        ("get, 2 MiB-page chunks", "huge_page_chunks"),
+        ("get, delta chain", "delta"),
+        ("get, 8 partitions", "partitioned"),
+    ):
         info[f"{label}_p50_ns"] = best[name]
         info[f"{label}_over_floor"] = best[name] / best["floor"]
         lines.append(
