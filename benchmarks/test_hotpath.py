@@ -72,7 +72,7 @@ ANSWERS = (
 """The timed functions that return the answer (the others stop short of it)."""
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(?P<path>.*)$")
 """The first line of a mapping in /proc/self/smaps (its file's path last)."""
-ROUNDS = 3
+ROUNDS = 7
 CALLS_AND_TRY = "calls of get, Index.find, _Sorted.find; try"
 SHORT_CALL_AND_TRY = "the call of get; try"
 """The last row of the breakdown: ``get`` itself, less the steps done inline."""
