@@ -64,7 +64,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     other sizes are deselected (not skipped: nothing is missing)."""
     if not config.getoption("smoke"):
         return
-    largest = max(config.stash[SIZES])
+    sizes: list[int] = config.stash[SIZES]
+    largest = max(sizes)
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:

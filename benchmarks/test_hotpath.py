@@ -330,14 +330,20 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         v = reader._v
         reader._lookups += 1
         col = v.ranked.get(name)
-        return type(col) is Whole
+        stored = col
+        if type(col) is not Whole:  # get's branch for partitions and deltas
+            return None
+        return type(stored) is Whole
 
     def checks(key: int) -> Any:
         v = reader._v
         reader._lookups += 1
         col = v.ranked.get(name)
-        if type(col) is Whole:
-            full = col.full
+        stored = col
+        if type(col) is not Whole:  # get's branch for partitions and deltas
+            raise KeyError(key)
+        if type(stored) is Whole:
+            full = stored.full
             if full is not None and type(key) is int:
                 _search, _ints, _count, _items, _scores = full
                 return INT64_MIN <= key <= INT64_MAX
@@ -347,8 +353,11 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         v = reader._v
         reader._lookups += 1
         col = v.ranked.get(name)
-        if type(col) is Whole:
-            full = col.full
+        stored = col
+        if type(col) is not Whole:  # get's branch for partitions and deltas
+            raise KeyError(key)
+        if type(stored) is Whole:
+            full = stored.full
             if full is not None and type(key) is int:
                 search, _ints, _count, _items, _scores = full
                 if INT64_MIN <= key <= INT64_MAX:
@@ -359,8 +368,11 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         v = reader._v
         reader._lookups += 1
         col = v.ranked.get(name)
-        if type(col) is Whole:
-            full = col.full
+        stored = col
+        if type(col) is not Whole:  # get's branch for partitions and deltas
+            raise KeyError(key)
+        if type(stored) is Whole:
+            full = stored.full
             if full is not None and type(key) is int:
                 search, ints, count, _items, _scores = full
                 if INT64_MIN <= key <= INT64_MAX:
@@ -373,8 +385,11 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         v = reader._v
         reader._lookups += 1
         col = v.ranked.get(name)
-        if type(col) is Whole:
-            full = col.full
+        stored = col
+        if type(col) is not Whole:  # get's branch for partitions and deltas
+            raise KeyError(key)
+        if type(stored) is Whole:
+            full = stored.full
             if full is not None and type(key) is int:
                 search, ints, count, items, scores = full
                 if INT64_MIN <= key <= INT64_MAX:
@@ -389,8 +404,11 @@ def _full_steps(reader: sharedrec.Reader) -> dict[str, Timed]:
         v = reader._v
         reader._lookups += 1
         col = v.ranked.get(name)
-        if type(col) is Whole:
-            full = col.full
+        stored = col
+        if type(col) is not Whole:  # get's branch for partitions and deltas
+            raise KeyError(key)
+        if type(stored) is Whole:
+            full = stored.full
             if full is not None and type(key) is int:
                 search, ints, count, items, scores = full
                 if INT64_MIN <= key <= INT64_MAX:

@@ -24,9 +24,6 @@ import numpy as np
 from sharedrec.errors import CorruptVersion, InvalidInput
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
 from sharedrec.read.index import (
-    _MASK64,
-    _MIX1,
-    _MIX2,
     KEY_BLOCK,
     IntIndex,
     PartitionedIndex,
@@ -517,16 +514,7 @@ class Partitioned(_Indexed):
 
     def listed(self, key: object, k: int | None) -> RankedList | None:
         """The list of ``key`` from its partition (None when absent): see `Whole.listed`."""
-        index = self.index
-        if type(key) is int and index.key_type == "int64":
-            # splitmix64(key) mod the partition count, as `PartitionedIndex.partition` computes
-            # it, inlined: this runs on every lookup of a partitioned collection.
-            z = key & _MASK64
-            z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
-            z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
-            part = self.parts[(z ^ (z >> 31)) % index.n_parts]
-        else:
-            part = self.parts[index.partition(key)]  # refuses a key of the wrong type
+        part = self.parts[self.index.partition(key)]  # refuses a key of the wrong type
         return None if part is None else part.listed(key, k)
 
     def at(self, position: int) -> tuple[Whole, int]:

@@ -21,8 +21,9 @@ import numpy as np
 from sharedrec._log import log
 from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownCollection, VersionGone
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, is_bool
-from sharedrec.read.collections import RankedList, Whole, _Found, check_k
+from sharedrec.read.collections import Chained, Partitioned, RankedList, Whole, _Found, check_k
 from sharedrec.read.follow import Background, WeakMethod, after_fork, forget_after_fork, shutdown
+from sharedrec.read.index import _MASK64, _MIX1, _MIX2
 from sharedrec.read.ragged import batch
 from sharedrec.read.version import OpenVersion
 
@@ -195,8 +196,21 @@ class Reader:
             v = self._v
             self._lookups += 1
             col = v.ranked.get(collection)
-            if type(col) is Whole:  # inlined for speed: a whole collection is the hot path
-                full = col.full
+            stored = col  # where an int key is searched: a whole collection, or a part of one
+            if type(col) is not Whole:
+                if type(col) is Chained:  # a delta: a key no delta touched is in the full version
+                    chain = col.chain
+                    if type(key) is int and not chain.str_keys and key not in chain.lookup:
+                        stored = chain.root
+                elif type(col) is Partitioned and type(key) is int and col.index.key_type == "int64":
+                    # The key's partition: splitmix64(key) mod the partition count, as
+                    # `PartitionedIndex.partition` computes it, inlined.
+                    z = key & _MASK64
+                    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+                    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+                    stored = col.parts[(z ^ (z >> 31)) % col.index.n_parts]
+            if type(stored) is Whole:  # inlined for speed: this is the hot path
+                full = stored.full
                 if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):
                     # Every key and row mapped and checked: one search, whole rows, no numpy scalar
                     # compared (numpy would compare a key outside int64 as a float).
@@ -211,7 +225,9 @@ class Reader:
                                 listed.items, listed.scores = items[at, :k], scores[at, :k]
                             listed.source = collection
                             return listed
+                    assert col is not None  # ``stored`` is ``col`` or a part of it
                     return self._missing(v, col, key, k, fallback_keys)
+            if type(col) is Whole:  # not every chunk mapped yet, or lists of varying length
                 row = col.index.find(key)
                 if row < 0:
                     return self._missing(v, col, key, k, fallback_keys)
