@@ -63,6 +63,48 @@ def test_chunks_are_whole_huge_pages_when_they_hold_enough_rows(
     assert chunk_rows(row_bytes, 10**8, chunk_bytes) == rows
 
 
+@pytest.mark.parametrize(
+    ("row_bytes", "n_rows", "rows"),
+    [
+        (400, 10**6, 131072),  # 50 MiB chunks: 8, the last one padded by 4.9% of the rows
+        ([400, 400], 2 * 10**6, 131072),
+        (400, 150_000, 150_000),  # 60 MB fit in one chunk of at most 64 MiB
+        (400, 300_000, 10240),  # 3 chunks of 50 MiB would pad by 31%: the default chunks
+        (512, 10**6, 8192),  # the default 4 MiB chunks are whole 2 MiB pages already
+        (400, 5000, 5000),  # one chunk at the target size already
+    ],
+)
+def test_file_system_stores_chunk_large_rows_in_whole_huge_pages(
+    row_bytes: int | list[int], n_rows: int, rows: int
+) -> None:
+    assert chunk_rows(row_bytes, n_rows, 4 << 20, huge_up_to=64 << 20) == rows
+
+
+def test_a_file_system_store_takes_huge_page_chunks_only_with_the_default_size(tmp_path: Path) -> None:
+    """Rows of 12 bytes: the default 4 MiB chunks are not whole 2 MiB pages (that takes
+    6 MiB), so a local store writes the 600,000 rows as one chunk of 7.2 MB; a chosen
+    ``chunk_bytes``, even 4 MiB, is kept as it is (an object store's default is too, see
+    `test_s3.py`)."""
+    n = 600_000
+    keys = np.arange(n, dtype=np.int64) * 3
+    items = np.tile(np.arange(3, dtype=np.int32), (n, 1))
+    scores = np.tile(np.array([0.3, 0.2, 0.1], dtype=np.float32), (n, 1))
+    chunks = {}
+    for name in ("default", "chosen"):
+        store = sharedrec.open(tmp_path / name, create=True)
+        if name == "default":
+            version = store.publish_ranked("home", keys, items, scores, guards=[], progress=False)
+        else:
+            version = store.publish_ranked(
+                "home", keys, items, scores, guards=[], progress=False, chunk_bytes=4 << 20
+            )
+        spec = store.manifest(version).collections["home"].arrays["items"]
+        chunks[name] = spec.shape[0] // spec.chunks[0] + bool(spec.shape[0] % spec.chunks[0])
+        with store.reader() as reader:
+            assert reader.get("home", int(keys[-1])).items.tolist() == [0, 1, 2]
+    assert chunks == {"default": 1, "chosen": 2}
+
+
 @pytest.mark.skipif(
     sys.platform not in ("linux", "darwin"), reason="chunks are mapped back to back on POSIX only"
 )

@@ -336,3 +336,15 @@ def test_processes_on_one_node_share_the_cache(
         [url for url in run["requests"] if "/versions/" in url and "manifest" not in url] for run in runs
     ]
     assert chunk_gets[0] and chunk_gets[1] == []  # the second process fetched no chunk
+
+
+def test_an_object_store_keeps_the_target_chunk_size(s3_store: sharedrec.RecommendationStore) -> None:
+    """Readers download an object store's chunks whole: rows that a file-system store would
+    write as one 7.2 MB chunk of whole 2 MiB pages (see `test_mmap.py`) stay in 4 MiB ones."""
+    n = 600_000
+    keys = np.arange(n, dtype=np.int64) * 3
+    items = np.tile(np.arange(3, dtype=np.int32), (n, 1))
+    scores = np.tile(np.array([0.3, 0.2, 0.1], dtype=np.float32), (n, 1))
+    version = s3_store.publish_ranked("home", keys, items, scores, guards=[], progress=False)
+    spec = s3_store.manifest(version).collections["home"].arrays["items"]
+    assert spec.chunks[0] * 12 <= 4 << 20 < spec.shape[0] * 12

@@ -70,6 +70,14 @@ CHECKSUM = "crc32"
 CHUNK_TARGET_BYTES = 4 * 1024 * 1024
 """Aim for chunk files of about this size: large enough for few S3 requests, small enough
 that a lookup never pulls much through a lazy cache."""
+HUGE_PAGE_CHUNK_MAX_BYTES = 64 * 1024 * 1024
+"""On a store on a file system, with the default ``chunk_bytes``, the row arrays of a large
+collection are chunked in whole 2 MiB pages up to this size when the default chunks are not
+whole 2 MiB pages (see `sharedrec.write.arrays.chunk_rows`): a kernel that keeps large
+folios in its page cache then maps them with huge pages, a TLB miss less per row read.
+Object stores keep `CHUNK_TARGET_BYTES`: their readers download a chunk whole."""
+HUGE_PAGE_CHUNK_MAX_PADDING = 1 / 16
+"""... provided the last chunk's padding is at most this share of the rows."""
 KEY_CHUNK_TARGET_BYTES = 512 * 1024
 """Key-index chunks are smaller: a reader checksums a key chunk whole the first time it maps
 it, so this bounds what a first lookup reads (one 1 MiB NFS read, one small S3 GET)."""

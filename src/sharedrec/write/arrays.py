@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from sharedrec.format.layout import KEY_CHUNK_TARGET_BYTES, RAGGED_MIN_WASTE, RAGGED_WASTE
+from sharedrec.format.layout import (
+    HUGE_PAGE_CHUNK_MAX_PADDING,
+    KEY_CHUNK_TARGET_BYTES,
+    RAGGED_MIN_WASTE,
+    RAGGED_WASTE,
+)
 from sharedrec.format.schema import ArraySpec
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
@@ -32,7 +37,9 @@ __all__ = [
 _WRITE_BLOCK_BYTES = 64 * 1024 * 1024
 
 
-def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) -> int:
+def chunk_rows(
+    row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int, *, huge_up_to: int | None = None
+) -> int:
     """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row).
 
     ``row_bytes`` may list the row sizes of several arrays chunked alike. When the rows
@@ -43,15 +50,29 @@ def chunk_rows(row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int) ->
     can then map whole chunks with 2 MiB pages (a TLB miss less per row read). With the
     default 4 MiB chunks that happens for rows of a power-of-two size; rows of 400 bytes
     need ``chunk_bytes`` of 50 MiB or more (131,072 rows).
+
+    With ``huge_up_to`` (a store on a file system, with the default ``chunk_bytes``), rows
+    that take several chunks which are not whole 2 MiB pages get larger chunks that are,
+    of at most ``huge_up_to`` bytes, when the last one's padding is at most
+    `HUGE_PAGE_CHUNK_MAX_PADDING` of the rows; or one chunk of every row when they fit in
+    ``huge_up_to``. Otherwise the chunks stay as ``chunk_bytes`` makes them.
     """
     sizes = [max(1, row_bytes)] if isinstance(row_bytes, int) else [max(1, size) for size in row_bytes]
     rows = max(1, min(n_rows, chunk_bytes // max(sizes)))
-    if rows < n_rows:
-        for unit in (_HUGE_PAGE_BYTES, _PAGE_BYTES):
-            step = math.lcm(*(unit // math.gcd(size, unit) for size in sizes))
-            if rows >= step:
-                rows -= rows % step
-                break
+    if rows >= n_rows:
+        return rows
+    huge_step = math.lcm(*(_HUGE_PAGE_BYTES // math.gcd(size, _HUGE_PAGE_BYTES) for size in sizes))
+    for step in (huge_step, math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))):
+        if rows >= step:
+            rows -= rows % step
+            break
+    if huge_up_to is not None and rows % huge_step:
+        limit = max(1, huge_up_to // max(sizes))
+        if n_rows <= limit:
+            return n_rows
+        larger = limit - limit % huge_step
+        if larger and -n_rows % larger <= n_rows * HUGE_PAGE_CHUNK_MAX_PADDING:
+            return larger
     return rows
 
 
@@ -67,6 +88,7 @@ def write_ranked_rows(
     task: Any = None,
     *,
     allow_ragged: bool = False,
+    huge_up_to: int | None = None,
 ) -> tuple[dict[str, ArraySpec], list[int], str | None]:
     """Write the key index and the lists of ranked rows; items and scores are chunked alike.
 
@@ -82,7 +104,12 @@ def write_ranked_rows(
         return arrays, fences, key_hash
     ranked = ranked.padded()  # lists in the flat form are padded only when stored padded
     width = ranked.width
-    rows = chunk_rows([width * ranked.items.itemsize, width * ranked.scores.itemsize], len(keys), chunk_bytes)
+    rows = chunk_rows(
+        [width * ranked.items.itemsize, width * ranked.scores.itemsize],
+        len(keys),
+        chunk_bytes,
+        huge_up_to=huge_up_to,
+    )
     arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
     arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
     arrays["lengths"] = write_array(group, "lengths", ranked.lengths, order, None, task, chunk_bytes)
@@ -159,11 +186,18 @@ def _write_ragged(
 
 
 def write_vector_rows(
-    group: Any, keys: _validate.Keys, vectors: NDArray[Any], chunk_bytes: int, task: Any = None
+    group: Any,
+    keys: _validate.Keys,
+    vectors: NDArray[Any],
+    chunk_bytes: int,
+    task: Any = None,
+    *,
+    huge_up_to: int | None = None,
 ) -> tuple[dict[str, ArraySpec], list[int], str | None]:
-    """Write the key index and the vectors of rows; returns specs, fences and hash name."""
+    """Write the key index and the vectors of rows; returns specs, fences and hash name
+    (``huge_up_to``: see `chunk_rows`)."""
     arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
-    rows = chunk_rows(vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes)
+    rows = chunk_rows(vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes, huge_up_to=huge_up_to)
     arrays["vectors"] = write_array(group, "vectors", vectors, order, rows, task, chunk_bytes)
     return arrays, fences, key_hash
 

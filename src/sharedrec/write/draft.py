@@ -29,6 +29,7 @@ from sharedrec.errors import InvalidInput, PublishRejected, SharedrecError
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
     GC_MARK,
+    HUGE_PAGE_CHUNK_MAX_BYTES,
     VERSIONS,
     chunk_path,
     new_version_id,
@@ -110,7 +111,7 @@ def start(
     version_id: str | None = None,
     make_current: bool = True,
     progress: ProgressMode = None,
-    chunk_bytes: int = CHUNK_TARGET_BYTES,
+    chunk_bytes: int | None = None,
     guards: Sequence[GuardLike] | None = None,
     force: bool = False,
     ref: str = "current",
@@ -265,7 +266,7 @@ class Draft:
         metadata: dict[str, JsonValue],
         reporter: Reporter,
         make_current: bool,
-        chunk_bytes: int,
+        chunk_bytes: int | None,
         guards: Sequence[GuardLike],
         force: bool,
         pointer_path: str,
@@ -274,6 +275,15 @@ class Draft:
         ref: str = "current",
         full: _delta.FullWrite | None = None,
     ) -> None:
+        # On a file system, readers map the chunk files in place: by default, large row arrays
+        # may take chunks of whole 2 MiB pages, which a kernel can map with huge pages.
+        # Object-store readers download a chunk whole: they keep the target size, as does a
+        # size given by the caller.
+        self._huge_up_to: int | None = None
+        if chunk_bytes is None:
+            chunk_bytes = CHUNK_TARGET_BYTES
+            if root.backend.local_path(VERSIONS) is not None:
+                self._huge_up_to = HUGE_PAGE_CHUNK_MAX_BYTES
         if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
             raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
         self._chunk_bytes = chunk_bytes
@@ -495,7 +505,13 @@ class Draft:
             nbytes = ranked.items.nbytes + ranked.scores.nbytes + ranked.lengths.nbytes
             with self._reporter.task(f"{name}: lists", nbytes) as task:
                 row_arrays, fences, key_hash = write_ranked_rows(
-                    group, stored, ranked, self._chunk_bytes, task, allow_ragged=True
+                    group,
+                    stored,
+                    ranked,
+                    self._chunk_bytes,
+                    task,
+                    allow_ragged=True,
+                    huge_up_to=self._huge_up_to,
                 )
             arrays.update(row_arrays)
         default_length = None
@@ -566,7 +582,7 @@ class Draft:
         if len(stored):
             with self._reporter.task(f"{name}: vectors", array.nbytes) as task:
                 row_arrays, fences, key_hash = write_vector_rows(
-                    group, stored, array, self._chunk_bytes, task
+                    group, stored, array, self._chunk_bytes, task, huge_up_to=self._huge_up_to
                 )
             arrays.update(row_arrays)
         spec = CollectionSpec(
