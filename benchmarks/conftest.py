@@ -154,23 +154,15 @@ def partitioned_store(workload: Workload, tmp_path_factory: pytest.TempPathFacto
     shutil.rmtree(folder, ignore_errors=True)
 
 
-HUGE_PAGE_CHUNK_BYTES = 64 << 20
-"""``chunk_bytes`` for chunks of whole 2 MiB pages: 50 MiB chunks for the workload's rows."""
-
-
 @pytest.fixture(scope="session")
-def huge_page_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The workload published with ``chunk_bytes=64 MiB``: its row chunks are then whole
-    2 MiB pages, which a kernel with large folios in its page cache maps with huge pages."""
-    folder = tmp_path_factory.mktemp(f"huge-pages-{workload.n_users}")
+def small_chunk_store(workload: Workload, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The workload published with ``chunk_bytes`` of 4 MiB, the target size: 4,096,000-byte
+    row chunks, which are not whole 2 MiB pages (the default on a file system is 50 MiB
+    chunks that are)."""
+    folder = tmp_path_factory.mktemp(f"small-chunks-{workload.n_users}")
     store = sharedrec.open(folder / "store", create=True)
     store.publish_ranked(
-        COLLECTION,
-        workload.keys,
-        workload.items,
-        workload.scores,
-        chunk_bytes=HUGE_PAGE_CHUNK_BYTES,
-        progress=False,
+        COLLECTION, workload.keys, workload.items, workload.scores, chunk_bytes=4 << 20, progress=False
     )
     yield Path(store.location)
     shutil.rmtree(folder, ignore_errors=True)

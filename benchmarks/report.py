@@ -316,12 +316,12 @@ FAMILIES: tuple[Family, ...] = (
             "arrays, `searchsorted`, two row views), LMDB (one read transaction, `buffers=True`, two "
             "`np.frombuffer`) and `reader.get`, timed in alternating rounds of one process, best p50 "
             "of each; every answer's last item and score are read. *Floor on maps* is the floor's "
-            "code over sharedrec's own views of the same data: the floor maps one file per array, "
-            "which a kernel with large folios in its page cache maps with 2 MiB pages, sharedrec one "
-            "file per chunk, which it maps with 4 KiB pages (*2 MiB pages* gives each one's share). "
-            "The same `get` on a delta over the data (1% of the lists changed) and on the data in 8 "
-            "partitions, and on the data published with `chunk_bytes` of 64 MiB, whose 50 MiB row chunks "
-            "are whole 2 MiB pages. Then sharedrec's path done by hand on the reader's internals, step "
+            "code over sharedrec's own views of the same data. The same `get` on the data published "
+            "in 4 MiB chunks (not whole 2 MiB pages: a kernel with large folios in its page cache maps "
+            "them with 4 KiB pages, where it maps the default 50 MiB chunks and the floor's one file "
+            "per array with 2 MiB pages; *in 2 MiB pages* gives each one's share), on a delta over the "
+            "data (1% of the lists changed) and on the data in 8 partitions. Each chunk of the default "
+            "layout is whole 2 MiB pages. Then sharedrec's path done by hand on the reader's internals, step "
             "by step: each step's p50 includes the steps above it, *adds* is its increment, and the "
             "last row is what `get` adds to the steps done inline."
         ),
@@ -333,12 +333,12 @@ FAMILIES: tuple[Family, ...] = (
             Column("get ÷ floor", _extra("get_over_floor"), is_ratio=True),
             Column("get ÷ floor on maps", _extra("get_over_floor_on_maps"), is_ratio=True),
             Column("get ÷ LMDB", _extra("get_over_lmdb"), is_ratio=True),
-            Column("get, 2 MiB-page chunks ÷ floor", _extra("huge_page_chunks_over_floor"), is_ratio=True),
+            Column("get, 4 MiB chunks ÷ floor", _extra("small_chunks_over_floor"), is_ratio=True),
             Column("delta get ÷ floor", _extra("delta_over_floor"), is_ratio=True),
             Column("8-partition get ÷ floor", _extra("partitioned_over_floor"), is_ratio=True),
             Column("floor in 2 MiB pages (%)", _huge_pages("floor")),
             Column("sharedrec in 2 MiB pages (%)", _huge_pages("sharedrec")),
-            Column("2 MiB-page chunks in 2 MiB pages (%)", _huge_pages("sharedrec_huge_page_chunks")),
+            Column("4 MiB chunks in 2 MiB pages (%)", _huge_pages("sharedrec_4mib_chunks")),
         ),
         notes=(("statistic", "statistic"),),
         detail=_breakdown,
