@@ -24,8 +24,9 @@ the same keys for everything, timed in alternating rounds (best p50 of each):
 - ``steps``: sharedrec's path for a whole collection done by hand on the same reader's
   internals, step after step, each function doing every step before it too, so that the
   increments split the gap between the floor and ``get``. What is left between the last
-  step and ``get`` is the cost of the calls themselves (``get``, ``Index.find``,
-  ``_Sorted.find``) and of the ``try``.
+  step and ``get`` is the cost of the calls themselves (on the short path, ``get``; before
+  every chunk is mapped, ``get``, ``Whole.listed``, ``Index.find``, ``_Sorted.find`` and
+  ``Whole.ranked``) and of the ``try``.
 
 Every answer reads ``items[-1]`` and ``scores[-1]`` (so do the steps from the row views on),
 and every timed function is called with the key alone. The steps mirror ``Reader.get`` as it
@@ -73,7 +74,7 @@ ANSWERS = (
 MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(?P<path>.*)$")
 """The first line of a mapping in /proc/self/smaps (its file's path last)."""
 ROUNDS = 7
-CALLS_AND_TRY = "calls of get, Index.find, _Sorted.find; try"
+CALLS_AND_TRY = "calls of get, Whole.listed, Index.find, _Sorted.find, Whole.ranked; try"
 SHORT_CALL_AND_TRY = "the call of get; try"
 """The last row of the breakdown: ``get`` itself, less the steps done inline."""
 

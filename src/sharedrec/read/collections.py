@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import numpy as np
 
 from sharedrec.errors import CorruptVersion, InvalidInput
-from sharedrec.format.keys import INT64_MAX, INT64_MIN, int_key, int_keys, str_key, str_keys
+from sharedrec.format.keys import int_key, int_keys, str_key, str_keys
 from sharedrec.read.index import (
     KEY_BLOCK,
     IntIndex,
@@ -331,35 +331,15 @@ class Whole(_Indexed):
         return self.rows[0]
 
     def listed(self, key: object, k: int | None) -> RankedList | None:
-        """The list of ``key``, at most ``k`` long, or None when the key is absent.
-
-        Once `full` is set, an int key takes the short path (one search over every key, an
-        exact match, whole-row views), which `Reader.get` inlines for a whole collection;
-        partitions and the full version under a delta chain take it here.
-        """
-        full = self.full
-        if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):
-            search, ints, count, items, scores = full
-            if INT64_MIN <= key <= INT64_MAX:  # numpy would compare a key outside int64 as a float
-                at = int(search(key))
-                if at < count and ints[at] == key:  # exact: never another key's row
-                    listed: RankedList = _Found()
-                    if k is None:
-                        listed.items, listed.scores = items[at], scores[at]
-                    else:
-                        listed.items, listed.scores = items[at, :k], scores[at, :k]
-                    listed.source = self.name
-                    return listed
-            return None
+        """The list of ``key``, at most ``k`` long, or None when the key is absent (the
+        path before every chunk is mapped; `Reader.get` then takes its short path inline)."""
         row = self.index.find(key)
-        if row < 0:
-            return None
-        if self.pending and self.rows[1].whole is not None:  # the key found may be in the last chunk
-            self.settle()
-        return self.ranked(row, k)
+        return None if row < 0 else self.ranked(row, k)
 
     def ranked(self, row: int, k: int | None) -> RankedList:
-        """The list at ``row``, at most ``k`` long (`Reader.get` inlines this)."""
+        """The list at ``row``, at most ``k`` long."""
+        if self.pending and self.rows[1].whole is not None:  # the scores are mapped after the items
+            self.settle()
         filled = self.filled
         if filled is not None and k is None:  # every row mapped, every list fills its row
             return RankedList(filled[0][row], filled[1][row], self.name)
@@ -367,8 +347,6 @@ class Whole(_Indexed):
         n = self.uniform if lengths is None else int(lengths.row(row))
         if k is not None and (type(k) is not int or k < n):
             n = min(n, check_k(k))
-        if self.pending and self.rows[1].whole is not None:
-            self.settle()
         whole = self.whole
         if whole is not None:
             if n == self.row_width:  # a whole row: one index, not an index and a slice
@@ -771,15 +749,7 @@ class Chained:
     def listed(self, key: object, k: int | None) -> RankedList | None:
         """The list of ``key`` from the delta that last wrote it, else from the full version
         at the root (None when absent or removed): see `Whole.listed`."""
-        chain = self.chain
-        if type(key) is int and not chain.str_keys:  # the common case: no conversion
-            code = chain.lookup.get(key)
-            if code is None:
-                return chain.root.listed(key, k)
-            if code < 0:
-                return None
-            return chain.levels[code >> _LEVEL_SHIFT].ranked(code & _ROW_MASK, k)
-        target, row = chain.locate(key)
+        target, row = self.chain.locate(key)
         return target.ranked(row, k) if row >= 0 else None
 
     def at(self, position: int) -> tuple[Whole, int]:

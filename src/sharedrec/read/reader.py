@@ -227,28 +227,11 @@ class Reader:
                             return listed
                     assert col is not None  # ``stored`` is ``col`` or a part of it
                     return self._missing(v, col, key, k, fallback_keys)
-            if type(col) is Whole:  # not every chunk mapped yet, or lists of varying length
-                row = col.index.find(key)
-                if row < 0:
-                    return self._missing(v, col, key, k, fallback_keys)
-                lengths = col.lengths
-                n = col.uniform if lengths is None else int(lengths.row(row))
-                if k is not None and (type(k) is not int or k < n):  # any other type is checked
-                    n = min(n, check_k(k))
-                if col.pending and col.rows[1].whole is not None:  # the scores are mapped after the items
-                    col.settle()
-                whole = col.whole
-                if whole is not None:  # every row mapped: indexed by the global row
-                    items, scores = whole
-                else:
-                    chunk, row = divmod(row, col.rows_per_chunk)
-                    items, scores = col.rows[0].chunk(chunk), col.rows[1].chunk(chunk)
-                if n == col.spec.width:  # a whole row: one index, not an index and a slice
-                    return RankedList(items[row], scores[row], collection)
-                return RankedList(items[row, :n], scores[row, :n], collection)
             if col is None:
                 raise self._unknown(v, collection, "ranked")
-            found = col.listed(key, k)  # ragged, partitioned, or a delta over other versions
+            # Not every chunk mapped yet, lists of varying length, another key type or k, or
+            # a delta's own key: the stored collection's lookup (None: an empty partition).
+            found = None if stored is None else stored.listed(key, k)
             if found is None:
                 return self._missing(v, col, key, k, fallback_keys)
             return found
