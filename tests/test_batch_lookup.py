@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput
 from sharedrec.read.collections import Partitioned, Whole
-from sharedrec.read.index import IntIndex, partitions_of
+from sharedrec.read.index import IntIndex
 
 from conftest import make_ranked
 
@@ -275,7 +275,7 @@ def test_partitions_in_one_span(store: sharedrec.RecommendationStore) -> None:
         collection = _collection(reader)
         assert collection.joints is not None
         assert collection.key_joint is not None
-        owners = partitions_of(rows.keys, 8)
+        owners = sharedrec.partition_of(rows.keys, 8)
         rows.check(reader, rows.keys[owners == 2][:50])  # one partition: searched on its own
         assert not collection.keys_sampled
         for batch in _batches(rows, seed=4):
@@ -314,12 +314,33 @@ def test_partitions_with_an_empty_one(store: sharedrec.RecommendationStore) -> N
         assert collection.keys_sampled
         # keys whose partition (the empty one) holds none, in a batch with keys it holds
         others = np.arange(-(10**6), 10**6, 997, dtype=np.int64)
-        unheld = others[partitions_of(others, 8) == 3]
+        unheld = others[sharedrec.partition_of(others, 8) == 3]
         assert not rows.check(reader, np.r_[unheld, rows.keys[:5]])[: len(unheld)].any()
 
 
-def test_small_partitions_are_looked_up_one_by_one(store: sharedrec.RecommendationStore) -> None:
-    """Partitions of one chunk cannot share a span: each is looked up on its own."""
+def test_small_partitions_share_a_span_too(store: sharedrec.RecommendationStore) -> None:
+    """About 50 keys a partition: each partition's rows are one chunk of whole pages, which
+    a reader maps into the span of all partitions as it would several."""
+    rows = _publish_parts(store, 400, seed=3)
+    with store.reader(lease=False) as reader:
+        collection = _collection(reader)
+        assert collection.joints is not None
+        assert all(part is None or part.rows[0].n_chunks == 1 for part in collection.parts)
+        for batch in _batches(rows, seed=7):
+            rows.check(reader, batch)
+
+
+def test_partitions_of_chunks_that_are_not_whole_pages_are_looked_up_one_by_one(
+    store: sharedrec.RecommendationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partitions of one chunk file that is not a whole number of pages (as an older
+    sharedrec wrote them) cannot share a span: each is looked up on its own."""
+    from sharedrec.write.arrays import write_ranked_rows
+
+    def older(*args: Any, **kwargs: Any) -> Any:
+        return write_ranked_rows(*args, **{**kwargs, "joined": False})
+
+    monkeypatch.setattr("sharedrec.write.distributed.write_ranked_rows", older)
     rows = _publish_parts(store, 400, seed=3)
     with store.reader(lease=False) as reader:
         assert _collection(reader).joints is None

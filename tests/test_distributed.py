@@ -16,7 +16,7 @@ import pytest
 
 import sharedrec
 from sharedrec.errors import CorruptVersion, InvalidInput, KeyNotFound, PublishRejected
-from sharedrec.read.index import splitmix64
+from sharedrec.read.index import fibonacci64, partitions_of, splitmix64
 from sharedrec.write.distributed import PartitionReceipt, PublishHandle
 
 from conftest import make_ranked, version_folders
@@ -83,22 +83,57 @@ def test_unpartitioned_manifest_has_no_partitions_field(store: sharedrec.Recomme
 
 
 def test_partition_hash_is_the_documented_one() -> None:
-    # SplitMix64's finaliser of key 1, and blake2b-64 of "alice" (see docs/format.md).
+    # fibonacci64 (docs/format.md): the key's 64 bits times 0x9E3779B97F4A7C15 modulo 2**64,
+    # as a fraction of 2**64, times the partition count. Key 1 gives the golden ratio's
+    # fraction, 0.618...; key -1 one minus it; key 2**62 one quarter (the multiplier is 1 mod 4).
+    assert sharedrec.partition_of([1, -1, 2**62], 1000).tolist() == [618, 381, 250]
+    assert [fibonacci64(key, 1000) for key in (1, -1, 2**62)] == [618, 381, 250]
+    # SplitMix64's finaliser, which split int64 keys before (still read), and blake2b-64 of "alice".
     assert splitmix64(1) == 0x5692161D100B05E5
-    assert sharedrec.partition_of([1, -1, 2**62], 1000).tolist() == [
-        splitmix64(1) % 1000,
-        splitmix64(2**64 - 1) % 1000,
-        splitmix64(2**62) % 1000,
-    ]
+    older = partitions_of(np.array([1, -1, 2**62]), 1000, "splitmix64")
+    assert older.tolist() == [splitmix64(1) % 1000, splitmix64(2**64 - 1) % 1000, splitmix64(2**62) % 1000]
     assert sharedrec.partition_of(["alice"], 7).tolist() == [9933345172075899469 % 7]
+
+
+def test_fibonacci64_spreads_ids_evenly() -> None:
+    # Sequential ids, ids of a stride (a power of two, the worst case of a multiplicative
+    # hash's low bits) and random ids, over 8 and 7 partitions: every partition within 2% of
+    # its share.
+    rng = np.random.default_rng(5)
+    for ids in (
+        np.arange(400_000),
+        np.arange(400_000) * 1024,
+        np.arange(400_000) << 40,
+        rng.integers(-(2**63), 2**63 - 1, 400_000),
+    ):
+        for parts in (8, 7):
+            counts = np.bincount(sharedrec.partition_of(ids, parts), minlength=parts)
+            assert np.abs(counts / (len(ids) / parts) - 1).max() < 0.02, (ids[:3], parts, counts)
 
 
 def test_single_key_partition_matches_the_batch_one() -> None:
     from sharedrec.read.index import PartitionedIndex
 
-    index = PartitionedIndex("int64", [None] * 7, [0] * 7)
     keys: list[Any] = [0, 1, -1, 2**63 - 1, -(2**63), 123456789, np.int64(-5), np.uint32(7)]
-    assert [index.partition(key) for key in keys] == sharedrec.partition_of(keys, 7).tolist()
+    ints = np.array([int(key) for key in keys])
+    for hash in ("splitmix64", "fibonacci64"):
+        index = PartitionedIndex("int64", [None] * 7, [0] * 7, hash)
+        assert [index.partition(key) for key in keys] == partitions_of(ints, 7, hash).tolist()
+    assert partitions_of(ints, 7, "fibonacci64").tolist() == sharedrec.partition_of(keys, 7).tolist()
+    # The one-key form (one operation less) against the definition and the batch form, for
+    # keys across int64 and partition counts up to the largest allowed.
+    many = [
+        *np.random.default_rng(9).integers(-(2**63), 2**63 - 1, 2000).tolist(),
+        0,
+        -1,
+        2**63 - 1,
+        -(2**63),
+    ]
+    for n in (1, 2, 7, 8, 1000, 100_000):
+        index = PartitionedIndex("int64", [None] * n, [0] * n, "fibonacci64")
+        ones = [index.partition(key) for key in many]
+        assert ones == [fibonacci64(key, n) for key in many]
+        assert ones == partitions_of(np.array(many, dtype=np.int64), n, "fibonacci64").tolist()
     for bad in (True, 1.0, "1"):
         with pytest.raises(InvalidInput, match="int64 keys"):
             index.partition(bad)
@@ -251,3 +286,101 @@ def test_abort_publish_removes_the_folder(any_store: sharedrec.RecommendationSto
     assert handle.version_id not in version_folders(any_store)
     with pytest.raises(PublishRejected, match="not being published"):
         handle.write_ranked("home", 1, owned, np.zeros((len(owned), 1), np.int32), np.ones((len(owned), 1)))
+
+
+# -- the partition hash across sharedrec versions --------------------------------------------
+
+
+def test_a_task_that_routed_by_another_hash_is_refused_at_commit(
+    store: sharedrec.RecommendationStore,
+) -> None:
+    """A task of an older sharedrec routes int64 keys by splitmix64: committing its partition
+    under a fibonacci64 publish would hide its keys from every reader, so the commit refuses
+    it, whether its receipt names the hash or (older still) names none."""
+    data = make_ranked(400, 3)
+    keys = np.asarray(data.keys, dtype=np.int64)
+    live = store.publish_ranked("home", keys, data.items, data.scores)
+    handle = store.begin_publish(partitions=3)
+    older = handle.model_copy(update={"partition_hash": "splitmix64"})
+    ours = _write_all(handle, "home", keys, data.items, data.scores)
+    theirs = _write_all(older, "home", keys, data.items, data.scores)
+    assert theirs[1].partition_hash == "splitmix64" and ours[1].partition_hash == "fibonacci64"
+    unnamed = json.loads(theirs[1].dumps())
+    del unnamed["partition_hash"]  # a receipt of a sharedrec from before fibonacci64
+    for stray in (theirs[1], unnamed):
+        with pytest.raises(
+            InvalidInput, match=r"routed its keys by splitmix64, this publish routes them by fibonacci64"
+        ):
+            store.commit_publish(handle, [ours[0], stray, ours[2]])
+    assert store.current() == live
+    version = store.commit_publish(handle, ours)
+    with store.reader() as reader:
+        assert reader.version == version
+        for i, key in enumerate(keys.tolist()):
+            assert reader.get("home", key).items.tolist() == data.items[i].tolist()
+
+
+def test_a_handle_from_before_fibonacci64_still_publishes(store: sharedrec.RecommendationStore) -> None:
+    """A handle an older sharedrec began names no partition hash: it routes and commits by
+    splitmix64, a version any sharedrec reads (format sharedrec/2)."""
+    data = make_ranked(400, 3)
+    keys = np.asarray(data.keys, dtype=np.int64)
+    raw = json.loads(store.begin_publish(partitions=3).dumps())
+    del raw["partition_hash"], raw["huge_up_to"]
+    handle = PublishHandle.loads(json.dumps(raw))
+    assert handle.partition_hash == "splitmix64"
+    assert handle.partition_of(keys).tolist() == partitions_of(keys, 3, "splitmix64").tolist()
+    version = store.commit_publish(handle, _write_all(handle, "home", keys, data.items, data.scores))
+    manifest = store.manifest(version)
+    partitions = manifest.collections["home"].partitions
+    assert manifest.format == "sharedrec/2" and partitions is not None and partitions.hash == "splitmix64"
+    with store.reader() as reader:
+        for i, key in enumerate(keys.tolist()):
+            assert reader.get("home", key).items.tolist() == data.items[i].tolist()
+        items, _, found = reader.get_many("home", keys)
+        assert found.all() and items.tolist() == data.items.tolist()
+
+
+def test_the_partition_hash_must_fit_the_format_and_the_key_type(
+    store: sharedrec.RecommendationStore,
+) -> None:
+    """A version split by fibonacci64 is ``sharedrec/4``, which an older sharedrec refuses as
+    newer instead of looking keys up in the wrong partitions; a manifest whose hash does not
+    fit its format or its key type is damaged."""
+    data = make_ranked(200, 3)
+    keys = np.asarray(data.keys, dtype=np.int64)
+    handle = store.begin_publish(partitions=2)
+    ints = store.commit_publish(handle, _write_all(handle, "home", keys, data.items, data.scores))
+    names = [f"user-{key}" for key in keys.tolist()]
+    handle = store.begin_publish(partitions=2)
+    strs = store.commit_publish(handle, _write_all(handle, "home", names, data.items, data.scores), guards=[])
+    assert store.manifest(ints).format == "sharedrec/4"
+    assert store.manifest(strs).format == "sharedrec/2"  # str keys: blake2b-64, as before
+    folder = Path(store.location) / "versions"
+    good = {vid: (folder / vid / "manifest.json").read_bytes() for vid in (ints, strs)}
+    cases = [
+        (
+            ints,
+            "sharedrec/3",
+            "fibonacci64",
+            r"partitions.hash is fibonacci64, which needs format sharedrec/4",
+        ),
+        (
+            ints,
+            "sharedrec/4",
+            "blake2b-64",
+            r"hash is blake2b-64, but int64 keys are split by fibonacci64 or splitmix64",
+        ),
+        (strs, "sharedrec/4", "fibonacci64", r"hash is fibonacci64, but str keys are split by blake2b-64"),
+        (strs, "sharedrec/4", "splitmix64", r"hash is splitmix64, but str keys are split by blake2b-64"),
+    ]
+    for vid, format, hash, message in cases:
+        manifest = json.loads(good[vid])
+        manifest["format"] = format
+        manifest["collections"]["home"]["partitions"]["hash"] = hash
+        (folder / vid / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CorruptVersion, match=message):
+            store.reader(vid)
+        (folder / vid / "manifest.json").write_bytes(good[vid])
+        with store.reader(vid) as reader:
+            assert reader.get("home", int(keys[0]) if vid == ints else names[0]).items.tolist()

@@ -336,19 +336,29 @@ def _check_twice(
         reader.get("home", int(published.keys[0]), -1)
 
 
-def test_partitions_index_their_whole_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hash", ["fibonacci64", "splitmix64"])
+def test_partitions_index_their_whole_rows(tmp_path: Path, hash: str) -> None:
+    """Partitions split by fibonacci64 (what a publish begun now uses) and by splitmix64 (a
+    version written before): a present key is found in its partition without `Index.find`."""
     data = make_ranked(N, K, seed=5)
     keys = cast(NDArray[np.int64], data.keys)
     store = sharedrec.open(tmp_path / "store", create=True)
     handle = store.begin_publish(partitions=4, chunk_bytes=CHUNK_BYTES)
+    assert handle.partition_hash == "fibonacci64"
+    handle = handle.model_copy(update={"partition_hash": hash})  # as an older sharedrec began it
     owners = handle.partition_of(keys)
     receipts = []
     for part in range(4):
         where = np.flatnonzero(owners == part)
         receipts.append(handle.write_ranked("home", part, keys[where], data.items[where], data.scores[where]))
-    store.commit_publish(handle, receipts, guards=[])
+    version = store.commit_publish(handle, receipts, guards=[])
+    manifest = store.manifest(version)
+    partitions = manifest.collections["home"].partitions
+    assert partitions is not None and partitions.hash == hash
+    assert manifest.format == ("sharedrec/4" if hash == "fibonacci64" else "sharedrec/2")
     reader = store.reader()
     col = cast(Partitioned, reader._v.ranked["home"])  # noqa: SLF001 - its partitions are checked
+    assert (col.index.spread != 0) == (hash == "fibonacci64")
     parts = [p for p in col.parts if p is not None]
     _check_twice(reader, Published(keys, data.items, data.scores), parts, parts)
 

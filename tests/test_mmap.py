@@ -11,9 +11,11 @@ from typing import cast
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 import sharedrec
-from sharedrec.read.collections import Whole
+from sharedrec.format.layout import HUGE_PAGE_CHUNK_MAX_BYTES
+from sharedrec.read.collections import Partitioned, Whole
 from sharedrec.write.arrays import chunk_rows
 
 from conftest import RankedData, make_ranked
@@ -105,16 +107,22 @@ def test_a_file_system_store_takes_huge_page_chunks_only_with_the_default_size(t
     assert chunks == {"default": 1, "chosen": 2}
 
 
+def _wide_rows(n: int, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.float32]]:
+    """``n`` random keys and lists of 128 int32 items and float32 scores: rows of 512 bytes."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(2**40, n, replace=False).astype(np.int64)
+    items = rng.integers(0, 1000, (n, 128), dtype=np.int32)
+    scores = np.sort(rng.random((n, 128), dtype=np.float32), axis=1)[:, ::-1].copy()
+    return keys, items, scores
+
+
 @pytest.mark.skipif(
     sys.platform not in ("linux", "darwin"), reason="chunks are mapped back to back on POSIX only"
 )
 def test_chunks_of_whole_huge_pages_are_mapped_on_huge_page_boundaries(tmp_path: Path) -> None:
     """A span of chunk files starts on a 2 MiB boundary, so chunks of whole 2 MiB pages do."""
-    n, width = 20_000, 128  # rows of 512 bytes: 4,096 a 2 MiB chunk, 5 chunks
-    rng = np.random.default_rng(3)
-    keys = rng.choice(2**40, n, replace=False).astype(np.int64)
-    items = rng.integers(0, 1000, (n, width), dtype=np.int32)
-    scores = np.sort(rng.random((n, width), dtype=np.float32), axis=1)[:, ::-1].copy()
+    n = 20_000  # rows of 512 bytes: 4,096 a 2 MiB chunk, 5 chunks
+    keys, items, scores = _wide_rows(n, seed=3)
     store = sharedrec.open(tmp_path / "store", create=True)
     store.publish_ranked("home", keys, items, scores, chunk_bytes=2 << 20, guards=[], progress=False)
     with store.reader() as reader:
@@ -128,6 +136,51 @@ def test_chunks_of_whole_huge_pages_are_mapped_on_huge_page_boundaries(tmp_path:
             assert col.rows[0].chunk(chunk).ctypes.data % (2 << 20) == 0
         row = int(np.flatnonzero(keys == keys[7])[0])
         np.testing.assert_array_equal(reader.get("home", int(keys[7])).items, items[row])
+
+
+@pytest.mark.skipif(
+    sys.platform not in ("linux", "darwin"), reason="chunks are mapped back to back on POSIX only"
+)
+def test_partitions_start_on_huge_page_boundaries_in_their_span(tmp_path: Path) -> None:
+    """A partitioned publish on a file system chunks its rows as a single-process one does,
+    and a reader maps every partition of 2 MiB or more from a 2 MiB boundary of the span a
+    batch gathers from (the rows between two partitions are never mapped), so that each can
+    be mapped with huge pages as a lone collection is."""
+    n = 24_000  # rows of 512 bytes: about 6,000 rows (3 MB) a partition
+    keys, items, scores = _wide_rows(n, seed=4)
+    store = sharedrec.open(tmp_path / "store", create=True)
+    chosen = store.begin_publish(partitions=4, chunk_bytes=4 << 20)
+    assert chosen.huge_up_to is None  # a chunk size given is kept, as by a single-process publish
+    store.abort_publish(chosen)
+    handle = store.begin_publish(partitions=4)
+    assert handle.huge_up_to == HUGE_PAGE_CHUNK_MAX_BYTES
+    owners = handle.partition_of(keys)
+    receipts = []
+    for part in range(4):
+        where = np.flatnonzero(owners == part)
+        receipts.append(handle.write_ranked("home", part, keys[where], items[where], scores[where]))
+    version = store.commit_publish(handle, receipts, guards=[])
+    partitions = store.manifest(version).collections["home"].partitions
+    assert partitions is not None
+    for stored in partitions.parts:  # one chunk each, of whole pages: it can join the others' span
+        spec = stored.arrays["items"]
+        assert spec.chunks[0] >= stored.count and spec.chunks[0] * 512 % 4096 == 0
+    with store.reader() as reader:
+        for key in keys.tolist():
+            reader.get("home", key)
+        col = reader._v.ranked["home"]
+        assert isinstance(col, Partitioned) and col.joints is not None
+        for held in col.parts:
+            assert held is not None and held.whole is not None and held.full is not None
+            for view in held.whole:
+                assert view.ctypes.data % (2 << 20) == 0
+        for joint in col.joints:
+            assert joint.starts[:4] == col.starts[:4].tolist()  # every array of a partition alike
+        got, _, found = reader.get_many("home", keys)
+        assert found.all()
+        np.testing.assert_array_equal(got, items)
+        for row in (0, 1, n // 2, n - 1):
+            np.testing.assert_array_equal(reader.get("home", int(keys[row])).items, items[row])
 
 
 def _publish(tmp_path: Path, data: RankedData, chunk_bytes: int) -> sharedrec.RecommendationStore:

@@ -25,7 +25,7 @@ from sharedrec.format.schema import Lease, Manifest, Pointer
 
 from conftest import KEYS, make_bucket, publish, s3_client, s3_options
 
-UPGRADE = "written by a newer sharedrec (format sharedrec/4); this sharedrec reads sharedrec/3: upgrade"
+UPGRADE = "written by a newer sharedrec (format sharedrec/5); this sharedrec reads sharedrec/4: upgrade"
 DESTRUCTIVE = ("corrupt", "republish", "roll back", "delete it by hand", "set_current", "set-current")
 
 
@@ -37,7 +37,7 @@ def _newer(path: Path, fmt: str, **changes: object) -> None:
 
 
 def _newer_manifest(store: sharedrec.RecommendationStore, version: str, **changes: object) -> None:
-    _newer(Path(store.location) / "versions" / version / "manifest.json", "sharedrec/4", **changes)
+    _newer(Path(store.location) / "versions" / version / "manifest.json", "sharedrec/5", **changes)
 
 
 def _newer_pointer(store: sharedrec.RecommendationStore, name: str = "CURRENT") -> bytes:
@@ -70,12 +70,12 @@ def test_newer_formats_are_not_corruption(store: sharedrec.RecommendationStore) 
     manifest = json.loads((Path(store.location) / "versions" / vid / "manifest.json").read_bytes())
     pointer = json.loads((Path(store.location) / "CURRENT").read_bytes())
     assert not issubclass(NewerFormat, CorruptVersion)
-    newer = {**manifest, "format": "sharedrec/4", "shard_map": {}}
+    newer = {**manifest, "format": "sharedrec/5", "shard_map": {}}
     with pytest.raises(NewerFormat) as caught:
         Manifest.loads(json.dumps(newer).encode(), "/s/versions/v/manifest.json")
     assert str(caught.value) == (
-        "/s/versions/v/manifest.json: written by a newer sharedrec (format sharedrec/4); this "
-        "sharedrec reads sharedrec/3: upgrade sharedrec (pip install -U sharedrec)"
+        "/s/versions/v/manifest.json: written by a newer sharedrec (format sharedrec/5); this "
+        "sharedrec reads sharedrec/4: upgrade sharedrec (pip install -U sharedrec)"
     )
     # Newer, even when nothing else of the file is what format 1 knows.
     with pytest.raises(NewerFormat, match="format sharedrec/12"):
@@ -134,7 +134,7 @@ def test_on_s3_the_manifest_in_the_pointer_says_upgrade(s3_server: str, tmp_path
     client = s3_client(s3_server)
     pointer = json.loads(client.get_object(Bucket=bucket, Key="recs/CURRENT")["Body"].read())
     assert pointer["manifest"] is not None  # object stores carry the manifest in the pointer
-    pointer["manifest"].update({"format": "sharedrec/4", "shard_map": {}})
+    pointer["manifest"].update({"format": "sharedrec/5", "shard_map": {}})
     client.put_object(Bucket=bucket, Key="recs/CURRENT", Body=json.dumps(pointer).encode())
     with pytest.raises(NewerFormat) as caught:
         store.reader()
@@ -221,7 +221,7 @@ def test_versions_lists_newer_versions_marked(store: sharedrec.RecommendationSto
     assert [v.id for v in listed] == [first, live]
     old, newer = listed
     assert old.newer_format is None and old.collections == {"home": len(KEYS)}
-    assert newer.newer_format == "sharedrec/4" and newer.current
+    assert newer.newer_format == "sharedrec/5" and newer.current
     assert newer.collections == {} and newer.size_bytes > 0 and newer.created_at > old.created_at
     _newer_pointer(store)
     with pytest.raises(NewerFormat, match="CURRENT: written by a newer sharedrec"):
@@ -255,7 +255,7 @@ def test_gc_leaves_newer_versions_and_their_bases(
     assert report.deleted == [] and report.unfinished == []
     for vid in (delta, old):
         assert report.kept[vid] == (
-            "written by a newer sharedrec (format sharedrec/4): this sharedrec cannot read it and "
+            "written by a newer sharedrec (format sharedrec/5): this sharedrec cannot read it and "
             "leaves it alone; upgrade sharedrec"
         )
     assert report.kept[full] == f"a base of delta version {delta}, which is kept"
@@ -334,7 +334,7 @@ def test_cli_info_get_verify_gc_say_upgrade(store: sharedrec.RecommendationStore
         assert shown.returncode == 1, shown.stderr
         assert first in shown.stdout and "no versions yet" not in shown.stdout
         (line,) = [line for line in shown.stdout.splitlines() if line.startswith(live)]
-        assert "written by a newer sharedrec (format sharedrec/4): upgrade sharedrec" in line
+        assert "written by a newer sharedrec (format sharedrec/5): upgrade sharedrec" in line
         assert f"live version {live}" in shown.stderr
         _assert_upgrade(shown.stderr)
     get = _run("get", location, "home", str(int(KEYS[0])))

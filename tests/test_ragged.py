@@ -219,12 +219,16 @@ def test_hostile_offsets_are_refused(skewed: Any, change: Any, message: str) -> 
         reader.get_many("skew", [0, 3])
 
 
-def test_a_ragged_collection_needs_format_3(skewed: Any) -> None:
-    store, version, _ = skewed
+def _set_format(store: sharedrec.RecommendationStore, version: str, format: str) -> None:
     path = Path(store.location) / "versions" / version / "manifest.json"
     manifest = json.loads(path.read_bytes())
-    manifest["format"] = "sharedrec/2"
+    manifest["format"] = format
     path.write_text(json.dumps(manifest))
+
+
+def test_a_ragged_collection_needs_format_3(skewed: Any) -> None:
+    store, version, _ = skewed
+    _set_format(store, version, "sharedrec/2")
     with pytest.raises(
         CorruptVersion, match=r"collections.skew.layout is ragged, which needs format sharedrec/3"
     ):
@@ -335,3 +339,12 @@ def test_many_flat_chunks(store: sharedrec.RecommendationStore, longest: int) ->
         assert row[: len(want)].tolist() == want.tolist() and (row[len(want) :] == -1).all()
         np.testing.assert_array_equal(row_scores[: len(want)], want_scores)
     np.testing.assert_array_equal(got_scores[7, : len(scores[7])], scores[7])
+
+
+def test_a_ragged_collection_reads_in_format_4(skewed: Any) -> None:
+    """``sharedrec/4`` (partitions split by fibonacci64) keeps what ``sharedrec/3`` added."""
+    store, version, (keys, items, _) = skewed
+    _set_format(store, version, "sharedrec/4")
+    with store.reader() as reader:
+        for key, want in zip(keys.tolist(), items, strict=True):
+            np.testing.assert_array_equal(reader.get("skew", key).items, want)

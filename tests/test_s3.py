@@ -348,3 +348,6 @@ def test_an_object_store_keeps_the_target_chunk_size(s3_store: sharedrec.Recomme
     version = s3_store.publish_ranked("home", keys, items, scores, guards=[], progress=False)
     spec = s3_store.manifest(version).collections["home"].arrays["items"]
     assert spec.chunks[0] * 12 <= 4 << 20 < spec.shape[0] * 12
+    handle = s3_store.begin_publish(partitions=2)  # and so do the tasks of a partitioned publish
+    assert handle.chunk_bytes == 4 << 20 and handle.huge_up_to is None
+    s3_store.abort_publish(handle)

@@ -278,13 +278,13 @@ def _refuse_newer_live(versions: list[VersionInfo]) -> None:
     """Exit 1 when the live version is one this sharedrec cannot read: the store is fine,
     this installation is too old to serve or manage it."""
     from sharedrec.errors import NewerFormat
-    from sharedrec.format.layout import FORMAT_RAGGED
+    from sharedrec.format.layout import NEWEST_FORMAT
     from sharedrec.format.schema import newer_message
 
     for version in versions:
         if version.current and version.newer_format:
             raise NewerFormat(
-                newer_message(f"live version {version.id}", version.newer_format, FORMAT_RAGGED)
+                newer_message(f"live version {version.id}", version.newer_format, NEWEST_FORMAT)
             )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "CHUNK_TARGET_BYTES",
     "CURRENT",
     "FORMAT",
+    "FORMAT_FIBONACCI",
     "FORMAT_RAGGED",
     "GC_MARK",
     "LEASES",
@@ -27,6 +28,8 @@ __all__ = [
     "MAX_CHAIN",
     "MAX_PARTITIONS",
     "MAX_WIDTH",
+    "NEWEST_FORMAT",
+    "PARTITION_HASHES",
     "POINTER_FORMAT",
     "POINTER_HISTORY",
     "RAGGED_MIN_WASTE",
@@ -43,9 +46,18 @@ __all__ = [
 FORMAT = "sharedrec/2"
 """The manifest format sharedrec writes when no collection is stored ragged."""
 FORMAT_RAGGED = "sharedrec/3"
-"""The manifest format of a version with a ragged collection (``layout: "ragged"``), and the
-newest this sharedrec reads: an older sharedrec refuses such a version as newer instead of
-reading its flat arrays as rows."""
+"""The manifest format of a version with a ragged collection (``layout: "ragged"``): an older
+sharedrec refuses such a version as newer instead of reading its flat arrays as rows."""
+FORMAT_FIBONACCI = "sharedrec/4"
+"""The manifest format of a version with a collection of int64 keys split into partitions by
+``fibonacci64`` (with or without a ragged collection): an older sharedrec refuses such a
+version as newer instead of looking its keys up in the wrong partitions."""
+NEWEST_FORMAT = FORMAT_FIBONACCI
+"""The newest manifest format this sharedrec reads."""
+PARTITION_HASHES = {"int64": ("fibonacci64", "splitmix64"), "str": ("blake2b-64",)}
+"""The hashes that may split a collection of each key type into partitions, by the name its
+manifest records; the first is the one publishes begun now use (``splitmix64`` split int64
+keys before ``fibonacci64``, which costs a lookup less)."""
 POINTER_FORMAT = "sharedrec-pointer/1"
 LEASE_FORMAT = "sharedrec-lease/1"
 CURRENT = "CURRENT"

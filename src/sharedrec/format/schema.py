@@ -30,10 +30,13 @@ from sharedrec.errors import CorruptVersion, InvalidInput, NewerFormat
 from sharedrec.format.layout import (
     CHECKSUM,
     FORMAT,
+    FORMAT_FIBONACCI,
     FORMAT_RAGGED,
     LEASE_FORMAT,
     MAX_PARTITIONS,
     MAX_WIDTH,
+    NEWEST_FORMAT,
+    PARTITION_HASHES,
     POINTER_FORMAT,
     POINTER_HISTORY,
     chunk_path,
@@ -218,8 +221,9 @@ class PartitionsSpec(_Record):
 
     __slots__ = ("hash", "parts")
     _FIELDS = ("hash", "parts")
-    hash: Literal["splitmix64", "blake2b-64"]
-    """splitmix64 of the key for int64 keys, blake2b-64 of its UTF-8 bytes for str keys."""
+    hash: Literal["fibonacci64", "splitmix64", "blake2b-64"]
+    """For int64 keys fibonacci64 of the key (``sharedrec/4``), or splitmix64 (written before);
+    blake2b-64 of its UTF-8 bytes for str keys."""
     parts: list[PartSpec]
     """Every partition, in partition order."""
 
@@ -315,7 +319,7 @@ class CollectionSpec(_Record):
     layout: Literal["padded", "ragged"]
     """How a ranked collection's lists are stored: ``padded`` (2-D ``items``/``scores`` of
     ``width`` columns and ``lengths``) or ``ragged`` (``offsets`` into 1-D ``items`` and
-    ``scores``; written only then, in a ``sharedrec/3`` manifest)."""
+    ``scores``; written only then, in a ``sharedrec/3`` or newer manifest)."""
 
     def _check(self) -> None:
         _check_collection(_collection(self.to_json(), "CollectionSpec"), "CollectionSpec")
@@ -390,10 +394,11 @@ class Manifest(_Record):
         "checksum": CHECKSUM,
         "checks": {},
     }
-    format: Literal["sharedrec/1", "sharedrec/2", "sharedrec/3"]
+    format: Literal["sharedrec/1", "sharedrec/2", "sharedrec/3", "sharedrec/4"]
     """``sharedrec/2`` (what sharedrec writes): chunk checksums listed per array (``chunks``);
     ``sharedrec/1``: every file listed in ``files``. Both read the same. ``sharedrec/3``:
-    ``sharedrec/2`` with a collection stored ragged (written only then)."""
+    ``sharedrec/2`` with a collection stored ragged (written only then). ``sharedrec/4``:
+    ``sharedrec/3`` with a collection of int64 keys split by ``fibonacci64`` (written only then)."""
     id: str
     parent: str | None
     base: str | None
@@ -414,8 +419,13 @@ class Manifest(_Record):
     def _fill(self, values: dict[str, Any]) -> None:
         object.__setattr__(self, "_raw", values.pop("_raw", None))
         collections = values.get("collections") or {}
-        if "format" not in values and any(spec.layout == "ragged" for spec in collections.values()):
-            values = {**values, "format": FORMAT_RAGGED}  # what an older sharedrec refuses as newer
+        if "format" not in values:  # the oldest format that has what the version uses, which an
+            # older sharedrec refuses as newer
+            specs = collections.values()
+            if any(spec.partitions is not None and spec.partitions.hash == "fibonacci64" for spec in specs):
+                values = {**values, "format": FORMAT_FIBONACCI}
+            elif any(spec.layout == "ragged" for spec in specs):
+                values = {**values, "format": FORMAT_RAGGED}
         super()._fill(values)
 
     def _check(self) -> None:
@@ -465,7 +475,7 @@ class Manifest(_Record):
             NewerFormat: A newer sharedrec wrote it (``format`` is ``sharedrec/2`` or above).
         """
         return _load(
-            data, where, "republish the version or roll back", lambda raw: _manifest(raw, data), FORMAT_RAGGED
+            data, where, "republish the version or roll back", lambda raw: _manifest(raw, data), NEWEST_FORMAT
         )
 
 
@@ -934,7 +944,7 @@ def _partitions(raw: object, field: str) -> PartitionsSpec | None:
     if not parts:
         raise _Bad(f"{field}.parts must list at least one partition")
     return PartitionsSpec._make(
-        hash=_literal(obj["hash"], f"{field}.hash", "splitmix64", "blake2b-64"), parts=parts
+        hash=_literal(obj["hash"], f"{field}.hash", "fibonacci64", "splitmix64", "blake2b-64"), parts=parts
     )
 
 
@@ -1000,6 +1010,12 @@ def _check_collection(spec: CollectionSpec, field: str) -> None:
     if spec.partitions is None:
         _check_rows(spec.arrays, spec.key_fences, None if spec.delta else spec.count, field)
     else:
+        hashes = PARTITION_HASHES[spec.key_type]
+        if spec.partitions.hash not in hashes:
+            raise _Bad(
+                f"{field}.partitions.hash is {spec.partitions.hash}, but {spec.key_type} keys are split "
+                f"by {' or '.join(hashes)}"
+            )
         parts = spec.partitions.parts
         for number, part in enumerate(parts):
             if part.count:
@@ -1078,7 +1094,7 @@ def _files(raw: object) -> dict[str, FileEntry]:
 _MANIFEST_REQUIRED = ("id", "created_at", "collections", "files")
 _MANIFEST_OPTIONAL = ("format", "parent", "base", "depth", "metadata", "checksum", "checks", "chunks")
 FORMAT_1 = "sharedrec/1"
-_READ_FORMATS = (FORMAT_1, FORMAT, FORMAT_RAGGED)
+_READ_FORMATS = (FORMAT_1, FORMAT, FORMAT_RAGGED, FORMAT_FIBONACCI)
 """The manifest formats this sharedrec reads (it writes `FORMAT`)."""
 
 
@@ -1214,9 +1230,16 @@ def _manifest(raw: object, data: bytes | None, geometry: bool = True) -> Manifes
         chunked = _chunks(obj.get("chunks", {}), by_path, files)
         table = _FileTable(files, chunked, by_path)
     for name, collection in collections.items():
-        if collection.layout == "ragged" and format != FORMAT_RAGGED:
+        if collection.layout == "ragged" and format not in (FORMAT_RAGGED, FORMAT_FIBONACCI):
             raise _Bad(
-                f"collections.{name}.layout is ragged, which needs format {FORMAT_RAGGED}, not {format}"
+                f"collections.{name}.layout is ragged, which needs format {FORMAT_RAGGED} or newer, "
+                f"not {format}"
+            )
+        fibonacci = collection.partitions is not None and collection.partitions.hash == "fibonacci64"
+        if fibonacci and format != FORMAT_FIBONACCI:
+            raise _Bad(
+                f"collections.{name}.partitions.hash is fibonacci64, which needs format "
+                f"{FORMAT_FIBONACCI}, not {format}"
             )
         if not geometry:
             _check_collection(collection, f"collections.{name}")
@@ -1317,7 +1340,7 @@ def _load(data: bytes, where: str, fix: str, build: Callable[[object], _T], ours
     # such a file is not damaged.
     _refuse_newer(raw, where, ours)
     if ours == POINTER_FORMAT and isinstance(raw, dict):  # the manifest copied into a pointer
-        _refuse_newer(raw.get("manifest"), f"{where} (the manifest it carries)", FORMAT_RAGGED)
+        _refuse_newer(raw.get("manifest"), f"{where} (the manifest it carries)", NEWEST_FORMAT)
     try:
         return build(raw)
     except (ValueError, RecursionError) as exc:  # _Bad errors are ValueErrors
@@ -1399,7 +1422,7 @@ def peek_newer_manifest(data: bytes) -> NewerManifest | None:
         raw = json.loads(data)
     except (ValueError, RecursionError):
         return None
-    found = newer_format(raw, FORMAT_RAGGED)
+    found = newer_format(raw, NEWEST_FORMAT)
     if found is None:
         return None
     assert isinstance(raw, dict)

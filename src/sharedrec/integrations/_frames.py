@@ -208,7 +208,7 @@ def publish_with(
     guards: Sequence[GuardLike] | None,
     force: bool,
     ref: str,
-    chunk_bytes: int,
+    chunk_bytes: int | None,
 ) -> str:
     """Begin a publish, let ``run`` write it on the engine, commit; remove it if anything fails.
 

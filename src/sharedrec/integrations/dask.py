@@ -3,8 +3,8 @@
 Install with ``pip install 'sharedrec[dask]'``. dask is imported only when a function
 here runs.
 
-Each row is tagged with its partition (``splitmix64`` or ``blake2b-64`` of the key, mod
-``partitions``), the frame is shuffled on that tag so that all rows of a partition meet in
+Each row is tagged with its partition (``PublishHandle.partition_of``: the key's
+``fibonacci64`` or ``blake2b-64``), the frame is shuffled on that tag so that all rows of a partition meet in
 one Dask partition, and every Dask partition writes what it holds and returns receipts,
 which the driver (the process calling this) commits. A task that Dask retries writes a new
 attempt folder; only the result of the attempt that succeeded reaches the driver.
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sharedrec.format.layout import CHUNK_TARGET_BYTES
 from sharedrec.integrations._frames import PART_COLUMN, Layout, layout, publish_with, write_table
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ def publish_ranked(
     guards: Sequence[GuardLike] | None = None,
     force: bool = False,
     ref: str = "current",
-    chunk_bytes: int = CHUNK_TARGET_BYTES,
+    chunk_bytes: int | None = None,
 ) -> str:
     """Publish a ranked collection from a Dask DataFrame; returns the version id.
 
@@ -75,7 +74,7 @@ def publish_ranked(
             `RecommendationStore.publish()`.
         force: Publish even if guards fail (the failure is logged and recorded).
         ref: The pointer to move: ``"current"`` or a named ref such as ``"canary"``.
-        chunk_bytes: Target size of a chunk file (default 4 MiB).
+        chunk_bytes: Target size of a chunk file (default: as `RecommendationStore.begin_publish`).
 
     Raises:
         InvalidInput: Missing columns, or bad values (named in the message).

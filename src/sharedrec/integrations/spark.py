@@ -3,8 +3,8 @@
 Install with ``pip install 'sharedrec[spark]'``. pyspark is imported only when a function
 here runs.
 
-The DataFrame is tagged with each row's partition (``splitmix64`` or ``blake2b-64`` of the
-key, mod ``partitions``, computed with Arrow batches in ``mapInArrow``), repartitioned by
+The DataFrame is tagged with each row's partition (``PublishHandle.partition_of``: the
+key's ``fibonacci64`` or ``blake2b-64``, computed with Arrow batches in ``mapInArrow``), repartitioned by
 that tag so all rows of a partition meet in one task, and written by ``mapInArrow``
 tasks that return receipts; the driver commits them. A task that Spark retries writes a
 new attempt folder, and only the receipts of successful attempts reach the driver.
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sharedrec.errors import InvalidInput
-from sharedrec.format.layout import CHUNK_TARGET_BYTES
 from sharedrec.integrations._frames import PART_COLUMN, Layout, layout, publish_with, write_table
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ def publish_ranked(
     guards: Sequence[GuardLike] | None = None,
     force: bool = False,
     ref: str = "current",
-    chunk_bytes: int = CHUNK_TARGET_BYTES,
+    chunk_bytes: int | None = None,
 ) -> str:
     """Publish a ranked collection from a Spark DataFrame; returns the version id.
 
@@ -80,7 +79,7 @@ def publish_ranked(
             `RecommendationStore.publish()`.
         force: Publish even if guards fail (the failure is logged and recorded).
         ref: The pointer to move: ``"current"`` or a named ref such as ``"canary"``.
-        chunk_bytes: Target size of a chunk file (default 4 MiB).
+        chunk_bytes: Target size of a chunk file (default: as `RecommendationStore.begin_publish`).
 
     Raises:
         InvalidInput: Missing columns, or bad values (named in the message).

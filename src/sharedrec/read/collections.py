@@ -31,7 +31,7 @@ from sharedrec.read.index import (
     partitions_of,
     rows_in_blocks,
 )
-from sharedrec.read.mmap import Joint
+from sharedrec.read.mmap import Joint, huge_page_step
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -436,6 +436,7 @@ class Partitioned(_Indexed):
             spec.key_type,
             [part.index if part is not None else None for part in parts],
             [part.count for part in spec.partitions.parts],
+            spec.partitions.hash,
         )
         held = [part for part in parts if part is not None]
         if not held:
@@ -450,7 +451,9 @@ class Partitioned(_Indexed):
         self.single = spec.serve_to_all  # declared at publish, never inferred from the count
         # Each row array of every partition mapped into one span: a batch of int keys is then
         # one fancy index per array, straight into its output, whichever partitions it spans.
-        joints = [Joint.join([part.rows[i] for part in held]) for i in range(len(kind.rows))]
+        # Each partition starts on a 2 MiB boundary in the spans (rows of every array alike).
+        step = huge_page_step([array.row_nbytes for array in self.first.rows])
+        joints = [Joint.join([part.rows[i] for part in held], step) for i in range(len(kind.rows))]
         self.joints: list[Joint] | None = None
         if spec.key_type == "int64" and all(joint is not None for joint in joints):
             self.joints = [joint for joint in joints if joint is not None]
@@ -507,7 +510,7 @@ class Partitioned(_Indexed):
         query, outside = int_keys(keys)
         n = len(query)
         count = len(self.parts)
-        owners = partitions_of(query, count)
+        owners = partitions_of(query, count, self.index.hash)
         if outside is not None:
             owners[outside] = count  # one more group, after the last partition, never served
         # The batch grouped by partition, keys ascending within each: each partition searches

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import math
 import mmap
 import os
 import sys
 import threading
 import weakref
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -46,6 +47,7 @@ __all__ = [
     "LocalFolder",
     "MappedArray",
     "RowPlan",
+    "huge_page_step",
     "plan_rows",
 ]
 
@@ -182,6 +184,15 @@ class _Region:
             _libc().munmap(self.address, self.size)
 
 
+def huge_page_step(row_bytes: Sequence[int]) -> int:
+    """Rows of each size in ``row_bytes`` such that every multiple of them is a multiple of
+    2 MiB in bytes, for each (see `Joint`); 1 when that takes more than 64 MiB of one size,
+    address space not worth reserving between two arrays."""
+    step = math.lcm(*(_HUGE_PAGE // math.gcd(size, _HUGE_PAGE) for size in row_bytes))
+    return step if step * max(row_bytes) <= _MAX_ALIGNMENT_GAP else 1
+
+
+_MAX_ALIGNMENT_GAP = 64 << 20
 _MAP_FIXED = 0x10  # the same value on Linux and macOS
 _HUGE_PAGE = 2 << 20
 _MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
@@ -466,7 +477,7 @@ class MappedArray:
             start = index * self.rows_per_chunk
             array = self._whole[start : start + self.rows_per_chunk]
             if not self._mapped[index]:
-                offset = self._joint[1] * self._row_nbytes() if self._joint is not None else 0
+                offset = self._joint[1] * self.row_nbytes if self._joint is not None else 0
                 self._region.map_file(fd, offset + index * self._chunk_nbytes, self._chunk_nbytes)
                 self._check_values(array, index, path)  # unmarked, the chunk is mapped and checked again
                 self._mapped[index] = True
@@ -482,14 +493,17 @@ class MappedArray:
         """The shape of one row (``()`` for a 1-D array)."""
         return tuple(self._chunk_shape[1:])
 
-    def _row_nbytes(self) -> int:
+    @property
+    def row_nbytes(self) -> int:
+        """The bytes of one row."""
         return self._chunk_nbytes // self.rows_per_chunk
 
     def can_join(self, first: MappedArray) -> bool:
         """Whether this array can be mapped into one span with ``first`` (see `Joint`): its
-        chunks are mapped back to back, none is mapped yet, and its rows are ``first``'s."""
+        chunks are mapped back to back (or it has one, a whole number of pages), none is
+        mapped yet, and its rows are ``first``'s."""
         return (
-            self._mapped is not None
+            (self._mapped is not None or (_REGIONS and self.n_chunks == 1 and self._chunk_nbytes % PAGE == 0))
             and not self.backed
             and self._joint is None
             and self.dtype == first.dtype
@@ -499,16 +513,15 @@ class MappedArray:
     def join(self, joint: Joint, start: int) -> None:
         """Map this array into ``joint``'s span from row ``start`` on (see `can_join`)."""
         self._joint = (joint, start)
+        if self._mapped is None:  # one chunk: mapped into the span as one of several would be
+            self._mapped = np.zeros(1, bool)
 
     def span_view(self) -> tuple[_Region, NDArray[np.generic]]:
         """A new span for this array and the arrays joined to it, as one array view."""
-        rows = sum(array.n_chunks * array.rows_per_chunk for array in self._joined())
-        region = _Region(rows * self._row_nbytes())
+        rows = self._joint[0].starts[-1] if self._joint is not None else self.n_chunks * self.rows_per_chunk
+        region = _Region(rows * self.row_nbytes)
         whole = np.asarray(region).view(self.dtype)
         return region, whole.reshape((rows, *self._chunk_shape[1:]))
-
-    def _joined(self) -> list[MappedArray]:
-        return self._joint[0].arrays if self._joint is not None else [self]
 
     def map_rows(self, rows: NDArray[np.intp]) -> None:
         """Map the chunks holding ``rows`` (valid row numbers) that are not mapped yet."""
@@ -539,15 +552,26 @@ class Joint:
 
     Only arrays whose chunks are mapped back to back, none of them mapped yet, can be
     joined (`join`). The span is reserved when the first chunk is mapped.
+
+    Every array of at least 2 MiB starts at a row that is a multiple of ``step``: given
+    `huge_page_step` of the rows, on a 2 MiB boundary, so that its chunks of whole 2 MiB pages
+    (or its one chunk) can be mapped with huge pages, as a lone array's are. The rows
+    between two arrays are reserved address space, never mapped or read.
     """
 
     __slots__ = ("__weakref__", "_complete", "_lock", "_region", "_whole", "arrays", "starts")
 
-    def __init__(self, arrays: list[MappedArray]) -> None:
+    def __init__(self, arrays: list[MappedArray], step: int = 1) -> None:
         self.arrays = arrays
-        starts = [0]
+        starts = []
+        end = 0
         for array in arrays:
-            starts.append(starts[-1] + array.n_chunks * array.rows_per_chunk)
+            rows = array.n_chunks * array.rows_per_chunk
+            if rows * array.row_nbytes >= _HUGE_PAGE:
+                end += -end % step
+            starts.append(end)
+            end += rows
+        starts.append(end)
         self.starts = starts
         """The first row of every array in the span, and the span's rows."""
         self._region: _Region | None = None
@@ -558,12 +582,12 @@ class Joint:
         renew_lock_after_fork(self)
 
     @classmethod
-    def join(cls, arrays: list[MappedArray]) -> Joint | None:
+    def join(cls, arrays: list[MappedArray], step: int = 1) -> Joint | None:
         """The arrays mapped into one span from now on, or None when they cannot all be (then
-        none is)."""
+        none is); ``step``: see `Joint`."""
         if not arrays or not all(array.can_join(arrays[0]) for array in arrays):
             return None
-        joint = cls(arrays)
+        joint = cls(arrays, step)
         for array, start in zip(arrays, joint.starts, strict=False):
             array.join(joint, start)
         return joint

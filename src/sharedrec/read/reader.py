@@ -23,7 +23,6 @@ from sharedrec.errors import InvalidInput, KeyNotFound, SharedrecError, UnknownC
 from sharedrec.format.keys import INT64_MAX, INT64_MIN, is_bool
 from sharedrec.read.collections import Chained, Partitioned, RankedList, Whole, _Found, check_k
 from sharedrec.read.follow import Background, WeakMethod, after_fork, forget_after_fork, shutdown
-from sharedrec.read.index import _MASK64, _MIX1, _MIX2
 from sharedrec.read.ragged import batch
 from sharedrec.read.version import OpenVersion
 
@@ -202,13 +201,12 @@ class Reader:
                     chain = col.chain
                     if type(key) is int and not chain.str_keys and key not in chain.lookup:
                         stored = chain.root
-                elif type(col) is Partitioned and type(key) is int and col.index.key_type == "int64":
-                    # The key's partition: splitmix64(key) mod the partition count, as
-                    # `PartitionedIndex.partition` computes it, inlined.
-                    z = key & _MASK64
-                    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
-                    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
-                    stored = col.parts[(z ^ (z >> 31)) % col.index.n_parts]
+                elif type(col) is Partitioned and type(key) is int:
+                    index = col.index
+                    if index.spread:  # the key's partition by fibonacci64, inlined
+                        stored = col.parts[(key * index.spread >> 64) % index.n_parts]
+                    elif index.key_type == "int64":  # split by splitmix64, before fibonacci64
+                        stored = col.parts[index.partition(key)]
             if type(stored) is Whole:  # inlined for speed: this is the hot path
                 full = stored.full
                 if full is not None and type(key) is int and (k is None or (type(k) is int and k >= 0)):

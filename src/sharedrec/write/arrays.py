@@ -38,7 +38,12 @@ _WRITE_BLOCK_BYTES = 64 * 1024 * 1024
 
 
 def chunk_rows(
-    row_bytes: int | Sequence[int], n_rows: int, chunk_bytes: int, *, huge_up_to: int | None = None
+    row_bytes: int | Sequence[int],
+    n_rows: int,
+    chunk_bytes: int,
+    *,
+    huge_up_to: int | None = None,
+    joined: bool = False,
 ) -> int:
     """Rows per chunk so that a chunk holds about ``chunk_bytes`` (at least one row).
 
@@ -56,20 +61,38 @@ def chunk_rows(
     of at most ``huge_up_to`` bytes, when the last one's padding is at most
     `HUGE_PAGE_CHUNK_MAX_PADDING` of the rows; or one chunk of every row when they fit in
     ``huge_up_to``. Otherwise the chunks stay as ``chunk_bytes`` makes them.
+
+    ``joined``: the rows of one partition, which readers map back to back with the other
+    partitions' (`sharedrec.read.mmap.Joint`). One chunk of every row is then a whole number
+    of pages too, padded past the last row: of 2 MiB pages with ``huge_up_to`` when that is
+    at most ``huge_up_to`` bytes and the padding at most `HUGE_PAGE_CHUNK_MAX_PADDING` of the
+    rows, else of 4 KiB pages.
     """
     sizes = [max(1, row_bytes)] if isinstance(row_bytes, int) else [max(1, size) for size in row_bytes]
-    rows = max(1, min(n_rows, chunk_bytes // max(sizes)))
-    if rows >= n_rows:
-        return rows
+    widest = max(sizes)
     huge_step = math.lcm(*(_HUGE_PAGE_BYTES // math.gcd(size, _HUGE_PAGE_BYTES) for size in sizes))
-    for step in (huge_step, math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))):
+    page_step = math.lcm(*(_PAGE_BYTES // math.gcd(size, _PAGE_BYTES) for size in sizes))
+
+    def one_chunk() -> int:
+        if not joined:
+            return n_rows
+        if huge_up_to is not None:
+            padded = -(-n_rows // huge_step) * huge_step
+            if padded * widest <= huge_up_to and padded - n_rows <= n_rows * HUGE_PAGE_CHUNK_MAX_PADDING:
+                return padded
+        return -(-n_rows // page_step) * page_step
+
+    rows = max(1, min(n_rows, chunk_bytes // widest))
+    if rows >= n_rows:
+        return one_chunk()
+    for step in (huge_step, page_step):
         if rows >= step:
             rows -= rows % step
             break
     if huge_up_to is not None and rows % huge_step:
-        limit = max(1, huge_up_to // max(sizes))
+        limit = max(1, huge_up_to // widest)
         if n_rows <= limit:
-            return n_rows
+            return one_chunk()
         larger = limit - limit % huge_step
         if larger and -n_rows % larger <= n_rows * HUGE_PAGE_CHUNK_MAX_PADDING:
             return larger
@@ -89,13 +112,15 @@ def write_ranked_rows(
     *,
     allow_ragged: bool = False,
     huge_up_to: int | None = None,
+    joined: bool = False,
 ) -> tuple[dict[str, ArraySpec], list[int], str | None]:
     """Write the key index and the lists of ranked rows; items and scores are chunked alike.
 
     With ``allow_ragged``, lists whose padding would waste space (`ragged_pays`) are written
     ragged (``offsets`` and flat ``items``/``scores``, see `pack_ragged`); the specs then
     hold ``offsets``. ``ranked`` may be padded or flat (`Ranked.offsets`); flat lists
-    written padded are padded here. Returns the array specs, the key fences and the key hash name.
+    written padded are padded here. Returns the array specs, the key fences and the key hash name
+    (``huge_up_to`` and ``joined``: see `chunk_rows`).
     """
     arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
     cell_bytes = ranked.items.itemsize + ranked.scores.itemsize
@@ -109,6 +134,7 @@ def write_ranked_rows(
         len(keys),
         chunk_bytes,
         huge_up_to=huge_up_to,
+        joined=joined,
     )
     arrays["items"] = write_array(group, "items", ranked.items, order, rows, task, chunk_bytes)
     arrays["scores"] = write_array(group, "scores", ranked.scores, order, rows, task, chunk_bytes)
@@ -193,11 +219,14 @@ def write_vector_rows(
     task: Any = None,
     *,
     huge_up_to: int | None = None,
+    joined: bool = False,
 ) -> tuple[dict[str, ArraySpec], list[int], str | None]:
     """Write the key index and the vectors of rows; returns specs, fences and hash name
-    (``huge_up_to``: see `chunk_rows`)."""
+    (``huge_up_to`` and ``joined``: see `chunk_rows`)."""
     arrays, fences, key_hash, order = write_keys(group, keys, chunk_bytes)
-    rows = chunk_rows(vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes, huge_up_to=huge_up_to)
+    rows = chunk_rows(
+        vectors.shape[1] * vectors.itemsize, len(keys), chunk_bytes, huge_up_to=huge_up_to, joined=joined
+    )
     arrays["vectors"] = write_array(group, "vectors", vectors, order, rows, task, chunk_bytes)
     return arrays, fences, key_hash
 

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, P
 from sharedrec.errors import CorruptVersion, InvalidInput, PublishRejected
 from sharedrec.format.layout import (
     CHUNK_TARGET_BYTES,
+    HUGE_PAGE_CHUNK_MAX_BYTES,
     MANIFEST,
     MAX_PARTITIONS,
     VERSIONS,
@@ -102,28 +103,34 @@ _FileEntry = Annotated[
 
 
 def partition_of(keys: ArrayLike, partitions: int) -> NDArray[np.intp]:
-    """The partition of every key when a collection is split into ``partitions``.
+    """The partition of every key when a publish begun now splits a collection into ``partitions``.
 
-    int64 keys go to ``splitmix64(key) mod partitions``, str keys to
+    int64 keys go to partition ``fibonacci64(key)`` (their 64 bits times 0x9E3779B97F4A7C15
+    modulo 2**64, times ``partitions``, shifted right by 64), str keys to
     ``blake2b-64(UTF-8 bytes) mod partitions`` (see the on-disk format). Use it to route
-    rows to the task that writes their partition.
+    rows to the task that writes their partition; `PublishHandle.partition_of` routes as its
+    publish does.
 
     Raises:
         InvalidInput: The keys are not all integers or all str, or ``partitions`` is out of range.
     """
+    return _route(keys, partitions, index.DEFAULT_INT_PARTITION_HASH)
+
+
+def _route(keys: ArrayLike, partitions: int, int_hash: str) -> NDArray[np.intp]:
     _check_partitions(partitions)
     if isinstance(keys, str | bytes):
         raise InvalidInput(f"keys must be a sequence of keys, not a single {type(keys).__name__}")
     if _is_empty(keys):
         return np.empty(0, dtype=np.intp)
-    return _partitions_of(_validate.normalize_keys("partition_of", keys, unique=False), partitions)
+    return _partitions_of(_validate.normalize_keys("partition_of", keys, unique=False), partitions, int_hash)
 
 
-def _partitions_of(keys: _validate.Keys, partitions: int) -> NDArray[np.intp]:
+def _partitions_of(keys: _validate.Keys, partitions: int, int_hash: str) -> NDArray[np.intp]:
     if keys.ints is not None:
-        return index.partitions_of(keys.ints, partitions)
+        return index.partitions_of(keys.ints, partitions, int_hash)
     assert keys.encoded is not None
-    return index.partitions_of(keys.encoded, partitions)
+    return index.partitions_of(keys.encoded, partitions, index.PARTITION_STR_HASH)
 
 
 def _check_partitions(partitions: object) -> int:
@@ -156,6 +163,10 @@ class PartitionReceipt(_Model):
     key_fences: list[int]
     key_hash: str | None = Field(
         default=None, description="hash of str keys; None for int64 keys, or blake2b-64 (older receipts)"
+    )
+    partition_hash: Literal["fibonacci64", "splitmix64"] | None = Field(
+        default=None,
+        description="how the task routed int64 keys; None for other keys, or splitmix64 (older receipts)",
     )
     width: int = Field(ge=1)
     min_length: int = Field(ge=0)
@@ -191,6 +202,17 @@ class PublishHandle(_Model):
     version_id: str
     partitions: int = Field(ge=1, le=MAX_PARTITIONS)
     chunk_bytes: int = Field(ge=1024, le=1 << 30)
+    huge_up_to: int | None = Field(
+        default=None,
+        ge=1024,
+        le=1 << 30,
+        description="row arrays in chunks of whole 2 MiB pages up to this size (a file-system store "
+        "with the default chunk_bytes), as a single-process publish writes them",
+    )
+    partition_hash: Literal["fibonacci64", "splitmix64"] = Field(
+        default="splitmix64",
+        description="how int64 keys are routed to partitions (handles from before fibonacci64 name none)",
+    )
     ref: str = Field(description="the pointer the commit moves")
     parent_pointer: str | None = Field(description="the pointer's bytes when the publish began")
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
@@ -213,8 +235,8 @@ class PublishHandle(_Model):
             raise InvalidInput(f"not a sharedrec publish handle: {_first_error(exc)}") from None
 
     def partition_of(self, keys: ArrayLike) -> NDArray[np.intp]:
-        """The partition of every key (see `partition_of()`)."""
-        return partition_of(keys, self.partitions)
+        """The partition of every key in this publish (see `partition_of()`)."""
+        return _route(keys, self.partitions, self.partition_hash)
 
     def write_ranked(
         self,
@@ -254,7 +276,9 @@ class PublishHandle(_Model):
         width = ranked.items.shape[1]
 
         def write(group: Any) -> tuple[dict[str, ArraySpec], list[int]]:
-            arrays, fences, _ = write_ranked_rows(group, key_data, ranked, self.chunk_bytes)
+            arrays, fences, _ = write_ranked_rows(
+                group, key_data, ranked, self.chunk_bytes, huge_up_to=self.huge_up_to, joined=True
+            )
             return arrays, fences
 
         return self._write(
@@ -285,7 +309,9 @@ class PublishHandle(_Model):
         dim = array.shape[1]
 
         def write(group: Any) -> tuple[dict[str, ArraySpec], list[int]]:
-            arrays, fences, _ = write_vector_rows(group, key_data, array, self.chunk_bytes)
+            arrays, fences, _ = write_vector_rows(
+                group, key_data, array, self.chunk_bytes, huge_up_to=self.huge_up_to, joined=True
+            )
             return arrays, fences
 
         return self._write(
@@ -308,7 +334,7 @@ class PublishHandle(_Model):
         return f"{collection}[partition {int(partition)}]"
 
     def _check_keys(self, where: str, keys: _validate.Keys, partition: int) -> None:
-        owners = _partitions_of(keys, self.partitions)
+        owners = _partitions_of(keys, self.partitions, self.partition_hash)
         wrong = np.flatnonzero(owners != partition)
         if wrong.size:
             row = int(wrong[0])
@@ -393,6 +419,7 @@ class PublishHandle(_Model):
             count=len(keys),
             key_fences=fences,
             key_hash=index.DEFAULT_KEY_HASH if keys.kind == "str" else None,  # what write_keys() used
+            partition_hash=self.partition_hash if keys.kind == "int64" else None,
             width=width,
             min_length=min_length,
             max_length=max_length,
@@ -450,6 +477,12 @@ def resolve_receipts(
                 f"has {handle.partitions} partitions"
             )
         validate_collection_name(receipt.collection)
+        if receipt.key_type == "int64" and _routed_by(receipt) != handle.partition_hash:
+            raise InvalidInput(
+                f"{where} routed its keys by {_routed_by(receipt)}, this publish routes them by "
+                f"{handle.partition_hash}: the task ran another version of sharedrec, and readers "
+                "would look its keys up in other partitions; write every partition with the driver's version"
+            )
         if not _ATTEMPT.match(receipt.attempt) or (
             receipt.path is not None and receipt.path != f"part-{receipt.partition:05d}-{receipt.attempt}"
         ):
@@ -537,6 +570,11 @@ def _key_hash(part: PartitionReceipt) -> str | None:
     return part.key_hash or "blake2b-64"
 
 
+def _routed_by(part: PartitionReceipt) -> str:
+    """The hash a partition of int64 keys was routed by (receipts from before fibonacci64 name none)."""
+    return part.partition_hash or "splitmix64"
+
+
 def collection_spec(parts: list[PartitionReceipt]) -> CollectionSpec:
     """The manifest entry of a collection made of these partitions (in partition order)."""
     written = [part for part in parts if part.count]
@@ -555,7 +593,7 @@ def collection_spec(parts: list[PartitionReceipt]) -> CollectionSpec:
         empty_lists=sum(part.empty_lists for part in parts),
         arrays={},
         partitions=PartitionsSpec(
-            hash=index.partition_hash(key_type),
+            hash=_routed_by(model) if key_type == "int64" else index.PARTITION_STR_HASH,
             parts=[
                 PartSpec(
                     path=part.path,
@@ -594,8 +632,9 @@ class BeginOptions(TypedDict, total=False):
     """JSON facts to keep in the manifest."""
     version_id: str | None
     """Choose the id (default: a time-sortable id)."""
-    chunk_bytes: int
-    """Target size of a chunk file (default 4 MiB)."""
+    chunk_bytes: int | None
+    """Target size of a chunk file (default: 4 MiB, and on a store on a file system large row
+    arrays in chunks of whole 2 MiB pages, up to 64 MiB, as a single-process publish writes them)."""
     ref: str
     """The pointer `RecommendationStore.commit_publish` moves, and whose version guards
     compare with (default ``"current"``)."""
@@ -612,7 +651,7 @@ def begin_publish(
     partitions: int,
     metadata: dict[str, JsonValue] | None = None,
     version_id: str | None = None,
-    chunk_bytes: int = CHUNK_TARGET_BYTES,
+    chunk_bytes: int | None = None,
     ref: str = "current",
     lease_ttl: float = 24 * 3600.0,
 ) -> PublishHandle:
@@ -620,9 +659,14 @@ def begin_publish(
     _check_partitions(partitions)
     if not isinstance(lease_ttl, int | float) or isinstance(lease_ttl, bool) or not lease_ttl > 0:
         raise InvalidInput(f"lease_ttl must be positive seconds; got {lease_ttl!r}")
+    backend = root.backend
+    huge_up_to = None
+    if chunk_bytes is None:  # as a single-process publish (`Draft`) chunks its rows
+        chunk_bytes = CHUNK_TARGET_BYTES
+        if backend.local_path(VERSIONS) is not None:
+            huge_up_to = HUGE_PAGE_CHUNK_MAX_BYTES
     if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
         raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
-    backend = root.backend
     vid = validate_version_id(version_id) if version_id is not None else new_version_id()
     metadata = validate_metadata(metadata)
     storage_options = root.storage_options
@@ -640,6 +684,8 @@ def begin_publish(
         version_id=vid,
         partitions=partitions,
         chunk_bytes=chunk_bytes,
+        huge_up_to=huge_up_to,
+        partition_hash=index.DEFAULT_INT_PARTITION_HASH,
         ref=ref,
         parent_pointer=raw.decode() if raw is not None else None,
         metadata=metadata,
