@@ -339,6 +339,8 @@ FAMILIES: tuple[Family, ...] = (
             Column("floor in 2 MiB pages (%)", _huge_pages("floor")),
             Column("sharedrec in 2 MiB pages (%)", _huge_pages("sharedrec")),
             Column("4 MiB chunks in 2 MiB pages (%)", _huge_pages("sharedrec_4mib_chunks")),
+            Column("delta in 2 MiB pages (%)", _huge_pages("delta")),
+            Column("8 partitions in 2 MiB pages (%)", _huge_pages("partitioned")),
         ),
         notes=(("statistic", "statistic"),),
         detail=_breakdown,

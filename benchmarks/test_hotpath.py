@@ -511,7 +511,9 @@ def test_get_breakdown(
                 p50 = _latencies(fn, keys, calls)["p50_ns"]
                 best[name] = min(best.get(name, p50), p50)
 
-        share = _huge_page_share(workload.npy, workload.store, small_chunk_store)
+        share = _huge_page_share(
+            workload.npy, workload.store, small_chunk_store, delta_store.path, partitioned_store
+        )
         rotation = itertools.cycle(keys)
         get = timed["get"]
         benchmark(lambda: get(next(rotation)))
@@ -538,10 +540,13 @@ def test_get_breakdown(
             "floor": share[str(workload.npy)],
             "sharedrec": share[str(workload.store)],
             "sharedrec_4mib_chunks": share[str(small_chunk_store)],
+            "delta": share[str(delta_store.path)],
+            "partitioned": share[str(partitioned_store)],
         }
         lines.append(
             "  resident maps in 2 MiB pages: floor {floor:.0%}, sharedrec {sharedrec:.0%}, "
-            "sharedrec with 4 MiB chunks {sharedrec_4mib_chunks:.0%}".format(**info["huge_page_share"])
+            "sharedrec with 4 MiB chunks {sharedrec_4mib_chunks:.0%}, delta {delta:.0%}, "
+            "8 partitions {partitioned:.0%}".format(**info["huge_page_share"])
         )
     lines.append(f"  sharedrec get                          {best['get'] / 1e3:6.2f} µs")
     for name, label in (
