@@ -47,7 +47,6 @@ __all__ = [
     "fibonacci64",
     "hash_keys",
     "key_hash_function",
-    "partition_hash",
     "partitions_of",
     "rows_in_blocks",
     "splitmix64",
@@ -757,11 +756,6 @@ def _fibonacci64_array(values: NDArray[np.int64], n_parts: int) -> NDArray[np.ui
     n = np.uint64(n_parts)
     low = ((z & np.uint64(0xFFFFFFFF)) * n) >> np.uint64(32)
     return ((z >> np.uint64(32)) * n + low) >> np.uint64(32)
-
-
-def partition_hash(key_type: str) -> str:
-    """The name of the hash that assigns keys of ``key_type`` to partitions in a publish begun now."""
-    return DEFAULT_INT_PARTITION_HASH if key_type == "int64" else PARTITION_STR_HASH
 
 
 def partitions_of(keys: NDArray[np.int64] | Sequence[bytes], n_parts: int, hash: str) -> NDArray[np.intp]:

@@ -345,13 +345,9 @@ class MappedArray:
         """
         if not len(rows):  # nothing to copy, and maybe no chunk mapped to copy from
             return plan
-        whole: NDArray[np.generic] | None = None
         if self._mapped is not None:
             self.map_rows(rows)
-            whole = self._whole
-            assert whole is not None  # mapped with the first chunk
-        elif self.n_chunks == 1:  # one chunk: the whole array, as for chunks mapped back to back
-            whole = self.chunk(0)
+        whole = self.contiguous()  # chunks mapped back to back, or the one chunk
         if whole is not None:
             if out.ndim == 1 or out.shape[1] == whole.shape[1]:
                 np.take(whole, rows, axis=0, out=out, mode="clip")  # rows are in range: no clipping
