@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from sharedrec.errors import InvalidInput
 from sharedrec.format.layout import (
+    CHUNK_TARGET_BYTES,
+    HUGE_PAGE_CHUNK_MAX_BYTES,
     HUGE_PAGE_CHUNK_MAX_PADDING,
     KEY_CHUNK_TARGET_BYTES,
     RAGGED_MIN_WASTE,
     RAGGED_WASTE,
+    VERSIONS,
 )
 from sharedrec.format.schema import ArraySpec
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
 
+if TYPE_CHECKING:
+    from sharedrec.backends.base import Backend
+
 __all__ = [
     "chunk_rows",
+    "chunk_sizes",
     "pack_ragged",
     "ragged_pays",
     "write_array",
@@ -97,6 +105,26 @@ def chunk_rows(
         if larger and -n_rows % larger <= n_rows * HUGE_PAGE_CHUNK_MAX_PADDING:
             return larger
     return rows
+
+
+def chunk_sizes(chunk_bytes: int | None, backend: Backend) -> tuple[int, int | None]:
+    """``(chunk_bytes, huge_up_to)`` of a publish to ``backend`` (see `chunk_rows`).
+
+    On a file system, readers map the chunk files in place: by default, large row arrays may
+    take chunks of whole 2 MiB pages, which a kernel can map with huge pages. Object-store
+    readers download a chunk whole: they keep the target size, as does a size given.
+
+    Raises:
+        InvalidInput: ``chunk_bytes`` is not an int from 1 KiB to 1 GiB.
+    """
+    huge_up_to = None
+    if chunk_bytes is None:
+        chunk_bytes = CHUNK_TARGET_BYTES
+        if backend.local_path(VERSIONS) is not None:
+            huge_up_to = HUGE_PAGE_CHUNK_MAX_BYTES
+    if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
+        raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
+    return chunk_bytes, huge_up_to
 
 
 _PAGE_BYTES = 4096

@@ -38,8 +38,6 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, P
 
 from sharedrec.errors import CorruptVersion, InvalidInput, PublishRejected
 from sharedrec.format.layout import (
-    CHUNK_TARGET_BYTES,
-    HUGE_PAGE_CHUNK_MAX_BYTES,
     MANIFEST,
     MAX_PARTITIONS,
     VERSIONS,
@@ -59,7 +57,7 @@ from sharedrec.format.schema import (
 )
 from sharedrec.read import index
 from sharedrec.write import validate as _validate
-from sharedrec.write.arrays import write_ranked_rows, write_vector_rows
+from sharedrec.write.arrays import chunk_sizes, write_ranked_rows, write_vector_rows
 from sharedrec.write.commit import checksums, commit, now, publish_lease
 from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
 from sharedrec.write.hold import remove_lease, write_lease
@@ -660,13 +658,7 @@ def begin_publish(
     if not isinstance(lease_ttl, int | float) or isinstance(lease_ttl, bool) or not lease_ttl > 0:
         raise InvalidInput(f"lease_ttl must be positive seconds; got {lease_ttl!r}")
     backend = root.backend
-    huge_up_to = None
-    if chunk_bytes is None:  # as a single-process publish (`Draft`) chunks its rows
-        chunk_bytes = CHUNK_TARGET_BYTES
-        if backend.local_path(VERSIONS) is not None:
-            huge_up_to = HUGE_PAGE_CHUNK_MAX_BYTES
-    if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
-        raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
+    chunk_bytes, huge_up_to = chunk_sizes(chunk_bytes, backend)  # as a single-process publish's
     vid = validate_version_id(version_id) if version_id is not None else new_version_id()
     metadata = validate_metadata(metadata)
     storage_options = root.storage_options

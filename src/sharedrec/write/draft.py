@@ -27,9 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 from sharedrec._progress import Reporter, reporter
 from sharedrec.errors import InvalidInput, PublishRejected, SharedrecError
 from sharedrec.format.layout import (
-    CHUNK_TARGET_BYTES,
     GC_MARK,
-    HUGE_PAGE_CHUNK_MAX_BYTES,
     VERSIONS,
     chunk_path,
     new_version_id,
@@ -41,7 +39,7 @@ from sharedrec.format.schema import ArraySpec, CollectionSpec, Manifest
 from sharedrec.read import index
 from sharedrec.write import delta as _delta
 from sharedrec.write import validate as _validate
-from sharedrec.write.arrays import write_array, write_ranked_rows, write_vector_rows
+from sharedrec.write.arrays import chunk_sizes, write_array, write_ranked_rows, write_vector_rows
 from sharedrec.write.commit import checksums, commit, now
 from sharedrec.write.guards import DEFAULT_GUARDS, GuardLike, as_guard
 from sharedrec.write.staging import Staging
@@ -275,18 +273,7 @@ class Draft:
         ref: str = "current",
         full: _delta.FullWrite | None = None,
     ) -> None:
-        # On a file system, readers map the chunk files in place: by default, large row arrays
-        # may take chunks of whole 2 MiB pages, which a kernel can map with huge pages.
-        # Object-store readers download a chunk whole: they keep the target size, as does a
-        # size given by the caller.
-        self._huge_up_to: int | None = None
-        if chunk_bytes is None:
-            chunk_bytes = CHUNK_TARGET_BYTES
-            if root.backend.local_path(VERSIONS) is not None:
-                self._huge_up_to = HUGE_PAGE_CHUNK_MAX_BYTES
-        if not isinstance(chunk_bytes, int) or not 1024 <= chunk_bytes <= 1 << 30:
-            raise InvalidInput(f"chunk_bytes must be an int from 1 KiB to 1 GiB; got {chunk_bytes!r}")
-        self._chunk_bytes = chunk_bytes
+        self._chunk_bytes, self._huge_up_to = chunk_sizes(chunk_bytes, root.backend)
         self._guards = [as_guard(guard) for guard in guards]
         self._force = force
         self._root = root
