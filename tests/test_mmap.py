@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -116,6 +116,18 @@ def _wide_rows(n: int, seed: int) -> tuple[NDArray[np.int64], NDArray[np.int32],
     return keys, items, scores
 
 
+def _every_chunk_mapped(reader: sharedrec.Reader, keys: NDArray[np.int64]) -> object:
+    """Look every key of ``home`` up once, so that every chunk is mapped; its collection."""
+    for key in keys.tolist():
+        reader.get("home", key)
+    return reader._v.ranked["home"]
+
+
+def _assert_on_huge_page_boundaries(views: tuple[NDArray[Any], ...]) -> None:
+    for view in views:
+        assert view.ctypes.data % (2 << 20) == 0
+
+
 @pytest.mark.skipif(
     sys.platform not in ("linux", "darwin"), reason="chunks are mapped back to back on POSIX only"
 )
@@ -126,12 +138,9 @@ def test_chunks_of_whole_huge_pages_are_mapped_on_huge_page_boundaries(tmp_path:
     store = sharedrec.open(tmp_path / "store", create=True)
     store.publish_ranked("home", keys, items, scores, chunk_bytes=2 << 20, guards=[], progress=False)
     with store.reader() as reader:
-        for key in keys.tolist():
-            reader.get("home", key)
-        col = reader._v.ranked["home"]
+        col = _every_chunk_mapped(reader, keys)
         assert isinstance(col, Whole) and col.whole is not None
-        for view in col.whole:
-            assert view.ctypes.data % (2 << 20) == 0
+        _assert_on_huge_page_boundaries(col.whole)
         for chunk in range(col.rows[0].n_chunks):
             assert col.rows[0].chunk(chunk).ctypes.data % (2 << 20) == 0
         row = int(np.flatnonzero(keys == keys[7])[0])
@@ -166,14 +175,11 @@ def test_partitions_start_on_huge_page_boundaries_in_their_span(tmp_path: Path) 
         spec = stored.arrays["items"]
         assert spec.chunks[0] >= stored.count and spec.chunks[0] * 512 % 4096 == 0
     with store.reader() as reader:
-        for key in keys.tolist():
-            reader.get("home", key)
-        col = reader._v.ranked["home"]
+        col = _every_chunk_mapped(reader, keys)
         assert isinstance(col, Partitioned) and col.joints is not None
         for held in col.parts:
             assert held is not None and held.whole is not None and held.full is not None
-            for view in held.whole:
-                assert view.ctypes.data % (2 << 20) == 0
+            _assert_on_huge_page_boundaries(held.whole)
         for joint in col.joints:
             assert joint.starts[:4] == col.starts[:4].tolist()  # every array of a partition alike
         got, _, found = reader.get_many("home", keys)
